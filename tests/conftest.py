@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import os
+
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group, User
 
 from policies.roles import ADMIN, AUTHOR, REVIEWER, ensure_roles
@@ -52,6 +55,16 @@ The policy identifies material that attacks a particular individual abusively.
 #### Excludes
 - Critique of someone's ideas or published work.
 """
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings() -> None:
+    """Give each test run its own PostgreSQL test database, so that two runs on one machine
+    (a developer's and CI's, or parallel sessions) never drop each other's database."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] == "django.db.backends.postgresql":
+        base = db.get("TEST", {}).get("NAME") or f"test_{db['NAME']}"
+        db.setdefault("TEST", {})["NAME"] = f"{base}_{os.getpid()}"
 
 
 def _persona(username: str, role: str | None, **extra: Any) -> User:

@@ -1,0 +1,50 @@
+# CoPE Studio. Two commands for a newcomer: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PG_URL ?= postgresql://postgres@127.0.0.1:5432/cope_studio
+REDIS_URL ?= redis://127.0.0.1:6379/5
+
+.PHONY: run test test-core lint format bench install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[worker,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	bin/run-studio
+
+# The whole suite on PostgreSQL + Redis + real Celery workers + Chromium, then the core on SQLite.
+test: $(STAMP)
+	bin/check-test-deps
+	$(BIN)/ruff check .
+	DJANGO_SECRET_KEY=test-only DATABASE_URL=$(PG_URL) COPE_TEST_REDIS_URL=$(REDIS_URL) \
+	  HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/pytest -p no:cacheprovider
+	$(MAKE) test-core
+
+test-core: $(STAMP)
+	env -u DATABASE_URL DJANGO_SECRET_KEY=test-only HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
+	  $(BIN)/pytest -p no:cacheprovider tests/policies tests/labeling -m "not browser and not celery_worker"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m worker.bench --json
+	DJANGO_SECRET_KEY=bench DATABASE_URL=$(PG_URL) $(BIN)/python manage.py bench_import --items 100000
+	DJANGO_SECRET_KEY=bench DATABASE_URL=$(PG_URL) $(BIN)/python manage.py bench_queue --labels 1000000
+	DJANGO_SECRET_KEY=bench HF_HUB_OFFLINE=1 DATABASE_URL=$(PG_URL) $(BIN)/python manage.py bench_job --items 2000
+
+clean:
+	rm -rf $(VENV) var artifacts
