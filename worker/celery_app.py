@@ -1,0 +1,113 @@
+"""The worker's Celery app: no Django, configured from ``WorkerConfig`` (the environment).
+
+Start one worker process per GPU, consuming only the ``gpu`` queue::
+
+    celery -A worker.celery_app worker -Q gpu --concurrency 1 --prefetch-multiplier 1 \\
+        --without-gossip --without-mingle -l info
+
+``--concurrency 1`` with the default prefork pool gives one child process that loads the model once
+(at ``worker_process_init``) and keeps it; the parent enforces the task time limits by replacing a
+stuck child. ``--pool solo`` also works (the model loads in the worker process itself) but Celery
+cannot enforce time limits in the solo pool. ``celery_worker_argv()`` returns this command line.
+
+Results never use a result backend: the worker sends them back as tasks by name to ``default``
+(``labeling.record_chunk`` / ``policies.record_twin``) which the web side writes idempotently.
+Only ``worker.describe`` stores a result (next to the broker by default) for ``inspect``-style
+calls.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from worker.config import WorkerConfig
+from worker.contract import (
+    DEFAULT_QUEUE,
+    DESCRIBE_TASK,
+    GENERATE_TWIN_TASK,
+    GPU_QUEUE,
+    RECORD_CHUNK_TASK,
+    RECORD_TWIN_TASK,
+    SCORE_CHUNK_TASK,
+)
+
+TASK_ROUTES: dict[str, dict[str, str]] = {
+    SCORE_CHUNK_TASK: {"queue": GPU_QUEUE},
+    GENERATE_TWIN_TASK: {"queue": GPU_QUEUE},
+    DESCRIBE_TASK: {"queue": GPU_QUEUE},
+    RECORD_CHUNK_TASK: {"queue": DEFAULT_QUEUE},
+    RECORD_TWIN_TASK: {"queue": DEFAULT_QUEUE},
+}
+
+
+def celery_settings(config: WorkerConfig) -> dict[str, Any]:
+    """Celery settings for the worker (and for a test or tool that talks to it)."""
+    transport_options: dict[str, Any] = {}
+    if config.uses_filesystem_broker:
+        transport_options = config.filesystem_transport_options()
+    elif config.broker_url.startswith(("redis://", "rediss://", "sentinel://")):
+        # With late acks an unacked task is redelivered after the visibility timeout: keep it
+        # above the hard time limit so a long chunk is not handed to a second worker.
+        transport_options = {"visibility_timeout": max(3600, 2 * config.task_time_limit)}
+    result_backend = config.effective_result_backend()
+    if result_backend and result_backend.startswith("file://"):
+        from pathlib import Path
+
+        Path(result_backend.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    return {
+        "broker_url": config.broker_url,
+        "broker_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        "result_backend": result_backend,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": config.task_soft_time_limit,
+        "task_time_limit": config.task_time_limit,
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_routes": TASK_ROUTES,
+        "task_create_missing_queues": True,
+        "worker_hijack_root_logger": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+    }
+
+
+def make_app(config: WorkerConfig | None = None) -> Celery:
+    config = WorkerConfig.from_env() if config is None else config
+    app = Celery("cope_worker", include=["worker.tasks"])
+    app.conf.update(celery_settings(config))
+    app.cope_config = config  # what the tasks in this process run with
+    return app
+
+
+def celery_worker_argv(*, solo: bool = False, loglevel: str = "info") -> list[str]:
+    """The command line of one GPU worker (see the module docstring)."""
+    argv = [
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "-Q",
+        GPU_QUEUE,
+        "--concurrency",
+        "1",
+        "--prefetch-multiplier",
+        "1",
+        "--without-gossip",
+        "--without-mingle",
+        "-l",
+        loglevel,
+    ]
+    if solo:
+        argv += ["--pool", "solo"]
+    return argv
+
+
+app = make_app()

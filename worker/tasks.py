@@ -1,0 +1,312 @@
+"""Worker tasks: score one chunk of one job side, write a twin, describe the loaded model.
+
+The model is loaded once per worker process (at ``worker_process_init``, or on the first task)
+and kept. Results go back as tasks by name on the ``default`` queue; a request that still fails
+after its retries is answered with a result whose ``error`` is set, so the web side can mark the
+chunk or the twin request as failed instead of waiting for it forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import Any
+
+import httpx
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init, worker_ready
+
+from worker.base import BackendConfigError, Scorer, TwinWriter
+from worker.celery_app import app
+from worker.config import WorkerConfig
+from worker.contract import (
+    DEFAULT_QUEUE,
+    DESCRIBE_TASK,
+    GENERATE_TWIN_TASK,
+    RECORD_CHUNK_TASK,
+    RECORD_TWIN_TASK,
+    SCORE_CHUNK_TASK,
+    ContractError,
+    ScoreOutcome,
+    ScoreRequest,
+    ScoreResult,
+    TwinRequest,
+    TwinResult,
+    WorkerInfo,
+)
+from worker.embedding import TextEmbedder
+from worker.loader import load_scorer, load_twin_writer
+from worker.openai_backend import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+# Worth another try later: the server or network may come back.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    BackendUnavailable,
+    httpx.TransportError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def _config() -> WorkerConfig:
+    config = app.cope_config
+    assert isinstance(config, WorkerConfig)
+    return config
+
+
+class _Models:
+    """This process's loaded models. A configuration error is remembered and reported by every
+    task (no reload loop); anything else is retried on the next task."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.scorer: Scorer | None = None
+        self.scorer_error: BackendConfigError | None = None
+        self.writer: TwinWriter | None = None
+        self.writer_loaded = False
+        self.writer_error: BackendConfigError | None = None
+        self.embedder: TextEmbedder | None = None
+        self.embedder_tried = False
+
+    def get_scorer(self) -> Scorer:
+        with self.lock:
+            if self.scorer_error is not None:
+                raise self.scorer_error
+            if self.scorer is None:
+                started = time.perf_counter()
+                try:
+                    self.scorer = load_scorer(_config())
+                except BackendConfigError as exc:
+                    self.scorer_error = exc
+                    raise
+                log.info(
+                    "loaded %s scorer %s in %.1fs",
+                    self.scorer.info.backend,
+                    self.scorer.info.model_id,
+                    time.perf_counter() - started,
+                )
+            return self.scorer
+
+    def get_twin_writer(self) -> TwinWriter | None:
+        with self.lock:
+            if self.writer_error is not None:
+                raise self.writer_error
+            if not self.writer_loaded:
+                try:
+                    self.writer = load_twin_writer(_config())
+                except BackendConfigError as exc:
+                    self.writer_error = exc
+                    raise
+                self.writer_loaded = True
+            return self.writer
+
+    def get_embedder(self) -> TextEmbedder | None:
+        """The embedding model for a twin's meaning similarity: the scorer's, or a small one."""
+        with self.lock:
+            inner = getattr(self.scorer, "embedder", None)
+            if inner is not None:
+                return inner  # type: ignore[no-any-return]
+            if not self.embedder_tried:
+                self.embedder_tried = True
+                try:
+                    from worker.embedding import SentenceEmbedder
+
+                    self.embedder = SentenceEmbedder(_config().embedding_model, device="cpu")
+                except Exception:  # the similarity numbers are optional
+                    log.exception("no embedding model for twin similarity")
+            return self.embedder
+
+
+models = _Models()
+
+
+def preload() -> None:
+    if not _config().preload:
+        return
+    try:
+        models.get_scorer()
+    except Exception:
+        log.exception("the scorer did not load; every task will report why")
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+def _preload_in_child(**_: Any) -> None:
+    preload()
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _preload_in_solo_worker(sender: Any = None, **_: Any) -> None:
+    # The solo and thread pools run tasks in this process (no worker_process_init).
+    pool_module = type(getattr(sender, "pool", None)).__module__
+    if pool_module.endswith(("solo", "thread")):
+        preload()
+
+
+def _send(task_name: str, payload: dict[str, Any]) -> None:
+    app.send_task(task_name, args=[payload], queue=DEFAULT_QUEUE)
+
+
+def _send_or_retry(task: Task, task_name: str, payload: dict[str, Any]) -> None:
+    """Send a result; if the broker refuses even after kombu's own retries, run the task again
+    later rather than lose the result (the web side records results idempotently)."""
+    try:
+        _send(task_name, payload)
+    except Exception as exc:
+        log.exception("could not send %s", task_name)
+        raise task.retry(exc=exc, countdown=_countdown(task, exc)) from exc
+
+
+def _countdown(task: Task, exc: BaseException) -> float:
+    wish = getattr(exc, "retry_after", None)
+    if isinstance(wish, int | float) and wish > 0:
+        return float(min(wish, _config().task_retry_backoff_max))
+    base = min(_config().task_retry_backoff_max, 5 * 2 ** int(task.request.retries))
+    return float(base * random.uniform(0.8, 1.2))
+
+
+def _describe_error(exc: BaseException) -> str:
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return f"Time limit reached ({_config().task_soft_time_limit}s, COPE_TASK_SOFT_TIME_LIMIT)."
+    if isinstance(exc, BackendConfigError | BackendUnavailable):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _fallback_info() -> WorkerInfo:
+    scorer = models.scorer
+    if scorer is not None:
+        return scorer.info
+    config = _config()
+    return WorkerInfo(backend=config.backend, model_id="", model_revision="", device="")
+
+
+def score_request(scorer: Scorer, request: ScoreRequest) -> ScoreResult:
+    """Score one request; the pure part of ``score_chunk``."""
+    started = time.perf_counter()
+    scores = scorer.score(request.policy, [item.text for item in request.items])
+    seconds = time.perf_counter() - started
+    if len(scores) != len(request.items):
+        raise RuntimeError(f"the scorer returned {len(scores)} results for {len(request.items)}")
+    return ScoreResult(
+        job_id=request.job_id,
+        chunk_id=request.chunk_id,
+        side=request.side,
+        outcomes=[
+            ScoreOutcome(item_id=item.item_id, label=s.label, p1=s.p1, error=s.error)
+            for item, s in zip(request.items, scores, strict=True)
+        ],
+        worker=scorer.info,
+        model_seconds=seconds,
+    )
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name=SCORE_CHUNK_TASK,
+    bind=True,
+    max_retries=_config().task_max_retries,
+)
+def score_chunk(self: Task, request: dict[str, Any]) -> None:
+    """Score a ``ScoreRequest`` (as a dict) and send its ``ScoreResult`` to ``record_chunk``."""
+    try:
+        parsed = ScoreRequest.from_dict(request)
+    except (ContractError, KeyError, TypeError, ValueError) as exc:
+        log.error("malformed score request: %s", exc)
+        if isinstance(request, dict) and "job_id" in request and "chunk_id" in request:
+            failed = ScoreResult(
+                job_id=int(request["job_id"]),
+                chunk_id=int(request["chunk_id"]),
+                side=str(request.get("side", "")),
+                outcomes=[],
+                worker=_fallback_info(),
+                model_seconds=0.0,
+                error=f"Malformed request: {exc}",
+            )
+            _send(RECORD_CHUNK_TASK, failed.to_dict())
+        return
+    try:
+        result = score_request(models.get_scorer(), parsed)
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries < self.max_retries:
+            countdown = _countdown(self, exc)
+            log.warning("chunk %s: %s; retry in %.0fs", parsed.chunk_id, exc, countdown)
+            raise self.retry(exc=exc, countdown=countdown) from exc
+        result = _failed_chunk(parsed, exc)
+    except Exception as exc:
+        log.exception("chunk %s failed", parsed.chunk_id)
+        result = _failed_chunk(parsed, exc)
+    _send_or_retry(self, RECORD_CHUNK_TASK, result.to_dict())
+
+
+def _failed_chunk(request: ScoreRequest, exc: BaseException) -> ScoreResult:
+    return ScoreResult(
+        job_id=request.job_id,
+        chunk_id=request.chunk_id,
+        side=request.side,
+        outcomes=[],
+        worker=_fallback_info(),
+        model_seconds=0.0,
+        error=_describe_error(exc),
+    )
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name=GENERATE_TWIN_TASK,
+    bind=True,
+    max_retries=_config().task_max_retries,
+)
+def generate_twin(self: Task, request: dict[str, Any]) -> None:
+    """Write a twin for a ``TwinRequest`` dict; send the ``TwinResult`` to ``record_twin``."""
+    from worker.twin import generate_twin as write_twin
+
+    try:
+        parsed = TwinRequest.from_dict(request)
+    except (ContractError, KeyError, TypeError, ValueError) as exc:
+        log.error("malformed twin request: %s", exc)
+        if isinstance(request, dict) and "request_id" in request:
+            failed = TwinResult(
+                request_id=int(request["request_id"]),
+                text="",
+                model="",
+                prompt="",
+                error=f"Malformed request: {exc}",
+            )
+            _send(RECORD_TWIN_TASK, failed.to_dict())
+        return
+    try:
+        writer = models.get_twin_writer()
+        result = write_twin(
+            parsed.policy,
+            writer,
+            similarity_model=models.get_embedder() if writer is not None else None,
+            request_id=parsed.request_id,
+        )
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries < self.max_retries:
+            raise self.retry(exc=exc, countdown=_countdown(self, exc)) from exc
+        result = _failed_twin(parsed, exc)
+    except Exception as exc:
+        log.exception("twin request %s failed", parsed.request_id)
+        result = _failed_twin(parsed, exc)
+    _send_or_retry(self, RECORD_TWIN_TASK, result.to_dict())
+
+
+def _failed_twin(request: TwinRequest, exc: BaseException) -> TwinResult:
+    writer = models.writer
+    return TwinResult(
+        request_id=request.request_id,
+        text="",
+        model=writer.model_name if writer is not None else "",
+        prompt="",
+        error=_describe_error(exc),
+    )
+
+
+@app.task(name=DESCRIBE_TASK, ignore_result=False)  # type: ignore[untyped-decorator]
+def describe() -> dict[str, Any]:
+    """The loaded scorer's ``WorkerInfo`` as a dict (loads it if needed)."""
+    info: dict[str, Any] = models.get_scorer().info.to_dict()
+    return info
