@@ -44,7 +44,7 @@ def build_suffix(content: str) -> str:
 
 
 def split_prompt(policy: str, content: str) -> tuple[str, str]:
-    """The prompt cut just before the content: ``(prefix, suffix)``, ``prefix + suffix`` is whole."""
+    """The prompt cut just before the content: ``(prefix, suffix)``; together they are whole."""
     return build_prefix(policy), build_suffix(content)
 
 
