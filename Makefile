@@ -23,6 +23,8 @@ run: $(STAMP)
 test: $(STAMP)
 	bin/check-test-deps
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	DJANGO_SECRET_KEY=test-only DATABASE_URL=$(PG_URL) COPE_TEST_REDIS_URL=$(REDIS_URL) \
 	  HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/pytest -p no:cacheprovider
 	$(MAKE) test-core

@@ -110,8 +110,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = DATA_DIR / "staticfiles"
-# Serve straight from the source folders: `make run` needs no collectstatic step.
+# Only images that run collectstatic set this; otherwise WhiteNoise serves straight from the
+# source folders and `make run` needs no collectstatic step.
+STATIC_ROOT = env_str("DJANGO_STATIC_ROOT") or None
 WHITENOISE_USE_FINDERS = True
 
 # Uploads: sample-set files are streamed from disk, never held whole in memory.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.urls import reverse
 
 
 class Policy(models.Model):
@@ -35,6 +36,9 @@ class Policy(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("policies:detail", args=[self.pk])
 
 
 class TwinOrigin(models.TextChoices):
@@ -86,6 +90,9 @@ class Version(models.Model):
 
     def __str__(self) -> str:
         return f"{self.policy.name} v{self.number}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("policies:version", args=[self.pk])
 
     @property
     def is_finalized(self) -> bool:

@@ -1,0 +1,138 @@
+"""Forms for every POST in the policies app, htmx included."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+
+from policies.models import Policy, Version
+from policies.services import MAX_POLICY_CHARS
+from worker.policy_text import twin_problems
+
+_TOO_LONG = "Keep it under %(limit_value)s characters (it has %(show_value)s)."
+
+
+def _policy_textarea(rows: int = 28) -> forms.Textarea:
+    return forms.Textarea(attrs={"class": "mono", "rows": rows, "spellcheck": "true"})
+
+
+def _text_field(*, required: bool, label: str) -> forms.CharField:
+    # strip=False: whitespace is part of the policy the model reads.
+    return forms.CharField(
+        label=label,
+        required=required,
+        strip=False,
+        max_length=MAX_POLICY_CHARS,
+        error_messages={"max_length": _TOO_LONG},
+        widget=_policy_textarea(),
+    )
+
+
+class PolicyForm(forms.ModelForm):
+    class Meta:
+        model = Policy
+        fields = ["name", "description", "agreement_threshold", "min_sample_size"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 3})}
+        labels = {"agreement_threshold": "Agreement threshold"}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.is_bound and self.instance.pk is None:
+            self.initial.setdefault("agreement_threshold", settings.COPE_DEFAULT_THRESHOLD)
+            self.initial.setdefault("min_sample_size", settings.COPE_DEFAULT_MIN_SAMPLE)
+        self.fields[
+            "agreement_threshold"
+        ].help_text = "Share of items both wordings must label alike, 0.5–1.0 (95 is read as 0.95)."
+
+    def clean_name(self) -> str:
+        return " ".join(self.cleaned_data["name"].split())
+
+    def clean_agreement_threshold(self) -> float:
+        value = float(self.cleaned_data["agreement_threshold"])
+        if 1 < value <= 100:  # typed as a percentage
+            value = value / 100
+        if not 0.5 <= value <= 1.0:
+            raise forms.ValidationError("Use a value between 0.5 and 1.0 (or 50 and 100 %).")
+        return value
+
+
+class VersionForm(forms.Form):
+    """A new version: text, optional twin, change note (required from version 2 on)."""
+
+    text = _text_field(required=True, label="Policy text (A)")
+    twin_text = _text_field(required=False, label="Twin (B)")
+    change_note = forms.CharField(
+        required=False,
+        max_length=2000,
+        widget=forms.TextInput(attrs={"placeholder": "What changed, and why"}),
+    )
+    parent = forms.ModelChoiceField(
+        queryset=Version.objects.none(), required=False, widget=forms.HiddenInput
+    )
+
+    def __init__(self, *args: Any, policy: Policy, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.policy = policy
+        self.fields["parent"].queryset = policy.versions.all()
+        self.needs_note = policy.versions.exists()
+        self.fields["change_note"].required = self.needs_note
+
+    def clean_text(self) -> str:
+        text = self.cleaned_data["text"].replace("\r\n", "\n")
+        if not text.strip():
+            raise forms.ValidationError("The policy text is empty.")
+        return text
+
+    def clean_twin_text(self) -> str:
+        return self.cleaned_data["twin_text"].replace("\r\n", "\n")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        text, twin = data.get("text"), data.get("twin_text", "")
+        if text and twin and twin.strip():
+            problems = twin_problems(text, twin)
+            if problems:
+                self.add_error("twin_text", [forms.ValidationError(p) for p in problems])
+        return data
+
+
+class LintForm(forms.Form):
+    """What the editor sends on every pause in typing."""
+
+    text = forms.CharField(
+        required=False, strip=False, max_length=MAX_POLICY_CHARS,
+        error_messages={"max_length": _TOO_LONG},
+    )  # fmt: skip
+    twin_text = forms.CharField(
+        required=False, strip=False, max_length=MAX_POLICY_CHARS,
+        error_messages={"max_length": _TOO_LONG},
+    )  # fmt: skip
+
+
+class TwinForm(forms.Form):
+    twin_text = _text_field(required=True, label="Twin (B)")
+
+    def __init__(self, *args: Any, version: Version, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.version = version
+
+    def clean_twin_text(self) -> str:
+        twin = self.cleaned_data["twin_text"].replace("\r\n", "\n")
+        problems = twin_problems(self.version.text, twin)
+        if problems:
+            raise forms.ValidationError([forms.ValidationError(p) for p in problems])
+        return twin
+
+
+class DiffForm(forms.Form):
+    a = forms.ModelChoiceField(queryset=Version.objects.none(), label="From")
+    b = forms.ModelChoiceField(queryset=Version.objects.none(), label="To")
+
+    def __init__(self, *args: Any, policy: Policy, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        versions = policy.versions.order_by("-number")
+        for name in ("a", "b"):
+            self.fields[name].queryset = versions
+            self.fields[name].label_from_instance = lambda v: f"v{v.number}"

@@ -1,0 +1,205 @@
+"""Lint for policy Markdown: what makes a CoPE policy incomplete or non-deterministic.
+
+Structure (sections, labels) comes from ``worker.policy_text``, the same parser the twin
+generator checks its output with. The rules that need line numbers (intent words, bold terms)
+walk the lines here. Pure functions: the editor calls them on every pause in typing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from policies.tokens import TokenCount, count_policy_tokens
+from worker.policy_text import missing_sections, parse_policy, twin_problems
+
+ERROR, WARNING = "error", "warning"
+
+# Words that ask the labeler to guess what the writer had in mind. CoPE sees only the text, so
+# a criterion that depends on intent is labeled differently from one run (or wording) to the next.
+INTENT_PHRASES = (
+    "intended to", "intends to", "intend to", "meant to", "trying to", "tries to", "try to",
+    "in order to", "aims to", "aim to", "wants to", "want to",
+)  # fmt: skip
+_INTENT = re.compile(
+    r"\b(" + "|".join(re.escape(p).replace(r"\ ", r"\s+") for p in INTENT_PHRASES) + r")\b",
+    re.IGNORECASE,
+)
+_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*|__(?=\S)(.+?)(?<=\S)__")
+
+
+@dataclass(frozen=True)
+class LintIssue:
+    rule: str  # missing-section, label-includes, label-excludes, no-labels, intent-word, ...
+    message: str
+    line: int | None = None
+    column: int | None = None
+    severity: str = WARNING
+
+
+@dataclass(frozen=True)
+class LintReport:
+    issues: list[LintIssue]
+    tokens: TokenCount
+    label_count: int = 0
+    structure: list[str] = field(default_factory=list)  # twin only: why it is not a twin
+
+    @property
+    def errors(self) -> list[LintIssue]:
+        return [i for i in self.issues if i.severity == ERROR]
+
+    @property
+    def clean(self) -> bool:
+        return not self.issues and not self.structure
+
+
+def _section_key(title: str) -> str:
+    return re.sub(r"\s+", " ", title.strip().strip(":")).lower()
+
+
+def _term_key(term: str) -> str:
+    key = re.sub(r"\s+", " ", term.strip().strip(":.,;").strip()).lower()
+    for suffix in ("es", "s"):
+        if key.endswith(suffix) and len(key) > len(suffix) + 2:
+            return key[: -len(suffix)]
+    return key
+
+
+def _lines_with_sections(text: str) -> list[tuple[int, str, str]]:
+    """(line number, level-2 section key, line) for every line outside code fences."""
+    out: list[tuple[int, str, str]] = []
+    section, in_fence = "", False
+    for number, line in enumerate(text.splitlines(), start=1):
+        if _FENCE.match(line):
+            in_fence = not in_fence
+            continue
+        if in_fence:
+            continue
+        heading = _HEADING.match(line)
+        if heading and len(heading.group(1)) == 2:
+            section = _section_key(heading.group(2))
+        out.append((number, section, line))
+    return out
+
+
+def _intent_issues(lines: list[tuple[int, str, str]]) -> list[LintIssue]:
+    issues = []
+    for number, _section, line in lines:
+        for match in _INTENT.finditer(line):
+            phrase = re.sub(r"\s+", " ", match.group(1))
+            issues.append(
+                LintIssue(
+                    rule="intent-word",
+                    message=(
+                        f"“{phrase}” asks CoPE to guess intent; describe what the content "
+                        "itself says or does."
+                    ),
+                    line=number,
+                    column=match.start() + 1,
+                )
+            )
+    return issues
+
+
+def _bold_terms(line: str) -> list[str]:
+    return [m.group(1) or m.group(2) for m in _BOLD.finditer(line)]
+
+
+def _term_issues(lines: list[tuple[int, str, str]]) -> list[LintIssue]:
+    defined = {
+        _term_key(term)
+        for _n, section, line in lines
+        if section == "definition of terms"
+        for term in _bold_terms(line)
+    }
+    issues, seen = [], set()
+    for number, section, line in lines:
+        if section != "definition of labels" or _HEADING.match(line):
+            continue
+        for term in _bold_terms(line):
+            key = _term_key(term)
+            if key in defined or key in seen:
+                continue
+            seen.add(key)
+            issues.append(
+                LintIssue(
+                    rule="undefined-term",
+                    message=f"**{term}** is bold (a defined term) but not defined in "
+                    "Definition of Terms.",
+                    line=number,
+                    column=line.find(term) - 1,
+                )
+            )
+    return issues
+
+
+def _structure_issues(text: str) -> tuple[list[LintIssue], int]:
+    parsed = parse_policy(text)
+    issues = [
+        LintIssue(rule="missing-section", message=f"Missing section: ## {name}", severity=ERROR)
+        for name in missing_sections(parsed)
+    ]
+    has_label_section = any(_section_key(s) == "definition of labels" for s in parsed.sections)
+    if has_label_section and not parsed.labels:
+        issues.append(
+            LintIssue(
+                rule="no-labels",
+                message="Definition of Labels has no labels: add “### (CODE) Name” headings.",
+                severity=ERROR,
+            )
+        )
+    for label in parsed.labels:
+        for kind, present, items in (
+            ("Includes", label.has_includes, label.includes),
+            ("Excludes", label.has_excludes, label.excludes),
+        ):
+            if not present:
+                message = f"Label ({label.code}) has no “#### {kind}” list."
+            elif not items:
+                message = f"Label ({label.code}) has an empty {kind} list."
+            else:
+                continue
+            issues.append(
+                LintIssue(
+                    rule=f"label-{kind.lower()}", message=message, line=label.line, severity=ERROR
+                )
+            )
+    return issues, len(parsed.labels)
+
+
+def _token_issue(tokens: TokenCount) -> list[LintIssue]:
+    if not tokens.over_budget:
+        return []
+    return [
+        LintIssue(
+            rule="token-budget",
+            message=(
+                f"The prompt uses {tokens.display} of {tokens.limit:,} before any content: "
+                "CoPE cannot label anything under this policy. Shorten it."
+            ),
+            severity=ERROR,
+        )
+    ]
+
+
+def lint_policy(text: str) -> LintReport:
+    """Every lint issue in ``text``, ordered by line (whole-text issues first)."""
+    lines = _lines_with_sections(text)
+    structure, label_count = _structure_issues(text)
+    tokens = count_policy_tokens(text)
+    issues = structure + _intent_issues(lines) + _term_issues(lines) + _token_issue(tokens)
+    issues.sort(key=lambda i: (i.line is not None, i.line or 0, i.column or 0))
+    return LintReport(issues=issues, tokens=tokens, label_count=label_count)
+
+
+def lint_twin(text: str, twin: str) -> LintReport:
+    """The twin's own lint plus why it is not a structural twin of ``text`` (if it is not)."""
+    report = lint_policy(twin)
+    return LintReport(
+        issues=report.issues,
+        tokens=report.tokens,
+        label_count=report.label_count,
+        structure=twin_problems(text, twin),
+    )

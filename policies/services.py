@@ -1,0 +1,337 @@
+"""Everything that writes policies, versions and twin jobs.
+
+Versions are immutable: editing creates a new one. A twin may change only until the version has
+labeling jobs. Twin generation is a ``TwinJob`` row plus a task sent by name to the GPU queue on
+commit; the worker's answer comes back through ``record_twin_result``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Exists, Max, OuterRef
+from django.utils import timezone
+
+from policies.models import Policy, TwinJob, TwinJobStatus, TwinOrigin, Version
+from worker.contract import GENERATE_TWIN_TASK, GPU_QUEUE, TwinRequest, TwinResult
+from worker.policy_text import twin_problems
+
+log = logging.getLogger(__name__)
+
+MAX_POLICY_CHARS = 200_000
+
+
+class PolicyError(Exception):
+    """A request the rules refuse; ``messages`` are shown to the user as they are."""
+
+    def __init__(self, *messages: str) -> None:
+        super().__init__(" ".join(messages))
+        self.messages = list(messages)
+
+
+class TwinRejected(PolicyError):
+    """The twin fails the structural check; ``messages`` are its problems."""
+
+
+class TwinLocked(PolicyError):
+    """The version has labeling jobs: its twin can no longer change."""
+
+
+class AlreadyFinalized(PolicyError):
+    pass
+
+
+class TwinBackendMissing(PolicyError):
+    pass
+
+
+TWIN_LOCKED_MESSAGE = (
+    "This version already has labeling jobs, so its twin can no longer change: "
+    "create a new version to change the twin."
+)
+TWIN_BACKEND_MISSING_MESSAGE = (
+    "No twin generator is configured (COPE_TWIN_BACKEND=none). Set COPE_TWIN_BACKEND with "
+    "COPE_TWIN_MODEL (a local model) or COPE_TWIN_BASE_URL (an OpenAI-compatible server) on "
+    "the web app and the GPU worker, or write the twin by hand."
+)
+
+
+def _check_length(text: str, what: str) -> None:
+    if len(text) > MAX_POLICY_CHARS:
+        raise PolicyError(
+            f"The {what} is {len(text):,} characters long; the limit is {MAX_POLICY_CHARS:,}."
+        )
+
+
+def version_has_jobs(version: Version) -> bool:
+    # ``jobs`` is the labeling app's reverse relation; policies never imports labeling.
+    return bool(version.jobs.exists())  # type: ignore[attr-defined]
+
+
+def create_policy(
+    *,
+    name: str,
+    description: str = "",
+    agreement_threshold: float | None = None,
+    min_sample_size: int | None = None,
+    created_by: AbstractBaseUser,
+) -> Policy:
+    return Policy.objects.create(
+        name=name.strip(),
+        description=description,
+        agreement_threshold=(
+            settings.COPE_DEFAULT_THRESHOLD if agreement_threshold is None else agreement_threshold
+        ),
+        min_sample_size=(
+            settings.COPE_DEFAULT_MIN_SAMPLE if min_sample_size is None else min_sample_size
+        ),
+        created_by=created_by,
+    )
+
+
+def create_version(
+    *,
+    policy: Policy,
+    text: str,
+    twin_text: str = "",
+    change_note: str = "",
+    author: AbstractBaseUser,
+    parent: Version | None = None,
+) -> Version:
+    """Version ``max + 1`` of ``policy``. A twin, if given, must pass the structural check.
+
+    A twin copied unchanged from the parent keeps the parent's origin (model, prompt, figures).
+    """
+    _check_length(text, "policy text")
+    _check_length(twin_text, "twin")
+    if not text.strip():
+        raise PolicyError("The policy text is empty.")
+    if parent is not None and parent.policy_id != policy.pk:
+        raise PolicyError("The parent version belongs to another policy.")
+    if twin_text.strip():
+        problems = twin_problems(text, twin_text)
+        if problems:
+            raise TwinRejected(*problems)
+    with transaction.atomic():
+        # Lock the policy row so two saves cannot take the same number.
+        locked = Policy.objects.select_for_update().get(pk=policy.pk)
+        latest = locked.versions.aggregate(n=Max("number"))["n"] or 0
+        if latest and not change_note.strip():
+            raise PolicyError("Say what changed: a change note is required from version 2 on.")
+        twin_fields: dict[str, Any] = {}
+        if twin_text.strip():
+            twin_fields = {"twin_origin": TwinOrigin.HAND, "twin_updated_at": timezone.now()}
+            if parent is not None and parent.twin_text == twin_text:
+                twin_fields.update(
+                    twin_origin=parent.twin_origin,
+                    twin_model=parent.twin_model,
+                    twin_prompt=parent.twin_prompt,
+                    twin_similarity=parent.twin_similarity,
+                )
+        version = Version.objects.create(
+            policy=locked,
+            number=latest + 1,
+            text=text,
+            twin_text=twin_text if twin_text.strip() else "",
+            change_note=change_note.strip(),
+            author=author,
+            parent=parent,
+            **twin_fields,
+        )
+        Policy.objects.filter(pk=locked.pk).update(updated_at=timezone.now())
+    return version
+
+
+def update_twin(*, version: Version, twin_text: str, by: AbstractBaseUser) -> Version:
+    """Replace the twin with one written by hand; refused once the version has jobs."""
+    _check_length(twin_text, "twin")
+    problems = twin_problems(version.text, twin_text)
+    if problems:
+        raise TwinRejected(*problems)
+    with transaction.atomic():
+        locked = Version.objects.select_for_update().get(pk=version.pk)
+        if version_has_jobs(locked):
+            raise TwinLocked(TWIN_LOCKED_MESSAGE)
+        Version.objects.filter(pk=locked.pk).update(
+            twin_text=twin_text,
+            twin_origin=TwinOrigin.HAND,
+            twin_model="",
+            twin_prompt="",
+            twin_similarity={},
+            twin_updated_at=timezone.now(),
+        )
+    log.info("twin of %s written by hand by user %s", version, by.pk)
+    version.refresh_from_db()
+    return version
+
+
+def twin_generation_enabled() -> bool:
+    return settings.COPE_TWIN_BACKEND.strip().lower() not in ("", "none")
+
+
+def _send_twin_request(twinjob_id: int, policy_text: str) -> None:
+    from cope_studio.celery import app
+
+    request = TwinRequest(request_id=twinjob_id, policy=policy_text)
+    app.send_task(GENERATE_TWIN_TASK, args=[request.to_dict()], queue=GPU_QUEUE)
+
+
+def request_twin(*, version: Version, by: AbstractBaseUser) -> TwinJob:
+    """Queue a twin generation on a GPU worker; the returned row is what the page shows."""
+    if not twin_generation_enabled():
+        raise TwinBackendMissing(TWIN_BACKEND_MISSING_MESSAGE)
+    with transaction.atomic():
+        if version_has_jobs(version):
+            raise TwinLocked(TWIN_LOCKED_MESSAGE)
+        twinjob = TwinJob.objects.create(version=version, requested_by=by)
+        text = version.text
+        transaction.on_commit(lambda: _send_twin_request(twinjob.pk, text))
+    return twinjob
+
+
+def finalize_version(*, version: Version, by: AbstractBaseUser) -> Version:
+    """Mark ``version`` finalized. Labeling checks readiness (agreement, reviews) before this."""
+    changed = Version.objects.filter(pk=version.pk, finalized_at__isnull=True).update(
+        finalized_at=timezone.now(), finalized_by=by
+    )
+    if changed != 1:
+        raise AlreadyFinalized(f"{version} is already finalized.")
+    version.refresh_from_db()
+    return version
+
+
+def _outcome(twinjob: TwinJob, result: TwinResult) -> tuple[str, str]:
+    """(status, error) for a worker's answer, re-checking a twin before accepting it."""
+    if result.text.strip():
+        problems = twin_problems(twinjob.version.text, result.text)
+        if problems:
+            return TwinJobStatus.REJECTED, "The generated twin was rejected: " + " ".join(problems)
+        return TwinJobStatus.SUCCEEDED, ""
+    # The generator ran (a prompt is recorded) but its output failed the structural check;
+    # without a prompt it never ran (no backend, an error).
+    status = TwinJobStatus.REJECTED if result.prompt and result.model else TwinJobStatus.FAILED
+    return status, result.error or "The worker returned no twin and no reason."
+
+
+def record_twin_result(*, result: TwinResult) -> TwinJob | None:
+    """Write a worker's answer once (a redelivered message changes nothing); fill the twin.
+
+    The twin is filled only if the version has no jobs yet: labels already made under the old
+    twin must keep matching the version.
+    """
+    with transaction.atomic():
+        twinjob = TwinJob.objects.select_related("version").filter(pk=result.request_id).first()
+        if twinjob is None:
+            log.warning("twin result for unknown twin job %s dropped", result.request_id)
+            return None
+        status, error = _outcome(twinjob, result)
+        now = timezone.now()
+        changed = TwinJob.objects.filter(pk=twinjob.pk, status=TwinJobStatus.QUEUED).update(
+            status=status,
+            finished_at=now,
+            model=result.model,
+            prompt=result.prompt,
+            result_text=result.text if status == TwinJobStatus.SUCCEEDED else "",
+            similarity=result.similarity,
+            error=error,
+        )
+        if changed != 1:
+            log.info("twin job %s already recorded; duplicate result ignored", twinjob.pk)
+            return twinjob
+        if status == TwinJobStatus.SUCCEEDED:
+            version = Version.objects.select_for_update().get(pk=twinjob.version_id)
+            if version_has_jobs(version):
+                TwinJob.objects.filter(pk=twinjob.pk).update(
+                    error="Not applied: the version got labeling jobs while the twin was written."
+                )
+            else:
+                Version.objects.filter(pk=version.pk).update(
+                    twin_text=result.text,
+                    twin_origin=TwinOrigin.MODEL,
+                    twin_model=result.model,
+                    twin_prompt=result.prompt,
+                    twin_similarity=result.similarity,
+                    twin_updated_at=now,
+                )
+    twinjob.refresh_from_db()
+    return twinjob
+
+
+@dataclass(frozen=True)
+class PolicyRow:
+    policy: Policy
+    status: str  # "draft", "in review", "finalized"
+    latest: Version | None
+    agreement: dict[str, Any] | None  # stats of the newest job that has an agreement figure
+    agreement_version: int | None  # the number of the version that job labeled
+
+
+def _job_model() -> Any:
+    # The labeling app's Job, reached through the reverse relation so policies never imports it.
+    return Version._meta.get_field("jobs").related_model
+
+
+def summarize_policies() -> list[PolicyRow]:
+    """Every policy with its status, latest version and latest agreement (3 queries).
+
+    Status: finalized if any version is; "in review" if the latest version has jobs; else draft.
+    """
+    finalized = Version.objects.filter(policy=OuterRef("pk"), finalized_at__isnull=False)
+    policies = list(Policy.objects.annotate(is_finalized=Exists(finalized)))
+    latest_by_policy: dict[int, Version] = {}
+    for version in (
+        Version.objects.filter(policy__in=policies)
+        .order_by("policy_id", "-number")
+        .select_related("author")
+        .defer("text", "twin_text", "twin_prompt")
+    ):
+        latest_by_policy.setdefault(version.policy_id, version)
+    jobs = (
+        _job_model()
+        .objects.filter(version__policy__in=policies)
+        .order_by("-created_at")
+        .values_list("version_id", "version__policy_id", "version__number", "stats")
+    )
+    latest_ids = {v.pk for v in latest_by_policy.values()}
+    in_review: set[int] = set()
+    agreement: dict[int, tuple[dict[str, Any], int]] = {}
+    for version_id, policy_id, number, stats in jobs:
+        if version_id in latest_ids:
+            in_review.add(policy_id)
+        has_figure = isinstance(stats, dict) and stats.get("percent_agreement") is not None
+        if has_figure and policy_id not in agreement:
+            agreement[policy_id] = (stats, number)
+    rows = []
+    for policy in policies:
+        if policy.is_finalized:  # type: ignore[attr-defined]
+            status = "finalized"
+        elif policy.pk in in_review:
+            status = "in review"
+        else:
+            status = "draft"
+        stats, number = agreement.get(policy.pk, (None, None))
+        rows.append(
+            PolicyRow(
+                policy=policy,
+                status=status,
+                latest=latest_by_policy.get(policy.pk),
+                agreement=stats,
+                agreement_version=number,
+            )
+        )
+    return rows
+
+
+def policy_status(policy: Policy) -> str:
+    """The list's status for one policy (finalized / in review / draft)."""
+    if policy.versions.filter(finalized_at__isnull=False).exists():
+        return "finalized"
+    latest = policy.versions.order_by("-number").first()
+    if latest is not None and version_has_jobs(latest):
+        return "in review"
+    return "draft"

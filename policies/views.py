@@ -1,0 +1,295 @@
+"""Policy authoring screens: list, create, editor with live lint, versions, twins and diffs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import Max
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from policies import services
+from policies.diff import diff_stats, word_diff_html
+from policies.forms import DiffForm, LintForm, PolicyForm, TwinForm, VersionForm
+from policies.lint import lint_policy, lint_twin
+from policies.markdown import render_markdown
+from policies.models import Policy, TwinJob, Version
+from policies.starter import STARTER_POLICY
+
+VIEW, EDIT = "policies.view_policy", "policies.add_version"
+EDIT_TWIN, GENERATE_TWIN = "policies.change_version", "policies.add_twinjob"
+
+
+def _require(request: HttpRequest, perm: str) -> None:
+    if not request.user.has_perm(perm):
+        raise PermissionDenied
+
+
+def _get_policy_for_user(request: HttpRequest, pk: int, *, perm: str = VIEW) -> Policy:
+    _require(request, VIEW)
+    _require(request, perm)
+    return get_object_or_404(Policy, pk=pk)
+
+
+def _get_version_for_user(request: HttpRequest, pk: int, *, perm: str = VIEW) -> Version:
+    _require(request, VIEW)
+    _require(request, perm)
+    return get_object_or_404(Version.objects.select_related("policy", "author", "parent"), pk=pk)
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
+
+
+def _editor_context(policy: Policy, form: VersionForm, **extra: Any) -> dict[str, Any]:
+    source = form.data if form.is_bound else form.initial
+    # An oversized text gets its form error; lint and preview look at the part within the limit.
+    text = (source.get("text") or "")[: services.MAX_POLICY_CHARS]
+    twin = (source.get("twin_text") or "")[: services.MAX_POLICY_CHARS]
+    latest = policy.versions.aggregate(n=Max("number"))["n"] or 0
+    return {
+        "nav": "policies",
+        "policy": policy,
+        "form": form,
+        "next_number": latest + 1,
+        **_lint_context(text, twin),
+        **extra,
+    }
+
+
+def _lint_context(text: str, twin: str) -> dict[str, Any]:
+    return {
+        "lint": lint_policy(text),
+        "twin_lint": lint_twin(text, twin) if twin.strip() else None,
+        "preview": render_markdown(text),
+    }
+
+
+def _version_context(request: HttpRequest, version: Version, **extra: Any) -> dict[str, Any]:
+    user = request.user
+    twin_form = extra.pop("twin_form", None) or TwinForm(
+        version=version, initial={"twin_text": version.twin_text}
+    )
+    return {
+        "nav": "policies",
+        "policy": version.policy,
+        "version": version,
+        "rendered_text": render_markdown(version.text),
+        "rendered_twin": render_markdown(version.twin_text) if version.has_twin else "",
+        "lint": lint_policy(version.text),
+        "twin_lint": lint_twin(version.text, version.twin_text) if version.has_twin else None,
+        "twin_locked": services.version_has_jobs(version),
+        "twin_form": twin_form,
+        "twinjob": version.twin_jobs.first(),
+        "twin_enabled": services.twin_generation_enabled(),
+        "twin_backend_message": services.TWIN_BACKEND_MISSING_MESSAGE,
+        "can_edit": user.has_perm(EDIT),
+        "can_edit_twin": user.has_perm(EDIT_TWIN),
+        "can_generate": user.has_perm(GENERATE_TWIN),
+        **extra,
+    }
+
+
+@login_required
+@require_GET
+def policy_list(request: HttpRequest) -> HttpResponse:
+    _require(request, VIEW)
+    rows = services.summarize_policies()
+    return render(
+        request,
+        "policies/policy_list.html",
+        {
+            "nav": "policies",
+            "rows": rows,
+            "can_create": request.user.has_perm("policies.add_policy"),
+        },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def policy_create(request: HttpRequest) -> HttpResponse:
+    _require(request, "policies.add_policy")
+    form = PolicyForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        policy = services.create_policy(**form.cleaned_data, created_by=request.user)
+        messages.success(request, f"Policy “{policy.name}” created. Write its first version.")
+        return redirect("policies:version_create", pk=policy.pk)
+    return render(request, "policies/policy_form.html", {"nav": "policies", "form": form})
+
+
+@login_required
+@require_GET
+def policy_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    policy = _get_policy_for_user(request, pk)
+    versions = policy.versions.select_related("author", "parent").defer("text", "twin_prompt")
+    context = {
+        "nav": "policies",
+        "policy": policy,
+        "versions": versions,
+        "status": services.policy_status(policy),
+        "diff_form": DiffForm(policy=policy),
+        "can_edit": request.user.has_perm(EDIT),
+    }
+    return render(request, "policies/policy_detail.html", context)
+
+
+def _starting_point(policy: Policy, parent_pk: str | None) -> dict[str, Any]:
+    """Initial editor data: the chosen (or latest) version, or the CoPE template."""
+    parent = policy.versions.filter(pk=_int_or_none(parent_pk)).first()
+    parent = parent or policy.versions.order_by("-number").first()
+    if parent is None:
+        return {"text": STARTER_POLICY, "twin_text": "", "parent": None}
+    return {"text": parent.text, "twin_text": parent.twin_text, "parent": parent}
+
+
+def _save_version(request: HttpRequest, policy: Policy, form: VersionForm) -> Version | None:
+    try:
+        return services.create_version(policy=policy, author=request.user, **form.cleaned_data)
+    except services.TwinRejected as exc:
+        form.add_error("twin_text", exc.messages)
+    except services.PolicyError as exc:
+        form.add_error(None, exc.messages)
+    return None
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def version_create(request: HttpRequest, pk: int) -> HttpResponse:
+    """The editor. Saving creates version max+1; "Check" re-renders lint and preview (no JS)."""
+    policy = _get_policy_for_user(request, pk, perm=EDIT)
+    if request.method == "GET":
+        form = VersionForm(
+            policy=policy, initial=_starting_point(policy, request.GET.get("parent"))
+        )
+        parent = form.initial["parent"]
+    else:
+        form = VersionForm(request.POST, policy=policy)
+        valid = form.is_valid()
+        if valid and request.POST.get("action") != "check":
+            version = _save_version(request, policy, form)
+            if version is not None:
+                messages.success(request, f"Saved version {version.number}.")
+                return redirect(version)
+        parent = form.cleaned_data.get("parent")
+    from_job = _int_or_none(request.GET.get("from_job"))
+    context = _editor_context(policy, form, parent=parent, from_job=from_job)
+    return render(request, "policies/version_edit.html", context)
+
+
+@login_required
+@require_POST
+def editor_lint(request: HttpRequest) -> HttpResponse:
+    """htmx: lint and preview for the editor's current text (and twin)."""
+    _require(request, EDIT)
+    form = LintForm(request.POST)
+    if not form.is_valid():
+        return render(request, "policies/version_edit.html#lint-error", {"form": form})
+    data = form.cleaned_data
+    context = _lint_context(
+        data["text"].replace("\r\n", "\n"), data["twin_text"].replace("\r\n", "\n")
+    )
+    return render(request, "policies/version_edit.html#lint-response", context)
+
+
+@login_required
+@require_GET
+def version_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    version = _get_version_for_user(request, pk)
+    return render(request, "policies/version_detail.html", _version_context(request, version))
+
+
+@login_required
+@require_POST
+def twin_update(request: HttpRequest, pk: int) -> HttpResponse:
+    version = _get_version_for_user(request, pk, perm=EDIT_TWIN)
+    form = TwinForm(request.POST, version=version)
+    if form.is_valid():
+        try:
+            services.update_twin(
+                version=version, twin_text=form.cleaned_data["twin_text"], by=request.user
+            )
+        except services.PolicyError as exc:
+            form.add_error(None, exc.messages)
+        else:
+            messages.success(request, "Twin saved.")
+            return redirect(f"{version.get_absolute_url()}#twin")
+    context = _version_context(request, version, twin_form=form)
+    return render(request, "policies/version_detail.html", context, status=422)
+
+
+@login_required
+@require_POST
+def twin_generate(request: HttpRequest, pk: int) -> HttpResponse:
+    version = _get_version_for_user(request, pk, perm=GENERATE_TWIN)
+    error = ""
+    try:
+        twinjob: TwinJob | None = services.request_twin(version=version, by=request.user)
+    except services.PolicyError as exc:
+        twinjob, error = version.twin_jobs.first(), str(exc)
+    if request.htmx:
+        return render(
+            request,
+            "policies/version_detail.html#twinjob",
+            {"version": version, "twinjob": twinjob, "twin_error": error},
+        )
+    if error:
+        messages.error(request, error)
+    else:
+        messages.success(request, "Twin requested: a GPU worker will write it.")
+    return redirect(f"{version.get_absolute_url()}#twin")
+
+
+@login_required
+@require_GET
+def twinjob_status(request: HttpRequest, pk: int) -> HttpResponse:
+    """htmx polling target while a twin job is queued; plain requests go to the version."""
+    _require(request, VIEW)
+    twinjob = get_object_or_404(TwinJob.objects.select_related("version"), pk=pk)
+    if not request.htmx:
+        return redirect(f"{twinjob.version.get_absolute_url()}#twin")
+    context = {"version": twinjob.version, "twinjob": twinjob}
+    return render(request, "policies/version_detail.html#twinjob", context)
+
+
+@login_required
+@require_GET
+def policy_diff(request: HttpRequest, pk: int) -> HttpResponse:
+    policy = _get_policy_for_user(request, pk)
+    data = request.GET or _latest_pair(policy)
+    form = DiffForm(data or None, policy=policy)
+    context: dict[str, Any] = {"nav": "policies", "policy": policy, "form": form}
+    if form.is_valid():
+        a, b = form.cleaned_data["a"], form.cleaned_data["b"]
+        context.update(
+            a_label=f"v{a.number}",
+            b_label=f"v{b.number}",
+            diff=word_diff_html(a.text, b.text),
+            stats=diff_stats(a.text, b.text),
+        )
+    return render(request, "policies/diff.html", context)
+
+
+def _latest_pair(policy: Policy) -> dict[str, str]:
+    pair = list(policy.versions.order_by("-number").values_list("pk", flat=True)[:2])
+    return {"a": str(pair[1]), "b": str(pair[0])} if len(pair) == 2 else {}
+
+
+@login_required
+@require_GET
+def twin_diff(request: HttpRequest, pk: int) -> HttpResponse:
+    version = _get_version_for_user(request, pk)
+    context = {
+        "nav": "policies",
+        "policy": version.policy,
+        "version": version,
+        "a_label": f"v{version.number} text (A)",
+        "b_label": f"v{version.number} twin (B)",
+        "diff": word_diff_html(version.text, version.twin_text),
+        "stats": diff_stats(version.text, version.twin_text),
+    }
+    return render(request, "policies/diff.html", context)

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from policies.lint import lint_policy, lint_twin
+from policies.starter import STARTER_POLICY
+from tests.conftest import POLICY_TEXT, TWIN_TEXT
+
+
+def _rules(report):
+    return [(i.rule, i.line) for i in report.issues]
+
+
+def test_the_test_policy_and_the_starter_are_clean():
+    assert lint_policy(POLICY_TEXT).issues == []
+    assert lint_policy(POLICY_TEXT).label_count == 1
+    assert lint_policy(STARTER_POLICY).issues == []
+
+
+def test_missing_sections_are_errors():
+    text = POLICY_TEXT.replace("## Interpretation of Language\n", "")
+    report = lint_policy(text)
+    assert [(i.rule, i.message, i.severity) for i in report.issues] == [
+        ("missing-section", "Missing section: ## Interpretation of Language", "error")
+    ]
+
+
+def test_label_without_includes_or_excludes():
+    text = POLICY_TEXT.replace("#### Excludes\n- Criticism of ideas or public work.\n", "")
+    text += "\n### (HA2) Doxxing\n#### Includes\n#### Excludes\n- Public office addresses.\n"
+    report = lint_policy(text)
+    issues = [(i.rule, i.line, i.message) for i in report.issues]
+    assert ("label-excludes", 14, "Label (HA1) has no “#### Excludes” list.") in issues
+    assert ("label-includes", 19, "Label (HA2) has an empty Includes list.") in issues
+    assert len(issues) == 2
+
+
+def test_intent_words_with_line_and_column():
+    text = POLICY_TEXT.replace(
+        "- Threats of harm against a **Target**.",
+        "- Threats meant to scare a **Target**, or In  Order To silence them.",
+    )
+    text = text.replace("## Overview\n", "## Overview\nPosts intended to hurt. Aims to win.\n")
+    report = lint_policy(text)
+    found = [(i.rule, i.line, i.column) for i in report.issues]
+    assert found == [
+        ("intent-word", 4, 7),
+        ("intent-word", 4, 25),
+        ("intent-word", 18, 11),
+        ("intent-word", 18, 43),
+    ]
+    assert "“intended to”" in report.issues[0].message
+    assert "“In Order To”" in report.issues[3].message
+
+
+def test_intent_words_inside_other_words_are_not_flagged():
+    text = POLICY_TEXT.replace(
+        "## Overview\n", "## Overview\nWe maintain tolerance; a claim to fame.\n"
+    )
+    assert lint_policy(text).issues == []
+
+
+def test_undefined_bold_terms_in_labels():
+    text = POLICY_TEXT.replace(
+        "- Criticism of ideas or public work.",
+        "- Criticism of a **Public Figure**'s work aimed at **Targets** or a **public figure**.",
+    )
+    report = lint_policy(text)
+    # "Targets" is the defined "Target"; the second "public figure" is the same undefined term.
+    assert [(i.rule, i.line, i.column) for i in report.issues] == [("undefined-term", 19, 18)]
+    assert report.issues[0].message.startswith("**Public Figure** is bold")
+
+
+def test_bold_terms_in_code_fences_are_ignored():
+    text = POLICY_TEXT + "\n```\n**Quoted** trying to\n```\n"
+    assert lint_policy(text).issues == []
+
+
+def test_token_budget_over_the_limit_is_an_error(settings):
+    settings.COPE_CONTEXT_LIMIT = 256
+    report = lint_policy(POLICY_TEXT + "\nword " * 400)
+    assert report.tokens.over_budget and not report.tokens.exact
+    assert report.issues[0].rule == "token-budget" and report.issues[0].severity == "error"
+    assert "(estimate)" in report.tokens.display
+
+
+def test_twin_lint_reports_structure_and_its_own_issues():
+    twin = TWIN_TEXT.replace("### (HA1)", "### (HA9)").replace(
+        "- Statements threatening", "- Statements trying to threaten"
+    )
+    report = lint_twin(POLICY_TEXT, twin)
+    assert report.structure[0].startswith("Label codes differ")
+    assert [i.rule for i in report.issues] == ["intent-word"]
+    assert lint_twin(POLICY_TEXT, TWIN_TEXT).clean
