@@ -1,0 +1,82 @@
+// Keyboard shortcuts for the mismatch review queue. The page works without this file:
+// every key only ticks a radio button, focuses a field or submits a real form.
+(function () {
+  "use strict";
+
+  var CHOICES = { "0": "label", "1": "label", u: "label", a: "wording", b: "wording", n: "wording" };
+
+  function decisionForm() {
+    return document.getElementById("decision-form");
+  }
+
+  function submit(form) {
+    if (!form) return;
+    // requestSubmit runs the browser's validation and fires "submit", which htmx handles.
+    if (form.requestSubmit) form.requestSubmit();
+    else form.submit();
+  }
+
+  function isTyping(target) {
+    if (!target || !target.tagName) return false;
+    var tag = target.tagName.toLowerCase();
+    if (tag === "textarea" || tag === "select" || target.isContentEditable) return true;
+    if (tag !== "input") return false;
+    var type = (target.getAttribute("type") || "text").toLowerCase();
+    return ["radio", "checkbox", "button", "submit"].indexOf(type) === -1;
+  }
+
+  document.addEventListener("keydown", function (event) {
+    var form = decisionForm();
+    if (!form || event.altKey || event.isComposing) return;
+    var target = event.target;
+
+    if (isTyping(target)) {
+      if (!form.contains(target)) return; // the filter form: leave it alone
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+        event.preventDefault();
+        submit(form);
+      } else if (event.key === "Escape") {
+        target.blur();
+      }
+      return;
+    }
+    if (event.ctrlKey || event.metaKey) return;
+    // Enter on a focused button or link does what that button or link says.
+    if (event.key === "Enter" && target.closest && target.closest("button, a, summary")) return;
+
+    var key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+    if (Object.prototype.hasOwnProperty.call(CHOICES, key)) {
+      var radio = form.querySelector(
+        'input[type="radio"][name="' + CHOICES[key] + '"][value="' + key + '"]'
+      );
+      if (radio) {
+        event.preventDefault();
+        radio.checked = true;
+      }
+    } else if (key === "q" || key === "t") {
+      var field = form.querySelector(key === "q" ? '[name="quote"]' : '[name="note"]');
+      if (field) {
+        event.preventDefault();
+        field.focus();
+      }
+    } else if (key === "s") {
+      event.preventDefault();
+      submit(document.getElementById("skip-form"));
+    } else if (key === "Enter") {
+      event.preventDefault();
+      submit(form);
+    }
+  });
+
+  // htmx gives focus back to the element with the same id after a swap: on a new task that
+  // would leave the reviewer typing into the note field instead of pressing shortcuts.
+  // It does so before "htmx:afterSwap", which runs before the browser handles the next key.
+  document.body.addEventListener("htmx:afterSwap", function () {
+    var area = document.getElementById("task-area");
+    var active = document.activeElement;
+    if (!area) return;
+    if (active && active !== document.body && area.contains(active)) active.blur();
+    var card = area.querySelector(".task-card");
+    if (card) card.scrollIntoView({ block: "nearest" });
+  });
+})();

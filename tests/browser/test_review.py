@@ -1,0 +1,105 @@
+"""A reviewer works through the mismatch queue from the keyboard in a real browser."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from labeling.models import Decision, GoldLabel, ReviewStatus
+from tests.labeling.test_review import make_job
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2"> you idiot'
+NOTE = "typed 0 1 u a b n s q t here: shortcuts must not fire while typing"
+
+
+def test_reviewer_reviews_every_mismatch_from_the_keyboard(
+    page: Any, live_server: Any, login: Any, screenshot: Any, author: Any, reviewer: Any
+) -> None:
+    job = make_job(
+        author=author,
+        mismatches=[(1, 0.82, 0.31), (0, 0.44, 0.58), (1, 0.71, 0.22)],
+        texts=[
+            HOSTILE,
+            "Jordan is a clown and should log off forever",
+            "great talk, terrible slides",
+        ],
+    )
+    login(reviewer)
+    page.goto(f"{live_server.url}/labeling/review/?job={job.pk}")
+    page.evaluate("window.__marker = 1")
+
+    # Hostile content is shown as text and never runs.
+    assert page.locator("#task-content").inner_text() == HOSTILE
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator(".side-a del.diff").first.is_visible()
+    assert page.locator(".side-b ins.diff").first.is_visible()
+    assert not page.locator(".side-a ins.diff").first.is_visible()
+    screenshot("review-queue")
+
+    seen: list[str] = []
+    for _ in range(3):
+        card = page.locator(".task-card")
+        task_id = card.get_attribute("data-task-id")
+        assert task_id not in seen
+        seen.append(task_id)
+        page.keyboard.press("1")
+        page.keyboard.press("a")
+        assert page.locator('input[name="label"][value="1"]').is_checked()
+        assert page.locator('input[name="wording"][value="a"]').is_checked()
+        page.keyboard.press("t")
+        page.keyboard.type(NOTE)
+        # Typing "0", "u", "b", "n" in the note must not have changed the choices.
+        assert page.locator('input[name="label"][value="1"]').is_checked()
+        assert page.locator('input[name="wording"][value="a"]').is_checked()
+        page.keyboard.press("Control+Enter")
+        page.wait_for_function(
+            "id => !document.querySelector(`.task-card[data-task-id='${id}']`)", arg=task_id
+        )
+
+    page.locator("#queue-empty").wait_for()
+    assert "All mismatches reviewed" in page.locator("#queue-empty").inner_text()
+    assert page.evaluate("window.__marker") == 1, "the page was reloaded"
+    assert page.evaluate("window.__pwned") is None
+    screenshot("review-queue-done")
+
+    decisions = Decision.objects.filter(task__job=job)
+    assert decisions.count() == 3
+    assert {(d.label, d.wording, d.note) for d in decisions} == {("1", "a", NOTE)}
+    assert GoldLabel.objects.filter(policy=job.version.policy).count() == 3
+    assert not job.review_tasks.exclude(status=ReviewStatus.RESOLVED).exists()
+
+
+def test_skip_and_enter_from_the_keyboard(
+    page: Any, live_server: Any, login: Any, author: Any, reviewer: Any
+) -> None:
+    job = make_job(author=author, mismatches=[(1, 0.9, 0.1), (0, 0.3, 0.7)], texts=["one", "two"])
+    first, second = job.review_tasks.order_by("id")
+    login(reviewer)
+    page.goto(f"{live_server.url}/labeling/review/")
+    page.evaluate("window.__marker = 1")
+    page.locator(f".task-card[data-task-id='{first.pk}']").wait_for()
+
+    page.keyboard.press("s")
+    page.locator(f".task-card[data-task-id='{second.pk}']").wait_for()
+    page.keyboard.press("u")
+    page.keyboard.press("n")
+    page.keyboard.press("q")
+    page.keyboard.type("Read insults literally")
+    page.keyboard.press("Escape")
+    page.keyboard.press("Enter")
+    page.locator("#queue-empty").wait_for()
+
+    assert "Nothing left for you right now" in page.locator("#queue-empty").inner_text()
+    assert page.evaluate("window.__marker") == 1
+    decision = Decision.objects.get()
+    assert (decision.task_id, decision.label, decision.wording, decision.quote) == (
+        second.pk,
+        "u",
+        "n",
+        "Read insults literally",
+    )
+    first.refresh_from_db()
+    assert first.skipped_by == [reviewer.pk]
