@@ -74,6 +74,7 @@ class Job(models.Model):
     text_a = models.TextField()
     text_b = models.TextField()
     sample_size = models.PositiveIntegerField(null=True, blank=True)  # None: every item
+    sample_seed = models.PositiveIntegerField(null=True, blank=True)  # random sample's seed
     item_count = models.PositiveIntegerField(default=0)
     chunk_size = models.PositiveIntegerField(default=64)
     chunk_count = models.PositiveIntegerField(default=0)  # per side

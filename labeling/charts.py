@@ -1,0 +1,121 @@
+"""Server-rendered inline SVG charts (no JavaScript library).
+
+``agreement_chart`` draws percent agreement and Cohen's kappa per version number, with the
+policy's threshold as a dashed line, so the story of a policy reads at a glance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+WIDTH, HEIGHT = 640, 260
+LEFT, RIGHT, TOP, BOTTOM = 48, 150, 16, 36
+AGREEMENT_COLOR = "#2f5bd3"
+KAPPA_COLOR = "#a15c00"
+THRESHOLD_COLOR = "#b3261e"
+
+
+@dataclass(frozen=True)
+class ChartPoint:
+    version_number: int
+    p_o: float | None
+    kappa: float | None
+    n: int
+    job_id: int | None = None
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.1f}"
+
+
+def agreement_chart(points: list[ChartPoint], threshold: float, *, title: str = "") -> SafeString:
+    """An SVG line chart; versions without a finished job are left out (with a note)."""
+    shown = [p for p in points if p.p_o is not None]
+    label = title or "Agreement between the wordings, by version"
+    if not shown:
+        return mark_safe(
+            '<p class="muted chart-empty">No finished job yet: the agreement chart appears '
+            "after the first binocular job.</p>"
+        )
+    values = [p.p_o for p in shown if p.p_o is not None]
+    values += [p.kappa for p in shown if p.kappa is not None]
+    y_min = min(0.0, math.floor(min(values) * 10) / 10)
+    y_max = 1.0
+    plot_w = WIDTH - LEFT - RIGHT
+    plot_h = HEIGHT - TOP - BOTTOM
+
+    def x_at(i: int) -> float:
+        if len(shown) == 1:
+            return LEFT + plot_w / 2
+        return LEFT + plot_w * i / (len(shown) - 1)
+
+    def y_at(v: float) -> float:
+        return TOP + plot_h * (y_max - v) / (y_max - y_min)
+
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'aria-label="{escape(label)}" xmlns="http://www.w3.org/2000/svg">',
+        f"<title>{escape(label)}</title>",
+    ]
+    tick = y_min
+    while tick <= y_max + 1e-9:
+        y = y_at(tick)
+        parts.append(
+            f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{_fmt(y)}" y2="{_fmt(y)}" '
+            'stroke="#dfe3ea" stroke-width="1"/>'
+            f'<text x="{LEFT - 6}" y="{_fmt(y + 4)}" text-anchor="end" font-size="11" '
+            f'fill="#5d6677">{tick:.1f}</text>'
+        )
+        tick = round(tick + 0.2, 10) if y_max - y_min > 0.6 else round(tick + 0.1, 10)
+    ty = y_at(threshold)
+    parts.append(
+        f'<line class="threshold" x1="{LEFT}" x2="{LEFT + plot_w}" y1="{_fmt(ty)}" '
+        f'y2="{_fmt(ty)}" stroke="{THRESHOLD_COLOR}" stroke-width="1.5" stroke-dasharray="6 4"/>'
+    )
+    for i, p in enumerate(shown):
+        parts.append(
+            f'<text x="{_fmt(x_at(i))}" y="{HEIGHT - BOTTOM + 18}" text-anchor="middle" '
+            f'font-size="12" fill="#1d2330">v{p.version_number}</text>'
+        )
+    for key, color, name in (
+        ("p_o", AGREEMENT_COLOR, "agreement"),
+        ("kappa", KAPPA_COLOR, "kappa"),
+    ):
+        coords = [
+            (x_at(i), y_at(getattr(p, key)), p)
+            for i, p in enumerate(shown)
+            if getattr(p, key) is not None
+        ]
+        if len(coords) > 1:
+            path = " ".join(f"{_fmt(x)},{_fmt(y)}" for x, y, _ in coords)
+            parts.append(
+                f'<polyline class="series-{name}" points="{path}" fill="none" '
+                f'stroke="{color}" stroke-width="2.5"/>'
+            )
+        for x, y, p in coords:
+            value = getattr(p, key)
+            shown_value = f"{value:.1%}" if key == "p_o" else f"{value:.3f}"
+            parts.append(
+                f'<circle class="point-{name}" cx="{_fmt(x)}" cy="{_fmt(y)}" r="4" '
+                f'fill="{color}"><title>v{p.version_number} {name}: {shown_value} '
+                f"(n={p.n})</title></circle>"
+            )
+    lx = LEFT + plot_w + 14
+    parts.append(
+        f'<line x1="{lx}" x2="{lx + 22}" y1="{TOP + 10}" y2="{TOP + 10}" '
+        f'stroke="{AGREEMENT_COLOR}" stroke-width="2.5"/>'
+        f'<text x="{lx + 28}" y="{TOP + 14}" font-size="12" fill="#1d2330">% agreement</text>'
+        f'<line x1="{lx}" x2="{lx + 22}" y1="{TOP + 30}" y2="{TOP + 30}" '
+        f'stroke="{KAPPA_COLOR}" stroke-width="2.5"/>'
+        f'<text x="{lx + 28}" y="{TOP + 34}" font-size="12" fill="#1d2330">Cohen’s kappa</text>'
+        f'<line x1="{lx}" x2="{lx + 22}" y1="{TOP + 50}" y2="{TOP + 50}" '
+        f'stroke="{THRESHOLD_COLOR}" stroke-width="1.5" stroke-dasharray="6 4"/>'
+        f'<text x="{lx + 28}" y="{TOP + 54}" font-size="12" fill="#1d2330">'
+        f"threshold {threshold:.0%}</text>"
+    )
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # noqa: S308 - numbers and escaped text only

@@ -1,0 +1,457 @@
+"""Labeling jobs: start, record results, finish, cancel, resume and retry.
+
+The ``Job`` row is the truth the UI reads. Chunks go to the GPU workers by task name on the
+``gpu`` queue; results come back as ``labeling.record_chunk`` tasks on ``default`` and are
+written here idempotently: labels are upserted on (job, item, side), a chunk moves
+queued → done/failed with a conditional UPDATE, and only the delivery that moved it counts.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, Count, DateTimeField, F, Q, Value, When
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from labeling import agreement
+from labeling.models import (
+    ChunkStatus,
+    Item,
+    Job,
+    JobChunk,
+    JobStatus,
+    Label,
+    ReviewStatus,
+    ReviewTask,
+    SampleSet,
+    Side,
+)
+from policies.models import Version
+from worker.contract import (
+    GPU_QUEUE,
+    SCORE_CHUNK_TASK,
+    ScoreItem,
+    ScoreRequest,
+    ScoreResult,
+)
+
+STALE_AFTER = timedelta(minutes=10)
+WEAK_NOTE = "labels from the embedding baseline, a weak classifier, not CoPE"
+
+
+class JobError(ValueError):
+    """A job cannot be started or changed; the message is shown to the user."""
+
+
+def send_score_request(request: dict[str, Any]) -> None:
+    """Hand one chunk to the GPU workers (tests replace this to capture requests)."""
+    from cope_studio.celery import app
+
+    app.send_task(SCORE_CHUNK_TASK, args=[request], queue=GPU_QUEUE)
+
+
+def _send_chunks(job_id: int, chunk_ids: list[int]) -> int:
+    """Send chunks with their texts: one item query per chunk, one UPDATE for all sent_at."""
+    started = time.perf_counter()
+    job = Job.objects.filter(pk=job_id).values("status", "text_a", "text_b").first()
+    if job is None or job["status"] not in (JobStatus.QUEUED, JobStatus.RUNNING):
+        return 0
+    chunks = list(
+        JobChunk.objects.filter(pk__in=chunk_ids, status=ChunkStatus.QUEUED)
+        .order_by("index", "side")
+        .values_list("pk", "side", "item_ids")
+    )
+    sent: list[int] = []
+    texts: dict[int, str] = {}
+    for pk, side, item_ids in chunks:
+        missing = [i for i in item_ids if i not in texts]
+        if missing:
+            texts.update(Item.objects.filter(pk__in=missing).values_list("pk", "text"))
+        request = ScoreRequest(
+            job_id=job_id,
+            chunk_id=pk,
+            side=side,
+            policy=job["text_a"] if side == Side.A else job["text_b"],
+            items=[ScoreItem(i, texts[i]) for i in item_ids if i in texts],
+        )
+        send_score_request(request.to_dict())
+        sent.append(pk)
+        if side == Side.B:  # both sides of this slice are sent: its texts are not needed again
+            for i in item_ids:
+                texts.pop(i, None)
+    JobChunk.objects.filter(pk__in=sent).update(sent_at=timezone.now(), attempts=F("attempts") + 1)
+    Job.objects.filter(pk=job_id).update(
+        bookkeeping_seconds=F("bookkeeping_seconds") + (time.perf_counter() - started)
+    )
+    return len(sent)
+
+
+def _sample_item_ids(sample_set: SampleSet, sample_size: int | None, seed: int) -> list[int]:
+    ids = list(sample_set.items.order_by("row_number").values_list("pk", flat=True))
+    if sample_size and sample_size < len(ids):
+        chosen = set(random.Random(seed).sample(ids, sample_size))
+        ids = [i for i in ids if i in chosen]  # keep file order
+    return ids
+
+
+def start_job(
+    *,
+    version: Version,
+    sample_set: SampleSet,
+    sample_size: int | None,
+    by: Any,
+    seed: int | None = None,
+    chunk_size: int | None = None,
+) -> Job:
+    """Create a binocular job (texts frozen, chunks per side) and send it once committed.
+
+    ``sample_size`` picks a random sample of that many items (seeded, in file order);
+    ``None`` or a size at least the set's labels every item.
+    """
+    if not version.has_twin:
+        raise JobError("This version has no twin yet: write or generate one before a job.")
+    if sample_size is not None and sample_size < 1:
+        raise JobError("The sample size must be at least 1.")
+    size = int(chunk_size or settings.COPE_CHUNK_SIZE)
+    if seed is None:
+        seed = random.SystemRandom().randrange(1, 2**31)
+    item_ids = _sample_item_ids(sample_set, sample_size, seed)
+    if not item_ids:
+        raise JobError("This sample set has no items.")
+    slices = [item_ids[i : i + size] for i in range(0, len(item_ids), size)]
+    with transaction.atomic():
+        job = Job.objects.create(
+            version=version,
+            sample_set=sample_set,
+            text_a=version.text,
+            text_b=version.twin_text,
+            sample_size=sample_size
+            if sample_size and sample_size < sample_set.item_count
+            else None,
+            sample_seed=seed if sample_size else None,
+            item_count=len(item_ids),
+            chunk_size=size,
+            chunk_count=len(slices),
+            created_by=by,
+        )
+        chunks = JobChunk.objects.bulk_create(
+            [
+                JobChunk(job=job, side=side, index=index, item_ids=ids)
+                for index, ids in enumerate(slices)
+                for side in (Side.A, Side.B)
+            ],
+            batch_size=1000,
+        )
+        chunk_ids = [c.pk for c in chunks]
+        if any(pk is None for pk in chunk_ids):  # backends that return no ids on bulk insert
+            chunk_ids = list(JobChunk.objects.filter(job=job).values_list("pk", flat=True))
+        transaction.on_commit(lambda: _send_chunks(job.pk, chunk_ids))
+    return job
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    """What ``record_chunk_result`` did, for logs and tests."""
+
+    action: str  # "recorded", "failed", "duplicate", "ignored"
+    finished: bool = False
+
+
+def record_chunk_result(result: ScoreResult) -> RecordOutcome:
+    """Write one chunk's result; a redelivery (chunk no longer queued) changes nothing."""
+    started = time.perf_counter()
+    job = Job.objects.filter(pk=result.job_id).values("status", "backend").first()
+    if job is None or job["status"] not in (JobStatus.QUEUED, JobStatus.RUNNING):
+        return RecordOutcome("ignored")  # cancelled, finished or deleted
+    chunk = (
+        JobChunk.objects.filter(pk=result.chunk_id, job_id=result.job_id)
+        .values("side", "item_ids", "status")
+        .first()
+    )
+    if chunk is None:
+        return RecordOutcome("ignored")
+    if chunk["status"] != ChunkStatus.QUEUED:
+        return RecordOutcome("duplicate")
+    side = chunk["side"]
+    item_ids: list[int] = chunk["item_ids"]
+    now = timezone.now()
+
+    with transaction.atomic():
+        if result.error:
+            moved = JobChunk.objects.filter(pk=result.chunk_id, status=ChunkStatus.QUEUED).update(
+                status=ChunkStatus.FAILED,
+                finished_at=now,
+                error=result.error[:5000],
+                model_seconds=result.model_seconds,
+            )
+            if not moved:
+                return RecordOutcome("duplicate")
+            outcomes = {i: (None, None, result.error[:2000]) for i in item_ids}
+            done, errors, failed = 0, len(item_ids), 1
+        else:
+            moved = JobChunk.objects.filter(pk=result.chunk_id, status=ChunkStatus.QUEUED).update(
+                status=ChunkStatus.DONE, finished_at=now, model_seconds=result.model_seconds
+            )
+            if not moved:
+                return RecordOutcome("duplicate")
+            wanted = set(item_ids)
+            outcomes = {
+                o.item_id: (o.label, o.p1, o.error)
+                for o in result.outcomes
+                if o.item_id in wanted  # a worker cannot write labels outside its chunk
+            }
+            for i in item_ids:
+                if i not in outcomes:
+                    outcomes[i] = (None, None, "no result for this item from the worker")
+                elif outcomes[i][0] is None and not outcomes[i][2]:
+                    outcomes[i] = (None, None, "the worker returned no label")
+            errors = sum(1 for label, _, _ in outcomes.values() if label is None)
+            done, failed = len(item_ids) - errors, 0
+        Label.objects.bulk_create(
+            [
+                Label(job_id=result.job_id, item_id=i, side=side, label=lab, p1=p1, error=err)
+                for i, (lab, p1, err) in outcomes.items()
+            ],
+            update_conflicts=True,
+            unique_fields=["job", "item", "side"],
+            update_fields=["label", "p1", "error"],
+            batch_size=2000,
+        )
+        worker = result.worker
+        counters: dict[str, Any] = {
+            f"done_{side.lower()}": F(f"done_{side.lower()}") + done,
+            f"errors_{side.lower()}": F(f"errors_{side.lower()}") + errors,
+            "failed_chunks": F("failed_chunks") + failed,
+            "model_seconds": F("model_seconds") + result.model_seconds,
+            "status": Case(
+                When(status=JobStatus.QUEUED, then=Value(JobStatus.RUNNING)),
+                default=F("status"),
+            ),
+            "started_at": Coalesce(F("started_at"), Value(now, output_field=DateTimeField())),
+        }
+        if not job["backend"] and worker.backend:
+            counters.update(
+                backend=worker.backend[:40],
+                model_id=worker.model_id[:500],
+                model_revision=worker.model_revision[:100],
+                device=worker.device[:100],
+                weak_backend=worker.weak or worker.backend == "embedding",
+            )
+        counters["bookkeeping_seconds"] = F("bookkeeping_seconds") + (time.perf_counter() - started)
+        Job.objects.filter(pk=result.job_id).update(**counters)
+    # After the commit, so that of two results committing together the later one sees both.
+    finished = maybe_finish_job(result.job_id)
+    return RecordOutcome("failed" if result.error else "recorded", finished=finished)
+
+
+def maybe_finish_job(job_id: int) -> bool:
+    """Finish the job when no chunk is queued: succeeded, or failed if every chunk failed."""
+    started = time.perf_counter()
+    if JobChunk.objects.filter(job_id=job_id, status=ChunkStatus.QUEUED).exists():
+        return False
+    counts = JobChunk.objects.filter(job_id=job_id).aggregate(
+        total=Count("pk"), failed=Count("pk", filter=Q(status=ChunkStatus.FAILED))
+    )
+    status = JobStatus.FAILED if counts["total"] == counts["failed"] else JobStatus.SUCCEEDED
+    with transaction.atomic():
+        moved = Job.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
+            status=status, finished_at=timezone.now()
+        )
+        if not moved:
+            return False
+        job = Job.objects.select_related("version").get(pk=job_id)
+        stats, mismatches = compute_job_stats(job)
+        ReviewTask.objects.bulk_create(
+            [
+                ReviewTask(
+                    job_id=job_id,
+                    item_id=item_id,
+                    policy_id=job.version.policy_id,
+                    label_a=la,
+                    label_b=lb,
+                    p1_a=pa if pa is not None else float(la),
+                    p1_b=pb if pb is not None else float(lb),
+                )
+                for item_id, la, lb, pa, pb in mismatches
+            ],
+            ignore_conflicts=True,
+            batch_size=2000,
+        )
+        update: dict[str, Any] = {
+            "stats": stats,
+            "bookkeeping_seconds": F("bookkeeping_seconds") + (time.perf_counter() - started),
+        }
+        if status == JobStatus.FAILED:
+            update["error"] = "Every chunk failed; see the chunk errors below."
+        Job.objects.filter(pk=job_id).update(**update)
+    return True
+
+
+def compute_job_stats(
+    job: Job,
+) -> tuple[dict[str, Any], list[tuple[int, int, int, float | None, float | None]]]:
+    """Agreement stats of a job, and its mismatches as (item, label A, label B, p1 A, p1 B)."""
+    by_item: dict[int, list[Any]] = {}
+    for item_id, side, label, p1 in Label.objects.filter(job=job).values_list(
+        "item_id", "side", "label", "p1"
+    ):
+        row = by_item.setdefault(item_id, [None, None, None, None])
+        if side == Side.A:
+            row[0], row[2] = label, p1
+        else:
+            row[1], row[3] = label, p1
+    result = agreement.compute_agreement((r[0], r[1]) for r in by_item.values())
+    missing = job.item_count - len(by_item)
+    stats = result.to_dict()
+    if missing > 0:
+        stats["excluded"]["no label under either wording"] = missing
+        stats["excluded_count"] += missing
+        stats["total"] += missing
+    mismatches = [
+        (item_id, r[0], r[1], r[2], r[3])
+        for item_id, r in by_item.items()
+        if r[0] is not None and r[1] is not None and r[0] != r[1]
+    ]
+    return stats, mismatches
+
+
+def cancel_job(job: Job) -> bool:
+    """Cancel an active job. Messages already queued are still scored by the workers (revoking
+    needs a result backend and a broadcast the filesystem broker does not have); their results
+    are ignored. Returns whether this call cancelled it."""
+    return bool(
+        Job.objects.filter(pk=job.pk, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).update(
+            status=JobStatus.CANCELLED, finished_at=timezone.now()
+        )
+    )
+
+
+def stale_chunks(job: Job, *, stale_after: timedelta = STALE_AFTER) -> Any:
+    cutoff = timezone.now() - stale_after
+    return JobChunk.objects.filter(job=job, status=ChunkStatus.QUEUED).filter(
+        Q(sent_at__isnull=True) | Q(sent_at__lte=cutoff)
+    )
+
+
+def resume_job(job: Job, *, stale_after: timedelta = STALE_AFTER) -> int:
+    """Re-send the job's queued chunks sent longer than ``stale_after`` ago (or never sent).
+
+    A chunk whose first message is still alive is scored twice at worst; the second result finds
+    the chunk done and changes nothing. Returns the number of chunks re-sent.
+    """
+    if job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+        return 0
+    chunk_ids = list(stale_chunks(job, stale_after=stale_after).values_list("pk", flat=True))
+    return _send_chunks(job.pk, chunk_ids) if chunk_ids else 0
+
+
+def retry_failed_chunks(job: Job) -> int:
+    """Put failed chunks back in the queue and send them again; reopens a finished job."""
+    if job.status == JobStatus.CANCELLED:
+        raise JobError("A cancelled job cannot be retried; start a new job.")
+    retried: list[int] = []
+    with transaction.atomic():
+        for pk, side, item_ids in JobChunk.objects.filter(
+            job=job, status=ChunkStatus.FAILED
+        ).values_list("pk", "side", "item_ids"):
+            moved = JobChunk.objects.filter(pk=pk, status=ChunkStatus.FAILED).update(
+                status=ChunkStatus.QUEUED, error="", finished_at=None
+            )
+            if not moved:
+                continue
+            retried.append(pk)
+            errors = f"errors_{side.lower()}"
+            Job.objects.filter(pk=job.pk).update(
+                **{errors: F(errors) - len(item_ids)}, failed_chunks=F("failed_chunks") - 1
+            )
+        if retried:
+            Job.objects.filter(
+                pk=job.pk, status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED]
+            ).update(status=JobStatus.RUNNING, finished_at=None, error="", stats={})
+            transaction.on_commit(lambda: _send_chunks(job.pk, retried))
+    return len(retried)
+
+
+def resume_stalled_jobs(*, stale_after: timedelta = STALE_AFTER) -> dict[int, int]:
+    """Resume every active job; ``{job id: chunks re-sent}`` for those that had any."""
+    resent: dict[int, int] = {}
+    for job in Job.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]):
+        n = resume_job(job, stale_after=stale_after)
+        if n:
+            resent[job.pk] = n
+    return resent
+
+
+# Reading, for the pages ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Progress:
+    total: int
+    done_a: int
+    done_b: int
+    errors_a: int
+    errors_b: int
+    items_per_s: float | None
+    eta_seconds: float | None
+    percent: float
+    stalled: bool
+
+
+def job_progress(job: Job, *, stale_after: timedelta = STALE_AFTER) -> Progress:
+    finished = job.done_a + job.done_b + job.errors_a + job.errors_b
+    total = job.item_count * 2
+    rate = eta = None
+    if job.started_at and finished:
+        end = job.finished_at or timezone.now()
+        elapsed = max((end - job.started_at).total_seconds(), 1e-3)
+        rate = finished / elapsed
+        if job.is_active and rate > 0:
+            eta = (total - finished) / rate
+    stalled = job.is_active and stale_chunks(job, stale_after=stale_after).exists()
+    return Progress(
+        total=job.item_count,
+        done_a=job.done_a,
+        done_b=job.done_b,
+        errors_a=job.errors_a,
+        errors_b=job.errors_b,
+        items_per_s=rate,
+        eta_seconds=eta,
+        percent=100.0 * finished / total if total else 0.0,
+        stalled=stalled,
+    )
+
+
+def is_weak(job: Job) -> bool:
+    return job.weak_backend or job.backend == "embedding"
+
+
+def latest_finished_jobs(versions: Iterable[Version]) -> dict[int, Job]:
+    """The most recent succeeded job of each version, by version id."""
+    ids = [v.pk for v in versions]
+    latest: dict[int, Job] = {}
+    for job in Job.objects.filter(version_id__in=ids, status=JobStatus.SUCCEEDED).order_by(
+        "version_id", "-finished_at", "-pk"
+    ):
+        latest.setdefault(job.version_id, job)
+    return latest
+
+
+def open_reviews_by_version(versions: Iterable[Version]) -> dict[int, int]:
+    ids = [v.pk for v in versions]
+    rows = (
+        ReviewTask.objects.filter(
+            job__version_id__in=ids, status__in=[ReviewStatus.OPEN, ReviewStatus.CLAIMED]
+        )
+        .values("job__version_id")
+        .annotate(n=Count("pk"))
+    )
+    return {r["job__version_id"]: r["n"] for r in rows}

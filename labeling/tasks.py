@@ -1,0 +1,42 @@
+"""Celery tasks of the web side (queue ``default``); the logic lives in ``services``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+from django.db import OperationalError
+
+from labeling import services
+from worker.contract import RECORD_CHUNK_TASK, ContractError, ScoreResult
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(
+    name=RECORD_CHUNK_TASK,
+    acks_late=True,
+    autoretry_for=(OperationalError,),  # a locked or restarting database: try again later
+    retry_backoff=True,
+    retry_backoff_max=300,
+    max_retries=8,
+)
+def record_chunk(result_dict: dict[str, Any]) -> str:
+    """Write a chunk's labels. Idempotent: a redelivered result finds its chunk done."""
+    try:
+        result = ScoreResult.from_dict(result_dict)
+    except (ContractError, KeyError, TypeError, ValueError) as exc:
+        # Retrying a malformed message cannot help; log it and drop it.
+        log.error("labeling.record_chunk: unusable result (%s): %.300r", exc, result_dict)
+        return "rejected"
+    outcome = services.record_chunk_result(result)
+    log.info(
+        "job %s chunk %s side %s: %s%s",
+        result.job_id,
+        result.chunk_id,
+        result.side,
+        outcome.action,
+        " (job finished)" if outcome.finished else "",
+    )
+    return outcome.action

@@ -1,0 +1,351 @@
+"""Binocular jobs: start, record results (idempotently), finish, cancel, resume, retry; pages."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.urls import reverse
+
+from labeling import services
+from labeling.models import ChunkStatus, Job, JobChunk, JobStatus, Label, ReviewTask
+from labeling.tasks import record_chunk
+from tests.conftest import PASSWORD
+from tests.labeling.conftest import TEXTS, fake_result, make_sample_set, make_version
+
+
+@pytest.fixture
+def version(author: Any) -> Any:
+    return make_version(author)
+
+
+@pytest.fixture
+def sample_set(author: Any) -> Any:
+    return make_sample_set(author, TEXTS)
+
+
+def start(
+    version: Any,
+    sample_set: Any,
+    author: Any,
+    django_capture_on_commit_callbacks: Any,
+    **kwargs: Any,
+) -> Job:
+    with django_capture_on_commit_callbacks(execute=True):
+        return services.start_job(
+            version=version,
+            sample_set=sample_set,
+            sample_size=kwargs.pop("sample_size", None),
+            by=author,
+            chunk_size=kwargs.pop("chunk_size", 3),
+            **kwargs,
+        )
+
+
+def test_start_job_freezes_texts_and_sends_one_request_per_chunk_and_side(
+    version: Any, sample_set: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
+) -> None:
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    assert job.status == JobStatus.QUEUED and job.item_count == 8 and job.chunk_count == 3
+    assert job.text_a == version.text and job.text_b == version.twin_text
+    assert JobChunk.objects.filter(job=job).count() == 6
+    assert len(sent) == 6
+    assert {(r["side"], len(r["items"])) for r in sent} == {("A", 3), ("B", 3), ("A", 2), ("B", 2)}
+    assert all(r["policy"] == (job.text_a if r["side"] == "A" else job.text_b) for r in sent)
+    assert not JobChunk.objects.filter(job=job, sent_at__isnull=True).exists()
+
+
+def test_nothing_is_sent_if_the_transaction_rolls_back(
+    version: Any, sample_set: Any, author: Any, sent: list
+) -> None:
+    services.start_job(version=version, sample_set=sample_set, sample_size=None, by=author)
+    assert sent == []  # on_commit: the test transaction never commits
+
+
+def test_job_needs_a_twin(author: Any, sample_set: Any) -> None:
+    version = make_version(author, twin="")
+    with pytest.raises(services.JobError, match="no twin"):
+        services.start_job(version=version, sample_set=sample_set, sample_size=None, by=author)
+
+
+def test_random_sample_is_seeded_and_in_file_order(
+    version: Any, sample_set: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
+) -> None:
+    a = start(
+        version, sample_set, author, django_capture_on_commit_callbacks, sample_size=4, seed=7
+    )
+    b = start(
+        version, sample_set, author, django_capture_on_commit_callbacks, sample_size=4, seed=7
+    )
+    ids = lambda job: [i for c in job.chunks.filter(side="A").order_by("index") for i in c.item_ids]  # noqa: E731
+    assert a.item_count == 4 and ids(a) == ids(b) and ids(a) == sorted(ids(a))
+    assert a.sample_seed == 7 and a.sample_size == 4
+
+
+def run_all(sent: list) -> None:
+    for request in list(sent):
+        record_chunk(fake_result(request))
+
+
+def test_results_finish_the_job_with_stats_and_review_tasks_for_mismatches(
+    version: Any, sample_set: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
+) -> None:
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    run_all(sent)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED and job.finished_at and job.started_at
+    assert (job.done_a, job.done_b, job.errors_a, job.errors_b) == (7, 7, 1, 1)
+    assert job.backend == "fake" and job.model_id == "tests/fake" and not job.weak_backend
+    assert job.model_seconds == pytest.approx(3.0) and job.bookkeeping_seconds > 0
+    assert Label.objects.filter(job=job).count() == 16
+    stats = job.stats
+    # 7 labeled on both sides: 2 insults (1/1), 2 borderline (1/0), 3 clean (0/0).
+    assert stats["n"] == 7 and stats["agree"] == 5
+    assert stats["confusion"] == {"a1b1": 2, "a1b0": 2, "a0b1": 0, "a0b0": 3}
+    assert stats["excluded"] == {"error under both A and B": 1}
+    tasks = ReviewTask.objects.filter(job=job)
+    assert tasks.count() == 2
+    task = tasks.first()
+    assert (task.label_a, task.label_b, task.p1_a, task.p1_b) == (1, 0, 0.6, 0.4)
+    assert task.policy_id == version.policy_id
+
+
+def test_a_redelivered_result_changes_nothing(
+    version: Any, sample_set: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
+) -> None:
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    first = fake_result(sent[0])
+    assert record_chunk(first) == "recorded"
+    job.refresh_from_db()
+    before = (job.done_a, job.done_b, job.errors_a, job.model_seconds)
+    labels = list(Label.objects.values_list("pk", "label", "p1"))
+    assert record_chunk(first) == "duplicate"
+    job.refresh_from_db()
+    assert (job.done_a, job.done_b, job.errors_a, job.model_seconds) == before
+    assert list(Label.objects.values_list("pk", "label", "p1")) == labels
+    run_all(sent)
+    run_all(sent)  # everything twice more
+    job.refresh_from_db()
+    assert job.done_a == 7 and Label.objects.filter(job=job).count() == 16
+    assert ReviewTask.objects.filter(job=job).count() == 2
+
+
+def test_a_worker_cannot_write_labels_outside_its_chunk(
+    version: Any, sample_set: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
+) -> None:
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    result = fake_result(sent[0])
+    result["outcomes"].append({"item_id": 999999, "label": 1, "p1": 0.9, "error": ""})
+    result["outcomes"].pop(0)
+    record_chunk(result)
+    chunk = JobChunk.objects.get(pk=sent[0]["chunk_id"])
+    labels = Label.objects.filter(job=job)
+    assert set(labels.values_list("item_id", flat=True)) == set(chunk.item_ids)
+    assert labels.get(item_id=chunk.item_ids[0]).error == "no result for this item from the worker"
+
+
+def test_failed_chunks_are_reported_and_can_be_retried(
+    version: Any, sample_set: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
+) -> None:
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    failing = sent[0]
+    assert record_chunk(fake_result(failing, error="CUDA out of memory")) == "failed"
+    for request in sent[1:]:
+        record_chunk(fake_result(request))
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED and job.failed_chunks == 1
+    # The failed chunk's 3 items count as errors on its side (plus the LONG item if it was there).
+    side = failing["side"].lower()
+    assert getattr(job, f"errors_{side}") == 3 + (0 if "LONG" in str(failing) else 1)
+    chunk = JobChunk.objects.get(pk=failing["chunk_id"])
+    assert chunk.status == ChunkStatus.FAILED and chunk.error == "CUDA out of memory"
+
+    sent.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.retry_failed_chunks(job) == 1
+    job.refresh_from_db()
+    assert job.status == JobStatus.RUNNING and job.failed_chunks == 0 and job.stats == {}
+    assert [r["chunk_id"] for r in sent] == [failing["chunk_id"]]
+    record_chunk(fake_result(sent[0]))
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED
+    assert (job.done_a, job.done_b, job.errors_a, job.errors_b) == (7, 7, 1, 1)
+    assert job.stats["n"] == 7
+
+
+def test_every_chunk_failing_fails_the_job(
+    version: Any, sample_set: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
+) -> None:
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    for request in sent:
+        record_chunk(fake_result(request, error="model did not load"))
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and job.failed_chunks == 6 and job.error
+    assert job.stats["n"] == 0
+
+
+def test_cancelled_job_ignores_results(
+    version: Any, sample_set: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
+) -> None:
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    record_chunk(fake_result(sent[0]))
+    assert services.cancel_job(job) is True
+    assert services.cancel_job(job) is False
+    assert record_chunk(fake_result(sent[1])) == "ignored"
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED and job.done_a + job.done_b == 3
+    assert services.resume_job(job, stale_after=timedelta(0)) == 0
+
+
+def test_resume_resends_only_stale_queued_chunks(
+    version: Any, sample_set: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
+) -> None:
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    record_chunk(fake_result(sent[0]))
+    sent.clear()
+    assert services.resume_job(job) == 0  # sent just now: not stale
+    assert services.resume_job(job, stale_after=timedelta(0)) == 5
+    assert len(sent) == 5 and JobChunk.objects.filter(job=job, attempts=2).count() == 5
+    assert services.resume_stalled_jobs(stale_after=timedelta(0)) == {job.pk: 5}
+
+
+def test_malformed_result_is_rejected_without_raising() -> None:
+    assert record_chunk({"contract": 99}) == "rejected"
+    assert record_chunk({"job_id": 1}) == "rejected"
+
+
+def test_results_for_deleted_jobs_are_ignored(db: Any) -> None:
+    result = fake_result(
+        {"job_id": 12345, "chunk_id": 1, "side": "A", "policy": "p", "items": [], "contract": 1}
+    )
+    assert record_chunk(result) == "ignored"
+
+
+# Pages --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def finished_job(
+    version: Any, sample_set: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
+) -> Job:
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    run_all(sent)
+    job.refresh_from_db()
+    return job
+
+
+def test_job_page_shows_agreement_confusion_and_chart(
+    client: Any, author: Any, finished_job: Job
+) -> None:
+    client.login(username=author.username, password=PASSWORD)
+    page = client.get(reverse("labeling:job_detail", args=[finished_job.pk])).content.decode()
+    assert "71.4%" in page  # 5 of 7
+    assert "Cohen&#x27;s kappa" in page or "Cohen's kappa" in page
+    assert 'class="confusion"' in page and "<svg" in page and "stroke-dasharray" in page
+    assert "1 error under both A and B" in page
+    assert "hx-trigger" not in page  # finished: no polling
+
+
+def test_active_job_polls_a_partial(
+    client: Any,
+    author: Any,
+    version: Any,
+    sample_set: Any,
+    sent: list,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    client.login(username=author.username, password=PASSWORD)
+    url = reverse("labeling:job_detail", args=[job.pk])
+    page = client.get(url).content.decode()
+    assert 'hx-trigger="every 1s"' in page and "<html" in page
+    fragment = client.get(url, headers={"HX-Request": "true"}).content.decode()
+    assert fragment.lstrip().startswith('<div id="job-status"') and "<html" not in fragment
+    assert "Cancel job" in fragment
+
+
+def test_weak_backend_is_said_plainly(client: Any, author: Any, finished_job: Job) -> None:
+    Job.objects.filter(pk=finished_job.pk).update(backend="embedding", weak_backend=True)
+    client.login(username=author.username, password=PASSWORD)
+    page = client.get(reverse("labeling:job_detail", args=[finished_job.pk])).content.decode()
+    assert "labels from the embedding baseline, a weak classifier, not CoPE" in page
+    panel = client.get(reverse("labeling:policy_panel", args=[finished_job.version.policy_id]))
+    assert "a weak classifier, not CoPE" in panel.content.decode()
+
+
+def test_panels_render_as_fragment_or_page(client: Any, reviewer: Any, finished_job: Job) -> None:
+    client.login(username=reviewer.username, password=PASSWORD)
+    version = finished_job.version
+    for url in (
+        reverse("labeling:version_panel", args=[version.pk]),
+        reverse("labeling:policy_panel", args=[version.policy_id]),
+    ):
+        full = client.get(url).content.decode()
+        assert "<html" in full and f"Job {finished_job.pk}" in full
+        fragment = client.get(url, headers={"HX-Request": "true"}).content.decode()
+        assert "<html" not in fragment and f"Job {finished_job.pk}" in fragment
+    panel = client.get(reverse("labeling:version_panel", args=[version.pk])).content.decode()
+    assert "Run binocular job" not in panel  # reviewers look, authors run
+    story = client.get(reverse("labeling:policy_panel", args=[version.policy_id])).content.decode()
+    assert "<svg" in story and ">2</a>" in story  # two open reviews for v1
+
+
+def test_run_job_from_the_version_panel(
+    client: Any,
+    author: Any,
+    version: Any,
+    sample_set: Any,
+    sent: list,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    client.login(username=author.username, password=PASSWORD)
+    panel = client.get(reverse("labeling:version_panel", args=[version.pk])).content.decode()
+    assert "Run binocular job" in panel
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("labeling:job_start", args=[version.pk]),
+            {"sample_set": sample_set.pk, "sample_size": 5, "seed": 1},
+            headers={"HX-Request": "true"},
+        )
+    job = Job.objects.get()
+    assert response.status_code == 204
+    assert response["HX-Redirect"] == reverse("labeling:job_detail", args=[job.pk])
+    assert job.item_count == 5 and len(sent) == 2  # COPE_CHUNK_SIZE 64: one chunk per side
+
+
+def test_job_permissions(client: Any, reviewer: Any, outsider: Any, finished_job: Job) -> None:
+    url = reverse("labeling:job_detail", args=[finished_job.pk])
+    client.login(username=reviewer.username, password=PASSWORD)
+    assert client.get(url).status_code == 200
+    assert client.post(reverse("labeling:job_cancel", args=[finished_job.pk])).status_code == 403
+    start_url = reverse("labeling:job_start", args=[finished_job.version_id])
+    assert client.post(start_url, {"sample_set": finished_job.sample_set_id}).status_code == 403
+    client.login(username=outsider.username, password=PASSWORD)
+    assert client.get(url).status_code == 403
+    assert client.get(reverse("labeling:policy_panel", args=[1])).status_code == 403
+
+
+def test_cancel_retry_resume_buttons(
+    client: Any,
+    author: Any,
+    version: Any,
+    sample_set: Any,
+    sent: list,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    client.login(username=author.username, password=PASSWORD)
+    JobChunk.objects.filter(job=job).update(sent_at=job.created_at - timedelta(hours=1))
+    page = client.get(reverse("labeling:job_detail", args=[job.pk])).content.decode()
+    assert "Resume stalled chunks" in page
+    sent.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("labeling:job_resume", args=[job.pk]))
+    assert len(sent) == 6
+    response = client.post(reverse("labeling:job_cancel", args=[job.pk]))
+    assert response.status_code == 302
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED
+    response = client.post(reverse("labeling:job_retry", args=[job.pk]), follow=True)
+    assert "cannot be retried" in response.content.decode()
