@@ -303,7 +303,7 @@ def summarize_policies() -> list[PolicyRow]:
     for version_id, policy_id, number, stats in jobs:
         if version_id in latest_ids:
             in_review.add(policy_id)
-        has_figure = isinstance(stats, dict) and stats.get("percent_agreement") is not None
+        has_figure = isinstance(stats, dict) and stats.get("p_o") is not None
         if has_figure and policy_id not in agreement:
             agreement[policy_id] = (stats, number)
     rows = []

@@ -13,6 +13,11 @@ urlpatterns = [
     path("<int:pk>/diff/", views.policy_diff, name="diff"),
     path("versions/<int:pk>/", views.version_detail, name="version"),
     path("versions/<int:pk>/twin/", views.twin_update, name="twin_update"),
+    path(
+        "versions/<int:pk>/export.<str:fmt>",
+        views.version_export,
+        name="version_export",
+    ),
     path("versions/<int:pk>/twin/generate/", views.twin_generate, name="twin_generate"),
     path("versions/<int:pk>/twin/diff/", views.twin_diff, name="twin_diff"),
     path("twin-jobs/<int:pk>/", views.twinjob_status, name="twinjob"),

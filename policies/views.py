@@ -8,12 +8,13 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import Max
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from policies import services
 from policies.diff import diff_stats, word_diff_html
+from policies.export import NotFinalized, export_filename, export_version
 from policies.forms import DiffForm, LintForm, PolicyForm, TwinForm, VersionForm
 from policies.lint import lint_policy, lint_twin
 from policies.markdown import render_markdown
@@ -201,6 +202,23 @@ def editor_lint(request: HttpRequest) -> HttpResponse:
 def version_detail(request: HttpRequest, pk: int) -> HttpResponse:
     version = _get_version_for_user(request, pk)
     return render(request, "policies/version_detail.html", _version_context(request, version))
+
+
+@login_required
+@require_GET
+def version_export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
+    """Download a finalized version: JSON with provenance, or the policy Markdown alone."""
+    version = _get_version_for_user(request, pk)
+    try:
+        data = export_version(version)
+    except NotFinalized as exc:
+        return HttpResponse(str(exc), status=409, content_type="text/plain; charset=utf-8")
+    if fmt == "json":
+        response: HttpResponse = JsonResponse(data, json_dumps_params={"indent": 2})
+    else:
+        response = HttpResponse(data["text"], content_type="text/markdown; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{export_filename(version, fmt)}"'
+    return response
 
 
 @login_required

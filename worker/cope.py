@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
@@ -34,9 +34,6 @@ from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 from worker.base import BackendConfigError, Score
 from worker.contract import WorkerInfo
 from worker.prompt import CONTEXT_LIMIT, build_prefix, build_suffix
-
-if TYPE_CHECKING:
-    from worker.config import WorkerConfig
 
 log = logging.getLogger(__name__)
 
@@ -542,16 +539,3 @@ def load_cope(
         prefix_cache_size=prefix_cache_size,
     )
 
-
-def load_cope_from_config(config: WorkerConfig) -> CopeScorer:
-    """``load_cope`` with the worker's settings (``COPE_*`` and ``HF_TOKEN``)."""
-    return load_cope(
-        base_model=config.base_model,
-        adapter=config.adapter or None,
-        merged_path=config.merged_model or None,
-        quantization=config.quantization,
-        device=config.device,
-        hf_token=config.hf_token or None,
-        context_limit=config.context_limit,
-        max_batch_tokens=config.max_batch_tokens,
-    )

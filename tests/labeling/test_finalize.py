@@ -11,11 +11,19 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from labeling.agreement import Confusion, agreement_from_confusion
 from labeling.models import JobStatus, ReviewStatus
 from labeling.review import NotReady, finalize, finalize_readiness
 from tests.labeling.test_review import make_job, make_policy, make_version
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def stats(n: int, p_o: float) -> dict[str, Any]:
+    """Job stats exactly as a finished job stores them (Agreement.to_dict())."""
+    agree = round(n * p_o)
+    confusion = Confusion(a1b1=agree // 2, a1b0=n - agree, a0b1=0, a0b0=agree - agree // 2)
+    return agreement_from_confusion(confusion).to_dict()
 
 
 @pytest.fixture
@@ -26,8 +34,7 @@ def version(author: Any) -> Any:
 
 def good_job(version: Any, author: Any, **kw: Any) -> Any:
     """A finished job that meets every condition once its two mismatches are reviewed."""
-    stats = {"n": 250, "percent_agreement": 248 / 250, "kappa": 0.9}
-    job = make_job(author=author, version=version, stats=stats, **kw)
+    job = make_job(author=author, version=version, stats=stats(250, 248 / 250), **kw)
     return job
 
 
@@ -48,7 +55,7 @@ def test_version_without_a_finished_job_is_not_ready(version: Any, author: Any) 
 
 
 def test_low_agreement_is_named(version: Any, author: Any) -> None:
-    job = make_job(author=author, version=version, stats={"n": 300, "percent_agreement": 0.91})
+    job = make_job(author=author, version=version, stats=stats(300, 0.91))
     resolve_all(job)
 
     readiness = finalize_readiness(version)
@@ -57,7 +64,7 @@ def test_low_agreement_is_named(version: Any, author: Any) -> None:
 
 
 def test_small_sample_is_named(version: Any, author: Any) -> None:
-    job = make_job(author=author, version=version, stats={"n": 120, "percent_agreement": 0.99})
+    job = make_job(author=author, version=version, stats=stats(120, 0.99))
     resolve_all(job)
 
     assert finalize_readiness(version).missing == [
@@ -81,7 +88,7 @@ def test_unreviewed_mismatches_are_named(version: Any, author: Any) -> None:
 
 
 def test_every_missing_condition_is_listed(version: Any, author: Any) -> None:
-    job = make_job(author=author, version=version, stats={"n": 10, "percent_agreement": 0.8})
+    job = make_job(author=author, version=version, stats=stats(10, 0.8))
 
     missing = finalize_readiness(version).missing
 
@@ -104,7 +111,7 @@ def test_ready_when_every_condition_holds(version: Any, author: Any) -> None:
 def test_the_latest_finished_job_decides(version: Any, author: Any) -> None:
     old = good_job(version, author)
     resolve_all(old)
-    newer = make_job(author=author, version=version, stats={"n": 300, "percent_agreement": 0.5})
+    newer = make_job(author=author, version=version, stats=stats(300, 0.5))
     resolve_all(newer)
     type(newer).objects.filter(pk=old.pk).update(finished_at=timezone.now() - timedelta(days=1))
     make_job(author=author, version=version, status=JobStatus.FAILED)
@@ -118,7 +125,7 @@ def test_the_latest_finished_job_decides(version: Any, author: Any) -> None:
 
 def test_threshold_comes_from_the_policy(author: Any) -> None:
     lenient = make_version(make_policy(author, agreement_threshold=0.9, min_sample_size=10), author)
-    job = make_job(author=author, version=lenient, stats={"n": 10, "percent_agreement": 0.9})
+    job = make_job(author=author, version=lenient, stats=stats(10, 0.9))
     resolve_all(job)
 
     assert finalize_readiness(lenient).ok
@@ -168,7 +175,7 @@ def client_for(user: Any) -> Client:
 
 
 def test_panel_says_plainly_what_is_missing(version: Any, author: Any) -> None:
-    make_job(author=author, version=version, stats={"n": 120, "percent_agreement": 0.91})
+    make_job(author=author, version=version, stats=stats(120, 0.9))
     url = reverse("labeling:finalize_panel", args=[version.pk])
 
     page = client_for(author).get(url)
@@ -177,7 +184,7 @@ def test_panel_says_plainly_what_is_missing(version: Any, author: Any) -> None:
     assert page.status_code == 200 and "<html" in page.content.decode()
     html = fragment.content.decode()
     assert "<html" not in html and f'id="finalize-panel-{version.pk}"' in html
-    assert "Agreement 91.0% is below the policy&#x27;s threshold of 95.0%." in html
+    assert "Agreement 90.0% is below the policy&#x27;s threshold of 95.0%." in html
     assert "Only 120 items labeled on both sides" in html
     assert "Finalize " + str(version) + "</button>" not in html
 

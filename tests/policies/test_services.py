@@ -141,14 +141,14 @@ def test_summary_status_and_agreement(author, admin_user, policy_text, twin_text
     make_version(draft, author, policy_text)
     reviewing = make_policy(author, "Reviewing")
     v1 = make_version(reviewing, author, policy_text, twin_text)
-    make_job(v1, author, stats={"percent_agreement": 0.9, "kappa": 0.7})
+    make_job(v1, author, stats={"p_o": 0.9, "kappa": 0.7})
     done = make_policy(author, "Done")
     services.finalize_version(version=make_version(done, author, policy_text), by=admin_user)
     empty = make_policy(author, "Empty")
     rows = {row.policy.name: row for row in services.summarize_policies()}
     assert rows["Draft"].status == "draft" and rows["Draft"].agreement is None
     assert rows["Reviewing"].status == "in review"
-    assert rows["Reviewing"].agreement == {"percent_agreement": 0.9, "kappa": 0.7}
+    assert rows["Reviewing"].agreement == {"p_o": 0.9, "kappa": 0.7}
     assert rows["Reviewing"].agreement_version == 1
     assert rows["Done"].status == "finalized"
     assert rows["Empty"].latest is None and rows["Empty"].status == "draft"

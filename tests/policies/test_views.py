@@ -17,7 +17,7 @@ def as_author(client, author):
 
 
 def test_list_shows_status_version_and_agreement(as_author, version, author):
-    make_job(version, author, stats={"percent_agreement": 0.9612, "kappa": 0.81})
+    make_job(version, author, stats={"p_o": 0.9612, "kappa": 0.81})
     response = as_author.get(reverse("policies:list"))
     body = response.content.decode()
     assert response.status_code == 200
