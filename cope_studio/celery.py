@@ -1,7 +1,9 @@
 """The web side's Celery app: bookkeeping tasks on the ``default`` queue.
 
 Model work runs in ``worker.celery_app`` on the ``gpu`` queue; the two meet only through task
-names and the JSON dataclasses of ``worker.contract``.
+names and the JSON dataclasses of ``worker.contract``. Celery beat (``-B`` on the bookkeeping
+worker in ``bin/run-studio``, the ``beat`` service in ``docker-compose.yml``) runs
+``settings.CELERY_BEAT_SCHEDULE``: the periodic resume of lost chunks.
 """
 
 import os

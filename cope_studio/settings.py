@@ -161,6 +161,24 @@ CELERY_TASK_ROUTES = {
     "policies.*": {"queue": "default"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A chunk is sent to the workers at most this often (its worker process keeps dying, or no
+# answer comes); then it is failed with a clear error. The GPU workers read the same variable.
+COPE_MAX_CHUNK_ATTEMPTS = env_int("COPE_MAX_CHUNK_ATTEMPTS", 3, minimum=1)
+# Celery beat re-sends lost chunks of active jobs. A chunk counts as lost only after this long,
+# which by default is above the task time limit, so a chunk still being scored is never sent
+# twice (see labeling.services.stale_chunks for how a chunk still waiting in the queue is told
+# apart).
+COPE_RESUME_AFTER_SECONDS = env_int(
+    "COPE_RESUME_AFTER_SECONDS", CELERY_TASK_TIME_LIMIT + 60, minimum=60
+)
+CELERY_BEAT_SCHEDULE = {
+    "resume-stalled-jobs": {
+        "task": "labeling.resume_stalled_jobs",
+        "schedule": 60.0,
+        # A tick that waited longer than the next one (worker down) is dropped, not piled up.
+        "options": {"queue": "default", "expires": 55},
+    },
+}
 
 LOGGING = {
     "version": 1,

@@ -1,8 +1,35 @@
-"""Read-mostly admin for the labeling tables (the app's pages are the real UI)."""
+"""Read-only admin for the labeling tables: the app's pages are the real UI.
+
+Labels, items, review tasks, decisions and gold labels are written only by the services, which
+keep the job counters, the queue's claims and the gold labels consistent; an edit here would
+bypass them. The admin shows them, and may delete a job or a sample set it no longer needs.
+"""
+
+from typing import Any
 
 from django.contrib import admin
+from django.http import HttpRequest
 
-from labeling.models import Item, Job, JobChunk, Label, SampleSet
+from labeling.models import (
+    Decision,
+    GoldLabel,
+    Item,
+    Job,
+    JobChunk,
+    Label,
+    ReviewTask,
+    SampleSet,
+)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Viewable (and deletable where the model allows it), never added or changed here."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(SampleSet)
@@ -13,7 +40,7 @@ class SampleSetAdmin(admin.ModelAdmin):
 
 
 @admin.register(Item)
-class ItemAdmin(admin.ModelAdmin):
+class ItemAdmin(ReadOnlyAdmin):
     list_display = ["external_id", "sample_set", "row_number", "expected_label"]
     list_select_related = ["sample_set"]
     search_fields = ["external_id", "content_hash"]
@@ -28,30 +55,57 @@ class JobChunkInline(admin.TabularInline):
     can_delete = False
     show_change_link = False
 
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
+    """Everything read-only: status and counters move only through the services (cancel,
+    resume and retry are buttons on the job page). A job can be deleted."""
+
     list_display = ["pk", "version", "sample_set", "status", "item_count", "backend", "created_at"]
     list_filter = ["status", "backend"]
     list_select_related = ["version__policy", "sample_set"]
-    raw_id_fields = ["version", "sample_set", "created_by"]
-    readonly_fields = [
-        "text_a",
-        "text_b",
-        "done_a",
-        "done_b",
-        "errors_a",
-        "errors_b",
-        "failed_chunks",
-        "model_seconds",
-        "bookkeeping_seconds",
-        "stats",
-    ]
+    search_fields = ["=id", "version__policy__name", "sample_set__name"]
     inlines = [JobChunkInline]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in Job._meta.concrete_fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # a job is started from a version page
 
 
 @admin.register(Label)
-class LabelAdmin(admin.ModelAdmin):
+class LabelAdmin(ReadOnlyAdmin):
     list_display = ["job", "item", "side", "label", "p1", "error"]
     list_filter = ["side"]
     raw_id_fields = ["job", "item"]
+
+
+@admin.register(ReviewTask)
+class ReviewTaskAdmin(ReadOnlyAdmin):
+    list_display = ["pk", "job", "item", "policy", "label_a", "label_b", "status", "claimed_by"]
+    list_filter = ["status"]
+    list_select_related = ["job", "item", "policy", "claimed_by"]
+    search_fields = ["=id", "item__external_id", "policy__name"]
+    raw_id_fields = ["job", "item", "policy", "claimed_by"]
+
+
+@admin.register(Decision)
+class DecisionAdmin(ReadOnlyAdmin):
+    list_display = ["pk", "task", "reviewer", "label", "wording", "created_at"]
+    list_filter = ["label", "wording"]
+    list_select_related = ["task", "reviewer"]
+    search_fields = ["note", "quote"]
+    raw_id_fields = ["task", "reviewer"]
+
+
+@admin.register(GoldLabel)
+class GoldLabelAdmin(ReadOnlyAdmin):
+    list_display = ["policy", "item", "label", "decided_by", "updated_at"]
+    list_filter = ["label"]
+    list_select_related = ["policy", "item", "decided_by"]
+    search_fields = ["policy__name", "item__external_id"]
+    raw_id_fields = ["policy", "item", "decision", "decided_by"]

@@ -112,3 +112,11 @@ class JobStartForm(forms.Form):
         super().__init__(*args, **kwargs)
         qs = SampleSet.objects.filter(item_count__gt=0).order_by("-created_at")
         self.fields["sample_set"].queryset = qs  # type: ignore[attr-defined]
+
+
+class JobActionForm(forms.Form):
+    """The job page's Cancel, Resume and Retry buttons. They choose nothing, but every POST goes
+    through a form: the hidden field makes a stray POST (a crawler, a replayed request without
+    the button's field) a 400 instead of an action."""
+
+    confirm = forms.BooleanField(widget=forms.HiddenInput, initial=True)

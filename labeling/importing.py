@@ -12,7 +12,9 @@ Nothing is dropped silently; the report stored on the sample set says, with row 
   per-item "over budget" error at scoring time, which the job page counts as excluded;
 * duplicate external ids: imported under a suffixed id (``abc~2``), old and new id reported;
   rejecting the file would make a 100k-row export unusable for one repeated id;
-* expected labels that are not 0/1: the item is imported without one, the row is reported.
+* expected labels that are not 0/1: the item is imported without one, the row is reported;
+* CSV rows with more cells than the header: the extra cells are kept in the item's metadata
+  under ``"_extra_cells"`` and the rows are reported.
 
 Row numbers count data rows from 1 (a CSV header is not a row); for JSON Lines and pasted text
 they are line numbers.
@@ -48,6 +50,8 @@ BATCH_SIZE = 5_000
 REPORT_ROWS = 200  # row numbers listed per finding; the counts are always complete
 UPLOAD_TTL_SECONDS = 24 * 3600
 EXTERNAL_ID_MAX = 255
+# Metadata key for a CSV row's cells beyond the header (they have no column name).
+EXTRA_CELLS_KEY = "_extra_cells"
 
 FORMAT_LABELS = {
     "csv": "CSV",
@@ -449,6 +453,11 @@ def iter_records(
             if len(row) < width:
                 row = row + [""] * (width - len(row))
             meta = {h: row[i] for i, h in meta_cols if row[i] != ""}
+            extra = row[width:]
+            while extra and extra[-1].strip() == "":
+                extra.pop()  # trailing empty cells ("a,b,,") are common and hold nothing
+            if extra:
+                meta[EXTRA_CELLS_KEY] = extra
             yield (
                 number,
                 row[ti],
@@ -567,7 +576,10 @@ def import_sample_set(
     Raises ``ImportFileError`` (nothing is saved) when the file cannot be read or has no item.
     """
     started = time.perf_counter()
-    empty, over_long, renamed, bad_labels, nul_rows, generated = (_Finding() for _ in range(6))
+    empty, over_long, renamed, bad_labels, nul_rows, generated, extra_cells = (
+        _Finding() for _ in range(7)
+    )
+    tabular = upload.format in ("csv", "tsv")
     first_by_hash: dict[str, tuple[int, str]] = {}
     dup_groups: dict[str, list[tuple[int, str]]] = {}
     used_ids: set[str] = set()
@@ -624,6 +636,9 @@ def import_sample_set(
             if len(text) > max_chars:
                 over_long.add({"row": row, "id": ext_id, "chars": len(text)})
 
+            if tabular and EXTRA_CELLS_KEY in meta:
+                extra_cells.add({"row": row, "cells": len(meta[EXTRA_CELLS_KEY])})
+
             label, valid = _parse_label(raw_label)
             if label is not None:
                 with_label += 1
@@ -668,6 +683,16 @@ def import_sample_set(
             "generated_ids": generated.to_dict(),
             "invalid_labels": bad_labels.to_dict(),
             "nul_replaced": nul_rows.to_dict(),
+            "extra_cells": {
+                **extra_cells.to_dict(),
+                "message": (
+                    f"{extra_cells.count} row{'s' if extra_cells.count != 1 else ''} had more "
+                    "cells than the header; the extra cells were kept in the item's metadata "
+                    f"under {EXTRA_CELLS_KEY!r}."
+                    if extra_cells.count
+                    else ""
+                ),
+            },
             "with_expected_label": with_label,
             "seconds": 0.0,
         }

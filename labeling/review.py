@@ -27,11 +27,11 @@ from labeling.models import (
     GoldChoice,
     GoldLabel,
     Job,
-    JobStatus,
     ReviewStatus,
     ReviewTask,
     Wording,
 )
+from labeling.services import latest_finished_job
 from policies import services as policy_services
 from policies.models import Policy, Version
 
@@ -378,22 +378,6 @@ class Readiness:
     already_finalized: bool = False
 
 
-def latest_finished_job(version: Version) -> Job | None:
-    return (
-        Job.objects.filter(version=version, status=JobStatus.SUCCEEDED)
-        .order_by(F("finished_at").desc(nulls_last=True), "-created_at", "-id")
-        .first()
-    )
-
-
-def _as_fraction(value: Any) -> float | None:
-    """Stats hold agreement as a fraction (0–1); tolerate a percentage written as 0–100."""
-    if value is None:
-        return None
-    number = float(value)
-    return number / 100.0 if number > 1.0 else number
-
-
 def finalize_readiness(version: Version) -> Readiness:
     """Which of the finalizing conditions the version's latest finished job still misses."""
     policy = version.policy
@@ -406,7 +390,8 @@ def finalize_readiness(version: Version) -> Readiness:
         return Readiness(ok=False, missing=["Version has no finished job yet."])
     missing: list[str] = []
     stats = job.stats or {}
-    agreement = _as_fraction(stats.get("percent_agreement", stats.get("p_o")))
+    # Agreement.to_dict() writes p_o as a fraction (0–1).
+    agreement = stats.get("p_o")
     if agreement is None:
         missing.append(f"Job #{job.pk} has no agreement figure yet.")
     elif agreement < policy.agreement_threshold:

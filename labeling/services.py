@@ -4,6 +4,11 @@ The ``Job`` row is the truth the UI reads. Chunks go to the GPU workers by task 
 ``gpu`` queue; results come back as ``labeling.record_chunk`` tasks on ``default`` and are
 written here idempotently: labels are upserted on (job, item, side), a chunk moves
 queued → done/failed with a conditional UPDATE, and only the delivery that moved it counts.
+
+Every writer of a job's chunk statuses (recording a result, finishing, retrying, giving up on a
+chunk) first locks the job row (``select_for_update``), so "no chunk is queued any more" cannot
+change between the check and the finish. SQLite has no row locks, but its IMMEDIATE
+transactions (see settings) serialise writers, which gives the same order.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, Count, DateTimeField, F, Q, Value, When
+from django.db.models import Case, Count, DateTimeField, F, Max, Q, QuerySet, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -43,7 +48,10 @@ from worker.contract import (
     ScoreResult,
 )
 
+# When the job page offers "Resume stalled chunks" (a person decides; see ``resume_job_now``).
 STALE_AFTER = timedelta(minutes=10)
+# What the button re-sends: chunks not heard of for a minute.
+MANUAL_STALE_AFTER = timedelta(minutes=1)
 WEAK_NOTE = "labels from the embedding baseline, a weak classifier, not CoPE"
 
 
@@ -58,40 +66,91 @@ def send_score_request(request: dict[str, Any]) -> None:
     app.send_task(SCORE_CHUNK_TASK, args=[request], queue=GPU_QUEUE)
 
 
+def max_chunk_attempts() -> int:
+    return int(settings.COPE_MAX_CHUNK_ATTEMPTS)
+
+
+def resume_after() -> timedelta:
+    return timedelta(seconds=settings.COPE_RESUME_AFTER_SECONDS)
+
+
 def _send_chunks(job_id: int, chunk_ids: list[int]) -> int:
-    """Send chunks with their texts: one item query per chunk, one UPDATE for all sent_at."""
+    """Send queued chunks with their texts: one item query per chunk, one UPDATE for all sent_at.
+
+    A chunk already sent ``COPE_MAX_CHUNK_ATTEMPTS`` times is not sent again but failed with a
+    clear error: a chunk that kills its worker (out of memory, a CUDA abort) would otherwise be
+    re-sent, and kill a worker, forever. Returns the number of chunks sent.
+    """
     started = time.perf_counter()
-    job = Job.objects.filter(pk=job_id).values("status", "text_a", "text_b").first()
-    if job is None or job["status"] not in (JobStatus.QUEUED, JobStatus.RUNNING):
-        return 0
-    chunks = list(
-        JobChunk.objects.filter(pk__in=chunk_ids, status=ChunkStatus.QUEUED)
-        .order_by("index", "side")
-        .values_list("pk", "side", "item_ids")
-    )
+    cap = max_chunk_attempts()
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id).values("status").first()
+        if job is None or job["status"] not in (JobStatus.QUEUED, JobStatus.RUNNING):
+            return 0
+        chunks = list(
+            JobChunk.objects.filter(pk__in=chunk_ids, status=ChunkStatus.QUEUED)
+            .order_by("index", "side")
+            .values_list("pk", "side", "item_ids", "attempts")
+        )
+        spent = [(pk, side, ids) for pk, side, ids, attempts in chunks if attempts >= cap]
+        if spent:
+            _give_up_on_chunks(job_id, spent, cap)
+    texts = Job.objects.filter(pk=job_id).values("text_a", "text_b").first() or {}
     sent: list[int] = []
-    texts: dict[int, str] = {}
-    for pk, side, item_ids in chunks:
-        missing = [i for i in item_ids if i not in texts]
+    item_texts: dict[int, str] = {}
+    for pk, side, item_ids, attempts in chunks:
+        if attempts >= cap:
+            continue
+        missing = [i for i in item_ids if i not in item_texts]
         if missing:
-            texts.update(Item.objects.filter(pk__in=missing).values_list("pk", "text"))
+            item_texts.update(Item.objects.filter(pk__in=missing).values_list("pk", "text"))
         request = ScoreRequest(
             job_id=job_id,
             chunk_id=pk,
             side=side,
-            policy=job["text_a"] if side == Side.A else job["text_b"],
-            items=[ScoreItem(i, texts[i]) for i in item_ids if i in texts],
+            policy=texts["text_a"] if side == Side.A else texts["text_b"],
+            items=[ScoreItem(i, item_texts[i]) for i in item_ids if i in item_texts],
+            attempt=attempts + 1,  # this send; the worker gives up on a chunk that kills it
         )
         send_score_request(request.to_dict())
         sent.append(pk)
         if side == Side.B:  # both sides of this slice are sent: its texts are not needed again
             for i in item_ids:
-                texts.pop(i, None)
+                item_texts.pop(i, None)
     JobChunk.objects.filter(pk__in=sent).update(sent_at=timezone.now(), attempts=F("attempts") + 1)
     Job.objects.filter(pk=job_id).update(
         bookkeeping_seconds=F("bookkeeping_seconds") + (time.perf_counter() - started)
     )
+    if spent:
+        maybe_finish_job(job_id)  # the chunks given up on may have been the last queued ones
     return len(sent)
+
+
+def _give_up_on_chunks(job_id: int, chunks: list[tuple[int, str, list[int]]], cap: int) -> None:
+    """Fail queued chunks that were sent ``cap`` times without an answer (job row locked)."""
+    error = (
+        f"Sent to the workers {cap} times without an answer (COPE_MAX_CHUNK_ATTEMPTS={cap}). "
+        "A worker may be dying on it (out of memory, a CUDA error), or no GPU worker is "
+        "running. Check the worker logs, then retry the failed chunks."
+    )
+    # The caller read these chunks as queued under the job's lock: all of them move.
+    JobChunk.objects.filter(pk__in=[pk for pk, _, _ in chunks], status=ChunkStatus.QUEUED).update(
+        status=ChunkStatus.FAILED, finished_at=timezone.now(), error=error
+    )
+    counters: dict[str, Any] = {"failed_chunks": F("failed_chunks") + len(chunks)}
+    labels = []
+    for _, side, item_ids in chunks:
+        errors = f"errors_{side.lower()}"
+        counters[errors] = counters.get(errors, F(errors)) + len(item_ids)
+        labels += [Label(job_id=job_id, item_id=i, side=side, error=error) for i in item_ids]
+    Label.objects.bulk_create(
+        labels,
+        update_conflicts=True,
+        unique_fields=["job", "item", "side"],
+        update_fields=["label", "p1", "error"],
+        batch_size=2000,
+    )
+    Job.objects.filter(pk=job_id).update(**counters)
 
 
 def _sample_item_ids(sample_set: SampleSet, sample_size: int | None, seed: int) -> list[int]:
@@ -166,42 +225,57 @@ class RecordOutcome:
 
 
 def record_chunk_result(result: ScoreResult) -> RecordOutcome:
-    """Write one chunk's result; a redelivery (chunk no longer queued) changes nothing."""
-    started = time.perf_counter()
-    job = Job.objects.filter(pk=result.job_id).values("status", "backend").first()
-    if job is None or job["status"] not in (JobStatus.QUEUED, JobStatus.RUNNING):
-        return RecordOutcome("ignored")  # cancelled, finished or deleted
-    chunk = (
-        JobChunk.objects.filter(pk=result.chunk_id, job_id=result.job_id)
-        .values("side", "item_ids", "status")
-        .first()
-    )
-    if chunk is None:
-        return RecordOutcome("ignored")
-    if chunk["status"] != ChunkStatus.QUEUED:
-        return RecordOutcome("duplicate")
-    side = chunk["side"]
-    item_ids: list[int] = chunk["item_ids"]
-    now = timezone.now()
+    """Write one chunk's result, idempotently.
 
+    A success moves a queued chunk to done, and also a failed one: when a re-sent chunk's copies
+    disagree (one worker died or erred, another scored it) the labels win, whichever arrives
+    first; a job that already finished with that failure is reopened and finished again. A
+    failure only moves a queued chunk: it never replaces labels. A redelivered success for a done
+    chunk changes nothing.
+    """
+    started = time.perf_counter()
+    now = timezone.now()
     with transaction.atomic():
+        job = (
+            Job.objects.select_for_update()
+            .filter(pk=result.job_id)
+            .values("status", "backend")
+            .first()
+        )
+        if job is None or job["status"] == JobStatus.CANCELLED:
+            return RecordOutcome("ignored")  # cancelled or deleted
+        chunk = (
+            JobChunk.objects.filter(pk=result.chunk_id, job_id=result.job_id)
+            .values("side", "item_ids", "status")
+            .first()
+        )
+        if chunk is None:
+            return RecordOutcome("ignored")
+        was = chunk["status"]
+        if was == ChunkStatus.DONE or (result.error and was != ChunkStatus.QUEUED):
+            return RecordOutcome("duplicate")
+        active = job["status"] in (JobStatus.QUEUED, JobStatus.RUNNING)
+        if not active and was != ChunkStatus.FAILED:
+            return RecordOutcome("ignored")  # cannot happen: a finished job has no queued chunk
+        side = chunk["side"]
+        item_ids: list[int] = chunk["item_ids"]
+
         if result.error:
-            moved = JobChunk.objects.filter(pk=result.chunk_id, status=ChunkStatus.QUEUED).update(
+            JobChunk.objects.filter(pk=result.chunk_id, status=was).update(
                 status=ChunkStatus.FAILED,
                 finished_at=now,
                 error=result.error[:5000],
                 model_seconds=result.model_seconds,
             )
-            if not moved:
-                return RecordOutcome("duplicate")
             outcomes = {i: (None, None, result.error[:2000]) for i in item_ids}
             done, errors, failed = 0, len(item_ids), 1
         else:
-            moved = JobChunk.objects.filter(pk=result.chunk_id, status=ChunkStatus.QUEUED).update(
-                status=ChunkStatus.DONE, finished_at=now, model_seconds=result.model_seconds
+            JobChunk.objects.filter(pk=result.chunk_id, status=was).update(
+                status=ChunkStatus.DONE,
+                finished_at=now,
+                model_seconds=result.model_seconds,
+                error="",
             )
-            if not moved:
-                return RecordOutcome("duplicate")
             wanted = set(item_ids)
             outcomes = {
                 o.item_id: (o.label, o.p1, o.error)
@@ -215,6 +289,10 @@ def record_chunk_result(result: ScoreResult) -> RecordOutcome:
                     outcomes[i] = (None, None, "the worker returned no label")
             errors = sum(1 for label, _, _ in outcomes.values() if label is None)
             done, failed = len(item_ids) - errors, 0
+            if was == ChunkStatus.FAILED:
+                # Take back what the failure counted: every item an error, one failed chunk.
+                errors -= len(item_ids)
+                failed = -1
         Label.objects.bulk_create(
             [
                 Label(job_id=result.job_id, item_id=i, side=side, label=lab, p1=p1, error=err)
@@ -237,6 +315,10 @@ def record_chunk_result(result: ScoreResult) -> RecordOutcome:
             ),
             "started_at": Coalesce(F("started_at"), Value(now, output_field=DateTimeField())),
         }
+        if not active:
+            # Finished with this chunk failed: reopen, so that the finish below recomputes the
+            # agreement with its labels and adds review tasks for its mismatches.
+            counters.update(status=JobStatus.RUNNING, finished_at=None, error="", stats={})
         if not job["backend"] and worker.backend:
             counters.update(
                 backend=worker.backend[:40],
@@ -247,26 +329,28 @@ def record_chunk_result(result: ScoreResult) -> RecordOutcome:
             )
         counters["bookkeeping_seconds"] = F("bookkeeping_seconds") + (time.perf_counter() - started)
         Job.objects.filter(pk=result.job_id).update(**counters)
-    # After the commit, so that of two results committing together the later one sees both.
-    finished = maybe_finish_job(result.job_id)
+        finished = maybe_finish_job(result.job_id)
     return RecordOutcome("failed" if result.error else "recorded", finished=finished)
 
 
 def maybe_finish_job(job_id: int) -> bool:
-    """Finish the job when no chunk is queued: succeeded, or failed if every chunk failed."""
+    """Finish the job when no chunk is queued: succeeded, or failed if every chunk failed.
+
+    The job row is locked before the chunks are counted, so a retry cannot put a chunk back in
+    the queue between the count and the finish (it waits for the lock, then reopens the job).
+    """
     started = time.perf_counter()
-    if JobChunk.objects.filter(job_id=job_id, status=ChunkStatus.QUEUED).exists():
-        return False
-    counts = JobChunk.objects.filter(job_id=job_id).aggregate(
-        total=Count("pk"), failed=Count("pk", filter=Q(status=ChunkStatus.FAILED))
-    )
-    status = JobStatus.FAILED if counts["total"] == counts["failed"] else JobStatus.SUCCEEDED
     with transaction.atomic():
-        moved = Job.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
-            status=status, finished_at=timezone.now()
-        )
-        if not moved:
+        status = Job.objects.select_for_update().filter(pk=job_id).values("status").first()
+        if status is None or status["status"] != JobStatus.RUNNING:
             return False
+        if JobChunk.objects.filter(job_id=job_id, status=ChunkStatus.QUEUED).exists():
+            return False
+        counts = JobChunk.objects.filter(job_id=job_id).aggregate(
+            total=Count("pk"), failed=Count("pk", filter=Q(status=ChunkStatus.FAILED))
+        )
+        final = JobStatus.FAILED if counts["total"] == counts["failed"] else JobStatus.SUCCEEDED
+        Job.objects.filter(pk=job_id).update(status=final, finished_at=timezone.now())
         job = Job.objects.select_related("version").get(pk=job_id)
         stats, mismatches = compute_job_stats(job)
         ReviewTask.objects.bulk_create(
@@ -289,7 +373,7 @@ def maybe_finish_job(job_id: int) -> bool:
             "stats": stats,
             "bookkeeping_seconds": F("bookkeeping_seconds") + (time.perf_counter() - started),
         }
-        if status == JobStatus.FAILED:
+        if final == JobStatus.FAILED:
             update["error"] = "Every chunk failed; see the chunk errors below."
         Job.objects.filter(pk=job_id).update(**update)
     return True
@@ -334,18 +418,40 @@ def cancel_job(job: Job) -> bool:
     )
 
 
-def stale_chunks(job: Job, *, stale_after: timedelta = STALE_AFTER) -> Any:
+def _lost_chunks(stale_after: timedelta) -> Q:
+    """A filter for queued chunks that no worker can still be holding.
+
+    A chunk waits in the broker behind the others before a worker takes it, so "sent long ago"
+    alone would re-send a long job's tail. A queued chunk counts as lost when it was never sent,
+    or was sent more than ``stale_after`` (above the task time limit) ago and either
+
+    * a chunk sent after it finished more than ``stale_after`` ago: the workers took ours before
+      that one, so it would have ended (or been killed by the time limit) by now; or
+    * no chunk of any job finished within ``stale_after``: the workers are idle or gone.
+    """
     cutoff = timezone.now() - stale_after
-    return JobChunk.objects.filter(job=job, status=ChunkStatus.QUEUED).filter(
-        Q(sent_at__isnull=True) | Q(sent_at__lte=cutoff)
-    )
+    lost = Q(sent_at__isnull=True)
+    if not JobChunk.objects.filter(finished_at__gt=cutoff).exists():
+        return lost | Q(sent_at__lte=cutoff)
+    horizon = JobChunk.objects.filter(finished_at__lte=cutoff).aggregate(h=Max("sent_at"))["h"]
+    if horizon is not None:
+        lost |= Q(sent_at__lt=horizon)
+    return lost
 
 
-def resume_job(job: Job, *, stale_after: timedelta = STALE_AFTER) -> int:
-    """Re-send the job's queued chunks sent longer than ``stale_after`` ago (or never sent).
+def stale_chunks(job: Job, *, stale_after: timedelta | None = None) -> QuerySet[JobChunk]:
+    """The job's queued chunks that are lost (see ``_lost_chunks``); automatic resume sends
+    these. ``stale_after`` defaults to ``COPE_RESUME_AFTER_SECONDS``."""
+    lost = _lost_chunks(resume_after() if stale_after is None else stale_after)
+    return JobChunk.objects.filter(job=job, status=ChunkStatus.QUEUED).filter(lost)
 
-    A chunk whose first message is still alive is scored twice at worst; the second result finds
-    the chunk done and changes nothing. Returns the number of chunks re-sent.
+
+def resume_job(job: Job, *, stale_after: timedelta | None = None) -> int:
+    """Re-send the job's lost queued chunks (see ``stale_chunks``); returns how many were sent.
+
+    A chunk sent ``COPE_MAX_CHUNK_ATTEMPTS`` times is failed instead (see ``_send_chunks``). A
+    chunk whose first message is still alive is scored twice at worst; the second result finds
+    the chunk done and changes nothing.
     """
     if job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
         return 0
@@ -353,34 +459,64 @@ def resume_job(job: Job, *, stale_after: timedelta = STALE_AFTER) -> int:
     return _send_chunks(job.pk, chunk_ids) if chunk_ids else 0
 
 
+def _nudgeable_chunks(job: Job, stale_after: timedelta) -> QuerySet[JobChunk]:
+    cutoff = timezone.now() - stale_after
+    return JobChunk.objects.filter(
+        Q(sent_at__isnull=True) | Q(sent_at__lte=cutoff),
+        job=job,
+        status=ChunkStatus.QUEUED,
+        attempts__lt=max_chunk_attempts(),
+    )
+
+
+def resume_job_now(job: Job) -> int:
+    """The "Resume stalled chunks" button: re-send queued chunks not heard of for a minute.
+
+    A person has watched the job stall, so this does not wait for ``stale_chunks``' proof that a
+    chunk is lost (duplicates are harmless). It skips chunks that have used their
+    ``COPE_MAX_CHUNK_ATTEMPTS`` sends and never fails a chunk: pressing the button on a merely
+    slow queue must not use up a chunk's sends and fail it; the periodic resume gives up on those
+    once they are shown lost.
+    """
+    if job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+        return 0
+    chunk_ids = list(_nudgeable_chunks(job, MANUAL_STALE_AFTER).values_list("pk", flat=True))
+    return _send_chunks(job.pk, chunk_ids) if chunk_ids else 0
+
+
 def retry_failed_chunks(job: Job) -> int:
-    """Put failed chunks back in the queue and send them again; reopens a finished job."""
-    if job.status == JobStatus.CANCELLED:
-        raise JobError("A cancelled job cannot be retried; start a new job.")
-    retried: list[int] = []
+    """Put failed chunks back in the queue and send them again; reopens a finished job.
+
+    A person asked for it, so each retried chunk gets a fresh ``COPE_MAX_CHUNK_ATTEMPTS`` sends.
+    """
     with transaction.atomic():
-        for pk, side, item_ids in JobChunk.objects.filter(
-            job=job, status=ChunkStatus.FAILED
-        ).values_list("pk", "side", "item_ids"):
-            moved = JobChunk.objects.filter(pk=pk, status=ChunkStatus.FAILED).update(
-                status=ChunkStatus.QUEUED, error="", finished_at=None
+        # The job row first (see the module docstring), and its status as of now.
+        status = Job.objects.select_for_update().filter(pk=job.pk).values("status").first()
+        if status is None or status["status"] == JobStatus.CANCELLED:
+            raise JobError("A cancelled job cannot be retried; start a new job.")
+        failed = list(
+            JobChunk.objects.filter(job=job, status=ChunkStatus.FAILED).values_list(
+                "pk", "side", "item_ids"
             )
-            if not moved:
-                continue
-            retried.append(pk)
+        )
+        if not failed:
+            return 0
+        retried = [pk for pk, _, _ in failed]
+        JobChunk.objects.filter(pk__in=retried, status=ChunkStatus.FAILED).update(
+            status=ChunkStatus.QUEUED, error="", finished_at=None, attempts=0
+        )
+        counters: dict[str, Any] = {"failed_chunks": F("failed_chunks") - len(failed)}
+        for _, side, item_ids in failed:
             errors = f"errors_{side.lower()}"
-            Job.objects.filter(pk=job.pk).update(
-                **{errors: F(errors) - len(item_ids)}, failed_chunks=F("failed_chunks") - 1
-            )
-        if retried:
-            Job.objects.filter(
-                pk=job.pk, status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED]
-            ).update(status=JobStatus.RUNNING, finished_at=None, error="", stats={})
-            transaction.on_commit(lambda: _send_chunks(job.pk, retried))
+            counters[errors] = counters.get(errors, F(errors)) - len(item_ids)
+        if status["status"] in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+            counters.update(status=JobStatus.RUNNING, finished_at=None, error="", stats={})
+        Job.objects.filter(pk=job.pk).update(**counters)
+        transaction.on_commit(lambda: _send_chunks(job.pk, retried))
     return len(retried)
 
 
-def resume_stalled_jobs(*, stale_after: timedelta = STALE_AFTER) -> dict[int, int]:
+def resume_stalled_jobs(*, stale_after: timedelta | None = None) -> dict[int, int]:
     """Resume every active job; ``{job id: chunks re-sent}`` for those that had any."""
     resent: dict[int, int] = {}
     for job in Job.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]):
@@ -416,7 +552,7 @@ def job_progress(job: Job, *, stale_after: timedelta = STALE_AFTER) -> Progress:
         rate = finished / elapsed
         if job.is_active and rate > 0:
             eta = (total - finished) / rate
-    stalled = job.is_active and stale_chunks(job, stale_after=stale_after).exists()
+    stalled = job.is_active and _nudgeable_chunks(job, stale_after).exists()
     return Progress(
         total=job.item_count,
         done_a=job.done_a,
@@ -434,12 +570,26 @@ def is_weak(job: Job) -> bool:
     return job.weak_backend or job.backend == "embedding"
 
 
+# The latest finished job decides a version's agreement (charts, panels, finalizing). NULLs
+# last: PostgreSQL sorts NULL first in a plain descending order, SQLite last.
+_LATEST_FIRST = (F("finished_at").desc(nulls_last=True), F("id").desc())
+
+
+def latest_finished_job(version: Version) -> Job | None:
+    """The version's most recent succeeded job."""
+    return (
+        Job.objects.filter(version=version, status=JobStatus.SUCCEEDED)
+        .order_by(*_LATEST_FIRST)
+        .first()
+    )
+
+
 def latest_finished_jobs(versions: Iterable[Version]) -> dict[int, Job]:
-    """The most recent succeeded job of each version, by version id."""
+    """``latest_finished_job`` of each version, by version id."""
     ids = [v.pk for v in versions]
     latest: dict[int, Job] = {}
     for job in Job.objects.filter(version_id__in=ids, status=JobStatus.SUCCEEDED).order_by(
-        "version_id", "-finished_at", "-pk"
+        "version_id", *_LATEST_FIRST
     ):
         latest.setdefault(job.version_id, job)
     return latest

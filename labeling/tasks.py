@@ -13,6 +13,8 @@ from worker.contract import RECORD_CHUNK_TASK, ContractError, ScoreResult
 
 log = logging.getLogger(__name__)
 
+RESUME_STALLED_TASK = "labeling.resume_stalled_jobs"  # scheduled in settings.CELERY_BEAT_SCHEDULE
+
 
 @shared_task(
     name=RECORD_CHUNK_TASK,
@@ -40,3 +42,14 @@ def record_chunk(result_dict: dict[str, Any]) -> str:
         " (job finished)" if outcome.finished else "",
     )
     return outcome.action
+
+
+@shared_task(name=RESUME_STALLED_TASK, ignore_result=True)
+def resume_stalled_jobs() -> int:
+    """Run by Celery beat every minute (``CELERY_BEAT_SCHEDULE``): re-send the lost chunks of
+    active jobs, and fail those sent ``COPE_MAX_CHUNK_ATTEMPTS`` times (``services.resume_job``).
+    Returns the number of chunks re-sent."""
+    resent = services.resume_stalled_jobs()
+    for job_id, n in resent.items():
+        log.warning("job %s: re-sent %s lost chunk%s", job_id, n, "" if n == 1 else "s")
+    return sum(resent.values())

@@ -7,13 +7,12 @@ gets 403. The review queue lives in ``review_views``.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import BadRequest, PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
@@ -21,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from labeling import services
 from labeling.charts import ChartPoint, agreement_chart
-from labeling.forms import ImportConfirmForm, JobStartForm, UploadForm
+from labeling.forms import ImportConfirmForm, JobActionForm, JobStartForm, UploadForm
 from labeling.importing import (
     ImportFileError,
     discard_upload,
@@ -278,6 +277,7 @@ def _job_context(request: HttpRequest, job: Job) -> dict[str, Any]:
         "weak_note": services.WEAK_NOTE,
         "failed_chunks": failed_chunks,
         "can_change": request.user.has_perm("labeling.change_job"),
+        "action_form": JobActionForm(auto_id=False),
         "open_reviews": job.review_tasks.filter(status__in=["open", "claimed"]).count(),
         "chart": None if job.is_active else _policy_chart(job.version.policy),
         "threshold": _pct(job.version.policy.agreement_threshold, 0),
@@ -294,10 +294,18 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "labeling/job_detail.html", context)
 
 
+def _get_job_for_action(request: HttpRequest, pk: int) -> Job:
+    """The job for a Cancel/Resume/Retry POST; a POST not from its button is a 400."""
+    job = _get_job_for_user(request, pk, "labeling.change_job")
+    if not JobActionForm(request.POST).is_valid():
+        raise BadRequest("This action needs its button on the job page.")
+    return job
+
+
 @login_required
 @require_POST
 def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
-    job = _get_job_for_user(request, pk, "labeling.change_job")
+    job = _get_job_for_action(request, pk)
     if services.cancel_job(job):
         messages.info(request, "Job cancelled. Chunks already with a worker are discarded.")
     else:
@@ -308,10 +316,8 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def job_resume(request: HttpRequest, pk: int) -> HttpResponse:
-    job = _get_job_for_user(request, pk, "labeling.change_job")
-    # A person pressing the button has seen the job stall: re-send anything not heard of in
-    # a minute (duplicates are harmless, see services.resume_job).
-    n = services.resume_job(job, stale_after=timedelta(minutes=1))
+    job = _get_job_for_action(request, pk)
+    n = services.resume_job_now(job)
     messages.info(request, f"Re-sent {n} chunk{'s' if n != 1 else ''} to the workers.")
     return _redirect(request, reverse("labeling:job_detail", args=[job.pk]))
 
@@ -319,7 +325,7 @@ def job_resume(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
-    job = _get_job_for_user(request, pk, "labeling.change_job")
+    job = _get_job_for_action(request, pk)
     try:
         n = services.retry_failed_chunks(job)
     except services.JobError as exc:

@@ -152,6 +152,9 @@ class WorkerConfig:
     task_time_limit: int = 1800
     task_max_retries: int = 5
     task_retry_backoff_max: int = 600
+    # A chunk whose message comes back (redelivered: its worker process died) on this send or
+    # later is answered as failed instead of scored again (see ``worker.tasks``).
+    max_chunk_attempts: int = 3
     preload: bool = True
 
     @classmethod
@@ -194,6 +197,7 @@ class WorkerConfig:
             task_time_limit=hard,
             task_max_retries=env.int("COPE_TASK_MAX_RETRIES", 5),
             task_retry_backoff_max=env.int("COPE_TASK_RETRY_BACKOFF_MAX", 600, minimum=1),
+            max_chunk_attempts=env.int("COPE_MAX_CHUNK_ATTEMPTS", 3, minimum=1),
             preload=env.bool("COPE_PRELOAD", True),
         )
 
@@ -267,6 +271,7 @@ class WorkerConfig:
             "COPE_TASK_TIME_LIMIT": self.task_time_limit,
             "COPE_TASK_MAX_RETRIES": self.task_max_retries,
             "COPE_TASK_RETRY_BACKOFF_MAX": self.task_retry_backoff_max,
+            "COPE_MAX_CHUNK_ATTEMPTS": self.max_chunk_attempts,
             "COPE_PRELOAD": self.preload,
         }
 
@@ -313,5 +318,6 @@ ENV_VARS: tuple[str, ...] = (
     "COPE_TASK_TIME_LIMIT",
     "COPE_TASK_MAX_RETRIES",
     "COPE_TASK_RETRY_BACKOFF_MAX",
+    "COPE_MAX_CHUNK_ATTEMPTS",
     "COPE_PRELOAD",
 )

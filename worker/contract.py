@@ -47,6 +47,9 @@ class ScoreRequest:
     side: str  # "A" (primary text) or "B" (twin)
     policy: str
     items: list[ScoreItem]
+    # Which send of this chunk this is (1 for the first). Added within contract 1: a request
+    # without it is a first send, and an older worker ignores it.
+    attempt: int = 1
     contract: int = CONTRACT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -61,6 +64,7 @@ class ScoreRequest:
             side=str(data["side"]),
             policy=str(data["policy"]),
             items=[ScoreItem(int(i["item_id"]), str(i["text"])) for i in data["items"]],
+            attempt=int(data.get("attempt", 1)),
         )
 
 

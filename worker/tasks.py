@@ -12,6 +12,7 @@ import logging
 import random
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -26,6 +27,7 @@ from worker.contract import (
     DEFAULT_QUEUE,
     DESCRIBE_TASK,
     GENERATE_TWIN_TASK,
+    GPU_QUEUE,
     RECORD_CHUNK_TASK,
     RECORD_TWIN_TASK,
     SCORE_CHUNK_TASK,
@@ -150,6 +152,16 @@ def _send(task_name: str, payload: dict[str, Any]) -> None:
     app.send_task(task_name, args=[payload], queue=DEFAULT_QUEUE)
 
 
+def _send_to_gpu(task_name: str, payload: dict[str, Any]) -> None:
+    app.send_task(task_name, args=[payload], queue=GPU_QUEUE)
+
+
+def _redelivered(task: Task) -> bool:
+    """Whether the broker hands this message out again because the worker holding it was lost
+    (late acks + ``task_reject_on_worker_lost``: the process died mid-task)."""
+    return bool((task.request.delivery_info or {}).get("redelivered"))
+
+
 def _send_or_retry(task: Task, task_name: str, payload: dict[str, Any]) -> None:
     """Send a result; if the broker refuses even after kombu's own retries, run the task again
     later rather than lose the result (the web side records results idempotently)."""
@@ -227,6 +239,20 @@ def score_chunk(self: Task, request: dict[str, Any]) -> None:
             )
             _send(RECORD_CHUNK_TASK, failed.to_dict())
         return
+    if _redelivered(self):
+        # A worker process died with this message (out of memory, a CUDA abort, or just a
+        # restart). The message itself cannot count how often: a redelivery is the same
+        # message. So either give up, or send it on as the next attempt and ack this one, so
+        # that a chunk that kills every worker stops after COPE_MAX_CHUNK_ATTEMPTS deaths.
+        limit = _config().max_chunk_attempts
+        if parsed.attempt >= limit:
+            log.error("chunk %s: worker lost on attempt %s; giving up", parsed.chunk_id, limit)
+            _send_or_retry(self, RECORD_CHUNK_TASK, _worker_died(parsed, limit).to_dict())
+        else:
+            log.warning("chunk %s: worker lost on attempt %s", parsed.chunk_id, parsed.attempt)
+            again = replace(parsed, attempt=parsed.attempt + 1)
+            _send_to_gpu(SCORE_CHUNK_TASK, again.to_dict())
+        return
     try:
         result = score_request(models.get_scorer(), parsed)
     except TRANSIENT_ERRORS as exc:
@@ -239,6 +265,22 @@ def score_chunk(self: Task, request: dict[str, Any]) -> None:
         log.exception("chunk %s failed", parsed.chunk_id)
         result = _failed_chunk(parsed, exc)
     _send_or_retry(self, RECORD_CHUNK_TASK, result.to_dict())
+
+
+def _worker_died(request: ScoreRequest, limit: int) -> ScoreResult:
+    return ScoreResult(
+        job_id=request.job_id,
+        chunk_id=request.chunk_id,
+        side=request.side,
+        outcomes=[],
+        worker=_fallback_info(),
+        model_seconds=0.0,
+        error=(
+            f"A worker process died while scoring this chunk, up to attempt {request.attempt} "
+            f"(COPE_MAX_CHUNK_ATTEMPTS={limit}): out of memory or a CUDA error are likely; "
+            "see the GPU worker's log. It is not scored again until someone retries it."
+        ),
+    )
 
 
 def _failed_chunk(request: ScoreRequest, exc: BaseException) -> ScoreResult:

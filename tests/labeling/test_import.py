@@ -250,3 +250,24 @@ def test_permissions(client: Any, reviewer: Any, outsider: Any) -> None:
     assert client.get(reverse("labeling:sampleset_list")).status_code == 403
     client.logout()
     assert client.get(reverse("labeling:sampleset_list")).status_code == 302
+
+
+def test_cells_beyond_the_header_are_kept_and_reported(author: Any) -> None:
+    data = (
+        "id,text\n"
+        "a1,fine row\n"
+        "a2,one extra,surprise\n"
+        "a3,trailing empties,,\n"  # nothing beyond the header but empty cells: not reported
+        "a4,two extra,x,y\n"
+    )
+    s = do_import(upload("extra.csv", data), author)
+    items = {i.external_id: i for i in s.items.all()}
+    assert items["a2"].metadata == {"_extra_cells": ["surprise"]}
+    assert items["a4"].metadata == {"_extra_cells": ["x", "y"]}
+    assert items["a1"].metadata == {} and items["a3"].metadata == {}
+    report = s.report["extra_cells"]
+    assert report["count"] == 2 and report["rows"] == [
+        {"row": 2, "cells": 1},
+        {"row": 4, "cells": 2},
+    ]
+    assert report["message"].startswith("2 rows had more cells than the header")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import transaction
 from django.urls import reverse
 
 from labeling import services
@@ -13,6 +15,8 @@ from labeling.models import ChunkStatus, Job, JobChunk, JobStatus, Label, Review
 from labeling.tasks import record_chunk
 from tests.conftest import PASSWORD
 from tests.labeling.conftest import TEXTS, fake_result, make_sample_set, make_version
+
+CONFIRM = {"confirm": "True"}  # what the buttons' JobActionForm posts
 
 
 @pytest.fixture
@@ -340,12 +344,244 @@ def test_cancel_retry_resume_buttons(
     page = client.get(reverse("labeling:job_detail", args=[job.pk])).content.decode()
     assert "Resume stalled chunks" in page
     sent.clear()
+    assert 'name="confirm"' in page
     with django_capture_on_commit_callbacks(execute=True):
-        client.post(reverse("labeling:job_resume", args=[job.pk]))
+        client.post(reverse("labeling:job_resume", args=[job.pk]), CONFIRM)
     assert len(sent) == 6
-    response = client.post(reverse("labeling:job_cancel", args=[job.pk]))
+    response = client.post(reverse("labeling:job_cancel", args=[job.pk]), CONFIRM)
     assert response.status_code == 302
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED
-    response = client.post(reverse("labeling:job_retry", args=[job.pk]), follow=True)
+    response = client.post(reverse("labeling:job_retry", args=[job.pk]), CONFIRM, follow=True)
     assert "cannot be retried" in response.content.decode()
+
+
+def test_job_actions_need_their_form(
+    client: Any,
+    author: Any,
+    version: Any,
+    sample_set: Any,
+    sent: list,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    client.login(username=author.username, password=PASSWORD)
+    for name in ("job_cancel", "job_resume", "job_retry"):
+        assert client.post(reverse(f"labeling:{name}", args=[job.pk])).status_code == 400
+    job.refresh_from_db()
+    assert job.status == JobStatus.QUEUED
+    response = client.post(
+        reverse("labeling:job_cancel", args=[job.pk]), CONFIRM, headers={"HX-Request": "true"}
+    )
+    assert response.status_code == 204 and response["HX-Redirect"].endswith(f"/{job.pk}/")
+
+
+# Racing copies of a chunk, lost chunks, poison chunks -------------------------------------
+
+
+def counters(job: Job) -> tuple[int, int, int, int, int]:
+    job.refresh_from_db()
+    return job.done_a, job.done_b, job.errors_a, job.errors_b, job.failed_chunks
+
+
+def test_a_success_after_a_failure_of_the_same_chunk_wins(
+    version: Any, sample_set: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
+) -> None:
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    first = sent[0]  # side A, items 1-3: no LONG item, all three label
+    assert record_chunk(fake_result(first, error="worker lost")) == "failed"
+    assert counters(job) == (0, 0, 3, 0, 1)
+    assert record_chunk(fake_result(first)) == "recorded"
+    assert counters(job) == (3, 0, 0, 0, 0)
+    chunk = JobChunk.objects.get(pk=first["chunk_id"])
+    assert chunk.status == ChunkStatus.DONE and chunk.error == ""
+    assert not Label.objects.filter(job=job, label__isnull=True).exists()
+    assert record_chunk(fake_result(first)) == "duplicate"  # a redelivered success: nothing
+    assert counters(job) == (3, 0, 0, 0, 0)
+    run_all(sent[1:])
+    assert counters(job) == (7, 7, 1, 1, 0) and job.status == JobStatus.SUCCEEDED
+
+
+def test_a_failure_never_replaces_a_success(
+    version: Any, sample_set: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
+) -> None:
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    record_chunk(fake_result(sent[0]))
+    labels = list(Label.objects.values_list("pk", "label", "p1", "error"))
+    assert record_chunk(fake_result(sent[0], error="CUDA error")) == "duplicate"
+    assert counters(job) == (3, 0, 0, 0, 0)
+    assert list(Label.objects.values_list("pk", "label", "p1", "error")) == labels
+    assert JobChunk.objects.get(pk=sent[0]["chunk_id"]).status == ChunkStatus.DONE
+
+
+def test_a_late_success_reopens_a_job_that_finished_with_the_failure(
+    version: Any, sample_set: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
+) -> None:
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    run_all(sent[1:])
+    record_chunk(fake_result(sent[0], error="worker lost"))
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED and job.failed_chunks == 1 and job.stats["n"] == 4
+    assert ReviewTask.objects.filter(job=job).count() == 1
+    assert record_chunk(fake_result(sent[0])) == "recorded"
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED and job.finished_at and not job.error
+    assert counters(job) == (7, 7, 1, 1, 0) and job.stats["n"] == 7
+    assert ReviewTask.objects.filter(job=job).count() == 2  # the chunk's mismatch too
+
+
+def test_retry_after_finish_reopens_under_the_job_lock_in_one_update(
+    version: Any,
+    sample_set: Any,
+    author: Any,
+    sent: list,
+    django_capture_on_commit_callbacks: Any,
+    django_assert_max_num_queries: Any,
+) -> None:
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    for request in sent[:3]:
+        record_chunk(fake_result(request, error="boom"))
+    run_all(sent[3:])
+    assert counters(job)[4] == 3
+    sent.clear()
+    # Stale status on the instance: retry reads the row's, under its lock.
+    job.status = JobStatus.RUNNING
+    with django_assert_max_num_queries(6):  # lock, read, one chunk UPDATE, one job UPDATE
+        assert services.retry_failed_chunks(job) == 3
+    job.refresh_from_db()
+    assert job.status == JobStatus.RUNNING and job.finished_at is None and job.failed_chunks == 0
+    assert JobChunk.objects.filter(job=job, status=ChunkStatus.QUEUED, attempts=0).count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_finish_waits_for_a_retry_that_holds_the_job(
+    author: Any, sent: list, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The race: finish checks "nothing queued", a retry re-queues a failed chunk, finish then
+    marks the job succeeded with a queued chunk whose result would be ignored."""
+    import threading
+
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks and concurrent connections need PostgreSQL")
+    version = make_version(author)
+    job = services.start_job(
+        version=version,
+        sample_set=make_sample_set(author, TEXTS),
+        sample_size=None,
+        by=author,
+        chunk_size=3,
+    )
+    failing, last = sent[0], sent[-1]
+    record_chunk(fake_result(failing, error="boom"))
+    for request in sent[1:-1]:
+        record_chunk(fake_result(request))
+    # The last result is written, but its finish has not run yet.
+    JobChunk.objects.filter(pk=last["chunk_id"]).update(status=ChunkStatus.DONE)
+    retried = threading.Event()
+
+    def retry() -> None:
+        from django.db import connection as thread_connection
+
+        try:
+            with transaction.atomic():
+                services.retry_failed_chunks(Job.objects.get(pk=job.pk))
+                retried.set()
+                time.sleep(0.5)  # the finish below runs now, against the retry's open lock
+        finally:
+            retried.set()
+            thread_connection.close()
+
+    thread = threading.Thread(target=retry)
+    thread.start()
+    assert retried.wait(10)
+    finished = services.maybe_finish_job(job.pk)
+    thread.join(10)
+    job.refresh_from_db()
+    assert not finished and job.status == JobStatus.RUNNING
+    assert JobChunk.objects.get(pk=failing["chunk_id"]).status == ChunkStatus.QUEUED
+
+
+def test_requests_carry_their_attempt(
+    version: Any, sample_set: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
+) -> None:
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    assert {r["attempt"] for r in sent} == {1}
+    sent.clear()
+    assert services.resume_job(job, stale_after=timedelta(0)) == 6
+    assert {r["attempt"] for r in sent} == {2}
+
+
+def test_a_chunk_sent_too_often_is_failed_not_resent(
+    settings: Any,
+    version: Any,
+    sample_set: Any,
+    author: Any,
+    sent: list,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    settings.COPE_MAX_CHUNK_ATTEMPTS = 2
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    run_all(sent[1:])  # every chunk but the first answers
+    sent.clear()
+    assert services.resume_job(job, stale_after=timedelta(0)) == 1  # the second send
+    assert [r["attempt"] for r in sent] == [2]
+    sent.clear()
+    assert services.resume_job_now(job) == 0  # the button never uses up the last send
+    assert services.resume_job(job, stale_after=timedelta(0)) == 0
+    assert sent == []
+    chunk = JobChunk.objects.get(pk=sent_chunk_id(job))
+    assert chunk.status == ChunkStatus.FAILED and "COPE_MAX_CHUNK_ATTEMPTS=2" in chunk.error
+    job.refresh_from_db()
+    # It was the last queued chunk: the job is finished, its 3 items counted as errors (+ LONG).
+    assert job.status == JobStatus.SUCCEEDED and counters(job) == (4, 7, 3 + 1, 1, 1)
+    assert Label.objects.filter(job=job, item_id__in=chunk.item_ids, side="A").count() == 3
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.retry_failed_chunks(job) == 1  # a person asks: a fresh set of sends
+    assert [r["attempt"] for r in sent] == [1]
+
+
+def sent_chunk_id(job: Job) -> int:
+    return JobChunk.objects.get(job=job, side="A", index=0).pk
+
+
+def test_a_chunk_waiting_behind_a_busy_queue_is_not_resent(
+    version: Any, sample_set: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
+) -> None:
+    from django.utils import timezone
+
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    long_ago = timezone.now() - timedelta(hours=2)
+    JobChunk.objects.filter(job=job).update(sent_at=long_ago)
+    record_chunk(fake_result(sent[0]))  # the workers are busy: a result just came in
+    sent.clear()
+    assert services.resume_job(job, stale_after=timedelta(hours=1)) == 0
+    # A chunk sent after the waiting ones finished long ago: the waiting ones were lost.
+    JobChunk.objects.filter(pk=sent_chunk_id(job)).update(
+        sent_at=long_ago + timedelta(minutes=1), finished_at=long_ago + timedelta(minutes=2)
+    )
+    assert services.resume_job(job, stale_after=timedelta(hours=1)) == 5
+
+
+def test_beat_resumes_stalled_jobs(
+    settings: Any,
+    version: Any,
+    sample_set: Any,
+    author: Any,
+    sent: list,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from django.utils import timezone
+
+    from labeling.tasks import resume_stalled_jobs
+
+    schedule = settings.CELERY_BEAT_SCHEDULE["resume-stalled-jobs"]
+    assert schedule["task"] == "labeling.resume_stalled_jobs" and schedule["schedule"] == 60
+    assert settings.COPE_RESUME_AFTER_SECONDS > settings.CELERY_TASK_TIME_LIMIT
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    sent.clear()
+    assert resume_stalled_jobs() == 0  # just sent: still with a worker
+    old = timezone.now() - timedelta(seconds=settings.COPE_RESUME_AFTER_SECONDS + 1)
+    JobChunk.objects.filter(job=job).update(sent_at=old)
+    assert resume_stalled_jobs() == 6 and len(sent) == 6

@@ -84,7 +84,7 @@ def make_job(
         text_a=version.text,
         text_b=version.twin_text,
         item_count=n,
-        stats=stats if stats is not None else {"n": n, "percent_agreement": agreed / n if n else 0},
+        stats=stats if stats is not None else {"n": n, "p_o": agreed / n if n else 0},
         created_by=author,
         finished_at=timezone.now() if status == JobStatus.SUCCEEDED else None,
     )

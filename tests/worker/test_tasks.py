@@ -295,3 +295,51 @@ def test_a_configuration_error_is_reported_on_every_chunk(
     tasks.score_chunk.apply(args=[_request()])
     errors = [ScoreResult.from_dict(p).error for _, p in eager]
     assert len(errors) == 2 and all("COPE_OPENAI_BASE_URL" in e for e in errors)
+
+
+def _redelivered_request(attempt: int) -> dict[str, Any]:
+    request = ScoreRequest(
+        job_id=1, chunk_id=2, side="A", policy=POLICY, items=ITEMS[:2], attempt=attempt
+    )
+    return request.to_dict()
+
+
+def test_a_request_without_an_attempt_is_a_first_send() -> None:
+    data = _request()
+    del data["attempt"]
+    assert ScoreRequest.from_dict(data).attempt == 1
+    assert ScoreRequest.from_dict(_redelivered_request(3)).attempt == 3
+
+
+def test_a_chunk_that_keeps_killing_workers_is_answered_as_failed(
+    eager: list[tuple[str, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker import tasks
+
+    scorer = FlakyScorer(ValueError("never called"), fail_times=0)
+    monkeypatch.setattr(tasks.models, "scorer", scorer)
+    monkeypatch.setattr(tasks, "_redelivered", lambda task: True)
+    resent: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(tasks, "_send_to_gpu", lambda name, payload: resent.append((name, payload)))
+
+    # Redelivered below the limit: sent on as the next attempt (this message is acked).
+    tasks.score_chunk.apply(args=[_redelivered_request(1)])
+    assert [(n, ScoreRequest.from_dict(p).attempt) for n, p in resent] == [(SCORE_CHUNK_TASK, 2)]
+    assert eager == [] and scorer.calls == 0
+    # Redelivered at the limit (COPE_MAX_CHUNK_ATTEMPTS, 3 by default): a failed result.
+    tasks.score_chunk.apply(args=[_redelivered_request(3)])
+    [(name, payload)] = eager
+    result = ScoreResult.from_dict(payload)
+    assert name == RECORD_CHUNK_TASK and result.outcomes == [] and scorer.calls == 0
+    assert "worker process died" in result.error and "COPE_MAX_CHUNK_ATTEMPTS=3" in result.error
+
+
+def test_a_first_delivery_is_scored_whatever_its_attempt(
+    eager: list[tuple[str, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker import tasks
+
+    scorer = FlakyScorer(ValueError("unused"), fail_times=0)
+    monkeypatch.setattr(tasks.models, "scorer", scorer)
+    tasks.score_chunk.apply(args=[_redelivered_request(5)])
+    assert scorer.calls == 1 and ScoreResult.from_dict(eager[0][1]).error == ""

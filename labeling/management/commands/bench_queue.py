@@ -18,8 +18,11 @@ import uuid
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import connection, models, transaction
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
 from labeling.models import (
@@ -35,6 +38,7 @@ from labeling.models import (
 )
 from labeling.review import claim_next_task, submit_decision
 from policies.models import Policy, Version
+from policies.roles import REVIEWER, ensure_roles
 
 DEFAULT_LABELS = {"postgresql": 1_000_000, "sqlite": 20_000}
 
@@ -100,6 +104,10 @@ class Command(BaseCommand):
         users = [
             User.objects.create_user(username=f"{tag}-{i}") for i in range(options["reviewers"])
         ]
+        ensure_roles()
+        reviewers = Group.objects.get(name=REVIEWER)
+        for user in users:
+            user.groups.add(reviewers)
         policy = version = sample_set = job = None
         try:
             policy = Policy.objects.create(name=tag, created_by=users[0])
@@ -259,6 +267,23 @@ class Command(BaseCommand):
             task = claim_next_task(reviewer=user, policy=policy)
             if task is not None:
                 submit_decision(task=task, reviewer=user, label="1", wording="a")
+        # The whole "next task" request as a reviewer's browser makes it: htmx GET of the
+        # queue, which claims, counts, looks up earlier decisions and renders the task card.
+        pages: list[float] = []
+        url = reverse("labeling:queue") + f"?policy={policy.pk}"
+        for i in range(min(claims, 100)):
+            user = users[i % len(users)]
+            client = Client(HTTP_HX_REQUEST="true", HTTP_HOST="localhost")
+            client.force_login(user)
+            started = time.perf_counter()
+            response = client.get(url)
+            pages.append((time.perf_counter() - started) * 1000)
+            if response.status_code != 200:
+                raise RuntimeError(f"queue page answered {response.status_code}")
+            task = claim_next_task(reviewer=user, policy=policy)  # the claim just made
+            if task is None:
+                break
+            submit_decision(task=task, reviewer=user, label="1", wording="a")
         timings: list[float] = []
         filtered: list[float] = []
         for i in range(claims):
@@ -278,6 +303,8 @@ class Command(BaseCommand):
                 break
             submit_decision(task=task, reviewer=user, label="0", wording="b")
         return {
+            "request_p50_ms": round(statistics.median(pages), 3) if pages else None,
+            "request_p95_ms": round(_percentile(pages, 0.95), 3) if pages else None,
             "claims": len(timings),
             "p50_ms": round(statistics.median(timings), 3),
             "p95_ms": round(_percentile(timings, 0.95), 3),
