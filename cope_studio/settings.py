@@ -12,7 +12,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from cope_studio.lib.env import env_bool, env_float, env_int, env_list, env_str
+from cope_studio.lib.env import env_bool, env_choice, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("COPE_DATA_DIR", str(BASE_DIR / "var"))).resolve()
@@ -122,15 +122,15 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("COPE_MAX_FORM_MB", 10, minimum=1) * 1024 
 FILE_UPLOAD_TEMP_DIR = None
 
 # The model side, as far as the web app needs to know it.
-COPE_BACKEND = env_str("COPE_BACKEND", "embedding")
+COPE_BACKEND = env_choice("COPE_BACKEND", "embedding", ("embedding", "cope", "openai"))
 COPE_CONTEXT_LIMIT = env_int("COPE_CONTEXT_LIMIT", 8192, minimum=256)
 # A tokenizer directory (or hub id already in the local cache) for exact token counts in the
 # editor; without one the editor shows a marked estimate.
 COPE_TOKENIZER = env_str("COPE_TOKENIZER", "")
-COPE_TWIN_BACKEND = env_str("COPE_TWIN_BACKEND", "none")
+COPE_TWIN_BACKEND = env_choice("COPE_TWIN_BACKEND", "none", ("none", "transformers", "openai"))
 COPE_CHUNK_SIZE = env_int("COPE_CHUNK_SIZE", 64, minimum=1)
 COPE_CLAIM_MINUTES = env_int("COPE_CLAIM_MINUTES", 15, minimum=1)
-COPE_DEFAULT_THRESHOLD = env_float("COPE_DEFAULT_THRESHOLD", 0.95)
+COPE_DEFAULT_THRESHOLD = env_float("COPE_DEFAULT_THRESHOLD", 0.95, minimum=0.5, maximum=1.0)
 COPE_DEFAULT_MIN_SAMPLE = env_int("COPE_DEFAULT_MIN_SAMPLE", 200, minimum=1)
 
 # Celery. The Job row is the truth the UI reads; no result backend is needed.
@@ -155,6 +155,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_TIME_LIMIT = env_int("COPE_TASK_TIME_LIMIT", 1800, minimum=10)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("COPE_TASK_SOFT_TIME_LIMIT", 1700, minimum=5)
+if CELERY_TASK_SOFT_TIME_LIMIT >= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        "COPE_TASK_SOFT_TIME_LIMIT must be below COPE_TASK_TIME_LIMIT, so a task can clean up."
+    )
 CELERY_TASK_ROUTES = {
     "worker.*": {"queue": "gpu"},
     "labeling.*": {"queue": "default"},

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
-from cope_studio.lib.env import env_bool, env_int, env_list, env_str
+from cope_studio.lib.env import env_bool, env_choice, env_float, env_int, env_list, env_str
 
 
 def test_env_bool_accepts_words_and_rejects_garbage() -> None:
@@ -31,9 +31,24 @@ def test_env_int_rejects_non_numbers_and_values_below_minimum() -> None:
 def test_secret_read_from_file(tmp_path: Path) -> None:
     secret = tmp_path / "key"
     secret.write_text("s3cret\n", encoding="utf-8")
-    assert env_str("KEY", "", {"KEY_FILE": str(secret), "KEY": "ignored"}) == "s3cret"
+    assert env_str("KEY", "", {"KEY_FILE": str(secret)}) == "s3cret"
     with pytest.raises(ImproperlyConfigured, match="KEY_FILE"):
         env_str("KEY", "", {"KEY_FILE": str(tmp_path / "missing")})
+    with pytest.raises(ImproperlyConfigured, match="not both"):
+        env_str("KEY", "", {"KEY_FILE": str(secret), "KEY": "also"})
+
+
+def test_env_choice_names_the_valid_values() -> None:
+    assert env_choice("B", "none", ("none", "openai"), {"B": " OpenAI "}) == "openai"
+    assert env_choice("B", "none", ("none", "openai"), {}) == "none"
+    with pytest.raises(ImproperlyConfigured, match="'opanai' is not one of: none, openai"):
+        env_choice("B", "none", ("none", "openai"), {"B": "opanai"})
+
+
+def test_env_float_bounds() -> None:
+    assert env_float("T", 0.95, {"T": "0.9"}, minimum=0.5, maximum=1.0) == 0.9
+    with pytest.raises(ImproperlyConfigured, match="T=95.0 is outside"):
+        env_float("T", 0.95, {"T": "95"}, minimum=0.5, maximum=1.0)
 
 
 def test_env_list_splits_and_trims() -> None:

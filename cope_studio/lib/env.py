@@ -15,6 +15,8 @@ _FALSE = {"0", "false", "no", "off", ""}
 def env_str(name: str, default: str = "", environ: Mapping[str, str] = os.environ) -> str:
     """A string, or the content of the file named by ``NAME_FILE`` (for secrets)."""
     file_name = environ.get(f"{name}_FILE")
+    if file_name and environ.get(name):
+        raise ImproperlyConfigured(f"Set {name} or {name}_FILE, not both.")
     if file_name:
         try:
             return Path(file_name).read_text(encoding="utf-8").strip()
@@ -54,14 +56,33 @@ def env_int(
     return value
 
 
-def env_float(name: str, default: float, environ: Mapping[str, str] = os.environ) -> float:
+def env_float(
+    name: str,
+    default: float,
+    environ: Mapping[str, str] = os.environ,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> float:
     raw = environ.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        return float(raw.strip())
+        value = float(raw.strip())
     except ValueError:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ImproperlyConfigured(f"{name}={value} is outside {minimum}–{maximum}.")
+    return value
+
+
+def env_choice(
+    name: str, default: str, choices: tuple[str, ...], environ: Mapping[str, str] = os.environ
+) -> str:
+    value = environ.get(name, default).strip().lower() or default
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}={value!r} is not one of: {', '.join(choices)}.")
+    return value
 
 
 def env_list(name: str, default: list[str], environ: Mapping[str, str] = os.environ) -> list[str]:
