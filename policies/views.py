@@ -18,7 +18,7 @@ from policies.export import NotFinalized, export_filename, export_version
 from policies.forms import DiffForm, LintForm, PolicyForm, TwinForm, VersionForm
 from policies.lint import lint_policy, lint_twin
 from policies.markdown import render_markdown
-from policies.models import Policy, TwinJob, Version
+from policies.models import Policy, TwinJob, TwinJobStatus, Version
 from policies.starter import STARTER_POLICY
 
 VIEW, EDIT = "policies.view_policy", "policies.add_version"
@@ -271,7 +271,12 @@ def twinjob_status(request: HttpRequest, pk: int) -> HttpResponse:
     if not request.htmx:
         return redirect(f"{twinjob.version.get_absolute_url()}#twin")
     context = {"version": twinjob.version, "twinjob": twinjob}
-    return render(request, "policies/version_detail.html#twinjob", context)
+    response = render(request, "policies/version_detail.html#twinjob", context)
+    if twinjob.status == TwinJobStatus.SUCCEEDED:
+        # The new twin fills the Twin (B) card and the editable twin form: reload the page once
+        # rather than duplicate both in this fragment.
+        response["HX-Refresh"] = "true"
+    return response
 
 
 @login_required

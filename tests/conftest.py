@@ -11,6 +11,10 @@ from django.contrib.auth.models import Group, User
 
 from policies.roles import ADMIN, AUTHOR, REVIEWER, ensure_roles
 
+# Real Celery workers (``celery_workers``), shared by tests/labeling and tests/browser. pytest
+# takes ``pytest_plugins`` only from the rootmost conftest, which this is.
+pytest_plugins = ["tests.celery_workers"]
+
 PASSWORD = "correct horse battery staple"
 
 POLICY_TEXT = """# Harassment — test policy

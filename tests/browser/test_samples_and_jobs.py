@@ -8,11 +8,7 @@ from typing import Any
 import pytest
 
 from labeling.models import Job
-from tests.labeling.conftest import (  # noqa: F401 - celery_workers is a fixture
-    celery_workers,
-    make_sample_set,
-    make_version,
-)
+from tests.labeling.conftest import make_sample_set, make_version
 
 pytestmark = pytest.mark.browser
 
