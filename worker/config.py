@@ -126,6 +126,7 @@ class WorkerConfig:
     device: str = "auto"
     hf_token: str = field(default="", repr=False)
     max_batch_tokens: int = 16384
+    max_batch_size: int = 16
     context_limit: int = 8192
     # OpenAI-compatible /v1/completions server (e.g. vLLM serving merged CoPE).
     openai_base_url: str = ""
@@ -175,6 +176,7 @@ class WorkerConfig:
             device=env.choice("COPE_DEVICE", "auto", DEVICES),
             hf_token=env.secret("HF_TOKEN"),
             max_batch_tokens=env.int("COPE_MAX_BATCH_TOKENS", 16384, minimum=256),
+            max_batch_size=env.int("COPE_MAX_BATCH_SIZE", 16, minimum=1),
             context_limit=env.int("COPE_CONTEXT_LIMIT", 8192, minimum=256),
             openai_base_url=env.str("COPE_OPENAI_BASE_URL", ""),
             openai_model=env.str("COPE_OPENAI_MODEL", ""),
@@ -249,6 +251,7 @@ class WorkerConfig:
             "COPE_DEVICE": self.device,
             "HF_TOKEN": "set" if self.hf_token else "",
             "COPE_MAX_BATCH_TOKENS": self.max_batch_tokens,
+            "COPE_MAX_BATCH_SIZE": self.max_batch_size,
             "COPE_CONTEXT_LIMIT": self.context_limit,
             "COPE_OPENAI_BASE_URL": self.openai_base_url,
             "COPE_OPENAI_MODEL": self.openai_model,
@@ -288,6 +291,7 @@ def _redact_url(url: str) -> str:
 
 # Every variable the worker reads (secrets also as NAME_FILE), for docs and `.env.example`.
 ENV_VARS: tuple[str, ...] = (
+    "COPE_MAX_BATCH_SIZE",
     "COPE_BACKEND",
     "COPE_BASE_MODEL",
     "COPE_ADAPTER",

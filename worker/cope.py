@@ -538,4 +538,3 @@ def load_cope(
         max_batch_size=max_batch_size,
         prefix_cache_size=prefix_cache_size,
     )
-

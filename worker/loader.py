@@ -56,6 +56,7 @@ def load_scorer(config: WorkerConfig) -> Scorer:
             device=config.device,
             hf_token=config.hf_token or None,
             max_batch_tokens=config.max_batch_tokens,
+            max_batch_size=config.max_batch_size,
             context_limit=config.context_limit,
         )
     raise BackendConfigError(f"COPE_BACKEND={config.backend!r} is not a known backend.")
