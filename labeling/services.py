@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, Count, DateTimeField, F, Max, Q, QuerySet, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -224,6 +224,50 @@ class RecordOutcome:
     finished: bool = False
 
 
+def _upsert_labels(
+    job_id: int,
+    side: str,
+    outcomes: dict[int, tuple[int | None, float | None, str]],
+    now: Any,
+) -> None:
+    """Insert or overwrite one chunk's labels on the (job, item, side) key.
+
+    On PostgreSQL one ``INSERT … SELECT unnest(…) ON CONFLICT`` statement: building a model
+    instance per label was most of a chunk's bookkeeping time.
+    """
+    if connection.vendor != "postgresql":
+        Label.objects.bulk_create(
+            [
+                Label(job_id=job_id, item_id=i, side=side, label=lab, p1=p1, error=err)
+                for i, (lab, p1, err) in outcomes.items()
+            ],
+            update_conflicts=True,
+            unique_fields=["job", "item", "side"],
+            update_fields=["label", "p1", "error"],
+            batch_size=2000,
+        )
+        return
+    items, labels, p1s, errors = [], [], [], []
+    for item_id, (label, p1, error) in outcomes.items():
+        items.append(item_id)
+        labels.append(label)
+        p1s.append(p1)
+        errors.append(error)
+    table = Label._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {table} (job_id, item_id, side, label, p1, error, created_at)
+            SELECT %s, t.item_id, %s, t.label, t.p1, t.error, %s
+            FROM unnest(%s::bigint[], %s::smallint[], %s::double precision[], %s::text[])
+                AS t(item_id, label, p1, error)
+            ON CONFLICT (job_id, item_id, side)
+            DO UPDATE SET label = EXCLUDED.label, p1 = EXCLUDED.p1, error = EXCLUDED.error
+            """,
+            [job_id, side, now, items, labels, p1s, errors],
+        )
+
+
 def record_chunk_result(result: ScoreResult) -> RecordOutcome:
     """Write one chunk's result, idempotently.
 
@@ -293,16 +337,7 @@ def record_chunk_result(result: ScoreResult) -> RecordOutcome:
                 # Take back what the failure counted: every item an error, one failed chunk.
                 errors -= len(item_ids)
                 failed = -1
-        Label.objects.bulk_create(
-            [
-                Label(job_id=result.job_id, item_id=i, side=side, label=lab, p1=p1, error=err)
-                for i, (lab, p1, err) in outcomes.items()
-            ],
-            update_conflicts=True,
-            unique_fields=["job", "item", "side"],
-            update_fields=["label", "p1", "error"],
-            batch_size=2000,
-        )
+        _upsert_labels(result.job_id, side, outcomes, now)
         worker = result.worker
         counters: dict[str, Any] = {
             f"done_{side.lower()}": F(f"done_{side.lower()}") + done,

@@ -315,7 +315,7 @@ def test_run_job_from_the_version_panel(
     job = Job.objects.get()
     assert response.status_code == 204
     assert response["HX-Redirect"] == reverse("labeling:job_detail", args=[job.pk])
-    assert job.item_count == 5 and len(sent) == 2  # COPE_CHUNK_SIZE 64: one chunk per side
+    assert job.item_count == 5 and len(sent) == 2  # COPE_CHUNK_SIZE 128: one chunk per side
 
 
 def test_job_permissions(client: Any, reviewer: Any, outsider: Any, finished_job: Job) -> None:
