@@ -226,6 +226,9 @@ def test_import_label_review_revise_rerun_and_finalize(
     assert mismatches1 == job1.stats["disagree"] > 0
     assert f"{mismatches1} mismatches became review tasks" in page.inner_text("#agreement")
     screenshot("loop-02-job1-finished")
+    page.goto(f"{live_server.url}/policies/")
+    shown = f"{job1.stats['p_o'] * 100:.1f}%"
+    assert shown in page.inner_text("table"), "the policy list shows the latest agreement"
 
     # 3. Before the review, the finalize panel says plainly what is missing.
     text = _finalize_panel(page, live_server, v1)
