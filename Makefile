@@ -42,11 +42,16 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Benchmarks print one JSON object each. They use their own PostgreSQL database (BENCH_DB).
+BENCH_DB ?= cope_bench
+BENCH_URL = postgresql://postgres@127.0.0.1:5432/$(BENCH_DB)
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m worker.bench --json
-	DJANGO_SECRET_KEY=bench DATABASE_URL=$(PG_URL) $(BIN)/python manage.py bench_import --items 100000
-	DJANGO_SECRET_KEY=bench DATABASE_URL=$(PG_URL) $(BIN)/python manage.py bench_queue --labels 1000000
-	DJANGO_SECRET_KEY=bench HF_HUB_OFFLINE=1 DATABASE_URL=$(PG_URL) $(BIN)/python manage.py bench_job --items 2000
+	psql -h 127.0.0.1 -U postgres -qc 'CREATE DATABASE $(BENCH_DB)' 2>/dev/null || true
+	DJANGO_SECRET_KEY=bench DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py migrate -v0
+	DJANGO_SECRET_KEY=bench DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_import --items 100000
+	DJANGO_SECRET_KEY=bench DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_queue --labels 1000000
+	DJANGO_SECRET_KEY=bench HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_job --items 2000
 
 clean:
 	rm -rf $(VENV) var artifacts
