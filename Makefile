@@ -31,7 +31,11 @@ test: $(STAMP)
 
 test-core: $(STAMP)
 	env -u DATABASE_URL DJANGO_SECRET_KEY=test-only HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
-	  $(BIN)/pytest -p no:cacheprovider tests/policies tests/labeling -m "not browser and not celery_worker"
+	  $(BIN)/pytest -p no:cacheprovider tests/test_settings.py tests/policies tests/labeling \
+	  -m "not browser and not celery_worker"
+	# The embedded default's transport: a real model worker over the filesystem broker.
+	env -u DATABASE_URL DJANGO_SECRET_KEY=test-only HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
+	  $(BIN)/pytest -p no:cacheprovider tests/labeling/test_celery.py -k real_workers_label_every_item_once
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
