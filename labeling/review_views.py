@@ -7,7 +7,6 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
@@ -15,6 +14,7 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET, require_POST
 
+from cope_studio.lib.permissions import require_perms
 from labeling.models import Job, ReviewTask
 from labeling.review import (
     NotReady,
@@ -38,11 +38,6 @@ QUEUE = "labeling/review_queue.html"
 NOTES = "labeling/review_notes.html"
 FINALIZE = "labeling/review_finalize.html"
 _FILTER_KEYS = ("job", "policy", "side", "max_margin")
-
-
-def _require(request: HttpRequest, perm: str) -> None:
-    if not request.user.has_perm(perm):
-        raise PermissionDenied
 
 
 @lru_cache(maxsize=32)
@@ -100,12 +95,12 @@ def _next_task_response(
 @require_GET
 def review_queue(request: HttpRequest) -> HttpResponse:
     """Claims the reviewer's next task on GET: a reviewer holds one task, so reloads are safe."""
-    _require(request, "labeling.add_decision")
+    require_perms(request, "labeling.add_decision")
     return _next_task_response(request)
 
 
 def _held_task(request: HttpRequest, task_id: int) -> ReviewTask:
-    _require(request, "labeling.add_decision")
+    require_perms(request, "labeling.add_decision")
     return get_object_or_404(
         ReviewTask.objects.select_related("item", "job", "job__version", "policy"), pk=task_id
     )
@@ -154,7 +149,7 @@ def review_skip(request: HttpRequest, task_id: int) -> HttpResponse:
 @require_GET
 def review_notes_view(request: HttpRequest, job_id: int) -> HttpResponse:
     """What reviewers said about a job's mismatches; the policy editor loads the fragment."""
-    _require(request, "labeling.view_decision")
+    require_perms(request, "labeling.view_decision")
     job = get_object_or_404(Job.objects.select_related("version__policy", "sample_set"), pk=job_id)
     context = {"job": job, "version": job.version, "notes": review_notes(job), "nav": "review"}
     template = f"{NOTES}#notes" if request.htmx else NOTES
@@ -172,7 +167,7 @@ def _finalize_context(request: HttpRequest, version: Version, error: str = "") -
 
 
 def _version_lookup(request: HttpRequest, version_id: int, perm: str) -> Version:
-    _require(request, perm)
+    require_perms(request, perm)
     return get_object_or_404(
         Version.objects.select_related("policy", "finalized_by"), pk=version_id
     )

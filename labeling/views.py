@@ -12,12 +12,13 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import BadRequest, PermissionDenied
+from django.core.exceptions import BadRequest
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from cope_studio.lib.permissions import require_perms
 from labeling import services
 from labeling.charts import ChartPoint, agreement_chart
 from labeling.forms import ImportConfirmForm, JobActionForm, JobStartForm, UploadForm
@@ -34,13 +35,8 @@ from labeling.models import ChunkStatus, Job, JobStatus, SampleSet
 from policies.models import Policy, Version
 
 
-def _require(request: HttpRequest, *perms: str) -> None:
-    if not request.user.has_perms(perms):
-        raise PermissionDenied
-
-
 def _get_job_for_user(request: HttpRequest, pk: int, *perms: str) -> Job:
-    _require(request, "labeling.view_job", *perms)
+    require_perms(request, "labeling.view_job", *perms)
     return get_object_or_404(
         Job.objects.select_related("version__policy", "sample_set", "created_by"), pk=pk
     )
@@ -131,7 +127,7 @@ def _policy_chart(policy: Policy, versions: list[Version] | None = None) -> Any:
 @login_required
 @require_GET
 def sampleset_list(request: HttpRequest) -> HttpResponse:
-    _require(request, "labeling.view_sampleset")
+    require_perms(request, "labeling.view_sampleset")
     sets = SampleSet.objects.select_related("created_by").order_by("-created_at")
     return render(
         request,
@@ -147,7 +143,7 @@ def _can_import(request: HttpRequest) -> bool:
 @login_required
 @require_http_methods(["GET", "POST"])
 def sampleset_import(request: HttpRequest) -> HttpResponse:
-    _require(request, "labeling.add_sampleset")
+    require_perms(request, "labeling.add_sampleset")
     form = UploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -174,7 +170,7 @@ def _import_context(form: UploadForm, error: str = "") -> dict[str, Any]:
 @login_required
 @require_http_methods(["GET", "POST"])
 def sampleset_preview(request: HttpRequest, token: str) -> HttpResponse:
-    _require(request, "labeling.add_sampleset")
+    require_perms(request, "labeling.add_sampleset")
     try:
         upload = load_upload(token)
         preview = preview_upload(upload)
@@ -221,7 +217,7 @@ def sampleset_preview(request: HttpRequest, token: str) -> HttpResponse:
 @login_required
 @require_GET
 def sampleset_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    _require(request, "labeling.view_sampleset")
+    require_perms(request, "labeling.view_sampleset")
     sample_set = get_object_or_404(SampleSet.objects.select_related("created_by"), pk=pk)
     items = sample_set.items.order_by("row_number")[:50]
     jobs = sample_set.jobs.select_related("version__policy").order_by("-created_at")[:50]
@@ -244,7 +240,7 @@ def sampleset_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def job_start(request: HttpRequest, version_id: int) -> HttpResponse:
-    _require(request, "labeling.add_job", "policies.view_version")
+    require_perms(request, "labeling.add_job", "policies.view_version")
     version = get_object_or_404(Version.objects.select_related("policy"), pk=version_id)
     form = JobStartForm(request.POST)
     if form.is_valid():
@@ -361,7 +357,7 @@ def _render_version_panel(
 @login_required
 @require_GET
 def version_panel(request: HttpRequest, version_id: int) -> HttpResponse:
-    _require(request, "labeling.view_job", "policies.view_version")
+    require_perms(request, "labeling.view_job", "policies.view_version")
     version = get_object_or_404(Version.objects.select_related("policy"), pk=version_id)
     return _render_version_panel(request, version)
 
@@ -369,7 +365,7 @@ def version_panel(request: HttpRequest, version_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def policy_panel(request: HttpRequest, policy_id: int) -> HttpResponse:
-    _require(request, "labeling.view_job", "policies.view_policy")
+    require_perms(request, "labeling.view_job", "policies.view_policy")
     policy = get_object_or_404(Policy, pk=policy_id)
     versions = list(policy.versions.order_by("-number"))
     jobs_by_version: dict[int, list[Job]] = {v.pk: [] for v in versions}

@@ -6,12 +6,12 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.db.models import Max
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from cope_studio.lib.permissions import require_perms
 from policies import services
 from policies.diff import diff_stats, word_diff_html
 from policies.export import NotFinalized, export_filename, export_version
@@ -25,20 +25,15 @@ VIEW, EDIT = "policies.view_policy", "policies.add_version"
 EDIT_TWIN, GENERATE_TWIN = "policies.change_version", "policies.add_twinjob"
 
 
-def _require(request: HttpRequest, perm: str) -> None:
-    if not request.user.has_perm(perm):
-        raise PermissionDenied
-
-
 def _get_policy_for_user(request: HttpRequest, pk: int, *, perm: str = VIEW) -> Policy:
-    _require(request, VIEW)
-    _require(request, perm)
+    require_perms(request, VIEW)
+    require_perms(request, perm)
     return get_object_or_404(Policy, pk=pk)
 
 
 def _get_version_for_user(request: HttpRequest, pk: int, *, perm: str = VIEW) -> Version:
-    _require(request, VIEW)
-    _require(request, perm)
+    require_perms(request, VIEW)
+    require_perms(request, perm)
     return get_object_or_404(Version.objects.select_related("policy", "author", "parent"), pk=pk)
 
 
@@ -98,7 +93,7 @@ def _version_context(request: HttpRequest, version: Version, **extra: Any) -> di
 @login_required
 @require_GET
 def policy_list(request: HttpRequest) -> HttpResponse:
-    _require(request, VIEW)
+    require_perms(request, VIEW)
     rows = services.summarize_policies()
     return render(
         request,
@@ -114,7 +109,7 @@ def policy_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def policy_create(request: HttpRequest) -> HttpResponse:
-    _require(request, "policies.add_policy")
+    require_perms(request, "policies.add_policy")
     form = PolicyForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         policy = services.create_policy(**form.cleaned_data, created_by=request.user)
@@ -186,7 +181,7 @@ def version_create(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def editor_lint(request: HttpRequest) -> HttpResponse:
     """htmx: lint and preview for the editor's current text (and twin)."""
-    _require(request, EDIT)
+    require_perms(request, EDIT)
     form = LintForm(request.POST)
     if not form.is_valid():
         return render(request, "policies/version_edit.html#lint-error", {"form": form})
@@ -266,7 +261,7 @@ def twin_generate(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def twinjob_status(request: HttpRequest, pk: int) -> HttpResponse:
     """htmx polling target while a twin job is queued; plain requests go to the version."""
-    _require(request, VIEW)
+    require_perms(request, VIEW)
     twinjob = get_object_or_404(TwinJob.objects.select_related("version"), pk=pk)
     if not request.htmx:
         return redirect(f"{twinjob.version.get_absolute_url()}#twin")
