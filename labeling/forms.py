@@ -113,6 +113,17 @@ class JobStartForm(forms.Form):
         qs = SampleSet.objects.filter(item_count__gt=0).order_by("-created_at")
         self.fields["sample_set"].queryset = qs  # type: ignore[attr-defined]
 
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        sample_set, size = data.get("sample_set"), data.get("sample_size")
+        if sample_set is not None and size and size > sample_set.item_count:
+            self.add_error(
+                "sample_size",
+                f"“{sample_set.name}” has only {sample_set.item_count:,} items; "
+                "leave this empty to label all of them.",
+            )
+        return data
+
 
 class JobActionForm(forms.Form):
     """The job page's Cancel, Resume and Retry buttons. They choose nothing, but every POST goes

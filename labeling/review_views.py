@@ -198,13 +198,18 @@ def finalize_view(request: HttpRequest, version_id: int) -> HttpResponse:
             version = finalize(version=version, by=request.user)
         except (NotReady, PolicyError) as exc:
             error = f"Not finalized: {exc}"
-    if request.htmx:
+    if request.htmx and error:
         context = _finalize_context(request, version, error)
         return render(request, f"{FINALIZE}#finalize-panel", context)
     if error:
         messages.error(request, error)
     else:
-        messages.success(request, f"{version} is finalized.")
+        messages.success(request, f"{version} is finalized; it can now be exported.")
+    if request.htmx:
+        # The header badge and the export buttons change too: reload the whole page once.
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = _version_url(version)
+        return response
     return redirect(_version_url(version))
 
 

@@ -334,6 +334,25 @@ def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
 # Panels for the policy pages ----------------------------------------------------------------
 
 
+def _rerun_initial(version: Version) -> dict[str, Any]:
+    """Start from the sample the policy's most recent job used, so that versions compare on
+    the same items (same set, size and seed) unless the author picks otherwise."""
+    last = (
+        Job.objects.filter(
+            version__policy_id=version.policy_id, version__number__lte=version.number
+        )
+        .order_by("-version__number", "-created_at")
+        .first()
+    )
+    if last is None:
+        return {}
+    return {
+        "sample_set": last.sample_set_id,
+        "sample_size": last.sample_size,
+        "seed": last.sample_seed,
+    }
+
+
 def _render_version_panel(
     request: HttpRequest, version: Version, form: JobStartForm | None = None, status: int = 200
 ) -> HttpResponse:
@@ -344,7 +363,7 @@ def _render_version_panel(
         "jobs": [(job, stats_display(job.stats)) for job in jobs],
         "any_weak": any(services.is_weak(j) for j in jobs),
         "weak_note": services.WEAK_NOTE,
-        "form": form or JobStartForm(),
+        "form": form or JobStartForm(initial=_rerun_initial(version)),
         "can_run": request.user.has_perm("labeling.add_job"),
         "threshold": _pct(version.policy.agreement_threshold, 0),
     }

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from policies import views
 
@@ -13,8 +13,8 @@ urlpatterns = [
     path("<int:pk>/diff/", views.policy_diff, name="diff"),
     path("versions/<int:pk>/", views.version_detail, name="version"),
     path("versions/<int:pk>/twin/", views.twin_update, name="twin_update"),
-    path(
-        "versions/<int:pk>/export.<str:fmt>",
+    re_path(
+        r"^versions/(?P<pk>[0-9]+)/export\.(?P<fmt>md|json)$",
         views.version_export,
         name="version_export",
     ),

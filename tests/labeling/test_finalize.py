@@ -203,21 +203,39 @@ def test_panel_is_closed_to_outsiders(version: Any, outsider: Any) -> None:
     assert client_for(outsider).get(url).status_code == 403
 
 
-def test_htmx_finalize_returns_the_updated_panel(
-    version: Any, author: Any, admin_user: Any
-) -> None:
+def test_htmx_finalize_reloads_the_version_page(version: Any, author: Any, admin_user: Any) -> None:
+    # The header badge and the export buttons change too, so htmx is told to load the page.
     job = good_job(version, author)
     resolve_all(job)
 
+    client = client_for(admin_user)
+    response = client.post(reverse("labeling:finalize", args=[version.pk]), {"job": job.pk}, **HTMX)
+
+    assert response.status_code == 204
+    assert response["HX-Redirect"] == reverse("policies:version", args=[version.pk])
+    version.refresh_from_db()
+    assert version.is_finalized
+    page = client.get(response["HX-Redirect"]).content.decode()
+    assert "is finalized; it can now be exported" in page
+    assert reverse("policies:version_export", args=[version.pk, "json"]) in page
+
+
+def test_htmx_finalize_refused_returns_the_panel_with_the_reason(
+    version: Any, author: Any, admin_user: Any
+) -> None:
+    good_job(version, author)  # two mismatches still open
+
     response = client_for(admin_user).post(
-        reverse("labeling:finalize", args=[version.pk]), {"job": job.pk}, **HTMX
+        reverse("labeling:finalize", args=[version.pk]),
+        {"job": version.jobs.get().pk},
+        **HTMX,
     )
 
     html = response.content.decode()
     assert response.status_code == 200 and "<html" not in html
-    assert "Finalized" in html and admin_user.username in html
+    assert "Not finalized" in html
     version.refresh_from_db()
-    assert version.is_finalized
+    assert not version.is_finalized
 
 
 def test_plain_finalize_redirects_to_the_version(

@@ -585,3 +585,29 @@ def test_beat_resumes_stalled_jobs(
     old = timezone.now() - timedelta(seconds=settings.COPE_RESUME_AFTER_SECONDS + 1)
     JobChunk.objects.filter(job=job).update(sent_at=old)
     assert resume_stalled_jobs() == 6 and len(sent) == 6
+
+
+def test_run_form_refuses_a_sample_larger_than_the_set(author: Any) -> None:
+    from labeling.forms import JobStartForm
+
+    small = make_sample_set(author, TEXTS[:5], name="Five")
+    form = JobStartForm({"sample_set": small.pk, "sample_size": 6})
+    assert not form.is_valid()
+    assert "has only 5 items" in str(form.errors["sample_size"])
+    assert JobStartForm({"sample_set": small.pk, "sample_size": 5}).is_valid()
+
+
+def test_run_form_starts_from_the_last_jobs_sample(
+    author: Any, version: Any, sample_set: Any
+) -> None:
+    from labeling.views import _rerun_initial
+
+    assert _rerun_initial(version) == {}
+    job = services.start_job(
+        version=version, sample_set=sample_set, sample_size=4, by=author, seed=7
+    )
+    assert _rerun_initial(version) == {
+        "sample_set": sample_set.pk,
+        "sample_size": 4,
+        "seed": job.sample_seed,
+    }

@@ -64,3 +64,12 @@ def test_outsider_cannot_export(outsider: Any, admin_user: Any, version: Any) ->
     services.finalize_version(version=version, by=admin_user)
     response = _client(outsider).get(reverse("policies:version_export", args=[version.pk, "md"]))
     assert response.status_code == 403
+
+
+def test_only_markdown_and_json_are_export_formats(admin_user: Any, version: Any) -> None:
+    # A policy may contain HTML; serving it as .html would run it when the file is opened.
+    services.finalize_version(version=version, by=admin_user)
+    client = _client(admin_user)
+    for fmt in ("html", "exe", "md.html"):
+        response = client.get(f"/policies/versions/{version.pk}/export.{fmt}")
+        assert response.status_code == 404, fmt

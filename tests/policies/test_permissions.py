@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from django.test import Client
 from django.urls import reverse
 
 from policies.models import TwinJob
@@ -84,3 +87,20 @@ def test_methods_are_restricted(client, author, version):
     assert client.post(reverse("policies:version", args=[version.pk])).status_code == 405
     assert client.get(reverse("policies:lint")).status_code == 405
     assert client.get(reverse("policies:twin_update", args=[version.pk])).status_code == 405
+
+
+def test_reviewer_sees_a_styled_403_that_names_the_role(reviewer: Any, version: Any) -> None:
+    client = Client()
+    client.force_login(reviewer)
+    response = client.get(reverse("policies:version_create", args=[version.policy_id]))
+    assert response.status_code == 403
+    body = response.content.decode()
+    assert "Your role cannot do this" in body and "reviewer" in body
+    assert "Review queue" in body  # the nav of base.html: a reviewer's next step
+
+
+def test_author_is_not_offered_the_review_queue(author: Any) -> None:
+    client = Client()
+    client.force_login(author)
+    body = client.get(reverse("policies:list")).content.decode()
+    assert reverse("labeling:queue") not in body
