@@ -249,6 +249,21 @@ def submit_decision(
     return decision
 
 
+def unskip_tasks(*, reviewer: Any, scope: QueueFilter) -> int:
+    """Offer the reviewer the open tasks they skipped in this filter again; how many."""
+    tasks = scope.apply(ReviewTask.objects.filter(status=ReviewStatus.OPEN))
+    if connection.features.supports_json_field_contains:
+        tasks = tasks.filter(skipped_by__contains=[reviewer.pk])
+    count = 0
+    with transaction.atomic():
+        for pk, skipped in tasks.select_for_update().values_list("id", "skipped_by"):
+            if reviewer.pk in (skipped or []):
+                remaining = [user for user in skipped if user != reviewer.pk]
+                ReviewTask.objects.filter(pk=pk).update(skipped_by=remaining)
+                count += 1
+    return count
+
+
 def skip_task(*, task: ReviewTask, reviewer: Any) -> None:
     """Give a claimed task back; it is not offered to this reviewer again."""
     with transaction.atomic():

@@ -28,6 +28,7 @@ from labeling.review import (
     review_notes,
     skip_task,
     submit_decision,
+    unskip_tasks,
 )
 from labeling.review_forms import DecisionForm, FinalizeForm, QueueFilterForm, SkipForm
 from policies.diff import word_diff_html
@@ -146,6 +147,17 @@ def review_skip(request: HttpRequest, task_id: int) -> HttpResponse:
 
 
 @login_required
+@require_POST
+def review_unskip(request: HttpRequest) -> HttpResponse:
+    """Bring back the tasks this reviewer skipped (in the current filter)."""
+    require_perms(request, "labeling.add_decision")
+    SkipForm(request.POST).is_valid()
+    scope = QueueFilterForm(request.GET or None).scope()
+    count = unskip_tasks(reviewer=request.user, scope=scope)
+    return _after_action(request, "" if count else "You had skipped no open task here.")
+
+
+@login_required
 @require_GET
 def review_notes_view(request: HttpRequest, job_id: int) -> HttpResponse:
     """What reviewers said about a job's mismatches; the policy editor loads the fragment."""
@@ -221,6 +233,7 @@ urlpatterns = [
     path("review/", review_queue, name="queue"),
     path("review/<int:task_id>/decide/", review_submit, name="review_submit"),
     path("review/<int:task_id>/skip/", review_skip, name="review_skip"),
+    path("review/skipped/", review_unskip, name="review_unskip"),
     path("jobs/<int:job_id>/review-notes/", review_notes_view, name="review_notes"),
     path("versions/<int:version_id>/finalize/", finalize_view, name="finalize"),
     path("versions/<int:version_id>/finalize/panel/", finalize_panel, name="finalize_panel"),

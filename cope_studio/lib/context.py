@@ -21,6 +21,7 @@ def _nav_section(request: HttpRequest) -> str:
 def studio(request: HttpRequest) -> dict[str, object]:
     return {
         "nav": _nav_section(request),
+        "time_zone": settings.TIME_ZONE,
         "cope_backend": settings.COPE_BACKEND,
         "cope_backend_is_weak": settings.COPE_BACKEND == "embedding",
     }

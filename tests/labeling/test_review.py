@@ -304,6 +304,26 @@ def test_skipped_task_is_not_offered_again_to_that_reviewer(
     assert other is not None and other.pk == first.pk
 
 
+def test_a_reviewer_can_bring_back_what_they_skipped(
+    author: Any, reviewer: Any, second_reviewer: Any
+) -> None:
+    from labeling.review import QueueFilter, unskip_tasks
+
+    job = make_job(author=author, mismatches=[(1, 0.9, 0.1), (0, 0.2, 0.7)])
+    first, _second = tasks_of(job)
+    ReviewTask.objects.filter(pk=first.pk).update(skipped_by=[reviewer.pk, second_reviewer.pk])
+    decide(claim_next_task(reviewer=reviewer), reviewer)
+    assert claim_next_task(reviewer=reviewer) is None
+
+    assert unskip_tasks(reviewer=reviewer, scope=QueueFilter(job=job)) == 1
+
+    first.refresh_from_db()
+    assert first.skipped_by == [second_reviewer.pk]  # only this reviewer's skip is undone
+    again = claim_next_task(reviewer=reviewer)
+    assert again is not None and again.pk == first.pk
+    assert unskip_tasks(reviewer=reviewer, scope=QueueFilter(job=job)) == 0
+
+
 def test_only_the_claimant_can_skip(author: Any, reviewer: Any, second_reviewer: Any) -> None:
     make_job(author=author, mismatches=[(1, 0.9, 0.1)])
     task = claim_next_task(reviewer=reviewer)

@@ -283,3 +283,17 @@ def test_review_notes_fragment_for_the_editor(author: Any, reviewer: Any, job: A
 def test_review_notes_are_closed_to_outsiders(outsider: Any, job: Any) -> None:
     response = client_for(outsider).get(reverse("labeling:review_notes", args=[job.pk]))
     assert response.status_code == 403
+
+
+def test_skipped_tasks_come_back_on_request(reviewer: Any, job: Any) -> None:
+    client = client_for(reviewer)
+    ReviewTask.objects.filter(job=job).update(skipped_by=[reviewer.pk])
+    empty = client.get(reverse("labeling:queue"), {"job": job.pk}).content.decode()
+    assert "Review the tasks I skipped" in empty
+
+    response = client.post(reverse("labeling:review_unskip") + f"?job={job.pk}", **HTMX)
+
+    html = response.content.decode()
+    assert response.status_code == 200 and "<html" not in html
+    assert 'class="card task-card"' in html
+    assert ReviewTask.objects.filter(job=job, status=ReviewStatus.CLAIMED).count() == 1
