@@ -28,6 +28,12 @@ _INTENT = re.compile(
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*|__(?=\S)(.+?)(?<=\S)__")
+# Raw HTML and links: the preview strips tags and unsafe links, but CoPE reads the raw text.
+_HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(\s[^<>]*)?/?>")
+_LINK = re.compile(r"\]\(\s*([^)\s]+)[^)]*\)")
+_SAFE_SCHEMES = ("http://", "https://", "mailto:")
+# The starter template's placeholders: a policy that still has them is not written yet.
+PLACEHOLDERS = ("Policy name", "(CODE1) Label name", "**Term**")
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,48 @@ def _intent_issues(lines: list[tuple[int, str, str]]) -> list[LintIssue]:
                 )
             )
     return issues
+
+
+def _markup_issues(lines: list[tuple[int, str, str]]) -> list[LintIssue]:
+    issues = []
+    for number, _section, line in lines:
+        for match in _HTML_TAG.finditer(line):
+            issues.append(
+                LintIssue(
+                    rule="raw-html",
+                    message=f"Raw HTML {match.group(0)[:40]!r}: the preview hides it, but CoPE "
+                    "reads it as part of the policy. Write it as plain text.",
+                    line=number,
+                    column=match.start() + 1,
+                )
+            )
+        for match in _LINK.finditer(line):
+            target = match.group(1)
+            if not target.lower().startswith(_SAFE_SCHEMES):
+                issues.append(
+                    LintIssue(
+                        rule="unsafe-link",
+                        message=f"Link to {target[:60]!r} is not http(s) or mailto: it is shown "
+                        "as plain text, and CoPE cannot follow links anyway.",
+                        line=number,
+                        column=match.start() + 1,
+                    )
+                )
+    return issues
+
+
+def _placeholder_issues(lines: list[tuple[int, str, str]]) -> list[LintIssue]:
+    return [
+        LintIssue(
+            rule="placeholder",
+            message=f"“{placeholder}” is still the starter template's placeholder.",
+            line=number,
+            column=line.find(placeholder) + 1,
+        )
+        for number, _section, line in lines
+        for placeholder in PLACEHOLDERS
+        if placeholder in line
+    ]
 
 
 def _bold_terms(line: str) -> list[str]:
@@ -189,7 +237,14 @@ def lint_policy(text: str) -> LintReport:
     lines = _lines_with_sections(text)
     structure, label_count = _structure_issues(text)
     tokens = count_policy_tokens(text)
-    issues = structure + _intent_issues(lines) + _term_issues(lines) + _token_issue(tokens)
+    issues = (
+        structure
+        + _intent_issues(lines)
+        + _term_issues(lines)
+        + _markup_issues(lines)
+        + _placeholder_issues(lines)
+        + _token_issue(tokens)
+    )
     issues.sort(key=lambda i: (i.line is not None, i.line or 0, i.column or 0))
     return LintReport(issues=issues, tokens=tokens, label_count=label_count)
 

@@ -9,10 +9,10 @@ def _rules(report):
     return [(i.rule, i.line) for i in report.issues]
 
 
-def test_the_test_policy_and_the_starter_are_clean():
+def test_the_test_policy_is_clean_and_the_starter_only_has_placeholders():
     assert lint_policy(POLICY_TEXT).issues == []
     assert lint_policy(POLICY_TEXT).label_count == 1
-    assert lint_policy(STARTER_POLICY).issues == []
+    assert {i.rule for i in lint_policy(STARTER_POLICY).issues} == {"placeholder"}
 
 
 def test_missing_sections_are_errors():
@@ -90,3 +90,14 @@ def test_twin_lint_reports_structure_and_its_own_issues():
     assert report.structure[0].startswith("Label codes differ")
     assert [i.rule for i in report.issues] == ["intent-word"]
     assert lint_twin(POLICY_TEXT, TWIN_TEXT).clean
+
+
+def test_raw_html_and_unsafe_links_are_flagged_with_positions() -> None:
+    from policies.lint import lint_policy
+
+    text = "## Overview\nSee <img src=x onerror=alert(1)> and [x](javascript:alert(1)).\n"
+    issues = {i.rule: i for i in lint_policy(text).issues}
+    assert issues["raw-html"].line == 2 and issues["raw-html"].column == 5
+    assert issues["unsafe-link"].line == 2
+    safe = lint_policy("## Overview\nSee [the guide](https://example.org/guide) when a < b.\n")
+    assert not {"raw-html", "unsafe-link"} & {i.rule for i in safe.issues}
