@@ -110,6 +110,11 @@ class Job(models.Model):
     def is_active(self) -> bool:
         return self.status in (JobStatus.QUEUED, JobStatus.RUNNING)
 
+    @property
+    def is_weak(self) -> bool:
+        """Labeled by the embedding baseline, not CoPE: every page showing them says so."""
+        return self.weak_backend or self.backend == "embedding"
+
 
 class ChunkStatus(models.TextChoices):
     QUEUED = "queued", "Queued"

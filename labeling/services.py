@@ -601,10 +601,6 @@ def job_progress(job: Job, *, stale_after: timedelta = STALE_AFTER) -> Progress:
     )
 
 
-def is_weak(job: Job) -> bool:
-    return job.weak_backend or job.backend == "embedding"
-
-
 # The latest finished job decides a version's agreement (charts, panels, finalizing). NULLs
 # last: PostgreSQL sorts NULL first in a plain descending order, SQLite last.
 _LATEST_FIRST = (F("finished_at").desc(nulls_last=True), F("id").desc())

@@ -228,14 +228,11 @@ def score_chunk(self: Task, request: dict[str, Any]) -> None:
     except (ContractError, KeyError, TypeError, ValueError) as exc:
         log.error("malformed score request: %s", exc)
         if isinstance(request, dict) and "job_id" in request and "chunk_id" in request:
-            failed = ScoreResult(
-                job_id=int(request["job_id"]),
-                chunk_id=int(request["chunk_id"]),
-                side=str(request.get("side", "")),
-                outcomes=[],
-                worker=_fallback_info(),
-                model_seconds=0.0,
-                error=f"Malformed request: {exc}",
+            failed = _chunk_failure(
+                int(request["job_id"]),
+                int(request["chunk_id"]),
+                str(request.get("side", "")),
+                f"Malformed request: {exc}",
             )
             _send(RECORD_CHUNK_TASK, failed.to_dict())
         return
@@ -267,32 +264,32 @@ def score_chunk(self: Task, request: dict[str, Any]) -> None:
     _send_or_retry(self, RECORD_CHUNK_TASK, result.to_dict())
 
 
-def _worker_died(request: ScoreRequest, limit: int) -> ScoreResult:
+def _chunk_failure(job_id: int, chunk_id: int, side: str, error: str) -> ScoreResult:
+    """A result that fails the whole chunk: no outcomes, the reason in ``error``."""
     return ScoreResult(
-        job_id=request.job_id,
-        chunk_id=request.chunk_id,
-        side=request.side,
+        job_id=job_id,
+        chunk_id=chunk_id,
+        side=side,
         outcomes=[],
         worker=_fallback_info(),
         model_seconds=0.0,
-        error=(
-            f"A worker process died while scoring this chunk, up to attempt {request.attempt} "
-            f"(COPE_MAX_CHUNK_ATTEMPTS={limit}): out of memory or a CUDA error are likely; "
-            "see the GPU worker's log. It is not scored again until someone retries it."
-        ),
+        error=error,
+    )
+
+
+def _worker_died(request: ScoreRequest, limit: int) -> ScoreResult:
+    return _chunk_failure(
+        request.job_id,
+        request.chunk_id,
+        request.side,
+        f"A worker process died while scoring this chunk, up to attempt {request.attempt} "
+        f"(COPE_MAX_CHUNK_ATTEMPTS={limit}): out of memory or a CUDA error are likely; "
+        "see the GPU worker's log. It is not scored again until someone retries it.",
     )
 
 
 def _failed_chunk(request: ScoreRequest, exc: BaseException) -> ScoreResult:
-    return ScoreResult(
-        job_id=request.job_id,
-        chunk_id=request.chunk_id,
-        side=request.side,
-        outcomes=[],
-        worker=_fallback_info(),
-        model_seconds=0.0,
-        error=_describe_error(exc),
-    )
+    return _chunk_failure(request.job_id, request.chunk_id, request.side, _describe_error(exc))
 
 
 @app.task(  # type: ignore[untyped-decorator]
