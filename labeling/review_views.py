@@ -1,4 +1,4 @@
-"""Screens of the review loop: the mismatch queue, decisions, review notes and finalizing."""
+"""Screens of the review loop: the mismatch queue, decisions and review notes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET, require_POST
@@ -17,27 +17,21 @@ from django.views.decorators.http import require_GET, require_POST
 from cope_studio.lib.permissions import require_perms
 from labeling.models import Job, ReviewTask
 from labeling.review import (
-    NotReady,
     QueueFilter,
     ReviewError,
     claim_next_task,
     earlier_decisions,
-    finalize,
-    finalize_readiness,
     queue_counts,
     review_notes,
     skip_task,
     submit_decision,
     unskip_tasks,
 )
-from labeling.review_forms import DecisionForm, FinalizeForm, QueueFilterForm, SkipForm
+from labeling.review_forms import DecisionForm, QueueFilterForm, SkipForm
 from policies.diff import word_diff_html
-from policies.models import Version
-from policies.services import PolicyError
 
 QUEUE = "labeling/review_queue.html"
 NOTES = "labeling/review_notes.html"
-FINALIZE = "labeling/review_finalize.html"
 _FILTER_KEYS = ("job", "policy", "side", "max_margin")
 
 
@@ -166,75 +160,3 @@ def review_notes_view(request: HttpRequest, job_id: int) -> HttpResponse:
     context = {"job": job, "version": job.version, "notes": review_notes(job), "nav": "review"}
     template = f"{NOTES}#notes" if request.htmx else NOTES
     return render(request, template, context)
-
-
-def _finalize_context(request: HttpRequest, version: Version, error: str = "") -> dict[str, Any]:
-    return {
-        "version": version,
-        "readiness": finalize_readiness(version),
-        "can_finalize": request.user.has_perm("policies.finalize_version"),
-        "threshold_percent": version.policy.agreement_threshold * 100,
-        "error": error,
-    }
-
-
-def _version_lookup(request: HttpRequest, version_id: int, perm: str) -> Version:
-    require_perms(request, perm)
-    return get_object_or_404(
-        Version.objects.select_related("policy", "finalized_by"), pk=version_id
-    )
-
-
-@login_required
-@require_GET
-def finalize_panel(request: HttpRequest, version_id: int) -> HttpResponse:
-    """Readiness of a version: which condition is missing, and the button when none is."""
-    version = _version_lookup(request, version_id, "policies.view_version")
-    template = f"{FINALIZE}#finalize-panel" if request.htmx else FINALIZE
-    return render(request, template, _finalize_context(request, version))
-
-
-@login_required
-@require_POST
-def finalize_view(request: HttpRequest, version_id: int) -> HttpResponse:
-    version = _version_lookup(request, version_id, "policies.finalize_version")
-    form = FinalizeForm(request.POST)
-    readiness = finalize_readiness(version)
-    error = ""
-    if not form.is_valid() or readiness.job is None:
-        error = "Reload the page: the finalize request did not say which job it checked."
-    elif form.cleaned_data["job"] != readiness.job.pk:
-        error = f"Job #{readiness.job.pk} finished since this page was loaded; check it first."
-    else:
-        try:
-            version = finalize(version=version, by=request.user)
-        except (NotReady, PolicyError) as exc:
-            error = f"Not finalized: {exc}"
-    if request.htmx and error:
-        context = _finalize_context(request, version, error)
-        return render(request, f"{FINALIZE}#finalize-panel", context)
-    if error:
-        messages.error(request, error)
-    else:
-        messages.success(request, f"{version} is finalized; it can now be exported.")
-    if request.htmx:
-        # The header badge and the export buttons change too: reload the whole page once.
-        response = HttpResponse(status=204)
-        response["HX-Redirect"] = _version_url(version)
-        return response
-    return redirect(_version_url(version))
-
-
-def _version_url(version: Version) -> str:
-    return reverse("policies:version", args=[version.pk])
-
-
-urlpatterns = [
-    path("review/", review_queue, name="queue"),
-    path("review/<int:task_id>/decide/", review_submit, name="review_submit"),
-    path("review/<int:task_id>/skip/", review_skip, name="review_skip"),
-    path("review/skipped/", review_unskip, name="review_unskip"),
-    path("jobs/<int:job_id>/review-notes/", review_notes_view, name="review_notes"),
-    path("versions/<int:version_id>/finalize/", finalize_view, name="finalize"),
-    path("versions/<int:version_id>/finalize/panel/", finalize_panel, name="finalize_panel"),
-]

@@ -15,7 +15,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import path, reverse
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from cope_studio.lib.permissions import require_perms
@@ -413,18 +413,3 @@ def policy_panel(request: HttpRequest, policy_id: int) -> HttpResponse:
     if request.htmx:
         template += "#panel"
     return render(request, template, context)
-
-
-urlpatterns = [
-    path("samples/", sampleset_list, name="sampleset_list"),
-    path("samples/import/", sampleset_import, name="sampleset_import"),
-    path("samples/import/<str:token>/", sampleset_preview, name="sampleset_preview"),
-    path("samples/<int:pk>/", sampleset_detail, name="sampleset_detail"),
-    path("versions/<int:version_id>/jobs/", job_start, name="job_start"),
-    path("versions/<int:version_id>/panel/", version_panel, name="version_panel"),
-    path("policies/<int:policy_id>/panel/", policy_panel, name="policy_panel"),
-    path("jobs/<int:pk>/", job_detail, name="job_detail"),
-    path("jobs/<int:pk>/cancel/", job_cancel, name="job_cancel"),
-    path("jobs/<int:pk>/resume/", job_resume, name="job_resume"),
-    path("jobs/<int:pk>/retry/", job_retry, name="job_retry"),
-]

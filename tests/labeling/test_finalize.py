@@ -12,8 +12,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from labeling.agreement import Confusion, agreement_from_confusion
+from labeling.finalize import NotReady, finalize, finalize_readiness
 from labeling.models import JobStatus, ReviewStatus
-from labeling.review import NotReady, finalize, finalize_readiness
 from tests.labeling.test_review import make_job, make_policy, make_version
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
