@@ -388,7 +388,11 @@ def kv_gib(config: Any, *, prefix_len: int, width: int, rows: int, dtype: torch.
         kept = min(prefix_len, window - 1) if window and kind == "sliding_attention" else prefix_len
         positions += kept + width
     per_position = 2 * config.num_key_value_heads * config.head_dim * torch.finfo(dtype).bits // 8
-    return round(float(rows * positions * per_position) / 2**30, 3)
+    return _significant(rows * positions * per_position / 2**30)
+
+
+def _significant(value: float, digits: int = 4) -> float:
+    return float(f"{value:.{digits}g}")
 
 
 def _timed(
@@ -471,8 +475,8 @@ def measure_batch_size(
         "max_abs_diff": max(abs(a - b) for a, b in zip(cached[: len(naive)], naive, strict=True)),
         "tokens": tokens,
         "seconds": round(seconds, 4),
-        "tflops": round(tflops, 4),
-        "share_of_peak": round(tflops / peak_tflops, 4) if peak_tflops else None,
+        "tflops": _significant(tflops),
+        "share_of_peak": _significant(tflops / peak_tflops) if peak_tflops else None,
         **memory,
         "kv_gib": kv_gib(
             scorer.model.config,
