@@ -26,7 +26,6 @@ the machine has no CUDA device (or the arguments are wrong).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import platform
@@ -205,7 +204,7 @@ def environment(device: Any) -> dict[str, Any]:
     except ImportError:
         peft_version = "not installed"
     env: dict[str, Any] = {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),  # any python3
         "host": platform.node(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -458,6 +457,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(torch {torch.__version__}, CUDA build {torch.version.cuda}). This check needs "
             "an NVIDIA GPU; `bin/gpu-check --tiny --device cpu OUT` runs the same steps on the "
             "CPU at a small shape.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        import worker.bench  # noqa: F401  (transformers' cache classes the scorer is built on)
+    except ImportError as exc:
+        print(
+            f"gpu-check: the CoPE worker cannot be imported with this machine's packages "
+            f"({exc}). It is tested with transformers 5.x (pyproject.toml's worker extra).",
             file=sys.stderr,
         )
         return 2
