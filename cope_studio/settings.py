@@ -36,8 +36,8 @@ if not SECRET_KEY:
         )
     SECRET_KEY = "insecure-development-key-only-for-debug"
 # A weak key (the example's `change-me`, anything short) is refused when the web app starts
-# with DEBUG off (cope_studio.wsgi, and the system check every manage.py command runs); the test
-# suite's short keys stay usable because tests start neither.
+# with DEBUG off (cope_studio.wsgi: gunicorn, runserver) and by `check --deploy`; management
+# commands and the test suite still run with a throwaway key.
 WEAK_SECRET_KEY_REASON = "" if DEBUG else weak_secret_key_reason(SECRET_KEY)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
