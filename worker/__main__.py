@@ -7,6 +7,8 @@
 - ``python -m worker merge --out DIR``: merge the adapter into the base once (for vLLM).
 - ``python -m worker info [--load]``: the settings (no secrets), optionally the loaded scorer.
 - ``python -m worker command``: print the worker command line.
+- ``python -m worker health``: exit 0 when this host's worker sent a heartbeat recently
+  (``COPE_HEARTBEAT_FILE``), for container health checks.
 
 A problem is one line on stderr and a non-zero exit: 2 for settings or missing weights.
 """
@@ -35,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     merge = sub.add_parser("merge", help="merge COPE_ADAPTER into COPE_BASE_MODEL, for vLLM")
     merge.add_argument("--out", required=True, type=Path, help="new directory for the model")
     merge.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    sub.add_parser("health", help="exit 0 if this worker sent a heartbeat recently")
     serve = sub.add_parser("serve", help="check the weights, then run one GPU worker")
     serve.add_argument("celery_args", nargs=argparse.REMAINDER, help="extra Celery arguments")
     args = parser.parse_args(argv)
@@ -45,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
 
             print(shlex.join(celery_worker_argv()))
             return 0
+        if args.command == "health":
+            from worker.heartbeat import healthy
+
+            ok, why = healthy(config)
+            print(why, file=sys.stdout if ok else sys.stderr)
+            return 0 if ok else 1
         if args.command in ("fetch", "check"):
             from worker.weights import prepare
 

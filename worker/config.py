@@ -92,6 +92,9 @@ class WorkerConfig:
     preload: bool = True
     # Seconds between a model worker's heartbeats (``worker.heartbeat``); 0 sends none.
     heartbeat_seconds: float = 10.0
+    # Touched after every heartbeat sent, for a container health check (``python -m worker
+    # health``); empty for none.
+    heartbeat_file: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerConfig:
@@ -137,6 +140,7 @@ class WorkerConfig:
             max_chunk_attempts=env_int("COPE_MAX_CHUNK_ATTEMPTS", 3, e, minimum=1),
             preload=env_bool("COPE_PRELOAD", True, e),
             heartbeat_seconds=env_float("COPE_HEARTBEAT_SECONDS", 10.0, e, minimum=0.0),
+            heartbeat_file=env_str("COPE_HEARTBEAT_FILE", "", e),
         )
 
     @property
@@ -213,6 +217,7 @@ class WorkerConfig:
             "COPE_MAX_CHUNK_ATTEMPTS": self.max_chunk_attempts,
             "COPE_PRELOAD": self.preload,
             "COPE_HEARTBEAT_SECONDS": self.heartbeat_seconds,
+            "COPE_HEARTBEAT_FILE": self.heartbeat_file,
         }
 
 
@@ -262,4 +267,5 @@ ENV_VARS: tuple[str, ...] = (
     "COPE_MAX_CHUNK_ATTEMPTS",
     "COPE_PRELOAD",
     "COPE_HEARTBEAT_SECONDS",
+    "COPE_HEARTBEAT_FILE",
 )

@@ -19,6 +19,7 @@ import socket
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from celery.signals import (
@@ -166,6 +167,7 @@ class Sender:
         while not self.stopping.is_set():
             try:
                 send(build(), interval=self.interval)
+                _touch_health_file()
             except Exception:  # the broker may be down for a while; keep trying
                 log.warning("heartbeat not sent", exc_info=True)
             self.stopping.wait(self.interval)
@@ -177,6 +179,33 @@ class Sender:
             send(build(state="stopped"), interval=self.interval, retry=False)
         except Exception:
             log.warning("last heartbeat not sent", exc_info=True)
+
+
+def _touch_health_file() -> None:
+    config = app.cope_config
+    assert isinstance(config, WorkerConfig)
+    if config.heartbeat_file:
+        Path(config.heartbeat_file).write_text(f"{time.time():.0f}\n", encoding="ascii")
+
+
+def healthy(config: WorkerConfig, *, now: float | None = None) -> tuple[bool, str]:
+    """For a container health check: a heartbeat went out recently from this host.
+
+    The file is touched only after a heartbeat reached the broker, so a worker that hangs, lost
+    its broker, or never started its sender is unhealthy.
+    """
+    if not config.heartbeat_file:
+        return False, "COPE_HEARTBEAT_FILE is not set: there is nothing to check."
+    if config.heartbeat_seconds <= 0:
+        return False, "COPE_HEARTBEAT_SECONDS=0: this worker sends no heartbeats."
+    try:
+        age = (now or time.time()) - Path(config.heartbeat_file).stat().st_mtime
+    except OSError:
+        return False, f"no heartbeat sent yet ({config.heartbeat_file} does not exist)."
+    limit = max(90.0, 3 * config.heartbeat_seconds)
+    if age > limit:
+        return False, f"the last heartbeat went out {age:.0f}s ago (limit {limit:.0f}s)."
+    return True, f"last heartbeat {age:.0f}s ago."
 
 
 _sender: Sender | None = None
