@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 
             command = celery_worker_argv() + [a for a in args.celery_args if a != "--"]
             sys.stdout.flush()
-            os.execvp(command[0], command)
+            os.execvp(command[0], command)  # replaces this process: Celery's signals apply
+            return 0  # only reached when execvp is replaced (tests)
         report: dict[str, object] = {"settings": config.describe()}
         if args.load:
             from worker.loader import load_scorer
