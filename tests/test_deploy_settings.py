@@ -161,3 +161,37 @@ def test_healthz_is_exempt_from_the_https_redirect(client: Any, settings: Any) -
     settings.SECURE_SSL_REDIRECT = True
     assert client.get("/healthz").status_code in (200, 503)
     assert client.get("/policies/").status_code == 301
+
+
+# gunicorn's control socket ------------------------------------------------------------------
+
+
+def _gunicorn_config(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("COPE_", "GUNICORN_"))}
+    result = subprocess.run(
+        [gunicorn, "--print-config", "cope_studio.wsgi"],
+        cwd=REPO,  # gunicorn reads ./gunicorn.conf.py, as bin/run-studio and the image run it
+        env={
+            **base,
+            "PYTHONPATH": str(REPO),
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    pairs = (line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def test_each_studio_gets_its_own_gunicorn_control_socket(tmp_path: Path) -> None:
+    one = _gunicorn_config({"COPE_DATA_DIR": str(tmp_path / "one")}, tmp_path)
+    two = _gunicorn_config({"COPE_DATA_DIR": str(tmp_path / "two")}, tmp_path)
+    assert one["control_socket"] == str(tmp_path / "one" / "gunicorn.ctl")
+    assert two["control_socket"] == str(tmp_path / "two" / "gunicorn.ctl")
+    assert one["control_socket_disable"] == "False"
+    off = _gunicorn_config({"GUNICORN_CONTROL_SOCKET": "off"}, tmp_path)
+    assert off["control_socket_disable"] == "True"
