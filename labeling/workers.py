@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 # The page lists at most this many workers, most recently seen first.
 PAGE_LIMIT = 200
+# A worker not heard from for this long is forgotten (containers get a new name on every
+# restart), when the next new worker first reports.
+FORGET_AFTER = timedelta(days=7)
 
 
 def down_after() -> timedelta:
@@ -63,6 +66,7 @@ def record_heartbeat(beat: Heartbeat) -> bool:
         return True
     if WorkerHeartbeat.objects.filter(name=beat.name).exists():
         return False  # a newer heartbeat is stored already
+    WorkerHeartbeat.objects.filter(last_seen__lt=now - FORGET_AFTER).delete()
     try:
         with transaction.atomic():
             WorkerHeartbeat.objects.create(name=beat.name, first_seen=now, **fields)

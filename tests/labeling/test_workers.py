@@ -78,6 +78,21 @@ def test_worker_silent_past_the_limit_is_down(settings: Any) -> None:
 
 
 @pytest.mark.django_db
+def test_workers_silent_for_a_week_are_forgotten_when_a_new_one_reports() -> None:
+    record_heartbeat(beat("gpu@old-container"))
+    record_heartbeat(beat("gpu@last-week"))
+    WorkerHeartbeat.objects.filter(name="gpu@old-container").update(
+        last_seen=timezone.now() - timedelta(days=8)
+    )
+    WorkerHeartbeat.objects.filter(name="gpu@last-week").update(
+        last_seen=timezone.now() - timedelta(days=6)
+    )
+    record_heartbeat(beat("gpu@new-container"))
+    names = set(WorkerHeartbeat.objects.values_list("name", flat=True))
+    assert names == {"gpu@last-week", "gpu@new-container"}
+
+
+@pytest.mark.django_db
 def test_workers_page_for_authors_and_admins_not_reviewers(
     client: Any, author: Any, admin_user: Any, reviewer: Any
 ) -> None:
