@@ -1,8 +1,9 @@
-"""CoPE Studio settings: the only module that reads the environment.
+"""CoPE Studio settings: the web side's only reader of the environment.
 
-Defaults run the embedded setup (SQLite, Celery over a filesystem broker that needs no server).
-``DATABASE_URL`` and ``CELERY_BROKER_URL`` switch to PostgreSQL and Redis. Every variable is
-listed in ``.env.example``.
+Variables are read through ``cope_studio.lib.env`` (``worker.env``, the reader the model workers
+use too). Defaults run the embedded setup (SQLite, Celery over a filesystem broker that needs no
+server). ``DATABASE_URL`` and ``CELERY_BROKER_URL`` switch to PostgreSQL and Redis. Every variable
+is listed in ``.env.example``; ``docs/deploy.md`` says which matter in production.
 """
 
 from __future__ import annotations
@@ -12,19 +13,32 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from cope_studio.lib.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from cope_studio.lib.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_secret,
+    env_str,
+)
+from cope_studio.lib.secret_key import weak_secret_key_reason
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("COPE_DATA_DIR", str(BASE_DIR / "var"))).resolve()
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
-SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+SECRET_KEY = env_secret("DJANGO_SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
             "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set when DJANGO_DEBUG is off."
         )
     SECRET_KEY = "insecure-development-key-only-for-debug"
+# A weak key (the example's `change-me`, anything short) is refused when the web app starts
+# with DEBUG off (cope_studio.wsgi: gunicorn, runserver) and by `check --deploy`; management
+# commands and the test suite still run with a throwaway key.
+WEAK_SECRET_KEY_REASON = "" if DEBUG else weak_secret_key_reason(SECRET_KEY)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -32,6 +46,21 @@ X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# --- g-deploy: HTTPS behind a proxy. Off by default (the embedded default serves plain HTTP on
+# 127.0.0.1); docs/deploy.md and .env.example give the production values, and
+# tests/test_deploy_settings.py runs `check --deploy --fail-level WARNING` with them.
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+# Load balancers probe /healthz over plain HTTP (it is answered before this redirect anyway).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+# Only behind a proxy that sets X-Forwarded-Proto itself (and strips a client's own): then
+# Django knows a request came over HTTPS although the proxy talks HTTP to gunicorn.
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("DJANGO_BEHIND_HTTPS_PROXY", False) else None
+)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -43,11 +72,15 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "template_partials",
+    "cope_studio.apps.CopeStudioConfig",
     "policies",
     "labeling",
 ]
 
 MIDDLEWARE = [
+    # First: /healthz answers before host validation and the HTTPS redirect (load balancers
+    # probe by IP over plain HTTP) and before sessions (no login).
+    "cope_studio.lib.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -79,10 +112,14 @@ TEMPLATES = [
 ]
 
 _default_db = f"sqlite:///{DATA_DIR / 'db.sqlite3'}"
+# Persistent connections unless DEBUG: a new PostgreSQL connection per request doubled the
+# policy list's p50 (16.7 ms against 7.1 ms kept) and slowed the review queue 52 -> 30 ms.
+# Health checks make a kept connection that the database dropped reconnect instead of failing.
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL", _default_db),
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
+        env_secret("DATABASE_URL", _default_db),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0 if DEBUG else 60, minimum=0),
+        conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", True),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -114,6 +151,13 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # source folders and `make run` needs no collectstatic step.
 STATIC_ROOT = env_str("DJANGO_STATIC_ROOT") or None
 WHITENOISE_USE_FINDERS = True
+if STATIC_ROOT:
+    # Images: hashed names, compressed copies, cached for a year.
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    }
+    WHITENOISE_MANIFEST_STRICT = False  # a file missing from the manifest is served unhashed
 
 # Uploads: sample-set files are streamed from disk, never held whole in memory.
 COPE_MAX_UPLOAD_MB = env_int("COPE_MAX_UPLOAD_MB", 200, minimum=1)
@@ -136,7 +180,7 @@ COPE_DEFAULT_THRESHOLD = env_float("COPE_DEFAULT_THRESHOLD", 0.95, minimum=0.5, 
 COPE_DEFAULT_MIN_SAMPLE = env_int("COPE_DEFAULT_MIN_SAMPLE", 200, minimum=1)
 
 # Celery. The Job row is the truth the UI reads; no result backend is needed.
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_URL = env_secret("CELERY_BROKER_URL", "filesystem://")
 BROKER_DIR = Path(env_str("COPE_BROKER_DIR", str(DATA_DIR / "broker"))).resolve()
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
@@ -192,3 +236,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
+
+# --- g-deploy: model worker heartbeats (labeling.workers). A worker silent for longer than this
+# is shown as down on the Workers page, and a job waiting for the gpu queue says so.
+COPE_WORKER_DOWN_AFTER_SECONDS = env_int("COPE_WORKER_DOWN_AFTER_SECONDS", 60, minimum=5)

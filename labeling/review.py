@@ -67,7 +67,7 @@ class QueueFilter:
         elif self.side_said_1 is not None:
             raise ValueError(f"side_said_1 must be 'A' or 'B', not {self.side_said_1!r}")
         if self.max_margin is not None:
-            tasks = tasks.alias(margin=Abs(F("p1_a") - F("p1_b"))).filter(
+            tasks = tasks.alias(margin=Abs(F("p1_a") - F("p1_b"))).filter(  # type: ignore[misc,no-redef]
                 margin__lte=self.max_margin
             )
         return tasks

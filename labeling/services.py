@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -95,7 +95,9 @@ def _send_chunks(job_id: int, chunk_ids: list[int]) -> int:
         spent = [(pk, side, ids) for pk, side, ids, attempts in chunks if attempts >= cap]
         if spent:
             _give_up_on_chunks(job_id, spent, cap)
-    texts = Job.objects.filter(pk=job_id).values("text_a", "text_b").first() or {}
+    texts: Mapping[str, Any] = (
+        Job.objects.filter(pk=job_id).values("text_a", "text_b").first() or {}
+    )
     sent: list[int] = []
     item_texts: dict[int, str] = {}
     for pk, side, item_ids, attempts in chunks:
@@ -311,7 +313,9 @@ def record_chunk_result(result: ScoreResult) -> RecordOutcome:
                 error=result.error[:5000],
                 model_seconds=result.model_seconds,
             )
-            outcomes = {i: (None, None, result.error[:2000]) for i in item_ids}
+            outcomes: dict[int, tuple[int | None, float | None, str]] = {
+                i: (None, None, result.error[:2000]) for i in item_ids
+            }
             done, errors, failed = 0, len(item_ids), 1
         else:
             JobChunk.objects.filter(pk=result.chunk_id, status=was).update(

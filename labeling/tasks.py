@@ -9,6 +9,7 @@ from celery import shared_task
 from django.db import OperationalError
 
 from labeling import services
+from labeling.workers import record_heartbeat_task  # noqa: F401  (g-deploy: registers it)
 from worker.contract import RECORD_CHUNK_TASK, ContractError, ScoreResult
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from labeling import finalize_views, review_views, views
+from labeling import finalize_views, review_views, views, workers_views
 
 app_name = "labeling"
 
@@ -31,4 +31,6 @@ urlpatterns = [
         finalize_views.finalize_panel,
         name="finalize_panel",
     ),
+    # Model workers (g-deploy)
+    path("workers/", workers_views.worker_list, name="workers"),
 ]

@@ -35,7 +35,7 @@ def _tokens(text: str) -> tuple[str, list[str]]:
 def _opcodes(a: list[str], b: list[str]) -> list[tuple[str, int, int, int, int]]:
     keys_a = [t.strip() for t in a]
     keys_b = [t.strip() for t in b]
-    return SequenceMatcher(None, keys_a, keys_b, autojunk=False).get_opcodes()
+    return list(SequenceMatcher(None, keys_a, keys_b, autojunk=False).get_opcodes())
 
 
 def word_diff_html(a: str, b: str) -> SafeString:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Exists, Max, OuterRef
 from django.utils import timezone
@@ -79,7 +79,7 @@ def create_policy(
     description: str = "",
     agreement_threshold: float | None = None,
     min_sample_size: int | None = None,
-    created_by: AbstractBaseUser,
+    created_by: User,
 ) -> Policy:
     return Policy.objects.create(
         name=name.strip(),
@@ -100,7 +100,7 @@ def create_version(
     text: str,
     twin_text: str = "",
     change_note: str = "",
-    author: AbstractBaseUser,
+    author: User,
     parent: Version | None = None,
 ) -> Version:
     """Version ``max + 1`` of ``policy``. A twin, if given, must pass the structural check.
@@ -147,7 +147,7 @@ def create_version(
     return version
 
 
-def update_twin(*, version: Version, twin_text: str, by: AbstractBaseUser) -> Version:
+def update_twin(*, version: Version, twin_text: str, by: User) -> Version:
     """Replace the twin with one written by hand; refused once the version has jobs."""
     _check_length(twin_text, "twin")
     problems = twin_problems(version.text, twin_text)
@@ -181,7 +181,7 @@ def _send_twin_request(twinjob_id: int, policy_text: str) -> None:
     app.send_task(GENERATE_TWIN_TASK, args=[request.to_dict()], queue=GPU_QUEUE)
 
 
-def request_twin(*, version: Version, by: AbstractBaseUser) -> TwinJob:
+def request_twin(*, version: Version, by: User) -> TwinJob:
     """Queue a twin generation on a GPU worker; the returned row is what the page shows."""
     if not twin_generation_enabled():
         raise TwinBackendMissing(TWIN_BACKEND_MISSING_MESSAGE)
@@ -194,7 +194,7 @@ def request_twin(*, version: Version, by: AbstractBaseUser) -> TwinJob:
     return twinjob
 
 
-def finalize_version(*, version: Version, by: AbstractBaseUser) -> Version:
+def finalize_version(*, version: Version, by: User) -> Version:
     """Mark ``version`` finalized. Labeling checks readiness (agreement, reviews) before this."""
     changed = Version.objects.filter(pk=version.pk, finalized_at__isnull=True).update(
         finalized_at=timezone.now(), finalized_by=by

@@ -136,7 +136,7 @@ def policy_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _starting_point(policy: Policy, parent_pk: str | None) -> dict[str, Any]:
     """Initial editor data: the chosen (or latest) version, or the CoPE template."""
-    parent = policy.versions.filter(pk=_int_or_none(parent_pk)).first()
+    parent = policy.versions.filter(pk=_int_or_none(parent_pk)).first()  # type: ignore[misc]
     parent = parent or policy.versions.order_by("-number").first()
     if parent is None:
         return {"text": STARTER_POLICY, "twin_text": "", "parent": None}

@@ -273,6 +273,9 @@ def celery_workers(
             for key in ("data_folder_in", "control_folder", "processed_folder"):
                 Path(options[key]).mkdir(parents=True, exist_ok=True)
             env.update(CELERY_BROKER_URL="filesystem://", COPE_BROKER_DIR=str(broker))
+            # Shared-cache SQLite fails a read at once while another thread writes: no heartbeat
+            # writes behind the tests' backs (tests/labeling/test_workers.py turns them on).
+            gpu_env["COPE_HEARTBEAT_SECONDS"] = "0"
             env.pop("DATABASE_URL", None)
             stack.callback(_point_app_at(app, "filesystem://", options))
         workers = CeleryWorkers(

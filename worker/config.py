@@ -1,8 +1,9 @@
 """Worker settings, read once from the environment.
 
-The worker has its own reader because it runs on GPU hosts without Django. Every variable is
-listed in ``ENV_VARS`` (and in ``.env.example``); malformed values are rejected with a message
-that names the variable. Secrets may also come from ``NAME_FILE`` (Docker/Kubernetes secrets).
+Read through ``worker.env``, the reader the web side's settings use too (same rules for blanks,
+booleans and ``NAME_FILE`` secrets), without Django: GPU hosts run without it. Every variable is
+listed in ``ENV_VARS`` and in ``.env.example``; malformed values are rejected with a message that
+names the variable.
 """
 
 from __future__ import annotations
@@ -15,6 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from worker.base import BackendConfigError
+from worker.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_secret,
+    env_str,
+)
 
 BACKENDS = ("embedding", "cope", "openai")
 QUANTIZATIONS = ("none", "8bit", "4bit")
@@ -37,82 +46,6 @@ def packaged_minilm_dir() -> str | None:
 
 def default_embedding_model() -> str:
     return packaged_minilm_dir() or MINILM_HUB_ID
-
-
-_str = str
-
-
-class _Env:
-    """Typed access to one environment mapping; every error names its variable."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self.environ = environ
-
-    def raw(self, name: _str) -> _str | None:
-        value = self.environ.get(name)
-        return None if value is None else value.strip()
-
-    def str(self, name: _str, default: _str) -> _str:
-        value = self.raw(name)
-        return default if value is None else value
-
-    def secret(self, name: _str) -> _str:
-        """``NAME`` or the contents of the file named by ``NAME_FILE`` (not both)."""
-        direct = self.raw(name)
-        file_name = self.raw(f"{name}_FILE")
-        if direct and file_name:
-            raise BackendConfigError(f"Set {name} or {name}_FILE, not both.")
-        if file_name:
-            try:
-                return Path(file_name).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise BackendConfigError(
-                    f"{name}_FILE={file_name!r} cannot be read: {exc.strerror or exc}"
-                ) from exc
-        return direct or ""
-
-    def choice(self, name: _str, default: _str, choices: tuple[_str, ...]) -> _str:
-        value = self.str(name, default).lower() or default
-        if value not in choices:
-            raise BackendConfigError(
-                f"{name}={value!r} is not valid; use one of: {', '.join(choices)}."
-            )
-        return value
-
-    def int(self, name: _str, default: int, *, minimum: int = 0) -> int:
-        value = self.raw(name)
-        if not value:
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            raise BackendConfigError(f"{name}={value!r} is not an integer.") from None
-        if number < minimum:
-            raise BackendConfigError(f"{name}={number} is below the minimum of {minimum}.")
-        return number
-
-    def float(self, name: _str, default: float, *, minimum: float = 0.0) -> float:
-        value = self.raw(name)
-        if not value:
-            return default
-        try:
-            number = float(value)
-        except ValueError:
-            raise BackendConfigError(f"{name}={value!r} is not a number.") from None
-        if not number >= minimum:  # also rejects NaN
-            raise BackendConfigError(f"{name}={number} is below the minimum of {minimum}.")
-        return number
-
-    def bool(self, name: _str, default: bool) -> bool:
-        value = self.raw(name)
-        if not value:
-            return default
-        lowered = value.lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise BackendConfigError(f"{name}={value!r} is not a boolean; use true or false.")
 
 
 @dataclass(frozen=True)
@@ -157,50 +90,57 @@ class WorkerConfig:
     # later is answered as failed instead of scored again (see ``worker.tasks``).
     max_chunk_attempts: int = 3
     preload: bool = True
+    # Seconds between a model worker's heartbeats (``worker.heartbeat``); 0 sends none.
+    heartbeat_seconds: float = 10.0
+    # Touched after every heartbeat sent, for a container health check (``python -m worker
+    # health``); empty for none.
+    heartbeat_file: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerConfig:
-        env = _Env(os.environ if environ is None else environ)
-        soft = env.int("COPE_TASK_SOFT_TIME_LIMIT", 1700, minimum=5)
-        hard = env.int("COPE_TASK_TIME_LIMIT", max(1800, soft + 60), minimum=10)
+        e = os.environ if environ is None else environ
+        soft = env_int("COPE_TASK_SOFT_TIME_LIMIT", 1700, e, minimum=5)
+        hard = env_int("COPE_TASK_TIME_LIMIT", max(1800, soft + 60), e, minimum=10)
         if hard <= soft:
             raise BackendConfigError(
                 f"COPE_TASK_TIME_LIMIT={hard} must be above COPE_TASK_SOFT_TIME_LIMIT={soft}."
             )
         return cls(
-            backend=env.choice("COPE_BACKEND", "embedding", BACKENDS),
-            base_model=env.str("COPE_BASE_MODEL", "google/gemma-2-9b"),
-            adapter=env.str("COPE_ADAPTER", "zentropi-ai/cope-a-9b"),
-            merged_model=env.str("COPE_MERGED_MODEL", ""),
-            quantization=env.choice("COPE_QUANTIZATION", "none", QUANTIZATIONS),
-            device=env.choice("COPE_DEVICE", "auto", DEVICES),
-            hf_token=env.secret("HF_TOKEN"),
-            max_batch_tokens=env.int("COPE_MAX_BATCH_TOKENS", 16384, minimum=256),
-            max_batch_size=env.int("COPE_MAX_BATCH_SIZE", 16, minimum=1),
-            context_limit=env.int("COPE_CONTEXT_LIMIT", 8192, minimum=256),
-            openai_base_url=env.str("COPE_OPENAI_BASE_URL", ""),
-            openai_model=env.str("COPE_OPENAI_MODEL", ""),
-            openai_api_key=env.secret("COPE_OPENAI_API_KEY"),
-            openai_timeout=env.float("COPE_OPENAI_TIMEOUT", 120.0, minimum=0.1),
-            openai_max_retries=env.int("COPE_OPENAI_MAX_RETRIES", 4),
-            openai_batch_size=env.int("COPE_OPENAI_BATCH_SIZE", 16, minimum=1),
-            openai_logprobs=env.int("COPE_OPENAI_LOGPROBS", 5, minimum=2),
-            embedding_model=env.str("COPE_EMBEDDING_MODEL", "") or default_embedding_model(),
-            twin_backend=env.choice("COPE_TWIN_BACKEND", "none", TWIN_BACKENDS),
-            twin_model=env.str("COPE_TWIN_MODEL", ""),
-            twin_base_url=env.str("COPE_TWIN_BASE_URL", ""),
-            twin_openai_model=env.str("COPE_TWIN_OPENAI_MODEL", ""),
-            twin_api_key=env.secret("COPE_TWIN_API_KEY"),
-            twin_temperature=env.float("COPE_TWIN_TEMPERATURE", 0.0),
-            broker_url=env.secret("CELERY_BROKER_URL") or "filesystem://",
-            broker_dir=env.str("COPE_BROKER_DIR", "") or "var/broker",
-            result_backend=env.secret("CELERY_RESULT_BACKEND"),
+            backend=env_choice("COPE_BACKEND", "embedding", BACKENDS, e),
+            base_model=env_str("COPE_BASE_MODEL", "google/gemma-2-9b", e),
+            adapter=env_str("COPE_ADAPTER", "zentropi-ai/cope-a-9b", e),
+            merged_model=env_str("COPE_MERGED_MODEL", "", e),
+            quantization=env_choice("COPE_QUANTIZATION", "none", QUANTIZATIONS, e),
+            device=env_choice("COPE_DEVICE", "auto", DEVICES, e),
+            hf_token=env_secret("HF_TOKEN", "", e),
+            max_batch_tokens=env_int("COPE_MAX_BATCH_TOKENS", 16384, e, minimum=256),
+            max_batch_size=env_int("COPE_MAX_BATCH_SIZE", 16, e, minimum=1),
+            context_limit=env_int("COPE_CONTEXT_LIMIT", 8192, e, minimum=256),
+            openai_base_url=env_str("COPE_OPENAI_BASE_URL", "", e),
+            openai_model=env_str("COPE_OPENAI_MODEL", "", e),
+            openai_api_key=env_secret("COPE_OPENAI_API_KEY", "", e),
+            openai_timeout=env_float("COPE_OPENAI_TIMEOUT", 120.0, e, minimum=0.1),
+            openai_max_retries=env_int("COPE_OPENAI_MAX_RETRIES", 4, e, minimum=0),
+            openai_batch_size=env_int("COPE_OPENAI_BATCH_SIZE", 16, e, minimum=1),
+            openai_logprobs=env_int("COPE_OPENAI_LOGPROBS", 5, e, minimum=2),
+            embedding_model=env_str("COPE_EMBEDDING_MODEL", "", e) or default_embedding_model(),
+            twin_backend=env_choice("COPE_TWIN_BACKEND", "none", TWIN_BACKENDS, e),
+            twin_model=env_str("COPE_TWIN_MODEL", "", e),
+            twin_base_url=env_str("COPE_TWIN_BASE_URL", "", e),
+            twin_openai_model=env_str("COPE_TWIN_OPENAI_MODEL", "", e),
+            twin_api_key=env_secret("COPE_TWIN_API_KEY", "", e),
+            twin_temperature=env_float("COPE_TWIN_TEMPERATURE", 0.0, e, minimum=0.0),
+            broker_url=env_secret("CELERY_BROKER_URL", "filesystem://", e),
+            broker_dir=env_str("COPE_BROKER_DIR", "var/broker", e),
+            result_backend=env_secret("CELERY_RESULT_BACKEND", "", e),
             task_soft_time_limit=soft,
             task_time_limit=hard,
-            task_max_retries=env.int("COPE_TASK_MAX_RETRIES", 5),
-            task_retry_backoff_max=env.int("COPE_TASK_RETRY_BACKOFF_MAX", 600, minimum=1),
-            max_chunk_attempts=env.int("COPE_MAX_CHUNK_ATTEMPTS", 3, minimum=1),
-            preload=env.bool("COPE_PRELOAD", True),
+            task_max_retries=env_int("COPE_TASK_MAX_RETRIES", 5, e, minimum=0),
+            task_retry_backoff_max=env_int("COPE_TASK_RETRY_BACKOFF_MAX", 600, e, minimum=1),
+            max_chunk_attempts=env_int("COPE_MAX_CHUNK_ATTEMPTS", 3, e, minimum=1),
+            preload=env_bool("COPE_PRELOAD", True, e),
+            heartbeat_seconds=env_float("COPE_HEARTBEAT_SECONDS", 10.0, e, minimum=0.0),
+            heartbeat_file=env_str("COPE_HEARTBEAT_FILE", "", e),
         )
 
     @property
@@ -276,6 +216,8 @@ class WorkerConfig:
             "COPE_TASK_RETRY_BACKOFF_MAX": self.task_retry_backoff_max,
             "COPE_MAX_CHUNK_ATTEMPTS": self.max_chunk_attempts,
             "COPE_PRELOAD": self.preload,
+            "COPE_HEARTBEAT_SECONDS": self.heartbeat_seconds,
+            "COPE_HEARTBEAT_FILE": self.heartbeat_file,
         }
 
 
@@ -324,4 +266,6 @@ ENV_VARS: tuple[str, ...] = (
     "COPE_TASK_RETRY_BACKOFF_MAX",
     "COPE_MAX_CHUNK_ATTEMPTS",
     "COPE_PRELOAD",
+    "COPE_HEARTBEAT_SECONDS",
+    "COPE_HEARTBEAT_FILE",
 )

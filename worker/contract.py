@@ -18,6 +18,7 @@ GENERATE_TWIN_TASK = "worker.generate_twin"  # queue "gpu": TwinRequest -> sends
 DESCRIBE_TASK = "worker.describe"  # queue "gpu": -> WorkerInfo as a dict (for `inspect`/UI)
 RECORD_CHUNK_TASK = "labeling.record_chunk"  # queue "default": ScoreResult as a dict
 RECORD_TWIN_TASK = "policies.record_twin"  # queue "default": TwinResult as a dict
+RECORD_HEARTBEAT_TASK = "labeling.record_heartbeat"  # queue "default": Heartbeat as a dict
 GPU_QUEUE = "gpu"
 DEFAULT_QUEUE = "default"
 
@@ -174,4 +175,67 @@ class TwinResult:
             prompt=str(data["prompt"]),
             similarity={str(k): float(v) for k, v in data.get("similarity", {}).items()},
             error=str(data.get("error", "")),
+        )
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A model worker's report of itself, sent every few seconds (``worker.heartbeat``).
+
+    ``state`` is ``starting`` (model loading), ``ready``, ``busy`` (``job_id`` etc. say on
+    what), ``error`` (the model did not load: ``error`` says why) or ``stopped`` (a clean
+    shutdown). ``memory_bytes`` is the GPU memory torch holds on a CUDA worker, else the
+    process's resident memory (``memory_kind`` says which).
+    """
+
+    name: str  # the Celery node name, e.g. gpu@host-1 (unique per worker)
+    hostname: str
+    pid: int
+    queues: list[str]
+    state: str
+    backend: str
+    model_id: str
+    model_revision: str
+    device: str
+    memory_bytes: int | None
+    memory_kind: str  # "gpu" or "rss"
+    job_id: int | None
+    chunk_id: int | None
+    side: str
+    task: str
+    error: str
+    sent_at: float  # the worker's clock, seconds since the epoch
+    weak: bool = False
+    contract: int = CONTRACT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Heartbeat:
+        _check_version(data)
+
+        def optional_int(key: str) -> int | None:
+            value = data.get(key)
+            return None if value is None else int(value)
+
+        return cls(
+            name=str(data["name"])[:200],
+            hostname=str(data.get("hostname", ""))[:200],
+            pid=int(data.get("pid", 0)),
+            queues=[str(q) for q in data.get("queues", [])],
+            state=str(data["state"]),
+            backend=str(data.get("backend", "")),
+            model_id=str(data.get("model_id", "")),
+            model_revision=str(data.get("model_revision", "")),
+            device=str(data.get("device", "")),
+            memory_bytes=optional_int("memory_bytes"),
+            memory_kind=str(data.get("memory_kind", "")),
+            job_id=optional_int("job_id"),
+            chunk_id=optional_int("chunk_id"),
+            side=str(data.get("side", "")),
+            task=str(data.get("task", "")),
+            error=str(data.get("error", "")),
+            sent_at=float(data["sent_at"]),
+            weak=bool(data.get("weak", False)),
         )

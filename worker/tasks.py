@@ -20,6 +20,7 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_ready
 
+from worker import heartbeat  # noqa: F401  (connects its signals before the preload below)
 from worker.base import BackendConfigError, Scorer, TwinWriter
 from worker.celery_app import app
 from worker.config import WorkerConfig
