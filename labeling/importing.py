@@ -79,7 +79,7 @@ EXTERNAL_ID_MAX = 255
 # Metadata key for a CSV row's cells beyond the header (they have no column name).
 EXTRA_CELLS_KEY = "_extra_cells"
 # The preview reads this much of a text file, whatever its size.
-HEAD_BYTES = 2 * 1024 * 1024
+HEAD_BYTES = 1024 * 1024
 # One CSV field or JSON line at most: far beyond anything a model can label, and what a
 # quote that never closes runs into long before it swallows the file.
 MAX_FIELD_CHARS = 5_000_000
@@ -448,7 +448,7 @@ def _delimiter_word(delimiter: str) -> str:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class _CsvRow:
     number: int  # data rows from 1; the header is 0
     cells: list[str]
@@ -1124,7 +1124,8 @@ def _csv_records(
 ) -> Iterator[Record]:
     if delimiter is None:
         delimiter = sniff_delimiter(_read_head(upload.path)[0], upload.format)
-    rows = _csv_rows(_lines(fh), delimiter)
+    # A CSV line is bounded by the field limit; no need for ``_lines``' check per line.
+    rows = _csv_rows(iter(fh), delimiter)
     first = next(rows, None)
     if first is None:
         raise ImportFileError("The file is empty.")
@@ -1145,10 +1146,11 @@ def _csv_records(
         if header_nul:
             findings.append("nul")
             header_nul = False
-        if any("\x00" in c for c in cells):
+        joined = "".join(cells)  # one scan of the row for the rare cases below
+        if "\x00" in joined:
             cells = [c.replace("\x00", _REPLACEMENT) for c in cells]
             findings.append("nul")
-        if _swallowed(cells, delimiter, width):
+        if ("\n" in joined or "\r" in joined) and _swallowed(cells, delimiter, width):
             findings.append("swallowed")
         if len(cells) < width:
             if any(c.strip() for c in cells):
@@ -1246,8 +1248,10 @@ class _Finding:
 
 def _parse_label(value: Any) -> tuple[int | None, bool]:
     """``(label, valid)``; blank means no label and is valid."""
-    if value is None:
+    if value is None or value == "":
         return None, True
+    if value == "0" or value == "1":
+        return int(value), True
     if isinstance(value, bool):
         return int(value), True
     if isinstance(value, int | float) and value in (0, 1):
