@@ -228,6 +228,12 @@ CELERY_BEAT_SCHEDULE = {
         # A tick that waited longer than the next one (worker down) is dropped, not piled up.
         "options": {"queue": "default", "expires": 55},
     },
+    # f-import: fail imports whose worker was lost, delete uploads nobody imported.
+    "clean-uploads": {
+        "task": "labeling.clean_uploads",
+        "schedule": 3600.0,
+        "options": {"queue": "default", "expires": 3000},
+    },
 }
 
 LOGGING = {

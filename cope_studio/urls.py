@@ -11,3 +11,6 @@ urlpatterns = [
     path("labeling/", include("labeling.urls")),
     path("admin/", admin.site.urls),
 ]
+
+# f-import: a clear page for a form over the size limit (pasted text), not a bare 400.
+handler400 = "cope_studio.lib.errors.bad_request"

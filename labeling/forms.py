@@ -7,8 +7,21 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
-from labeling.importing import DEFAULT_MAX_CHARS, ImportFileError, format_for_filename
-from labeling.models import SampleSet
+from labeling.importing import (
+    DEFAULT_MAX_CHARS,
+    DELIMITERS,
+    ImportFileError,
+    format_for_filename,
+)
+from labeling.models import SampleSet, SampleSetStatus
+
+_DELIMITER_CHOICES = [
+    ("", "detect"),
+    ("comma", "comma ( , )"),
+    ("semicolon", "semicolon ( ; )"),
+    ("tab", "tab"),
+    ("pipe", "pipe ( | )"),
+]
 
 
 class UploadForm(forms.Form):
@@ -74,6 +87,10 @@ class ImportConfirmForm(forms.Form):
         "model's token budget gets its own error and is left out of the agreement.",
     )
 
+    delimiter = forms.ChoiceField(
+        choices=_DELIMITER_CHOICES, required=False, widget=forms.HiddenInput
+    )
+
     def __init__(self, *args: Any, columns: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         choices = [(c, c) for c in columns]
@@ -90,6 +107,17 @@ class ImportConfirmForm(forms.Form):
         if data.get("id_column") and data.get("id_column") == data.get("label_column"):
             self.add_error("label_column", "The id and label columns must differ.")
         return data
+
+
+class SeparatorForm(forms.Form):
+    """The preview's "read with another separator" (GET): CSV and TSV only."""
+
+    delimiter = forms.ChoiceField(choices=_DELIMITER_CHOICES, required=False, label="Separator")
+
+    def delimiter_char(self) -> str | None:
+        if not self.is_valid():
+            return None
+        return DELIMITERS.get(self.cleaned_data.get("delimiter") or "")
 
 
 class JobStartForm(forms.Form):
@@ -110,7 +138,9 @@ class JobStartForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        qs = SampleSet.objects.filter(item_count__gt=0).order_by("-created_at")
+        qs = SampleSet.objects.filter(item_count__gt=0, status=SampleSetStatus.READY).order_by(
+            "-created_at"
+        )
         self.fields["sample_set"].queryset = qs  # type: ignore[attr-defined]
 
     def clean(self) -> dict[str, Any]:

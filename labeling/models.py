@@ -9,6 +9,12 @@ from django.db.models import Q
 from policies.models import Policy, Version
 
 
+class SampleSetStatus(models.TextChoices):
+    IMPORTING = "importing", "Importing"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Import failed"
+
+
 class SampleSet(models.Model):
     """Imported content items to label; never changed after import."""
 
@@ -22,11 +28,35 @@ class SampleSet(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    # f-import: the import runs as a task; jobs take only a READY set. Rows made before the
+    # background import existed are complete, hence the default.
+    status = models.CharField(
+        max_length=10, choices=SampleSetStatus.choices, default=SampleSetStatus.READY
+    )
+    # Columns, separator, report threshold and the upload's token, for the task.
+    import_options = models.JSONField(default=dict, blank=True)
+    # Progress of the running import: bytes of a text file or rows of a Parquet file.
+    progress_done = models.PositiveBigIntegerField(default=0)
+    progress_total = models.PositiveBigIntegerField(default=0)
+    rows_done = models.PositiveIntegerField(default=0)
+    progress_at = models.DateTimeField(null=True, blank=True)  # last progress: stale imports
+    error = models.TextField(blank=True)  # why the import failed; its items were removed
+
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def is_ready(self) -> bool:
+        return self.status == SampleSetStatus.READY
+
+    @property
+    def progress_percent(self) -> int:
+        if not self.progress_total:
+            return 0
+        return min(100, int(100 * self.progress_done / self.progress_total))
 
 
 class Item(models.Model):

@@ -181,6 +181,10 @@ def start_job(
         raise JobError("This version has no twin yet: write or generate one before a job.")
     if sample_size is not None and sample_size < 1:
         raise JobError("The sample size must be at least 1.")
+    if not sample_set.is_ready:  # f-import: a set still importing, or failed, has no items yet
+        raise JobError(
+            f"The sample set “{sample_set.name}” is not ready ({sample_set.get_status_display()})."
+        )
     size = int(chunk_size or settings.COPE_CHUNK_SIZE)
     if seed is None:
         seed = random.SystemRandom().randrange(1, 2**31)

@@ -54,3 +54,33 @@ def resume_stalled_jobs() -> int:
     for job_id, n in resent.items():
         log.warning("job %s: re-sent %s lost chunk%s", job_id, n, "" if n == 1 else "s")
     return sum(resent.values())
+
+
+# f-import: sample-set imports run here, not in the request ---------------------------------
+
+RUN_IMPORT_TASK = "labeling.run_import"
+CLEAN_UPLOADS_TASK = "labeling.clean_uploads"  # scheduled in settings.CELERY_BEAT_SCHEDULE
+
+
+@shared_task(
+    name=RUN_IMPORT_TASK,
+    acks_late=True,
+    ignore_result=True,
+)
+def run_import(sample_set_id: int) -> str:
+    """Read an uploaded file into its sample set (``importing.run_import``): ready, or failed
+    with the reason and nothing kept. A redelivered task starts the set again from empty."""
+    from labeling import importing
+
+    outcome = importing.run_import(sample_set_id=sample_set_id)
+    log.info("sample set %s: import %s", sample_set_id, outcome)
+    return outcome
+
+
+@shared_task(name=CLEAN_UPLOADS_TASK, ignore_result=True)
+def clean_uploads() -> dict[str, int]:
+    """Run by Celery beat every hour: fail imports whose worker was lost, delete uploads
+    nobody imported (``importing.clean_abandoned_imports``)."""
+    from labeling import importing
+
+    return importing.clean_abandoned_imports()

@@ -21,17 +21,26 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from cope_studio.lib.permissions import require_perms
 from labeling import services
 from labeling.charts import ChartPoint, agreement_chart
-from labeling.forms import ImportConfirmForm, JobActionForm, JobStartForm, UploadForm
+from labeling.forms import (
+    ImportConfirmForm,
+    JobActionForm,
+    JobStartForm,
+    SeparatorForm,
+    UploadForm,
+)
 from labeling.importing import (
+    DELIMITER_NAMES,
     ImportFileError,
+    ImportOptions,
+    StoredUpload,
+    begin_import,
     discard_upload,
-    import_sample_set,
     load_upload,
     preview_upload,
     store_pasted,
     store_upload,
 )
-from labeling.models import ChunkStatus, Job, JobStatus, SampleSet
+from labeling.models import ChunkStatus, Job, JobStatus, SampleSet, SampleSetStatus
 from policies.models import Policy, Version
 
 
@@ -147,15 +156,27 @@ def sampleset_import(request: HttpRequest) -> HttpResponse:
     form = UploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         try:
-            if form.cleaned_data.get("file"):
-                upload = store_upload(form.cleaned_data["file"])
-            else:
-                upload = store_pasted(form.cleaned_data["pasted"])
+            upload = _store_and_check(form)
         except ImportFileError as exc:
             form.add_error(None, str(exc))
         else:
             return redirect("labeling:sampleset_preview", token=upload.token)
-    return render(request, "labeling/sampleset_import.html", _import_context(form))
+    status = 400 if request.method == "POST" else 200
+    return render(request, "labeling/sampleset_import.html", _import_context(form), status=status)
+
+
+def _store_and_check(form: UploadForm) -> StoredUpload:
+    """Store the upload and preview it once: a file the preview refuses is deleted at once."""
+    if form.cleaned_data.get("file"):
+        upload = store_upload(form.cleaned_data["file"])
+    else:
+        upload = store_pasted(form.cleaned_data["pasted"])
+    try:
+        preview_upload(upload)
+    except ImportFileError:
+        discard_upload(upload)
+        raise
+    return upload
 
 
 def _import_context(form: UploadForm, error: str = "") -> dict[str, Any]:
@@ -170,11 +191,26 @@ def _import_context(form: UploadForm, error: str = "") -> dict[str, Any]:
 @login_required
 @require_http_methods(["GET", "POST"])
 def sampleset_preview(request: HttpRequest, token: str) -> HttpResponse:
+    """Columns and first rows of an upload; confirming starts the import in the background.
+
+    The preview reads a bounded head of the file, so this costs the same for any size."""
     require_perms(request, "labeling.add_sampleset")
+    separator = SeparatorForm(request.POST if request.method == "POST" else request.GET)
+    chosen = separator.delimiter_char()
     try:
         upload = load_upload(token)
-        preview = preview_upload(upload)
     except ImportFileError as exc:
+        return render(
+            request,
+            "labeling/sampleset_import.html",
+            _import_context(UploadForm(), error=str(exc)),
+            status=400 if request.method == "POST" else 200,
+        )
+    try:
+        preview = preview_upload(upload, delimiter=chosen)
+    except ImportFileError as exc:
+        if chosen is None:  # the file itself is refused; a wrong separator choice is not
+            discard_upload(upload)
         return render(
             request,
             "labeling/sampleset_import.html",
@@ -186,40 +222,58 @@ def sampleset_preview(request: HttpRequest, token: str) -> HttpResponse:
         "text_column": preview.text_column,
         "id_column": preview.id_column,
         "label_column": preview.label_column,
+        "delimiter": DELIMITER_NAMES.get(preview.delimiter, ""),
     }
     form = ImportConfirmForm(request.POST or None, columns=preview.columns, initial=initial)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        try:
-            sample_set = import_sample_set(
-                upload=upload,
-                name=data["name"],
-                description=data["description"],
+        sample_set = begin_import(
+            upload=upload,
+            name=data["name"],
+            description=data["description"],
+            options=ImportOptions(
                 text_column=data["text_column"],
                 id_column=data["id_column"] or "",
                 label_column=data["label_column"] or "",
                 max_chars=data["max_chars"],
-                by=request.user,
-            )
-        except ImportFileError as exc:
-            form.add_error(None, str(exc))
-        else:
-            discard_upload(upload)
-            messages.success(request, f"Imported {sample_set.item_count:,} items.")
-            return redirect("labeling:sampleset_detail", pk=sample_set.pk)
+                delimiter=preview.delimiter or None,
+            ),
+            by=request.user,
+        )
+        return redirect("labeling:sampleset_detail", pk=sample_set.pk)
+    separator_form = SeparatorForm(initial={"delimiter": initial["delimiter"]})
     return render(
         request,
         "labeling/sampleset_preview.html",
-        {"form": form, "preview": preview, "upload": upload, "nav": "samples"},
+        {
+            "form": form,
+            "preview": preview,
+            "upload": upload,
+            "separator_form": separator_form,
+            "nav": "samples",
+        },
+        status=400 if request.method == "POST" else 200,
     )
 
 
 @login_required
 @require_GET
 def sampleset_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """The set's report and first items; while it imports, its progress (htmx polls the
+    ``import-status`` fragment, and the page reloads itself when the import ends)."""
     require_perms(request, "labeling.view_sampleset")
     sample_set = get_object_or_404(SampleSet.objects.select_related("created_by"), pk=pk)
-    items = sample_set.items.order_by("row_number")[:50]
+    importing = sample_set.status == SampleSetStatus.IMPORTING
+    if request.htmx:
+        if importing:
+            return render(
+                request, "labeling/sampleset_detail.html#import-status", {"sample_set": sample_set}
+            )
+        response = HttpResponse(status=204)
+        response["HX-Refresh"] = "true"
+        return response
+    ready = sample_set.is_ready
+    items = sample_set.items.order_by("row_number")[:50] if ready else []
     jobs = sample_set.jobs.select_related("version__policy").order_by("-created_at")[:50]
     return render(
         request,

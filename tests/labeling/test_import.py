@@ -17,10 +17,11 @@ from labeling.importing import (
     import_sample_set,
     load_upload,
     preview_upload,
+    run_import,
     store_pasted,
     store_upload,
 )
-from labeling.models import Item, SampleSet
+from labeling.models import Item, SampleSet, SampleSetStatus
 from tests.conftest import PASSWORD
 
 
@@ -209,6 +210,11 @@ def test_upload_preview_confirm_and_report_pages(client: Any, author: Any) -> No
     )
     s = SampleSet.objects.get()
     assert response.status_code == 302 and response["Location"].endswith(f"/samples/{s.pk}/")
+    # The request only started the import; the task (run here in-process) does the work.
+    assert s.status == SampleSetStatus.IMPORTING and not s.items.exists()
+    page = client.get(response["Location"]).content.decode()
+    assert 'id="import-status"' in page and "Importing in the background" in page
+    assert run_import(sample_set_id=s.pk) == "ready"
     detail = client.get(response["Location"]).content.decode()
     assert "1</strong> empty row skipped: rows 3" in detail
     assert "<code>a1</code> → <code>a1~2</code>" in detail
@@ -218,14 +224,18 @@ def test_upload_preview_confirm_and_report_pages(client: Any, author: Any) -> No
     assert "expired" in client.get(preview_url).content.decode()
 
 
-def test_preview_page_shows_the_encoding_error(client: Any, author: Any) -> None:
+def test_a_rejected_upload_is_refused_on_the_spot_and_deleted(
+    client: Any, author: Any, data_dir: Path
+) -> None:
     client.login(username=author.username, password=PASSWORD)
     response = client.post(
         reverse("labeling:sampleset_import"),
         {"file": SimpleUploadedFile("latin.csv", "text\ncaf\xe9\n".encode("latin-1"))},
     )
-    page = client.get(response["Location"]).content.decode()
+    page = response.content.decode()
+    assert response.status_code == 400
     assert "not UTF-8" in page and "Re-save it as UTF-8" in page
+    assert list((data_dir / "uploads").iterdir()) == []
 
 
 def test_paste_form_and_content_is_escaped(client: Any, author: Any) -> None:
@@ -238,6 +248,7 @@ def test_paste_form_and_content_is_escaped(client: Any, author: Any) -> None:
         {"name": "Pasted", "text_column": "text", "id_column": "", "max_chars": 20000},
     )
     s = SampleSet.objects.get()
+    run_import(sample_set_id=s.pk)
     page = client.get(reverse("labeling:sampleset_detail", args=[s.pk])).content.decode()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
 
