@@ -157,6 +157,9 @@ class WorkerConfig:
     # later is answered as failed instead of scored again (see ``worker.tasks``).
     max_chunk_attempts: int = 3
     preload: bool = True
+    # e-jobs: how long a new pool process may take to load the model before Celery gives up on
+    # it (``worker_proc_alive_timeout``); a real CoPE model takes minutes.
+    model_load_timeout: int = 1800
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerConfig:
@@ -201,6 +204,7 @@ class WorkerConfig:
             task_retry_backoff_max=env.int("COPE_TASK_RETRY_BACKOFF_MAX", 600, minimum=1),
             max_chunk_attempts=env.int("COPE_MAX_CHUNK_ATTEMPTS", 3, minimum=1),
             preload=env.bool("COPE_PRELOAD", True),
+            model_load_timeout=env.int("COPE_MODEL_LOAD_TIMEOUT", 1800, minimum=10),
         )
 
     @property
@@ -276,6 +280,7 @@ class WorkerConfig:
             "COPE_TASK_RETRY_BACKOFF_MAX": self.task_retry_backoff_max,
             "COPE_MAX_CHUNK_ATTEMPTS": self.max_chunk_attempts,
             "COPE_PRELOAD": self.preload,
+            "COPE_MODEL_LOAD_TIMEOUT": self.model_load_timeout,
         }
 
 
@@ -324,4 +329,5 @@ ENV_VARS: tuple[str, ...] = (
     "COPE_TASK_RETRY_BACKOFF_MAX",
     "COPE_MAX_CHUNK_ATTEMPTS",
     "COPE_PRELOAD",
+    "COPE_MODEL_LOAD_TIMEOUT",
 )
