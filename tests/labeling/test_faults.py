@@ -82,7 +82,14 @@ class Faults:
         return int(redis.Redis(port=self.port).llen(queue))
 
     def stop(self) -> None:
-        self.workers.stop()
+        # The test is over: no graceful shutdown to wait for, SIGKILL every process group.
+        for proc in [*self.workers.procs.values(), self.redis]:
+            if proc is not None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                proc.wait(timeout=10)
         if self.redis is not None and self.redis.poll() is None:
             self.redis.terminate()
             self.redis.wait(timeout=10)
