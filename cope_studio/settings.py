@@ -219,14 +219,24 @@ COPE_MAX_CHUNK_ATTEMPTS = env_int("COPE_MAX_CHUNK_ATTEMPTS", 3, minimum=1)
 # twice (see labeling.services.stale_chunks for how a chunk still waiting in the queue is told
 # apart).
 COPE_RESUME_AFTER_SECONDS = env_int(
-    "COPE_RESUME_AFTER_SECONDS", CELERY_TASK_TIME_LIMIT + 60, minimum=60
+    "COPE_RESUME_AFTER_SECONDS", CELERY_TASK_TIME_LIMIT + 60, minimum=1
 )
+# e-jobs: flow control and lost-chunk detection.
+# Chunks of one job sent to the model workers and not answered yet; more are sent as results
+# come back, so the broker holds a few messages per job, not the whole job. At least twice the
+# number of model workers keeps each busy with one chunk waiting behind the one it scores.
+COPE_CHUNKS_IN_FLIGHT = env_int("COPE_CHUNKS_IN_FLIGHT", 8, minimum=1)
+# A chunk sent this long ago that is neither in a queue nor held by a model worker (asked over
+# the broker) is lost and sent again; see labeling.services.lost_chunks.
+COPE_RESEND_GRACE_SECONDS = env_int("COPE_RESEND_GRACE_SECONDS", 60, minimum=1)
+# How often Celery beat looks for lost chunks.
+COPE_RESUME_EVERY_SECONDS = env_int("COPE_RESUME_EVERY_SECONDS", 60, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "resume-stalled-jobs": {
         "task": "labeling.resume_stalled_jobs",
-        "schedule": 60.0,
+        "schedule": float(COPE_RESUME_EVERY_SECONDS),
         # A tick that waited longer than the next one (worker down) is dropped, not piled up.
-        "options": {"queue": "default", "expires": 55},
+        "options": {"queue": "default", "expires": max(1, COPE_RESUME_EVERY_SECONDS - 5)},
     },
     # f-import: fail imports whose worker was lost, delete uploads nobody imported.
     "clean-uploads": {

@@ -85,6 +85,8 @@ class JobStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Finished"
+    # Some items failed on a side: counted and explained on the job page; never decides.
+    PARTIAL = "partial", "Partial"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
 
@@ -128,6 +130,8 @@ class Job(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # e-jobs: set once the background task has sampled the items and created the chunks.
+    prepared_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -141,6 +145,11 @@ class Job(models.Model):
         return self.status in (JobStatus.QUEUED, JobStatus.RUNNING)
 
     @property
+    def is_preparing(self) -> bool:
+        """Created, but its items are still being sampled and chunked (``prepare_job``)."""
+        return self.status == JobStatus.QUEUED and self.prepared_at is None
+
+    @property
     def is_weak(self) -> bool:
         """Labeled by the embedding baseline, not CoPE: every page showing them says so."""
         return self.weak_backend or self.backend == "embedding"
@@ -150,6 +159,8 @@ class ChunkStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
+    # Failed, then its failed items went into new chunks by "Retry failed": results ignored.
+    RETRIED = "retried", "Retried"
 
 
 class JobChunk(models.Model):
@@ -173,7 +184,21 @@ class JobChunk(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["job", "side", "index"], name="chunk_unique"),
         ]
-        indexes = [models.Index(fields=["job", "status"])]
+        indexes = [
+            models.Index(fields=["job", "status"]),
+            # e-jobs: the few chunks in flight (sent, no answer yet) across all jobs.
+            models.Index(
+                fields=["job", "sent_at"],
+                name="chunk_in_flight",
+                condition=Q(status="queued", sent_at__isnull=False),
+            ),
+            # e-jobs: a job's next chunks to send, in order.
+            models.Index(
+                fields=["job", "index", "side"],
+                name="chunk_unsent",
+                condition=Q(status="queued", sent_at__isnull=True),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Job {self.job_id} side {self.side} chunk {self.index}"
@@ -193,6 +218,12 @@ class Label(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["job", "item", "side"], name="label_unique"),
+        ]
+        indexes = [
+            # e-jobs: the items a job lost, by side (the job page's reasons, "Retry failed").
+            models.Index(
+                fields=["job", "side"], name="label_failed", condition=Q(label__isnull=True)
+            ),
         ]
 
     def __str__(self) -> str:

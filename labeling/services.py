@@ -1,28 +1,38 @@
-"""Labeling jobs: start, record results, finish, cancel, resume and retry.
+"""Labeling jobs: start, prepare, send, record results, finish, cancel, resume and retry.
 
-The ``Job`` row is the truth the UI reads. Chunks go to the GPU workers by task name on the
-``gpu`` queue; results come back as ``labeling.record_chunk`` tasks on ``default`` and are
-written here idempotently: labels are upserted on (job, item, side), a chunk moves
-queued → done/failed with a conditional UPDATE, and only the delivery that moved it counts.
+The ``Job`` row is the truth the UI reads. Starting a job only creates that row (texts read from
+the locked version row); ``labeling.prepare_job`` on ``default`` samples the items and creates
+the chunks. Chunks go to the model workers by task name on the ``gpu`` queue, at most
+``COPE_CHUNKS_IN_FLIGHT`` per job at a time (flow control): each result sends the job's next
+chunk, so the broker holds a few messages per job whatever its size, and jobs running together
+share the workers (each job's next chunk joins the back of the queue). Results come back as
+``labeling.record_chunk`` tasks on ``default`` and are written here idempotently: labels are
+upserted on (job, item, side), a chunk moves queued → done/failed with a conditional UPDATE,
+and only the delivery that moved it counts.
 
-Every writer of a job's chunk statuses (recording a result, finishing, retrying, giving up on a
-chunk) first locks the job row (``select_for_update``), so "no chunk is queued any more" cannot
-change between the check and the finish. SQLite has no row locks, but its IMMEDIATE
-transactions (see settings) serialise writers, which gives the same order.
+Outcomes are honest: a job ends **succeeded** only when every item has a label under both
+wordings, **partial** when some items failed (the page says how many per side and why), and
+**failed** when none was labeled. Only a succeeded job is a version's latest finished job.
+
+Every writer of a job's chunk statuses (recording a result, finishing, sending, retrying,
+giving up on a chunk) first locks the job row (``select_for_update``), so "no chunk is queued
+any more" cannot change between the check and the finish. SQLite has no row locks, but its
+IMMEDIATE transactions (see settings) serialise writers, which gives the same order.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, Count, DateTimeField, F, Max, Q, QuerySet, Value, When
+from django.db.models import Case, Count, DateTimeField, F, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -48,11 +58,18 @@ from worker.contract import (
     ScoreResult,
 )
 
+log = logging.getLogger(__name__)
+
 # When the job page offers "Resume stalled chunks" (a person decides; see ``resume_job_now``).
 STALE_AFTER = timedelta(minutes=10)
-# What the button re-sends: chunks not heard of for a minute.
+# What the button re-sends: chunks in flight not heard of for a minute.
 MANUAL_STALE_AFTER = timedelta(minutes=1)
 WEAK_NOTE = "labels from the embedding baseline, a weak classifier, not CoPE"
+PREPARE_JOB_TASK = "labeling.prepare_job"
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+FINISHED = (JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.FAILED)
+# Reasons an item failed, as many as the job page lists per side.
+REASONS_SHOWN = 8
 
 
 class JobError(ValueError):
@@ -66,6 +83,13 @@ def send_score_request(request: dict[str, Any]) -> None:
     app.send_task(SCORE_CHUNK_TASK, args=[request], queue=GPU_QUEUE)
 
 
+def send_prepare_job(job_id: int) -> None:
+    """Queue ``prepare_job`` on ``default`` (tests replace this to run it inline)."""
+    from cope_studio.celery import app
+
+    app.send_task(PREPARE_JOB_TASK, args=[job_id], queue="default")
+
+
 def max_chunk_attempts() -> int:
     return int(settings.COPE_MAX_CHUNK_ATTEMPTS)
 
@@ -74,66 +98,204 @@ def resume_after() -> timedelta:
     return timedelta(seconds=settings.COPE_RESUME_AFTER_SECONDS)
 
 
-def _send_chunks(job_id: int, chunk_ids: list[int]) -> int:
-    """Send queued chunks with their texts: one item query per chunk, one UPDATE for all sent_at.
+def resend_grace() -> timedelta:
+    return timedelta(seconds=settings.COPE_RESEND_GRACE_SECONDS)
 
-    A chunk already sent ``COPE_MAX_CHUNK_ATTEMPTS`` times is not sent again but failed with a
-    clear error: a chunk that kills its worker (out of memory, a CUDA abort) would otherwise be
-    re-sent, and kill a worker, forever. Returns the number of chunks sent.
-    """
-    started = time.perf_counter()
-    cap = max_chunk_attempts()
-    with transaction.atomic():
-        job = Job.objects.select_for_update().filter(pk=job_id).values("status").first()
-        if job is None or job["status"] not in (JobStatus.QUEUED, JobStatus.RUNNING):
-            return 0
-        chunks = list(
-            JobChunk.objects.filter(pk__in=chunk_ids, status=ChunkStatus.QUEUED)
-            .order_by("index", "side")
-            .values_list("pk", "side", "item_ids", "attempts")
-        )
-        spent = [(pk, side, ids) for pk, side, ids, attempts in chunks if attempts >= cap]
-        if spent:
-            _give_up_on_chunks(job_id, spent, cap)
-    texts: Mapping[str, Any] = (
-        Job.objects.filter(pk=job_id).values("text_a", "text_b").first() or {}
-    )
-    sent: list[int] = []
-    item_texts: dict[int, str] = {}
-    for pk, side, item_ids, attempts in chunks:
-        if attempts >= cap:
-            continue
-        missing = [i for i in item_ids if i not in item_texts]
-        if missing:
-            item_texts.update(Item.objects.filter(pk__in=missing).values_list("pk", "text"))
-        request = ScoreRequest(
-            job_id=job_id,
-            chunk_id=pk,
-            side=side,
-            policy=texts["text_a"] if side == Side.A else texts["text_b"],
-            items=[ScoreItem(i, item_texts[i]) for i in item_ids if i in item_texts],
-            attempt=attempts + 1,  # this send; the worker gives up on a chunk that kills it
-        )
-        send_score_request(request.to_dict())
-        sent.append(pk)
-        if side == Side.B:  # both sides of this slice are sent: its texts are not needed again
-            for i in item_ids:
-                item_texts.pop(i, None)
-    JobChunk.objects.filter(pk__in=sent).update(sent_at=timezone.now(), attempts=F("attempts") + 1)
+
+def chunks_in_flight() -> int:
+    return int(settings.COPE_CHUNKS_IN_FLIGHT)
+
+
+def _add_bookkeeping(job_id: int, started: float) -> None:
     Job.objects.filter(pk=job_id).update(
         bookkeeping_seconds=F("bookkeeping_seconds") + (time.perf_counter() - started)
     )
-    if spent:
-        maybe_finish_job(job_id)  # the chunks given up on may have been the last queued ones
-    return len(sent)
+
+
+# Starting and preparing ---------------------------------------------------------------------
+
+
+def start_job(
+    *,
+    version: Version,
+    sample_set: SampleSet,
+    sample_size: int | None,
+    by: Any,
+    seed: int | None = None,
+    chunk_size: int | None = None,
+) -> Job:
+    """Create a binocular job and return at once; ``prepare_job`` samples and sends it.
+
+    The version row is locked and both texts are read from the locked row, so a twin saved at
+    the same moment is either in this job entirely or not at all. ``sample_size`` picks a
+    random sample of that many items (seeded, in file order); ``None`` or a size at least the
+    set's labels every item.
+    """
+    if sample_size is not None and sample_size < 1:
+        raise JobError("The sample size must be at least 1.")
+    if not sample_set.is_ready:  # a set still importing, or failed, has no items yet
+        raise JobError(
+            f"The sample set “{sample_set.name}” is not ready ({sample_set.get_status_display()})."
+        )
+    if sample_set.item_count < 1:
+        raise JobError("This sample set has no items.")
+    size = int(chunk_size or settings.COPE_CHUNK_SIZE)
+    if seed is None:
+        seed = random.SystemRandom().randrange(1, 2**31)
+    sampled = sample_size is not None and sample_size < sample_set.item_count
+    with transaction.atomic():
+        texts = Version.objects.select_for_update().filter(pk=version.pk)
+        locked = texts.values("text", "twin_text").first()
+        if locked is None:
+            raise JobError("This version no longer exists.")
+        text_a, text_b = locked["text"], locked["twin_text"]
+        if not text_b.strip():
+            raise JobError("This version has no twin yet: write or generate one before a job.")
+        job = Job.objects.create(
+            version=version,
+            sample_set=sample_set,
+            text_a=text_a,
+            text_b=text_b,
+            sample_size=sample_size if sampled else None,
+            sample_seed=seed if sample_size else None,
+            item_count=sample_size if sampled and sample_size else sample_set.item_count,
+            chunk_size=size,
+            created_by=by,
+        )
+        job_id = job.pk
+        transaction.on_commit(lambda: send_prepare_job(job_id))
+    return job
+
+
+def _sample_item_ids(sample_set_id: int, sample_size: int | None, seed: int | None) -> list[int]:
+    ids = list(
+        Item.objects.filter(sample_set_id=sample_set_id)
+        .order_by("row_number")
+        .values_list("pk", flat=True)
+    )
+    if sample_size and sample_size < len(ids):
+        chosen = set(random.Random(seed).sample(ids, sample_size))
+        ids = [i for i in ids if i in chosen]  # keep file order
+    return ids
+
+
+def prepare_job(job_id: int) -> bool:
+    """Sample a started job's items, create its chunks and send the first ones (idempotent:
+    a job already prepared, cancelled or gone is left alone). Returns whether it prepared."""
+    started = time.perf_counter()
+    job = (
+        Job.objects.filter(pk=job_id)
+        .values("status", "prepared_at", "sample_set_id", "sample_size", "sample_seed")
+        .first()
+    )
+    if job is None or job["status"] != JobStatus.QUEUED or job["prepared_at"] is not None:
+        return False
+    item_ids = _sample_item_ids(job["sample_set_id"], job["sample_size"], job["sample_seed"])
+    with transaction.atomic():
+        row = Job.objects.select_for_update().filter(pk=job_id)
+        current = row.values("status", "prepared_at", "chunk_size").first()
+        if current is None or current["status"] != JobStatus.QUEUED or current["prepared_at"]:
+            return False
+        now = timezone.now()
+        if not item_ids:
+            row.update(
+                status=JobStatus.FAILED,
+                prepared_at=now,
+                finished_at=now,
+                item_count=0,
+                error="This sample set has no items.",
+            )
+            return True
+        size = current["chunk_size"]
+        slices = [item_ids[i : i + size] for i in range(0, len(item_ids), size)]
+        JobChunk.objects.bulk_create(
+            [
+                JobChunk(job_id=job_id, side=side, index=index, item_ids=ids)
+                for index, ids in enumerate(slices)
+                for side in (Side.A, Side.B)
+            ],
+            batch_size=2000,
+        )
+        row.update(item_count=len(item_ids), chunk_count=len(slices), prepared_at=now)
+        _claim_next_chunks(job_id)
+        _add_bookkeeping(job_id, started)
+    return True
+
+
+# Sending (flow control) ---------------------------------------------------------------------
+
+
+def _claim_next_chunks(job_id: int) -> int:
+    """Mark the job's next unsent chunks sent, up to ``COPE_CHUNKS_IN_FLIGHT`` in flight, and
+    send them once committed. The caller holds the job row's lock. Returns how many."""
+    pending = JobChunk.objects.filter(job_id=job_id, status=ChunkStatus.QUEUED)
+    free = chunks_in_flight() - pending.filter(sent_at__isnull=False).count()
+    if free <= 0:
+        return 0
+    picked = list(
+        pending.filter(sent_at__isnull=True)
+        .order_by("index", "side")
+        .values_list("pk", flat=True)[:free]
+    )
+    if picked:
+        JobChunk.objects.filter(pk__in=picked).update(
+            sent_at=timezone.now(), attempts=F("attempts") + 1
+        )
+        transaction.on_commit(lambda: _send_chunks(job_id, picked))
+    return len(picked)
+
+
+def fill_window(job_id: int) -> int:
+    """Send an active job's next chunks if fewer than ``COPE_CHUNKS_IN_FLIGHT`` are out."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id).values("status").first()
+        if job is None or job["status"] not in ACTIVE:
+            return 0
+        return _claim_next_chunks(job_id)
+
+
+def _send_chunks(job_id: int, chunk_ids: list[int]) -> int:
+    """Send chunks already marked sent (``sent_at``, ``attempts``) with their texts: one query
+    for the chunks, one for their items. A broker that refuses is logged, not raised: the
+    chunks look lost to the periodic resume, which sends them again. Returns how many went."""
+    started = time.perf_counter()
+    texts = Job.objects.filter(pk=job_id).values("text_a", "text_b").first()
+    if texts is None:
+        return 0
+    chunks = list(
+        JobChunk.objects.filter(pk__in=chunk_ids, status=ChunkStatus.QUEUED)
+        .order_by("index", "side")
+        .values_list("pk", "side", "item_ids", "attempts")
+    )
+    wanted = {i for _, _, ids, _ in chunks for i in ids}
+    item_texts = dict(Item.objects.filter(pk__in=wanted).values_list("pk", "text"))
+    sent = 0
+    try:
+        for pk, side, item_ids, attempts in chunks:
+            request = ScoreRequest(
+                job_id=job_id,
+                chunk_id=pk,
+                side=side,
+                policy=texts["text_a"] if side == Side.A else texts["text_b"],
+                items=[ScoreItem(i, item_texts[i]) for i in item_ids if i in item_texts],
+                attempt=max(1, attempts),  # the worker gives up on a chunk that kills it
+            )
+            send_score_request(request.to_dict())
+            sent += 1
+    except Exception:
+        log.warning(
+            "job %s: the broker refused chunks; they will be re-sent", job_id, exc_info=True
+        )
+    _add_bookkeeping(job_id, started)
+    return sent
 
 
 def _give_up_on_chunks(job_id: int, chunks: list[tuple[int, str, list[int]]], cap: int) -> None:
     """Fail queued chunks that were sent ``cap`` times without an answer (job row locked)."""
     error = (
         f"Sent to the workers {cap} times without an answer (COPE_MAX_CHUNK_ATTEMPTS={cap}). "
-        "A worker may be dying on it (out of memory, a CUDA error), or no GPU worker is "
-        "running. Check the worker logs, then retry the failed chunks."
+        "A worker may be dying on it (out of memory, a CUDA error). Check the model worker's "
+        "log, then retry the failed items."
     )
     # The caller read these chunks as queued under the job's lock: all of them move.
     JobChunk.objects.filter(pk__in=[pk for pk, _, _ in chunks], status=ChunkStatus.QUEUED).update(
@@ -155,71 +317,7 @@ def _give_up_on_chunks(job_id: int, chunks: list[tuple[int, str, list[int]]], ca
     Job.objects.filter(pk=job_id).update(**counters)
 
 
-def _sample_item_ids(sample_set: SampleSet, sample_size: int | None, seed: int) -> list[int]:
-    ids = list(sample_set.items.order_by("row_number").values_list("pk", flat=True))
-    if sample_size and sample_size < len(ids):
-        chosen = set(random.Random(seed).sample(ids, sample_size))
-        ids = [i for i in ids if i in chosen]  # keep file order
-    return ids
-
-
-def start_job(
-    *,
-    version: Version,
-    sample_set: SampleSet,
-    sample_size: int | None,
-    by: Any,
-    seed: int | None = None,
-    chunk_size: int | None = None,
-) -> Job:
-    """Create a binocular job (texts frozen, chunks per side) and send it once committed.
-
-    ``sample_size`` picks a random sample of that many items (seeded, in file order);
-    ``None`` or a size at least the set's labels every item.
-    """
-    if not version.has_twin:
-        raise JobError("This version has no twin yet: write or generate one before a job.")
-    if sample_size is not None and sample_size < 1:
-        raise JobError("The sample size must be at least 1.")
-    if not sample_set.is_ready:  # f-import: a set still importing, or failed, has no items yet
-        raise JobError(
-            f"The sample set “{sample_set.name}” is not ready ({sample_set.get_status_display()})."
-        )
-    size = int(chunk_size or settings.COPE_CHUNK_SIZE)
-    if seed is None:
-        seed = random.SystemRandom().randrange(1, 2**31)
-    item_ids = _sample_item_ids(sample_set, sample_size, seed)
-    if not item_ids:
-        raise JobError("This sample set has no items.")
-    slices = [item_ids[i : i + size] for i in range(0, len(item_ids), size)]
-    with transaction.atomic():
-        job = Job.objects.create(
-            version=version,
-            sample_set=sample_set,
-            text_a=version.text,
-            text_b=version.twin_text,
-            sample_size=sample_size
-            if sample_size and sample_size < sample_set.item_count
-            else None,
-            sample_seed=seed if sample_size else None,
-            item_count=len(item_ids),
-            chunk_size=size,
-            chunk_count=len(slices),
-            created_by=by,
-        )
-        chunks = JobChunk.objects.bulk_create(
-            [
-                JobChunk(job=job, side=side, index=index, item_ids=ids)
-                for index, ids in enumerate(slices)
-                for side in (Side.A, Side.B)
-            ],
-            batch_size=1000,
-        )
-        chunk_ids = [c.pk for c in chunks]
-        if any(pk is None for pk in chunk_ids):  # backends that return no ids on bulk insert
-            chunk_ids = list(JobChunk.objects.filter(job=job).values_list("pk", flat=True))
-        transaction.on_commit(lambda: _send_chunks(job.pk, chunk_ids))
-    return job
+# Recording results --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -275,13 +373,13 @@ def _upsert_labels(
 
 
 def record_chunk_result(result: ScoreResult) -> RecordOutcome:
-    """Write one chunk's result, idempotently.
+    """Write one chunk's result, idempotently, and send the job's next chunk.
 
     A success moves a queued chunk to done, and also a failed one: when a re-sent chunk's copies
     disagree (one worker died or erred, another scored it) the labels win, whichever arrives
     first; a job that already finished with that failure is reopened and finished again. A
     failure only moves a queued chunk: it never replaces labels. A redelivered success for a done
-    chunk changes nothing.
+    chunk, or any result for a chunk whose items were retried in new chunks, changes nothing.
     """
     started = time.perf_counter()
     now = timezone.now()
@@ -302,9 +400,11 @@ def record_chunk_result(result: ScoreResult) -> RecordOutcome:
         if chunk is None:
             return RecordOutcome("ignored")
         was = chunk["status"]
-        if was == ChunkStatus.DONE or (result.error and was != ChunkStatus.QUEUED):
+        if was in (ChunkStatus.DONE, ChunkStatus.RETRIED) or (
+            result.error and was != ChunkStatus.QUEUED
+        ):
             return RecordOutcome("duplicate")
-        active = job["status"] in (JobStatus.QUEUED, JobStatus.RUNNING)
+        active = job["status"] in ACTIVE
         if not active and was != ChunkStatus.FAILED:
             return RecordOutcome("ignored")  # cannot happen: a finished job has no queued chunk
         side = chunk["side"]
@@ -317,9 +417,7 @@ def record_chunk_result(result: ScoreResult) -> RecordOutcome:
                 error=result.error[:5000],
                 model_seconds=result.model_seconds,
             )
-            outcomes: dict[int, tuple[int | None, float | None, str]] = {
-                i: (None, None, result.error[:2000]) for i in item_ids
-            }
+            outcomes = {i: (None, None, result.error[:2000]) for i in item_ids}
             done, errors, failed = 0, len(item_ids), 1
         else:
             JobChunk.objects.filter(pk=result.chunk_id, status=was).update(
@@ -330,7 +428,7 @@ def record_chunk_result(result: ScoreResult) -> RecordOutcome:
             )
             wanted = set(item_ids)
             outcomes = {
-                o.item_id: (o.label, o.p1, o.error)
+                o.item_id: (o.label, o.p1, o.error[:2000])
                 for o in result.outcomes
                 if o.item_id in wanted  # a worker cannot write labels outside its chunk
             }
@@ -370,32 +468,43 @@ def record_chunk_result(result: ScoreResult) -> RecordOutcome:
                 device=worker.device[:100],
                 weak_backend=worker.weak or worker.backend == "embedding",
             )
-        counters["bookkeeping_seconds"] = F("bookkeeping_seconds") + (time.perf_counter() - started)
         Job.objects.filter(pk=result.job_id).update(**counters)
+        _claim_next_chunks(result.job_id)
         finished = maybe_finish_job(result.job_id)
+        _add_bookkeeping(result.job_id, started)
     return RecordOutcome("failed" if result.error else "recorded", finished=finished)
 
 
+# Finishing ----------------------------------------------------------------------------------
+
+
 def maybe_finish_job(job_id: int) -> bool:
-    """Finish the job when no chunk is queued: succeeded, or failed if every chunk failed.
+    """Finish the job when no chunk is queued: succeeded if every item has a label under both
+    wordings, partial if some do, failed if none does.
 
     The job row is locked before the chunks are counted, so a retry cannot put a chunk back in
     the queue between the count and the finish (it waits for the lock, then reopens the job).
     """
-    started = time.perf_counter()
     with transaction.atomic():
         status = Job.objects.select_for_update().filter(pk=job_id).values("status").first()
         if status is None or status["status"] != JobStatus.RUNNING:
             return False
         if JobChunk.objects.filter(job_id=job_id, status=ChunkStatus.QUEUED).exists():
             return False
-        counts = JobChunk.objects.filter(job_id=job_id).aggregate(
-            total=Count("pk"), failed=Count("pk", filter=Q(status=ChunkStatus.FAILED))
-        )
-        final = JobStatus.FAILED if counts["total"] == counts["failed"] else JobStatus.SUCCEEDED
-        Job.objects.filter(pk=job_id).update(status=final, finished_at=timezone.now())
         job = Job.objects.select_related("version").get(pk=job_id)
         stats, mismatches = compute_job_stats(job)
+        labeled = stats["labeled"]
+        if labeled["A"] == labeled["B"] == job.item_count:
+            final, error = JobStatus.SUCCEEDED, ""
+        elif labeled["A"] + labeled["B"] == 0:
+            final, error = JobStatus.FAILED, "No item got a label; see the reasons below."
+        else:
+            final = JobStatus.PARTIAL
+            error = (
+                f"{job.item_count - labeled['A']:,} items failed under A and "
+                f"{job.item_count - labeled['B']:,} under B; see the reasons below. "
+                "Agreement counts only items labeled under both wordings."
+            )
         ReviewTask.objects.bulk_create(
             [
                 ReviewTask(
@@ -412,160 +521,305 @@ def maybe_finish_job(job_id: int) -> bool:
             ignore_conflicts=True,
             batch_size=2000,
         )
-        update: dict[str, Any] = {
-            "stats": stats,
-            "bookkeeping_seconds": F("bookkeeping_seconds") + (time.perf_counter() - started),
-        }
-        if final == JobStatus.FAILED:
-            update["error"] = "Every chunk failed; see the chunk errors below."
-        Job.objects.filter(pk=job_id).update(**update)
+        Job.objects.filter(pk=job_id).update(
+            status=final, finished_at=timezone.now(), stats=stats, error=error
+        )
     return True
 
 
 def compute_job_stats(
     job: Job,
 ) -> tuple[dict[str, Any], list[tuple[int, int, int, float | None, float | None]]]:
-    """Agreement stats of a job, and its mismatches as (item, label A, label B, p1 A, p1 B)."""
-    by_item: dict[int, list[Any]] = {}
-    for item_id, side, label, p1 in Label.objects.filter(job=job).values_list(
-        "item_id", "side", "label", "p1"
-    ):
-        row = by_item.setdefault(item_id, [None, None, None, None])
-        if side == Side.A:
-            row[0], row[2] = label, p1
+    """Agreement stats of a job, and its mismatches as (item, label A, label B, p1 A, p1 B).
+
+    Computed in SQL: the confusion counts grouped in the database, the mismatches (the review
+    tasks to create) joined there, and the failed items' reasons grouped per side. Stats add
+    ``labeled`` (items with a label, per side) and ``lost`` (per side: count and reasons).
+    """
+    table = Label._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT la, lb, COUNT(*) FROM (
+                SELECT item_id,
+                       MAX(CASE WHEN side = 'A' THEN label END) AS la,
+                       MAX(CASE WHEN side = 'B' THEN label END) AS lb
+                FROM {table} WHERE job_id = %s GROUP BY item_id
+            ) AS per_item GROUP BY la, lb
+            """,
+            [job.pk],
+        )
+        cells = cursor.fetchall()
+        cursor.execute(
+            f"""
+            SELECT a.item_id, a.label, b.label, a.p1, b.p1
+            FROM {table} a JOIN {table} b
+              ON b.job_id = a.job_id AND b.item_id = a.item_id AND b.side = 'B'
+            WHERE a.job_id = %s AND a.side = 'A' AND a.label <> b.label
+            ORDER BY a.item_id
+            """,
+            [job.pk],
+        )
+        mismatches = [(int(i), int(la), int(lb), pa, pb) for i, la, lb, pa, pb in cursor]
+    counts = {"a1b1": 0, "a1b0": 0, "a0b1": 0, "a0b0": 0}
+    only_a = only_b = both = 0
+    labeled = {"A": 0, "B": 0}
+    seen = 0
+    for la, lb, n in cells:
+        seen += n
+        labeled["A"] += n if la is not None else 0
+        labeled["B"] += n if lb is not None else 0
+        if la is None and lb is None:
+            both += n
+        elif la is None:
+            only_a += n
+        elif lb is None:
+            only_b += n
         else:
-            row[1], row[3] = label, p1
-    result = agreement.compute_agreement((r[0], r[1]) for r in by_item.values())
-    missing = job.item_count - len(by_item)
+            counts[f"a{1 if la else 0}b{1 if lb else 0}"] += n
+    confusion = agreement.Confusion(**counts)
+    result = agreement.agreement_from_confusion(
+        confusion,
+        {
+            agreement.EXCLUDED_A: only_a,
+            agreement.EXCLUDED_B: only_b,
+            agreement.EXCLUDED_BOTH: both,
+        },
+    )
     stats = result.to_dict()
+    missing = job.item_count - seen
     if missing > 0:
         stats["excluded"]["no label under either wording"] = missing
         stats["excluded_count"] += missing
         stats["total"] += missing
-    mismatches = [
-        (item_id, r[0], r[1], r[2], r[3])
-        for item_id, r in by_item.items()
-        if r[0] is not None and r[1] is not None and r[0] != r[1]
-    ]
+    stats["labeled"] = labeled
+    stats["lost"] = lost_items(job)
     return stats, mismatches
 
 
+def lost_items(job: Job) -> dict[str, dict[str, Any]]:
+    """Per side: how many items have no label, and the most common reasons with their counts."""
+    lost: dict[str, dict[str, Any]] = {}
+    failed = Label.objects.filter(job=job, label__isnull=True)
+    for side in (Side.A, Side.B):
+        rows = (
+            failed.filter(side=side).values("error").annotate(n=Count("pk")).order_by("-n", "error")
+        )
+        reasons = [[r["error"] or "no reason given", r["n"]] for r in rows[: REASONS_SHOWN + 1]]
+        count = failed.filter(side=side).count() if len(reasons) > REASONS_SHOWN else None
+        shown = reasons[:REASONS_SHOWN]
+        total = count if count is not None else sum(n for _, n in shown)
+        lost[side] = {"count": total, "reasons": shown, "other": total - sum(n for _, n in shown)}
+    return lost
+
+
 def cancel_job(job: Job) -> bool:
-    """Cancel an active job. Messages already queued are still scored by the workers (revoking
-    needs a result backend and a broadcast the filesystem broker does not have); their results
+    """Cancel an active job: its unsent chunks are never sent, and results of the few in flight
     are ignored. Returns whether this call cancelled it."""
     return bool(
-        Job.objects.filter(pk=job.pk, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).update(
+        Job.objects.filter(pk=job.pk, status__in=ACTIVE).update(
             status=JobStatus.CANCELLED, finished_at=timezone.now()
         )
     )
 
 
-def _lost_chunks(stale_after: timedelta) -> Q:
-    """A filter for queued chunks that no worker can still be holding.
-
-    A chunk waits in the broker behind the others before a worker takes it, so "sent long ago"
-    alone would re-send a long job's tail. A queued chunk counts as lost when it was never sent,
-    or was sent more than ``stale_after`` (above the task time limit) ago and either
-
-    * a chunk sent after it finished more than ``stale_after`` ago: the workers took ours before
-      that one, so it would have ended (or been killed by the time limit) by now; or
-    * no chunk of any job finished within ``stale_after``: the workers are idle or gone.
-    """
-    cutoff = timezone.now() - stale_after
-    lost = Q(sent_at__isnull=True)
-    if not JobChunk.objects.filter(finished_at__gt=cutoff).exists():
-        return lost | Q(sent_at__lte=cutoff)
-    horizon = JobChunk.objects.filter(finished_at__lte=cutoff).aggregate(h=Max("sent_at"))["h"]
-    if horizon is not None:
-        lost |= Q(sent_at__lt=horizon)
-    return lost
+# Lost chunks, resume and retry --------------------------------------------------------------
 
 
-def stale_chunks(job: Job, *, stale_after: timedelta | None = None) -> QuerySet[JobChunk]:
-    """The job's queued chunks that are lost (see ``_lost_chunks``); automatic resume sends
-    these. ``stale_after`` defaults to ``COPE_RESUME_AFTER_SECONDS``."""
-    lost = _lost_chunks(resume_after() if stale_after is None else stale_after)
-    return JobChunk.objects.filter(job=job, status=ChunkStatus.QUEUED).filter(lost)
-
-
-def resume_job(job: Job, *, stale_after: timedelta | None = None) -> int:
-    """Re-send the job's lost queued chunks (see ``stale_chunks``); returns how many were sent.
-
-    A chunk sent ``COPE_MAX_CHUNK_ATTEMPTS`` times is failed instead (see ``_send_chunks``). A
-    chunk whose first message is still alive is scored twice at worst; the second result finds
-    the chunk done and changes nothing.
-    """
-    if job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
-        return 0
-    chunk_ids = list(stale_chunks(job, stale_after=stale_after).values_list("pk", flat=True))
-    return _send_chunks(job.pk, chunk_ids) if chunk_ids else 0
-
-
-def _nudgeable_chunks(job: Job, stale_after: timedelta) -> QuerySet[JobChunk]:
-    cutoff = timezone.now() - stale_after
-    return JobChunk.objects.filter(
-        Q(sent_at__isnull=True) | Q(sent_at__lte=cutoff),
-        job=job,
-        status=ChunkStatus.QUEUED,
-        attempts__lt=max_chunk_attempts(),
+def _in_flight(job_ids: list[int] | None = None) -> list[tuple[int, int, str, list[int], Any, int]]:
+    """(chunk, job, side, items, sent_at, attempts) of chunks sent and not answered."""
+    chunks = JobChunk.objects.filter(
+        status=ChunkStatus.QUEUED, sent_at__isnull=False, job__status__in=ACTIVE
+    )
+    if job_ids is not None:
+        chunks = chunks.filter(job_id__in=job_ids)
+    return list(
+        chunks.order_by("job_id", "index", "side").values_list(
+            "pk", "job_id", "side", "item_ids", "sent_at", "attempts"
+        )
     )
 
 
-def resume_job_now(job: Job) -> int:
-    """The "Resume stalled chunks" button: re-send queued chunks not heard of for a minute.
+def lost_chunks(
+    *, job_ids: list[int] | None = None, grace: timedelta | None = None
+) -> tuple[list[tuple[int, int, str, list[int], Any, int]], bool]:
+    """Chunks in flight that no one has: not in the ``gpu`` queue, no result waiting in
+    ``default``, not held by any model worker, and sent more than ``grace``
+    (``COPE_RESEND_GRACE_SECONDS``) ago. Where the broker cannot say what the workers hold, a
+    chunk is lost only after ``COPE_RESUME_AFTER_SECONDS`` (above the task time limit).
 
-    A person has watched the job stall, so this does not wait for ``stale_chunks``' proof that a
-    chunk is lost (duplicates are harmless). It skips chunks that have used their
-    ``COPE_MAX_CHUNK_ATTEMPTS`` sends and never fails a chunk: pressing the button on a merely
-    slow queue must not use up a chunk's sends and fail it; the periodic resume gives up on those
-    once they are shown lost.
+    Returns (lost chunks, whether a model worker is known to be alive or might be).
     """
-    if job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+    from labeling import broker
+
+    view = broker.look()
+    now = timezone.now()
+    grace = resend_grace() if grace is None else grace
+    lost = []
+    for chunk in _in_flight(job_ids):
+        pk, sent_at = chunk[0], chunk[4]
+        if sent_at > now - grace:
+            continue
+        if view.queued is not None and pk in view.queued:
+            continue
+        if view.held is not None:
+            if pk in view.held:
+                continue
+        elif sent_at > now - max(grace, resume_after()):
+            continue
+        lost.append(chunk)
+    return lost, view.model_workers != 0
+
+
+def _resend(lost: list[tuple[int, int, str, list[int], Any, int]], *, count: bool) -> int:
+    """Send lost chunks again; ``count``: a model worker was there to lose them, so the send
+    counts towards ``COPE_MAX_CHUNK_ATTEMPTS`` (a chunk at the cap is failed instead)."""
+    cap = max_chunk_attempts()
+    by_job: dict[int, list[tuple[int, str, list[int], int]]] = {}
+    for pk, job_id, side, item_ids, _, attempts in lost:
+        by_job.setdefault(job_id, []).append((pk, side, item_ids, attempts))
+    resent = 0
+    for job_id, chunks in by_job.items():
+        with transaction.atomic():
+            job = Job.objects.select_for_update().filter(pk=job_id).values("status").first()
+            if job is None or job["status"] not in ACTIVE:
+                continue
+            still = set(
+                JobChunk.objects.filter(
+                    pk__in=[c[0] for c in chunks], status=ChunkStatus.QUEUED
+                ).values_list("pk", flat=True)
+            )
+            chunks = [c for c in chunks if c[0] in still]
+            spent = [
+                (pk, side, ids) for pk, side, ids, attempts in chunks if count and attempts >= cap
+            ]
+            again = [pk for pk, _, _, attempts in chunks if not (count and attempts >= cap)]
+            if spent:
+                _give_up_on_chunks(job_id, spent, cap)
+            if again:
+                JobChunk.objects.filter(pk__in=again).update(
+                    sent_at=timezone.now(),
+                    attempts=F("attempts") + 1 if count else F("attempts"),
+                )
+                transaction.on_commit(
+                    lambda job_id=job_id, again=again: _send_chunks(job_id, again)
+                )
+            resent += len(again)
+            if spent:
+                _claim_next_chunks(job_id)
+                maybe_finish_job(job_id)
+    return resent
+
+
+def resume_job(job: Job, *, stale_after: timedelta | None = None) -> int:
+    """Re-send the job's lost chunks (see ``lost_chunks``) and fill its window; returns how
+    many lost chunks were sent again. A chunk sent ``COPE_MAX_CHUNK_ATTEMPTS`` times while a
+    model worker was there is failed instead; while no model worker exists, sends are not
+    counted. A chunk whose first message is still alive is scored twice at worst; the second
+    result finds the chunk done and changes nothing."""
+    if job.status not in ACTIVE:
         return 0
-    chunk_ids = list(_nudgeable_chunks(job, MANUAL_STALE_AFTER).values_list("pk", flat=True))
-    return _send_chunks(job.pk, chunk_ids) if chunk_ids else 0
+    lost, worker_alive = lost_chunks(job_ids=[job.pk], grace=stale_after)
+    resent = _resend(lost, count=worker_alive)
+    fill_window(job.pk)
+    return resent
+
+
+def resume_job_now(job: Job) -> int:
+    """The "Resume stalled chunks" button: re-send chunks in flight not heard of for a minute.
+
+    A person has watched the job stall, so this does not wait for ``lost_chunks``' proof that a
+    chunk is lost (duplicates are harmless). It never counts a send or fails a chunk: pressing
+    the button on a merely slow queue must not use up a chunk's sends.
+    """
+    if job.status not in ACTIVE:
+        return 0
+    cutoff = timezone.now() - MANUAL_STALE_AFTER
+    chunks = [c for c in _in_flight([job.pk]) if c[4] <= cutoff]
+    resent = _resend(chunks, count=False)
+    fill_window(job.pk)
+    return resent
 
 
 def retry_failed_chunks(job: Job) -> int:
-    """Put failed chunks back in the queue and send them again; reopens a finished job.
+    """ "Retry failed": send exactly the items that have no label (failed chunks, and items that
+    failed alone inside labeled chunks) again, in new chunks; reopens a finished job, which can
+    then end succeeded. Returns the number of items retried.
 
-    A person asked for it, so each retried chunk gets a fresh ``COPE_MAX_CHUNK_ATTEMPTS`` sends.
+    A person asked for it, so each new chunk gets a fresh ``COPE_MAX_CHUNK_ATTEMPTS`` sends.
+    The old failed chunks become ``retried``: a late result for them is ignored.
     """
     with transaction.atomic():
         # The job row first (see the module docstring), and its status as of now.
-        status = Job.objects.select_for_update().filter(pk=job.pk).values("status").first()
-        if status is None or status["status"] == JobStatus.CANCELLED:
+        row = Job.objects.select_for_update().filter(pk=job.pk)
+        current = row.values("status", "chunk_size").first()
+        if current is None or current["status"] == JobStatus.CANCELLED:
             raise JobError("A cancelled job cannot be retried; start a new job.")
         failed = list(
-            JobChunk.objects.filter(job=job, status=ChunkStatus.FAILED).values_list(
-                "pk", "side", "item_ids"
-            )
+            Label.objects.filter(job=job, label__isnull=True)
+            .order_by("side", "item_id")
+            .values_list("side", "item_id")
         )
         if not failed:
             return 0
-        retried = [pk for pk, _, _ in failed]
-        JobChunk.objects.filter(pk__in=retried, status=ChunkStatus.FAILED).update(
-            status=ChunkStatus.QUEUED, error="", finished_at=None, attempts=0
+        JobChunk.objects.filter(job=job, status=ChunkStatus.FAILED).update(
+            status=ChunkStatus.RETRIED
         )
-        counters: dict[str, Any] = {"failed_chunks": F("failed_chunks") - len(failed)}
-        for _, side, item_ids in failed:
-            errors = f"errors_{side.lower()}"
-            counters[errors] = counters.get(errors, F(errors)) - len(item_ids)
-        if status["status"] in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+        by_side: dict[str, list[int]] = {Side.A: [], Side.B: []}
+        for side, item_id in failed:
+            by_side[side].append(item_id)
+        size = current["chunk_size"]
+        start = (
+            JobChunk.objects.filter(job=job)
+            .order_by("-index")
+            .values_list("index", flat=True)
+            .first()
+            or 0
+        ) + 1
+        new = []
+        for side, ids in by_side.items():
+            for n, first in enumerate(range(0, len(ids), size)):
+                new.append(
+                    JobChunk(
+                        job_id=job.pk,
+                        side=side,
+                        index=start + n,
+                        item_ids=ids[first : first + size],
+                    )
+                )
+        JobChunk.objects.bulk_create(new, batch_size=2000)
+        counters: dict[str, Any] = {
+            "failed_chunks": 0,
+            "errors_a": F("errors_a") - len(by_side[Side.A]),
+            "errors_b": F("errors_b") - len(by_side[Side.B]),
+        }
+        if current["status"] in FINISHED:
             counters.update(status=JobStatus.RUNNING, finished_at=None, error="", stats={})
-        Job.objects.filter(pk=job.pk).update(**counters)
-        transaction.on_commit(lambda: _send_chunks(job.pk, retried))
-    return len(retried)
+        row.update(**counters)
+        _claim_next_chunks(job.pk)
+    return len(failed)
 
 
 def resume_stalled_jobs(*, stale_after: timedelta | None = None) -> dict[int, int]:
-    """Resume every active job; ``{job id: chunks re-sent}`` for those that had any."""
+    """Run by beat: re-send lost chunks of every active job, fill every job's window and queue
+    again the preparation of jobs whose ``prepare_job`` message was lost. Returns
+    ``{job id: chunks re-sent}`` for jobs that had any."""
+    grace = resend_grace() if stale_after is None else stale_after
+    for job_id in Job.objects.filter(
+        status=JobStatus.QUEUED,
+        prepared_at__isnull=True,
+        created_at__lte=timezone.now() - grace,
+    ).values_list("pk", flat=True):
+        send_prepare_job(job_id)
+    lost, worker_alive = lost_chunks(grace=stale_after)
     resent: dict[int, int] = {}
-    for job in Job.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]):
-        n = resume_job(job, stale_after=stale_after)
-        if n:
-            resent[job.pk] = n
+    for chunk in lost:
+        resent[chunk[1]] = resent.get(chunk[1], 0) + 1
+    _resend(lost, count=worker_alive)
+    for job_id in Job.objects.filter(status__in=ACTIVE, prepared_at__isnull=False).values_list(
+        "pk", flat=True
+    ):
+        fill_window(job_id)
     return resent
 
 
@@ -586,16 +840,26 @@ class Progress:
 
 
 def job_progress(job: Job, *, stale_after: timedelta = STALE_AFTER) -> Progress:
+    """Counters for the page. The speed is items (both sides done) over the job's wall time
+    from its start (``created_at``, preparation included) to its finish, or to now."""
     finished = job.done_a + job.done_b + job.errors_a + job.errors_b
     total = job.item_count * 2
     rate = eta = None
-    if job.started_at and finished:
+    if finished:
         end = job.finished_at or timezone.now()
-        elapsed = max((end - job.started_at).total_seconds(), 1e-3)
-        rate = finished / elapsed
+        elapsed = max((end - job.created_at).total_seconds(), 1e-3)
+        rate = finished / 2 / elapsed
         if job.is_active and rate > 0:
-            eta = (total - finished) / rate
-    stalled = job.is_active and _nudgeable_chunks(job, stale_after).exists()
+            eta = (total - finished) / 2 / rate
+    stalled = (
+        job.is_active
+        and JobChunk.objects.filter(
+            job=job,
+            status=ChunkStatus.QUEUED,
+            sent_at__isnull=False,
+            sent_at__lte=timezone.now() - stale_after,
+        ).exists()
+    )
     return Progress(
         total=job.item_count,
         done_a=job.done_a,
@@ -615,7 +879,8 @@ _LATEST_FIRST = (F("finished_at").desc(nulls_last=True), F("id").desc())
 
 
 def latest_finished_job(version: Version) -> Job | None:
-    """The version's most recent succeeded job."""
+    """The version's most recent succeeded job: never a partial or failed one, whose agreement
+    leaves items out."""
     return (
         Job.objects.filter(version=version, status=JobStatus.SUCCEEDED)
         .order_by(*_LATEST_FIRST)

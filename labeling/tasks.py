@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from celery import shared_task
-from django.db import OperationalError
+from django.db import InterfaceError, OperationalError
 
 from labeling import services
 from labeling.workers import record_heartbeat_task  # noqa: F401  (g-deploy: registers it)
@@ -15,12 +15,16 @@ from worker.contract import RECORD_CHUNK_TASK, ContractError, ScoreResult
 log = logging.getLogger(__name__)
 
 RESUME_STALLED_TASK = "labeling.resume_stalled_jobs"  # scheduled in settings.CELERY_BEAT_SCHEDULE
+# A locked, restarting or cut-off database (a terminated connection is an OperationalError, or
+# an InterfaceError on the next use): try again later. Django's Celery fixup drops the broken
+# connection between tries.
+DATABASE_GONE = (OperationalError, InterfaceError)
 
 
 @shared_task(
     name=RECORD_CHUNK_TASK,
     acks_late=True,
-    autoretry_for=(OperationalError,),  # a locked or restarting database: try again later
+    autoretry_for=DATABASE_GONE,
     retry_backoff=True,
     retry_backoff_max=300,
     max_retries=8,
@@ -45,11 +49,24 @@ def record_chunk(result_dict: dict[str, Any]) -> str:
     return outcome.action
 
 
+@shared_task(
+    name=services.PREPARE_JOB_TASK,
+    acks_late=True,
+    autoretry_for=DATABASE_GONE,
+    retry_backoff=True,
+    retry_backoff_max=300,
+    max_retries=8,
+)
+def prepare_job(job_id: int) -> bool:
+    """Sample a started job's items, create its chunks and send the first ones."""
+    return services.prepare_job(int(job_id))
+
+
 @shared_task(name=RESUME_STALLED_TASK, ignore_result=True)
 def resume_stalled_jobs() -> int:
-    """Run by Celery beat every minute (``CELERY_BEAT_SCHEDULE``): re-send the lost chunks of
-    active jobs, and fail those sent ``COPE_MAX_CHUNK_ATTEMPTS`` times (``services.resume_job``).
-    Returns the number of chunks re-sent."""
+    """Run by Celery beat every ``COPE_RESUME_EVERY_SECONDS``: re-send the chunks no queue and
+    no model worker has (``services.lost_chunks``), fill each job's window, and queue again a
+    lost preparation. Returns the number of chunks re-sent."""
     resent = services.resume_stalled_jobs()
     for job_id, n in resent.items():
         log.warning("job %s: re-sent %s lost chunk%s", job_id, n, "" if n == 1 else "s")

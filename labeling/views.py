@@ -318,7 +318,17 @@ def _job_context(request: HttpRequest, job: Job) -> dict[str, Any]:
     failed_chunks = list(
         job.chunks.filter(status=ChunkStatus.FAILED).order_by("index", "side")[:50]
     )
+    # e-jobs: what each side lost and why, grouped when the job finished (``Job.stats``).
+    lost = (job.stats or {}).get("lost")
+    if lost and not (lost["A"]["count"] or lost["B"]["count"]):
+        lost = None
     return {
+        "lost": lost,
+        "lost_sides": [("A (primary text)", lost["A"]), ("B (twin)", lost["B"])] if lost else [],
+        "can_retry": request.user.has_perm("labeling.change_job")
+        and not job.is_active
+        and job.status != JobStatus.CANCELLED
+        and (job.errors_a + job.errors_b) > 0,
         "job": job,
         "progress": progress,
         "eta": _duration(progress.eta_seconds),
@@ -381,7 +391,7 @@ def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
     except services.JobError as exc:
         messages.error(request, str(exc))
     else:
-        messages.info(request, f"Retrying {n} failed chunk{'s' if n != 1 else ''}.")
+        messages.info(request, f"Retrying {n} failed item{'s' if n != 1 else ''}.")
     return _redirect(request, reverse("labeling:job_detail", args=[job.pk]))
 
 

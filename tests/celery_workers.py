@@ -6,7 +6,9 @@ lists it in ``pytest_plugins``, so ``tests/labeling`` and ``tests/browser`` use 
 * PostgreSQL: Redis (``COPE_TEST_REDIS_URL``, default ``redis://127.0.0.1:6379/5``, flushed
   first) as the broker, the web-side worker (``celery -A cope_studio worker -Q default``) as a
   subprocess pointed at the pytest database through ``DATABASE_URL``, and the GPU-side worker
-  (``celery -A worker.celery_app worker -Q gpu``, embedding backend) as a subprocess.
+  (``worker.celery_app.celery_worker_argv()``, the command ``bin/run-studio`` runs: prefork,
+  one child, embedding backend) as a subprocess, through ``tests.model_worker``, which can give
+  it a deterministic fake model instead (``COPE_TEST_FAKE_SCORER=1``).
 * SQLite: the pytest database is in memory, which no other process can open, so the web-side
   worker runs in a thread of the test process (``celery.contrib.testing``) and the broker is
   the filesystem transport in a temporary folder; the GPU worker is still a subprocess.
@@ -80,8 +82,14 @@ class CeleryWorkers:
         log = self.tmp / f"{name}-{self._starts}.log"
         self.logs[name] = log
         with log.open("wb") as out:
+            # Its own process group: a prefork pool's children are stopped with it.
             self.procs[name] = subprocess.Popen(
-                argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+                argv,
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def wait_ready(self, name: str, timeout: float = READY_TIMEOUT) -> None:
@@ -102,23 +110,33 @@ class CeleryWorkers:
         if "gpu" in self.procs and self.procs["gpu"].poll() is None:
             raise RuntimeError("a gpu worker is already running: kill_gpu() or stop_gpu() first")
         self.gpu_env.update(extra_env or {})
-        argv = [CELERY, "-A", "worker.celery_app", "worker", "-Q", "gpu", "--pool", "solo"]
-        argv += ["-c", "1", "--without-gossip", "--without-mingle", "--without-heartbeat"]
-        argv += ["-n", f"gpu{self._starts}@%h", "-l", "info"]
+        from worker.celery_app import celery_worker_argv
+
+        argv = [sys.executable, "-m", "tests.model_worker", *celery_worker_argv()[1:]]
+        argv += ["--without-heartbeat", "-n", f"gpu{self._starts}@%h"]
         self._spawn("gpu", argv, {**self.env, **self.gpu_env})
         self.wait_ready("gpu")
 
-    def start_web(self) -> None:
+    def start_web(self, *, beat: bool = False) -> None:
+        """The bookkeeping worker; ``beat``: with Celery beat embedded, as ``bin/run-studio``."""
         argv = [CELERY, "-A", "cope_studio", "worker", "-Q", "default", "--pool", "solo"]
         argv += ["-c", "1", "--without-gossip", "--without-mingle", "--without-heartbeat"]
-        argv += ["-n", "web@%h", "-l", "info"]
+        argv += ["-n", f"web{self._starts}@%h", "-l", "info"]
+        if beat:
+            argv += ["-B", "-s", str(self.tmp / f"beat-schedule-{self._starts}")]
         self._spawn("web", argv, self.env)
         self.wait_ready("web")
 
     def kill_gpu(self) -> None:
+        """SIGKILL the model worker, its pool child with it."""
         proc = self.procs["gpu"]
-        proc.send_signal(signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+    def gpu_child_pids(self) -> list[int]:
+        import psutil
+
+        return [c.pid for c in psutil.Process(self.procs["gpu"].pid).children()]
 
     def stop_gpu(self) -> None:
         self._stop(self.procs["gpu"])
@@ -132,6 +150,10 @@ class CeleryWorkers:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+        try:  # whatever of its process group is left (a pool child)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def stop(self) -> None:
         for proc in self.procs.values():

@@ -1,14 +1,23 @@
 """The worker's Celery app: no Django, configured from ``WorkerConfig`` (the environment).
 
-Start one worker process per GPU, consuming only the ``gpu`` queue::
+Start one worker process per GPU, consuming only the ``gpu`` queue; ``celery_worker_argv()``
+returns the command line, the one entry point that ``bin/run-studio`` and docker compose use::
 
     celery -A worker.celery_app worker -Q gpu --concurrency 1 --prefetch-multiplier 1 \\
         --without-gossip --without-mingle -l info
 
-``--concurrency 1`` with the default prefork pool gives one child process that loads the model once
-(at ``worker_process_init``) and keeps it; the parent enforces the task time limits by replacing a
-stuck child. ``--pool solo`` also works (the model loads in the worker process itself) but Celery
-cannot enforce time limits in the solo pool. ``celery_worker_argv()`` returns this command line.
+Why this shape, so that a worker whose process dies comes back whatever the model's load time:
+
+* The prefork pool with one child, not ``--pool solo``: the parent enforces the task time
+  limits by replacing a stuck child, answers ``inspect`` while the child scores (the web side
+  asks which chunks a worker holds before re-sending any), and replaces a child that dies.
+* The model loads in the child, at ``worker_process_init``, never in the parent before the
+  fork: CUDA cannot be used in a process forked after CUDA was initialised.
+* A new child is up only once its model is loaded, and Celery kills a child not up within
+  ``worker_proc_alive_timeout`` (4 s by default, less than any real model's load): it is set to
+  ``COPE_MODEL_LOAD_TIMEOUT`` (30 minutes by default).
+* Late acks with ``task_reject_on_worker_lost``: the chunk a dead child held goes back to the
+  queue at once, and ``worker.tasks`` counts such deaths per chunk.
 
 Results never use a result backend: the worker sends them back as tasks by name to ``default``
 (``labeling.record_chunk`` / ``policies.record_twin``) which the web side writes idempotently.
@@ -76,6 +85,7 @@ def celery_settings(config: WorkerConfig) -> dict[str, Any]:
         "task_create_missing_queues": True,
         "worker_hijack_root_logger": True,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "worker_proc_alive_timeout": float(config.model_load_timeout),
     }
 
 
@@ -88,7 +98,8 @@ def make_app(config: WorkerConfig | None = None) -> Celery:
 
 
 def celery_worker_argv(*, solo: bool = False, loglevel: str = "info") -> list[str]:
-    """The command line of one GPU worker (see the module docstring)."""
+    """The command line of one GPU worker (see the module docstring). ``solo`` is for tools
+    that need the model in the worker's own process; it gives up the time limits."""
     argv = [
         "celery",
         "-A",

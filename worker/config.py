@@ -95,6 +95,9 @@ class WorkerConfig:
     # Touched after every heartbeat sent, for a container health check (``python -m worker
     # health``); empty for none.
     heartbeat_file: str = ""
+    # e-jobs: how long a new pool process may take to load the model before Celery gives up on
+    # it (``worker_proc_alive_timeout``); a real CoPE model takes minutes.
+    model_load_timeout: int = 1800
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerConfig:
@@ -141,6 +144,7 @@ class WorkerConfig:
             preload=env_bool("COPE_PRELOAD", True, e),
             heartbeat_seconds=env_float("COPE_HEARTBEAT_SECONDS", 10.0, e, minimum=0.0),
             heartbeat_file=env_str("COPE_HEARTBEAT_FILE", "", e),
+            model_load_timeout=env_int("COPE_MODEL_LOAD_TIMEOUT", 1800, e, minimum=10),
         )
 
     @property
@@ -218,6 +222,7 @@ class WorkerConfig:
             "COPE_PRELOAD": self.preload,
             "COPE_HEARTBEAT_SECONDS": self.heartbeat_seconds,
             "COPE_HEARTBEAT_FILE": self.heartbeat_file,
+            "COPE_MODEL_LOAD_TIMEOUT": self.model_load_timeout,
         }
 
 
@@ -268,4 +273,5 @@ ENV_VARS: tuple[str, ...] = (
     "COPE_PRELOAD",
     "COPE_HEARTBEAT_SECONDS",
     "COPE_HEARTBEAT_FILE",
+    "COPE_MODEL_LOAD_TIMEOUT",
 )

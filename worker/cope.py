@@ -262,7 +262,7 @@ class CopeScorer:
         for batch in self._batches(rows, 0 if full else len(prefix.ids)):
             p1s = self._forward_split([r.ids for r in batch], cache)
             for row, p1 in zip(batch, p1s, strict=True):
-                results[row.index] = Score.from_p1(p1)
+                results[row.index] = Score.from_p1(p1) if isinstance(p1, float) else p1
         return self._finish(results)
 
     @staticmethod
@@ -284,15 +284,26 @@ class CopeScorer:
         )
         return cache
 
-    def _forward_split(self, batch: list[list[int]], cache: DynamicCache | None) -> list[float]:
-        """Run a batch; on an out-of-memory error, run its halves instead."""
+    def _forward_split(
+        self, batch: list[list[int]], cache: DynamicCache | None
+    ) -> list[float | Score]:
+        """Run a batch; on an out-of-memory error, run its halves instead. An item still out of
+        memory alone fails alone (a ``Score.failed``), and the rest of the batch is labeled."""
         try:
-            return self._forward(batch, cache)
+            return list(self._forward(batch, cache))
         except (torch.OutOfMemoryError, RuntimeError) as exc:
-            if len(batch) == 1 or not _is_oom(exc):
+            if not _is_oom(exc):
                 raise
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(batch) == 1:
+                log.warning("Out of memory on one item of %d tokens alone", len(batch[0]))
+                return [
+                    Score.failed(
+                        f"Out of memory scoring this item alone ({len(batch[0])} tokens after "
+                        "the policy): lower COPE_MAX_BATCH_TOKENS or use a larger GPU."
+                    )
+                ]
         half = len(batch) // 2
         log.warning("Out of memory on a batch of %d; retrying as %d + %d", len(batch), half, half)
         return self._forward_split(batch[:half], cache) + self._forward_split(batch[half:], cache)

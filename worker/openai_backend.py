@@ -7,8 +7,9 @@ generated position. vLLM's automatic prefix caching does the policy-prefix reuse
 Twin generation uses ``/v1/chat/completions``.
 
 Transient failures (429, 5xx, connection errors, timeouts) are retried with exponential backoff,
-honouring a short ``Retry-After``; other 4xx fail at once with the server's message. An over-long
-prompt only fails its own item: a batch refused for context length is re-sent one prompt at a time.
+honouring a short ``Retry-After``; other 4xx fail at once with the server's message. A prompt the
+server refuses (too long, or anything else it rejects with 400/413/422) fails only its own item,
+with the server's reason: a refused batch is split until the refused prompts are alone.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from worker.prompt import build_prompt
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+# Refusals about what a request carries: one item's fault, so that item fails alone.
+ITEM_REFUSALS = frozenset({400, 413, 422})
 # Retry-After values above this are not slept through here: the Celery task retries later.
 MAX_RETRY_AFTER_S = 30.0
 _CONTEXT_ERROR = re.compile(
@@ -257,15 +260,21 @@ class OpenAICompletionsScorer:
         return [c for c in ordered if c is not None]
 
     def _score_batch(self, prompts: list[str]) -> list[Score]:
+        """Score a batch; a batch the server refuses for its content (400, 413, 422: a prompt
+        too long, or one the server will not take) is split in halves until the refused
+        prompts are alone, and each of those fails with the server's reason while the rest of
+        the batch is labeled. Other refusals (401, 404: a setting is wrong) fail the chunk."""
         try:
             return [p1_from_logprobs(c) for c in self._request(prompts)]
         except OpenAIBackendError as exc:
-            if exc.status not in (400, 413, 422) or not _CONTEXT_ERROR.search(str(exc)):
+            if exc.status not in ITEM_REFUSALS:
                 raise
             if len(prompts) == 1:
-                return [Score.failed(f"Too long for the model's context: {exc}")]
-        # One prompt was too long for the whole batch; find it by sending them one at a time.
-        return [score for prompt in prompts for score in self._score_batch([prompt])]
+                if _CONTEXT_ERROR.search(str(exc)):
+                    return [Score.failed(f"Too long for the model's context: {exc}")]
+                return [Score.failed(f"The model server refused this item: {exc}")]
+        half = len(prompts) // 2
+        return self._score_batch(prompts[:half]) + self._score_batch(prompts[half:])
 
     def score(self, policy: str, contents: Sequence[str]) -> list[Score]:
         prompts = [build_prompt(policy, content) for content in contents]

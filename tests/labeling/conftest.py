@@ -85,12 +85,39 @@ def fake_result(request: dict[str, Any], *, error: str = "") -> dict[str, Any]:
 
 @pytest.fixture
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Score requests captured instead of sent to a broker."""
+    """Score requests captured instead of sent to a broker; a job's preparation runs inline
+    (``start_job``'s on-commit callback calls ``prepare_job`` instead of queueing it)."""
     from labeling import services
 
     requests: list[dict[str, Any]] = []
     monkeypatch.setattr(services, "send_score_request", requests.append)
+    monkeypatch.setattr(services, "send_prepare_job", services.prepare_job)
     return requests
+
+
+class FakeBroker:
+    """What ``labeling.broker.look`` reports, set by a test: chunk ids in a queue, chunk ids a
+    model worker holds, and how many model workers answered."""
+
+    def __init__(self) -> None:
+        self.queued: set[int] = set()
+        self.held: set[int] | None = set()
+        self.model_workers: int | None = 1
+
+    def look(self) -> Any:
+        from labeling.broker import BrokerView
+
+        held = None if self.held is None else frozenset(self.held)
+        return BrokerView(frozenset(self.queued), held, self.model_workers)
+
+
+@pytest.fixture
+def broker(monkeypatch: pytest.MonkeyPatch) -> FakeBroker:
+    from labeling import broker as broker_module
+
+    fake = FakeBroker()
+    monkeypatch.setattr(broker_module, "look", fake.look)
+    return fake
 
 
 TEXTS = [

@@ -14,7 +14,13 @@ from labeling import services
 from labeling.models import ChunkStatus, Job, JobChunk, JobStatus, Label, ReviewTask
 from labeling.tasks import record_chunk
 from tests.conftest import PASSWORD
-from tests.labeling.conftest import TEXTS, fake_result, make_sample_set, make_version
+from tests.labeling.conftest import (
+    TEXTS,
+    FakeBroker,
+    fake_result,
+    make_sample_set,
+    make_version,
+)
 
 CONFIRM = {"confirm": "True"}  # what the buttons' JobActionForm posts
 
@@ -37,7 +43,7 @@ def start(
     **kwargs: Any,
 ) -> Job:
     with django_capture_on_commit_callbacks(execute=True):
-        return services.start_job(
+        job = services.start_job(
             version=version,
             sample_set=sample_set,
             sample_size=kwargs.pop("sample_size", None),
@@ -45,6 +51,8 @@ def start(
             chunk_size=kwargs.pop("chunk_size", 3),
             **kwargs,
         )
+    job.refresh_from_db()  # prepared by the on-commit task
+    return job
 
 
 def test_start_job_freezes_texts_and_sends_one_request_per_chunk_and_side(
@@ -98,7 +106,16 @@ def test_results_finish_the_job_with_stats_and_review_tasks_for_mismatches(
     job = start(version, sample_set, author, django_capture_on_commit_callbacks)
     run_all(sent)
     job.refresh_from_db()
-    assert job.status == JobStatus.SUCCEEDED and job.finished_at and job.started_at
+    # The LONG item failed on both sides: partial, never "succeeded", and said why.
+    assert job.status == JobStatus.PARTIAL and job.finished_at and job.started_at
+    assert "1 items failed under A and 1 under B" in job.error
+    assert job.stats["lost"]["A"] == {
+        "count": 1,
+        "reasons": [["over the token budget", 1]],
+        "other": 0,
+    }
+    assert job.stats["labeled"] == {"A": 7, "B": 7}
+    assert services.latest_finished_job(version) is None
     assert (job.done_a, job.done_b, job.errors_a, job.errors_b) == (7, 7, 1, 1)
     assert job.backend == "fake" and job.model_id == "tests/fake" and not job.weak_backend
     assert job.model_seconds == pytest.approx(3.0) and job.bookkeeping_seconds > 0
@@ -149,33 +166,67 @@ def test_a_worker_cannot_write_labels_outside_its_chunk(
     assert labels.get(item_id=chunk.item_ids[0]).error == "no result for this item from the worker"
 
 
-def test_failed_chunks_are_reported_and_can_be_retried(
-    version: Any, sample_set: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
+def test_failed_chunks_make_the_job_partial_and_retry_runs_exactly_the_failed_items(
+    author: Any, sent: list, django_capture_on_commit_callbacks: Any
 ) -> None:
-    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
-    failing = sent[0]
+    version = make_version(author)
+    clean = make_sample_set(author, [t for t in TEXTS if "LONG" not in t], name="Clean")
+    job = start(version, clean, author, django_capture_on_commit_callbacks)
+    failing = sent[0]  # side A, items 1-3
     assert record_chunk(fake_result(failing, error="CUDA out of memory")) == "failed"
     for request in sent[1:]:
         record_chunk(fake_result(request))
     job.refresh_from_db()
-    assert job.status == JobStatus.SUCCEEDED and job.failed_chunks == 1
-    # The failed chunk's 3 items count as errors on its side (plus the LONG item if it was there).
-    side = failing["side"].lower()
-    assert getattr(job, f"errors_{side}") == 3 + (0 if "LONG" in str(failing) else 1)
+    assert job.status == JobStatus.PARTIAL and job.failed_chunks == 1
+    assert (job.done_a, job.done_b, job.errors_a, job.errors_b) == (4, 7, 3, 0)
+    assert job.stats["lost"]["A"]["reasons"] == [["CUDA out of memory", 3]]
+    assert job.stats["lost"]["B"]["count"] == 0
+    assert services.latest_finished_job(version) is None  # a partial job never decides
     chunk = JobChunk.objects.get(pk=failing["chunk_id"])
     assert chunk.status == ChunkStatus.FAILED and chunk.error == "CUDA out of memory"
 
     sent.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.retry_failed_chunks(job) == 1
+        assert services.retry_failed_chunks(job) == 3
     job.refresh_from_db()
     assert job.status == JobStatus.RUNNING and job.failed_chunks == 0 and job.stats == {}
-    assert [r["chunk_id"] for r in sent] == [failing["chunk_id"]]
+    assert [(r["side"], sorted(i["item_id"] for i in r["items"])) for r in sent] == [
+        ("A", sorted(failing_item["item_id"] for failing_item in failing["items"]))
+    ]
+    assert JobChunk.objects.get(pk=failing["chunk_id"]).status == ChunkStatus.RETRIED
+    # A late copy of the old failed chunk changes nothing now.
+    assert record_chunk(fake_result(failing)) == "duplicate"
     record_chunk(fake_result(sent[0]))
     job.refresh_from_db()
-    assert job.status == JobStatus.SUCCEEDED
-    assert (job.done_a, job.done_b, job.errors_a, job.errors_b) == (7, 7, 1, 1)
-    assert job.stats["n"] == 7
+    assert job.status == JobStatus.SUCCEEDED and not job.error
+    assert (job.done_a, job.done_b, job.errors_a, job.errors_b) == (7, 7, 0, 0)
+    assert job.stats["n"] == 7 and services.latest_finished_job(version) == job
+
+
+def test_an_item_that_failed_alone_is_retried_alone(
+    author: Any, sent: list, django_capture_on_commit_callbacks: Any
+) -> None:
+    version = make_version(author)
+    clean = make_sample_set(author, [t for t in TEXTS if "LONG" not in t], name="Clean")
+    job = start(version, clean, author, django_capture_on_commit_callbacks)
+    refused = fake_result(sent[1])  # side B, items 1-3: the server refused one item
+    refused["outcomes"][1].update(label=None, p1=None, error="The model server refused it")
+    record_chunk(refused)
+    for request in sent[:1] + sent[2:]:
+        record_chunk(fake_result(request))
+    job.refresh_from_db()
+    assert job.status == JobStatus.PARTIAL
+    assert (job.done_a, job.done_b, job.errors_a, job.errors_b) == (7, 6, 0, 1)
+    assert job.stats["lost"]["B"]["reasons"] == [["The model server refused it", 1]]
+    sent.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.retry_failed_chunks(job) == 1
+    assert [(r["side"], [i["item_id"] for i in r["items"]]) for r in sent] == [
+        ("B", [refused["outcomes"][1]["item_id"]])
+    ]
+    record_chunk(fake_result(sent[0]))
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED and job.errors_b == 0 and job.done_b == 7
 
 
 def test_every_chunk_failing_fails_the_job(
@@ -185,8 +236,9 @@ def test_every_chunk_failing_fails_the_job(
     for request in sent:
         record_chunk(fake_result(request, error="model did not load"))
     job.refresh_from_db()
-    assert job.status == JobStatus.FAILED and job.failed_chunks == 6 and job.error
-    assert job.stats["n"] == 0
+    assert job.status == JobStatus.FAILED and job.failed_chunks == 6
+    assert "No item got a label" in job.error
+    assert job.stats["n"] == 0 and job.stats["lost"]["A"]["count"] == 8
 
 
 def test_cancelled_job_ignores_results(
@@ -202,16 +254,52 @@ def test_cancelled_job_ignores_results(
     assert services.resume_job(job, stale_after=timedelta(0)) == 0
 
 
-def test_resume_resends_only_stale_queued_chunks(
-    version: Any, sample_set: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
+def test_resume_resends_only_chunks_no_queue_and_no_worker_has(
+    version: Any,
+    sample_set: Any,
+    author: Any,
+    sent: list,
+    broker: FakeBroker,
+    django_capture_on_commit_callbacks: Any,
 ) -> None:
     job = start(version, sample_set, author, django_capture_on_commit_callbacks)
     record_chunk(fake_result(sent[0]))
+    chunks = {c.pk: c for c in JobChunk.objects.filter(job=job, status=ChunkStatus.QUEUED)}
     sent.clear()
-    assert services.resume_job(job) == 0  # sent just now: not stale
-    assert services.resume_job(job, stale_after=timedelta(0)) == 5
-    assert len(sent) == 5 and JobChunk.objects.filter(job=job, attempts=2).count() == 5
-    assert services.resume_stalled_jobs(stale_after=timedelta(0)) == {job.pk: 5}
+    assert services.resume_job(job) == 0  # sent just now: within the grace
+    ids = sorted(chunks)
+    broker.queued = {ids[0], ids[1]}  # waiting in the gpu queue (or its result in default)
+    broker.held = {ids[2]}  # a model worker has it
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.resume_job(job, stale_after=timedelta(0)) == 2
+    assert sorted(r["chunk_id"] for r in sent) == ids[3:]
+    assert {r["attempt"] for r in sent} == {2}
+    assert services.resume_stalled_jobs(stale_after=timedelta(0)) == {job.pk: 2}
+
+
+def test_no_model_worker_means_no_copies_and_no_attempts_used(
+    settings: Any,
+    version: Any,
+    sample_set: Any,
+    author: Any,
+    sent: list,
+    broker: FakeBroker,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    settings.COPE_MAX_CHUNK_ATTEMPTS = 1
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    chunk_ids = [r["chunk_id"] for r in sent]
+    sent.clear()
+    broker.model_workers = 0
+    broker.queued = set(chunk_ids)  # waiting in the queue for a worker: nothing to do
+    for _ in range(3):
+        assert services.resume_job(job, stale_after=timedelta(0)) == 0
+    assert sent == []
+    broker.queued = set()  # the broker restarted empty, still no worker
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.resume_job(job, stale_after=timedelta(0)) == 6
+    assert len(sent) == 6 and {r["attempt"] for r in sent} == {1}  # not counted, not failed
+    assert not JobChunk.objects.filter(job=job, status=ChunkStatus.FAILED).exists()
 
 
 def test_malformed_result_is_rejected_without_raising() -> None:
@@ -231,11 +319,13 @@ def test_results_for_deleted_jobs_are_ignored(db: Any) -> None:
 
 @pytest.fixture
 def finished_job(
-    version: Any, sample_set: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
+    version: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
 ) -> Job:
-    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    clean = make_sample_set(author, [t for t in TEXTS if "LONG" not in t], name="Clean")
+    job = start(version, clean, author, django_capture_on_commit_callbacks)
     run_all(sent)
     job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED
     return job
 
 
@@ -247,7 +337,7 @@ def test_job_page_shows_agreement_confusion_and_chart(
     assert "71.4%" in page  # 5 of 7
     assert "Cohen&#x27;s kappa" in page or "Cohen's kappa" in page
     assert 'class="confusion"' in page and "<svg" in page and "stroke-dasharray" in page
-    assert "1 error under both A and B" in page
+    assert "every item got a label under both wordings" in page
     assert "hx-trigger" not in page  # finished: no polling
 
 
@@ -399,7 +489,7 @@ def test_a_success_after_a_failure_of_the_same_chunk_wins(
     assert record_chunk(fake_result(first)) == "duplicate"  # a redelivered success: nothing
     assert counters(job) == (3, 0, 0, 0, 0)
     run_all(sent[1:])
-    assert counters(job) == (7, 7, 1, 1, 0) and job.status == JobStatus.SUCCEEDED
+    assert counters(job) == (7, 7, 1, 1, 0) and job.status == JobStatus.PARTIAL
 
 
 def test_a_failure_never_replaces_a_success(
@@ -421,22 +511,17 @@ def test_a_late_success_reopens_a_job_that_finished_with_the_failure(
     run_all(sent[1:])
     record_chunk(fake_result(sent[0], error="worker lost"))
     job.refresh_from_db()
-    assert job.status == JobStatus.SUCCEEDED and job.failed_chunks == 1 and job.stats["n"] == 4
+    assert job.status == JobStatus.PARTIAL and job.failed_chunks == 1 and job.stats["n"] == 4
     assert ReviewTask.objects.filter(job=job).count() == 1
     assert record_chunk(fake_result(sent[0])) == "recorded"
     job.refresh_from_db()
-    assert job.status == JobStatus.SUCCEEDED and job.finished_at and not job.error
+    assert job.status == JobStatus.PARTIAL and job.finished_at  # the LONG item still failed
     assert counters(job) == (7, 7, 1, 1, 0) and job.stats["n"] == 7
     assert ReviewTask.objects.filter(job=job).count() == 2  # the chunk's mismatch too
 
 
-def test_retry_after_finish_reopens_under_the_job_lock_in_one_update(
-    version: Any,
-    sample_set: Any,
-    author: Any,
-    sent: list,
-    django_capture_on_commit_callbacks: Any,
-    django_assert_max_num_queries: Any,
+def test_retry_after_finish_reopens_under_the_job_lock(
+    version: Any, sample_set: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
 ) -> None:
     job = start(version, sample_set, author, django_capture_on_commit_callbacks)
     for request in sent[:3]:
@@ -446,11 +531,14 @@ def test_retry_after_finish_reopens_under_the_job_lock_in_one_update(
     sent.clear()
     # Stale status on the instance: retry reads the row's, under its lock.
     job.status = JobStatus.RUNNING
-    with django_assert_max_num_queries(6):  # lock, read, one chunk UPDATE, one job UPDATE
-        assert services.retry_failed_chunks(job) == 3
+    failed_items = Label.objects.filter(job=job, label__isnull=True).count()
+    assert services.retry_failed_chunks(job) == failed_items
     job.refresh_from_db()
     assert job.status == JobStatus.RUNNING and job.finished_at is None and job.failed_chunks == 0
-    assert JobChunk.objects.filter(job=job, status=ChunkStatus.QUEUED, attempts=0).count() == 3
+    assert job.errors_a == job.errors_b == 0
+    assert JobChunk.objects.filter(job=job, status=ChunkStatus.RETRIED).count() == 3
+    retried = JobChunk.objects.filter(job=job, status=ChunkStatus.QUEUED)
+    assert sum(len(c.item_ids) for c in retried) == failed_items
 
 
 @pytest.mark.django_db(transaction=True)
@@ -500,68 +588,60 @@ def test_finish_waits_for_a_retry_that_holds_the_job(
     thread.join(10)
     job.refresh_from_db()
     assert not finished and job.status == JobStatus.RUNNING
-    assert JobChunk.objects.get(pk=failing["chunk_id"]).status == ChunkStatus.QUEUED
+    assert JobChunk.objects.get(pk=failing["chunk_id"]).status == ChunkStatus.RETRIED
+    assert JobChunk.objects.filter(job=job, status=ChunkStatus.QUEUED).exists()
 
 
 def test_requests_carry_their_attempt(
-    version: Any, sample_set: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
+    version: Any,
+    sample_set: Any,
+    author: Any,
+    sent: list,
+    broker: FakeBroker,
+    django_capture_on_commit_callbacks: Any,
 ) -> None:
     job = start(version, sample_set, author, django_capture_on_commit_callbacks)
     assert {r["attempt"] for r in sent} == {1}
     sent.clear()
-    assert services.resume_job(job, stale_after=timedelta(0)) == 6
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.resume_job(job, stale_after=timedelta(0)) == 6
     assert {r["attempt"] for r in sent} == {2}
 
 
-def test_a_chunk_sent_too_often_is_failed_not_resent(
+def test_a_chunk_lost_too_often_is_failed_not_resent(
     settings: Any,
     version: Any,
     sample_set: Any,
     author: Any,
     sent: list,
+    broker: FakeBroker,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     settings.COPE_MAX_CHUNK_ATTEMPTS = 2
     job = start(version, sample_set, author, django_capture_on_commit_callbacks)
     run_all(sent[1:])  # every chunk but the first answers
     sent.clear()
-    assert services.resume_job(job, stale_after=timedelta(0)) == 1  # the second send
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.resume_job(job, stale_after=timedelta(0)) == 1  # the second send
     assert [r["attempt"] for r in sent] == [2]
     sent.clear()
-    assert services.resume_job_now(job) == 0  # the button never uses up the last send
-    assert services.resume_job(job, stale_after=timedelta(0)) == 0
+    assert services.resume_job_now(job) == 0  # sent just now
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.resume_job(job, stale_after=timedelta(0)) == 0
     assert sent == []
     chunk = JobChunk.objects.get(pk=sent_chunk_id(job))
     assert chunk.status == ChunkStatus.FAILED and "COPE_MAX_CHUNK_ATTEMPTS=2" in chunk.error
     job.refresh_from_db()
     # It was the last queued chunk: the job is finished, its 3 items counted as errors (+ LONG).
-    assert job.status == JobStatus.SUCCEEDED and counters(job) == (4, 7, 3 + 1, 1, 1)
+    assert job.status == JobStatus.PARTIAL and counters(job) == (4, 7, 3 + 1, 1, 1)
     assert Label.objects.filter(job=job, item_id__in=chunk.item_ids, side="A").count() == 3
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.retry_failed_chunks(job) == 1  # a person asks: a fresh set of sends
-    assert [r["attempt"] for r in sent] == [1]
+        assert services.retry_failed_chunks(job) == 5  # the chunk's 3 items and LONG twice
+    assert [r["attempt"] for r in sent] == [1, 1, 1]  # 4 items under A, 1 under B: fresh sends
 
 
 def sent_chunk_id(job: Job) -> int:
     return JobChunk.objects.get(job=job, side="A", index=0).pk
-
-
-def test_a_chunk_waiting_behind_a_busy_queue_is_not_resent(
-    version: Any, sample_set: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
-) -> None:
-    from django.utils import timezone
-
-    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
-    long_ago = timezone.now() - timedelta(hours=2)
-    JobChunk.objects.filter(job=job).update(sent_at=long_ago)
-    record_chunk(fake_result(sent[0]))  # the workers are busy: a result just came in
-    sent.clear()
-    assert services.resume_job(job, stale_after=timedelta(hours=1)) == 0
-    # A chunk sent after the waiting ones finished long ago: the waiting ones were lost.
-    JobChunk.objects.filter(pk=sent_chunk_id(job)).update(
-        sent_at=long_ago + timedelta(minutes=1), finished_at=long_ago + timedelta(minutes=2)
-    )
-    assert services.resume_job(job, stale_after=timedelta(hours=1)) == 5
 
 
 def test_beat_resumes_stalled_jobs(
@@ -570,6 +650,7 @@ def test_beat_resumes_stalled_jobs(
     sample_set: Any,
     author: Any,
     sent: list,
+    broker: FakeBroker,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     from django.utils import timezone
@@ -577,14 +658,40 @@ def test_beat_resumes_stalled_jobs(
     from labeling.tasks import resume_stalled_jobs
 
     schedule = settings.CELERY_BEAT_SCHEDULE["resume-stalled-jobs"]
-    assert schedule["task"] == "labeling.resume_stalled_jobs" and schedule["schedule"] == 60
+    assert schedule["task"] == "labeling.resume_stalled_jobs"
+    assert schedule["schedule"] == settings.COPE_RESUME_EVERY_SECONDS
     assert settings.COPE_RESUME_AFTER_SECONDS > settings.CELERY_TASK_TIME_LIMIT
     job = start(version, sample_set, author, django_capture_on_commit_callbacks)
     sent.clear()
-    assert resume_stalled_jobs() == 0  # just sent: still with a worker
-    old = timezone.now() - timedelta(seconds=settings.COPE_RESUME_AFTER_SECONDS + 1)
+    assert resume_stalled_jobs() == 0  # just sent: within the grace
+    old = timezone.now() - timedelta(seconds=settings.COPE_RESEND_GRACE_SECONDS + 1)
     JobChunk.objects.filter(job=job).update(sent_at=old)
-    assert resume_stalled_jobs() == 6 and len(sent) == 6
+    broker.held = set(JobChunk.objects.filter(job=job).values_list("pk", flat=True))
+    assert resume_stalled_jobs() == 0  # the workers hold them all
+    broker.held = set()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert resume_stalled_jobs() == 6
+    assert len(sent) == 6
+
+
+def test_without_a_view_of_the_workers_a_chunk_is_lost_only_after_the_time_limit(
+    settings: Any,
+    version: Any,
+    sample_set: Any,
+    author: Any,
+    sent: list,
+    broker: FakeBroker,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from django.utils import timezone
+
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    broker.held, broker.model_workers = None, None
+    JobChunk.objects.filter(job=job).update(sent_at=timezone.now() - timedelta(minutes=5))
+    assert services.resume_job(job) == 0
+    late = timezone.now() - timedelta(seconds=settings.COPE_RESUME_AFTER_SECONDS + 1)
+    JobChunk.objects.filter(job=job).update(sent_at=late)
+    assert services.resume_job(job) == 6
 
 
 def test_run_form_refuses_a_sample_larger_than_the_set(author: Any) -> None:
@@ -611,3 +718,98 @@ def test_run_form_starts_from_the_last_jobs_sample(
         "sample_size": 4,
         "seed": job.sample_seed,
     }
+
+
+# Background start, flow control, honest pages --------------------------------------------
+
+
+def test_starting_only_creates_the_job_and_preparing_happens_in_a_task(
+    client: Any,
+    version: Any,
+    sample_set: Any,
+    author: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    queued: list[int] = []
+    monkeypatch.setattr(services, "send_prepare_job", queued.append)
+    with django_capture_on_commit_callbacks(execute=True):
+        job = services.start_job(
+            version=version, sample_set=sample_set, sample_size=None, by=author
+        )
+    assert queued == [job.pk]
+    assert job.is_preparing and job.item_count == 8 and not JobChunk.objects.filter(job=job)
+    client.login(username=author.username, password=PASSWORD)
+    page = client.get(reverse("labeling:job_detail", args=[job.pk])).content.decode()
+    assert "Preparing" in page and 'hx-trigger="every 1s"' in page
+
+
+def test_the_job_reads_both_texts_from_the_locked_version_row(
+    version: Any, sample_set: Any, author: Any, sent: list
+) -> None:
+    from policies.models import Version
+
+    Version.objects.filter(pk=version.pk).update(twin_text="A twin saved a moment ago.")
+    # ``version`` is the stale instance the view loaded before the save.
+    job = services.start_job(version=version, sample_set=sample_set, sample_size=None, by=author)
+    assert job.text_b == "A twin saved a moment ago." and job.text_a == version.text
+    Version.objects.filter(pk=version.pk).update(twin_text="  ")
+    with pytest.raises(services.JobError, match="no twin"):
+        services.start_job(version=version, sample_set=sample_set, sample_size=None, by=author)
+
+
+def test_a_job_keeps_a_bounded_number_of_chunks_in_flight(
+    settings: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
+) -> None:
+    settings.COPE_CHUNKS_IN_FLIGHT = 3
+    version = make_version(author)
+    big = make_sample_set(author, TEXTS * 4, name="Big")  # 32 items: 32 chunks of 1 per side
+    job = start(version, big, author, django_capture_on_commit_callbacks, chunk_size=1)
+    assert len(sent) == 3 and JobChunk.objects.filter(job=job).count() == 64
+    # A second job started now gets its own chunks out at once: it does not wait for the first.
+    other = start(version, big, author, django_capture_on_commit_callbacks, chunk_size=1)
+    assert [r["job_id"] for r in sent] == [job.pk] * 3 + [other.pk] * 3
+    handled = 0
+    while handled < len(sent):
+        request = sent[handled]
+        with django_capture_on_commit_callbacks(execute=True):
+            record_chunk(fake_result(request))
+        handled += 1
+        in_flight = JobChunk.objects.filter(status="queued", sent_at__isnull=False)
+        assert in_flight.filter(job=job).count() <= 3 and in_flight.filter(job=other).count() <= 3
+    assert handled == 128 and len({r["chunk_id"] for r in sent}) == 128
+    job.refresh_from_db()
+    assert job.status == JobStatus.PARTIAL and job.done_a == job.done_b == 28  # LONG ×4 failed
+    # Each result sent one chunk of its own job: the two jobs alternate in the queue.
+    assert [r["job_id"] for r in sent[6:12]] == [job.pk] * 3 + [other.pk] * 3
+
+
+def test_the_speed_shown_is_items_over_the_jobs_wall_time(finished_job: Job) -> None:
+    from datetime import timedelta as td
+
+    Job.objects.filter(pk=finished_job.pk).update(
+        created_at=finished_job.finished_at - td(seconds=70),
+        started_at=finished_job.finished_at - td(seconds=1),  # first result: not the start
+    )
+    finished_job.refresh_from_db()
+    progress = services.job_progress(finished_job)
+    assert progress.items_per_s == pytest.approx(7 / 70)
+
+
+def test_partial_job_page_says_what_each_side_lost_and_why(
+    client: Any,
+    version: Any,
+    sample_set: Any,
+    author: Any,
+    sent: list,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    record_chunk(fake_result(sent[0], error="<b>CUDA</b> out of memory"))
+    run_all(sent[1:])
+    client.login(username=author.username, password=PASSWORD)
+    page = client.get(reverse("labeling:job_detail", args=[job.pk])).content.decode()
+    assert "Partial" in page and "Retry failed items" in page
+    assert "4 items under A" in page and "1 item under B" in page
+    assert '3 × <span class="error">&lt;b&gt;CUDA&lt;/b&gt; out of memory' in page  # escaped
+    assert '1 × <span class="error">over the token budget' in page

@@ -124,6 +124,11 @@ class _Handler(BaseHTTPRequestHandler):
                 )
                 self._reply(400, {"object": "error", "message": message, "code": 400})
                 return
+        for prompt in prompts:
+            if "REFUSE_ME" in content_of(prompt):  # a prompt the server will not take
+                message = "The prompt contains a token sequence this server refuses."
+                self._reply(400, {"object": "error", "message": message, "code": 400})
+                return
         choices = []
         for index, prompt in enumerate(prompts):
             top = _top_logprobs(content_of(prompt))

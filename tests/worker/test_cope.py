@@ -180,6 +180,34 @@ def test_too_long_item_fails_alone(
     assert tight.score_naive(policy, contents)[longest].error == scores[longest].error
 
 
+def test_an_item_out_of_memory_alone_fails_alone(
+    tiny_cope: TinyCope, policy: str, contents: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scorer = load_cope(merged_path=str(tiny_cope.merged), device="cpu", max_batch_size=4)
+    lengths = [len(ids) for ids in scorer._suffix_ids(contents)]
+    longest = lengths.index(max(lengths))
+    real_forward = scorer._forward
+    batches: list[int] = []
+
+    def forward(batch: list[list[int]], cache: Any) -> list[float]:
+        batches.append(len(batch))
+        if any(len(ids) == max(lengths) for ids in batch):  # this item never fits
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(batch, cache)
+
+    monkeypatch.setattr(scorer, "_forward", forward)
+    scores = scorer.score(policy, contents)
+    assert scores[longest].label is None and "Out of memory" in scores[longest].error
+    reference = p1s(
+        load_cope(merged_path=str(tiny_cope.merged), device="cpu").score(policy, contents)
+    )
+    for i, score in enumerate(scores):
+        if i != longest:
+            assert score.error == "" and score.p1 is not None
+            assert abs(score.p1 - reference[i]) <= TOLERANCE
+    assert batches[:3] == [4, 2, 1]  # halved down to the item alone
+
+
 def test_policy_over_the_limit_fails_every_item(tiny_cope: TinyCope, policy: str) -> None:
     tiny_limit = load_cope(merged_path=str(tiny_cope.merged), device="cpu", context_limit=64)
     scores = tiny_limit.score(policy, ["a", "b", "c"])

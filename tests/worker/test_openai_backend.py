@@ -134,9 +134,25 @@ def test_context_error_fails_only_its_own_item(server: FakeOpenAIServer) -> None
     for index in (0, 2, 3):
         assert scores[index].error == ""
         assert scores[index].p1 == pytest.approx(expected_p1(contents[index]))
-    # the refused batch of four was re-sent one prompt at a time
-    assert [len(r.body["prompt"]) for r in server.requests] == [4, 1, 1, 1, 1]
-    assert [content_of(r.body["prompt"][0]) for r in server.requests[1:]] == contents
+    # the refused batch of four was split in halves until the long prompt was alone
+    assert [len(r.body["prompt"]) for r in server.requests] == [4, 2, 1, 1, 2]
+    assert [content_of(r.body["prompt"][0]) for r in server.requests[2:4]] == contents[:2]
+
+
+def test_an_item_the_server_refuses_fails_alone_with_its_reason(server: FakeOpenAIServer) -> None:
+    scorer, _ = make_scorer(server, batch_size=8)
+    contents = [f"ordinary item {i}" for i in range(7)] + ["VIOLENT"]
+    contents[5] = "please REFUSE_ME now"
+    scores = scorer.score(POLICY, contents)
+    assert scores[5].label is None and scores[5].p1 is None
+    assert "refused this item" in scores[5].error and "(400)" in scores[5].error
+    assert "token sequence this server refuses" in scores[5].error
+    for index, content in enumerate(contents):
+        if index != 5:
+            assert scores[index].error == ""
+            assert scores[index].p1 == pytest.approx(expected_p1(content))
+    # halving finds it in a few requests, not one per item
+    assert len(server.requests) <= 1 + 2 * 3
 
 
 def test_missing_digit_counts_as_zero_and_no_digit_is_an_item_error(

@@ -1,61 +1,170 @@
-"""Measure a job's bookkeeping against its model time.
+"""Measure a job through the real broker and real Celery workers: the web side's share.
 
-``python manage.py bench_job --items 2000`` creates a sample set and a policy version (the demo
-harassment policy and its hand-written twin), starts a job, scores every chunk in this process
-with the worker's own code (``worker.tasks.score_request`` with the configured backend) and
-feeds each ``ScoreResult`` dict to ``record_chunk`` as a Celery worker would. Prints one JSON
-object; everything it created is deleted afterwards.
+``python manage.py bench_job --items 100000`` (PostgreSQL in ``DATABASE_URL``, Redis in
+``CELERY_BROKER_URL`` or ``--broker``) creates a sample set and a policy version (the demo
+harassment policy and its hand-written twin), starts two worker processes as ``bin/run-studio``
+does (the bookkeeping worker on ``default``, the model worker from
+``worker.celery_app.celery_worker_argv`` with the configured backend, the CPU embedding
+baseline by default), starts the job as the web request does and waits for it to finish.
+Prints one JSON object; everything it created is deleted afterwards (``--keep`` keeps it).
 
-``bookkeeping_seconds`` is the wall time of everything the web side does for the job: starting
-it (chunk rows, requests) and every ``record_chunk`` call including its commits and the final
-agreement and review tasks. ``model_seconds`` is the wall time of scoring. The job's own
-counters (what its page shows) are reported beside them as ``job_*``.
+* ``web_seconds``: the bookkeeping worker's time in every task of the job (preparing it,
+  sending chunks, recording each result with its commit, the final agreement and review tasks),
+  summed from its log's "succeeded in" lines; ``web_share_of_model`` divides it by
+  ``model_seconds`` (the scorer's own time, as the model worker reports it), and
+  ``web_share_of_wall`` by the job's wall time. Target: under 5% of model time.
+* ``start_ms``: the web request's part of starting the job (it returns before sampling).
+* ``broker_peak_messages``: the most messages the ``gpu`` queue held at once (flow control).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
 from labeling import services
 from labeling.importing import content_hash
 from labeling.models import Item, Job, SampleSet
-from labeling.tasks import record_chunk
 from policies.models import Policy, TwinOrigin, Version
 
 DEMO = Path(__file__).resolve().parents[3] / "cope_studio" / "demo"
+REPO = Path(__file__).resolve().parents[3]
+_SUCCEEDED = re.compile(r"Task (labeling\.\w+)\[[^\]]+\] succeeded in ([0-9.]+)s")
+
+
+def _database_url() -> str:
+    s = connection.settings_dict
+    auth = s["USER"] or ""
+    if s.get("PASSWORD"):
+        auth += ":" + s["PASSWORD"]
+    port = f":{s['PORT']}" if s.get("PORT") else ""
+    return f"postgresql://{auth}@{s.get('HOST') or '127.0.0.1'}{port}/{s['NAME']}"
 
 
 class Command(BaseCommand):
-    help = "Run a job in-process with the configured scorer and print model vs bookkeeping time."
+    help = "Run a job through Redis and real Celery workers; print the web side's share."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--items", type=int, default=2000)
+        parser.add_argument("--items", type=int, default=10000)
         parser.add_argument("--chunk-size", type=int, default=None)
+        parser.add_argument("--broker", default="", help="default: CELERY_BROKER_URL")
+        parser.add_argument("--timeout", type=float, default=3600.0)
         parser.add_argument("--keep", action="store_true", help="keep the job and its rows")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from worker.config import WorkerConfig
-        from worker.contract import ScoreRequest
-        from worker.loader import load_scorer
-        from worker.tasks import score_request
+        broker = options["broker"] or settings.CELERY_BROKER_URL
+        if connection.vendor != "postgresql" or not broker.startswith("redis://"):
+            raise CommandError(
+                "bench_job measures the production shape: set DATABASE_URL to PostgreSQL and "
+                "CELERY_BROKER_URL (or --broker) to Redis."
+            )
+        import redis
 
-        logging.getLogger("labeling.tasks").setLevel(logging.WARNING)  # one line per chunk
-        n = options["items"]
+        from cope_studio.celery import app
+
+        redis.Redis.from_url(broker).flushdb()
+        app.conf.broker_url = broker
+        app.conf.broker_transport_options = {}
+        version, sample_set, policy = self._data(options["items"])
+        tmp = Path(tempfile.mkdtemp(prefix="bench_job-"))
+        env = {**os.environ, "CELERY_BROKER_URL": broker, "DATABASE_URL": _database_url()}
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("COPE_DEVICE", "cpu")
+        procs = []
+        try:
+            from worker.celery_app import celery_worker_argv
+
+            web = [sys.executable, "-m", "celery", "-A", "cope_studio", "worker", "-Q", "default"]
+            web += ["--concurrency", "1", "-n", "bench-web@%h", "-l", "info"]
+            gpu = [sys.executable, "-m", *celery_worker_argv(), "-n", "bench-gpu@%h"]
+            for name, argv in (("web", web), ("gpu", gpu)):
+                log = (tmp / f"{name}.log").open("wb")
+                procs.append(
+                    subprocess.Popen(
+                        argv,
+                        cwd=REPO,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+            self._wait_ready(tmp, procs)
+            user = version.author
+            started = time.perf_counter()
+            job = services.start_job(
+                version=version,
+                sample_set=sample_set,
+                sample_size=None,
+                by=user,
+                chunk_size=options["chunk_size"],
+            )
+            start_ms = (time.perf_counter() - started) * 1000
+            peak = self._wait(job, broker, options["timeout"], procs, tmp)
+            job = Job.objects.get(pk=job.pk)
+        finally:
+            for proc in procs:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(timeout=30)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    os.killpg(proc.pid, signal.SIGKILL)
+        web_seconds = sum(
+            float(m.group(2))
+            for m in _SUCCEEDED.finditer((tmp / "web.log").read_text(errors="replace"))
+            if m.group(1) != "labeling.resume_stalled_jobs"
+        )
+        wall = (job.finished_at - job.created_at).total_seconds() if job.finished_at else None
+        out = {
+            "items": job.item_count,
+            "labels": job.done_a + job.done_b,
+            "errors": job.errors_a + job.errors_b,
+            "chunks": job.chunk_count * 2,
+            "chunk_size": job.chunk_size,
+            "chunks_in_flight": settings.COPE_CHUNKS_IN_FLIGHT,
+            "status": job.status,
+            "backend": job.backend,
+            "model_id": job.model_id,
+            "start_ms": round(start_ms, 1),
+            "wall_seconds": round(wall, 2) if wall else None,
+            "items_per_s": round(job.item_count / wall, 1) if wall else None,
+            "model_seconds": round(job.model_seconds, 2),
+            "web_seconds": round(web_seconds, 2),
+            "web_share_of_model": round(web_seconds / job.model_seconds, 4)
+            if job.model_seconds
+            else None,
+            "web_share_of_wall": round(web_seconds / wall, 4) if wall else None,
+            "job_bookkeeping_seconds": round(job.bookkeeping_seconds, 2),
+            "broker_peak_messages": peak,
+            "agreement": job.stats.get("p_o"),
+            "database": connection.vendor,
+            "broker": "redis",
+        }
+        if not options["keep"]:
+            job.delete()
+            sample_set.delete()
+            policy.delete()
+        self.stdout.write(json.dumps(out))
+
+    def _data(self, n: int) -> tuple[Version, SampleSet, Policy]:
         with (DEMO / "samples" / "harassment-bullying.csv").open(encoding="utf-8") as fh:
             texts = [row["text"] for row in csv.DictReader(fh)]
         policy_a = (DEMO / "policies" / "harassment-bullying.md").read_text(encoding="utf-8")
         policy_b = (DEMO / "policies" / "harassment-bullying.twin.md").read_text(encoding="utf-8")
-
-        scorer = load_scorer(WorkerConfig.from_env())
         user, _ = get_user_model().objects.get_or_create(username="bench-job")
         policy = Policy.objects.create(name=f"bench_job {time.time_ns()}", created_by=user)
         version = Version.objects.create(
@@ -71,8 +180,7 @@ class Command(BaseCommand):
         )
         items = []
         for i in range(n):
-            # Cycle the demo texts, numbered so that every item is distinct.
-            text = f"{texts[i % len(texts)]} #{i}"
+            text = f"{texts[i % len(texts)]} #{i}"  # the demo texts, numbered to be distinct
             items.append(
                 Item(
                     sample_set=sample_set,
@@ -83,54 +191,38 @@ class Command(BaseCommand):
                 )
             )
         Item.objects.bulk_create(items, batch_size=5000)
+        return version, sample_set, policy
 
-        requests: list[dict[str, Any]] = []
-        original = services.send_score_request
-        services.send_score_request = requests.append  # type: ignore[assignment]
-        model = bookkeeping = 0.0
-        try:
-            started = time.perf_counter()
-            job = services.start_job(
-                version=version,
-                sample_set=sample_set,
-                sample_size=None,
-                by=user,
-                chunk_size=options["chunk_size"],
-            )
-            bookkeeping += time.perf_counter() - started
-            for request in requests:
-                t0 = time.perf_counter()
-                # Scoring and serialising the result happen on the GPU worker.
-                result = score_request(scorer, ScoreRequest.from_dict(request)).to_dict()
-                t1 = time.perf_counter()
-                record_chunk(result)
-                model += t1 - t0
-                bookkeeping += time.perf_counter() - t1
-            wall = time.perf_counter() - started
-        finally:
-            services.send_score_request = original  # type: ignore[assignment]
+    def _wait_ready(self, tmp: Path, procs: list[subprocess.Popen[bytes]]) -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            logs = [(tmp / f"{n}.log").read_text(errors="replace") for n in ("web", "gpu")]
+            if all(" ready." in log for log in logs):
+                return
+            if any(p.poll() is not None for p in procs):
+                raise CommandError("a worker exited:\n" + "\n".join(log[-2000:] for log in logs))
+            time.sleep(0.2)
+        raise CommandError("the workers did not start within 300 s")
 
-        job = Job.objects.get(pk=job.pk)
-        out = {
-            "items": job.item_count,
-            "labels": job.done_a + job.done_b,
-            "errors": job.errors_a + job.errors_b,
-            "chunks": job.chunk_count * 2,
-            "chunk_size": job.chunk_size,
-            "status": job.status,
-            "backend": job.backend,
-            "model_id": job.model_id,
-            "model_seconds": round(model, 3),
-            "bookkeeping_seconds": round(bookkeeping, 3),
-            "bookkeeping_fraction": round(bookkeeping / model, 4) if model else None,
-            "job_model_seconds": round(job.model_seconds, 3),
-            "job_bookkeeping_seconds": round(job.bookkeeping_seconds, 3),
-            "wall_seconds": round(wall, 3),
-            "agreement": job.stats.get("p_o"),
-            "database": connection.vendor,
-        }
-        if not options["keep"]:
-            job.delete()
-            sample_set.delete()
-            policy.delete()
-        self.stdout.write(json.dumps(out))
+    def _wait(
+        self,
+        job: Job,
+        broker: str,
+        timeout: float,
+        procs: list[subprocess.Popen[bytes]],
+        tmp: Path,
+    ) -> int:
+        import redis
+
+        client = redis.Redis.from_url(broker)
+        peak = 0
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            peak = max(peak, int(client.llen("gpu")))
+            status = Job.objects.filter(pk=job.pk).values_list("status", flat=True).first()
+            if status not in services.ACTIVE:
+                return peak
+            if any(p.poll() is not None for p in procs):
+                raise CommandError(f"a worker exited; logs in {tmp}")
+            time.sleep(0.5)
+        raise CommandError(f"the job did not finish within {timeout:.0f} s; logs in {tmp}")

@@ -1,0 +1,128 @@
+"""What the broker and the model workers hold right now, for telling lost chunks from slow ones.
+
+A chunk sent to the model workers is somewhere: waiting in the ``gpu`` queue, held by a model
+worker (prefetched or being scored), its result waiting in the ``default`` queue, or lost (a
+broker restarted empty, a worker killed outright). ``look()`` answers the first three for every
+chunk at once. With flow control only a few chunks per job are out, so the queues are short and
+reading them is cheap.
+
+Queues are read on Redis and on the filesystem transport; the workers are asked over Celery's
+broadcast (``inspect``). Whatever cannot be read is ``None`` (unknown), and the caller falls
+back to waiting out the task time limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from worker.contract import DEFAULT_QUEUE, GPU_QUEUE
+
+log = logging.getLogger(__name__)
+
+INSPECT_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True)
+class BrokerView:
+    # Chunk ids with a message in the gpu queue or a result in the default queue.
+    queued: frozenset[int] | None
+    # Chunk ids a model worker holds (reserved or being scored).
+    held: frozenset[int] | None
+    # Workers consuming the gpu queue that answered.
+    model_workers: int | None
+
+
+def _chunk_id(raw: bytes | str) -> int | None:
+    """The ``chunk_id`` of a kombu message envelope carrying a score request or its result."""
+    try:
+        envelope = json.loads(raw)
+        body: Any = envelope["body"]
+        if envelope.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        return int(args[0]["chunk_id"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _redis_messages(channel: Any, queue: str) -> list[bytes]:
+    client = channel.client
+    keys = [channel._q_for_pri(queue, pri) for pri in channel.priority_steps]
+    messages: list[bytes] = []
+    for key in dict.fromkeys(keys):
+        messages += client.lrange(key, 0, -1)
+    return messages
+
+
+def _filesystem_messages(channel: Any, queue: str) -> list[bytes]:
+    folder = Path(channel.data_folder_in)
+    messages = []
+    for path in folder.glob(f"*.{queue}.msg"):
+        try:
+            messages.append(path.read_bytes())
+        except OSError:  # consumed meanwhile
+            continue
+    return messages
+
+
+def queued_chunks(app: Any) -> frozenset[int] | None:
+    """Chunk ids waiting in the ``gpu`` queue, or whose result waits in ``default``."""
+    try:
+        with app.connection_for_read() as conn:
+            channel = conn.default_channel
+            transport = conn.transport.driver_type
+            if transport == "redis":
+                read = _redis_messages
+            elif transport == "filesystem":
+                read = _filesystem_messages
+            else:
+                return None
+            ids = set()
+            for queue in (GPU_QUEUE, DEFAULT_QUEUE):
+                for raw in read(channel, queue):
+                    chunk_id = _chunk_id(raw)
+                    if chunk_id is not None:
+                        ids.add(chunk_id)
+            return frozenset(ids)
+    except Exception:
+        log.warning("could not read the queues", exc_info=True)
+        return None
+
+
+def held_chunks(app: Any) -> tuple[frozenset[int] | None, int | None]:
+    """(chunk ids the model workers hold, how many model workers answered)."""
+    try:
+        queues = app.control.inspect(timeout=INSPECT_TIMEOUT).active_queues() or {}
+        nodes = [node for node, qs in queues.items() if any(q.get("name") == GPU_QUEUE for q in qs)]
+        if not nodes:
+            return frozenset(), 0
+        inspect = app.control.inspect(destination=nodes, timeout=INSPECT_TIMEOUT, limit=len(nodes))
+        ids = set()
+        for replies in (inspect.active() or {}, inspect.reserved() or {}):
+            for requests in replies.values():
+                for request in requests:
+                    args = request.get("args") or []
+                    if args and isinstance(args[0], dict) and "chunk_id" in args[0]:
+                        ids.add(int(args[0]["chunk_id"]))
+        return frozenset(ids), len(nodes)
+    except Exception:
+        log.warning("could not ask the workers what they hold", exc_info=True)
+        return None, None
+
+
+def look() -> BrokerView:
+    """Queues, then workers, then queues again: a chunk that moves on while we look (queue →
+    worker → result queue → database) is seen at one of these steps, so only a chunk that is
+    nowhere counts as lost. Read the database's chunks in flight after this."""
+    from cope_studio.celery import app
+
+    before = queued_chunks(app)
+    held, workers = held_chunks(app)
+    after = queued_chunks(app)
+    queued = None if before is None or after is None else before | after
+    return BrokerView(queued=queued, held=held, model_workers=workers)
