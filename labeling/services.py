@@ -39,6 +39,7 @@ from labeling.models import (
     SampleSet,
     Side,
 )
+from labeling.review import carry_over_decisions  # d-review
 from policies.models import Version
 from worker.contract import (
     GPU_QUEUE,
@@ -404,6 +405,7 @@ def maybe_finish_job(job_id: int) -> bool:
             ignore_conflicts=True,
             batch_size=2000,
         )
+        carry_over_decisions(job_id=job_id)  # d-review: reruns do not ask twice
         update: dict[str, Any] = {
             "stats": stats,
             "bookkeeping_seconds": F("bookkeeping_seconds") + (time.perf_counter() - started),
