@@ -78,8 +78,7 @@ def rerun(job: Job, author: Any, *, text_a: str | None = None) -> Job:
 
 def test_rerun_under_the_same_texts_is_not_asked_again(author: Any, reviewer: Any) -> None:
     job = make_job(author=author, mismatches=[(1, 0.9, 0.1), (0, 0.2, 0.7), (1, 0.6, 0.4)])
-    first, second, _undecided = tasks_of(job)
-    for task, label in ((first, "0"), (second, "u")):
+    for label in ("0", "u"):
         decide(claim_next_task(reviewer=reviewer, job=job), reviewer, label=label, quote="x y")
     again = rerun(job, author)
 
@@ -255,7 +254,7 @@ def test_card_says_what_the_diff_left_out(author: Any, reviewer: Any) -> None:
     assert len(response.content) < 120_000
 
 
-# --- review notes, paged ---------------------------------------------------------------------------
+# --- review notes, paged ------------------------------------------------------------------
 
 
 def test_review_notes_are_paged_by_clause(author: Any, reviewer: Any) -> None:
