@@ -182,7 +182,12 @@ def claim_next_task(
 
 
 def _load(pk: int) -> ReviewTask:
-    return ReviewTask.objects.select_related("item", "job", "job__version", "policy").get(pk=pk)
+    # The job's texts are shown (as a diff); the version's copies of them are not.
+    return (
+        ReviewTask.objects.select_related("item", "job", "job__version", "policy")
+        .defer("job__version__text", "job__version__twin_text", "job__version__twin_prompt")
+        .get(pk=pk)
+    )
 
 
 def _holds_valid_claim(reviewer: Any) -> Q:
@@ -318,12 +323,12 @@ def _capped_count(tasks: QuerySet[ReviewTask], cap: int) -> int:
 def queue_counts(scope: QueueFilter, *, cap: int | None = None) -> QueueCounts:
     """Open (expired claims included), validly claimed, resolved and carried-over tasks.
 
-    Each count reads at most ``cap + 1`` index entries (``COPE_QUEUE_COUNT_CAP``, 10,000 by
-    default); a count above the cap is shown as "10,000+". Open and claimed tasks are read from
+    Each count reads at most ``cap + 1`` index entries (``COPE_QUEUE_COUNT_CAP``, 1,000 by
+    default); a count above the cap is shown as "1000+". Open and claimed tasks are read from
     the partial indexes that hold only live work, so those counts cost what the live queue
     holds; the resolved history is counted only up to the cap.
     """
-    cap = cap or getattr(settings, "COPE_QUEUE_COUNT_CAP", 10_000)
+    cap = cap or getattr(settings, "COPE_QUEUE_COUNT_CAP", 1_000)
     now = timezone.now()
     tasks = scope.apply(ReviewTask.objects.all())
     claimed = _capped_count(
@@ -367,15 +372,34 @@ def earlier_decisions(task: ReviewTask, *, limit: int = 10) -> list[Decision]:
     """Decisions on the same or near-identical content (any policy, any job), newest first.
 
     Same content hash means same normalised text; the same first ``NEAR_PREFIX`` characters
-    (of a longer text) catches edits further on. Indexed on both; see ``_items_like``.
+    (of a longer text) catches edits further on. Each step is an index lookup by explicit ids
+    (items by hash or prefix, their tasks by item, decisions by task), so the plan cannot turn
+    into a scan of every decision, whatever the planner's statistics say.
     """
     item_ids = _items_like(task.item, near=True)
+    task_ids = list(
+        ReviewTask.objects.filter(item_id__in=item_ids)
+        .exclude(pk=task.pk)
+        .order_by()
+        .values_list("id", flat=True)[: _EARLIER_ITEMS * 4]
+    )
     return list(
-        Decision.objects.filter(task__item_id__in=item_ids)
-        .exclude(task_id=task.pk)
+        Decision.objects.filter(task_id__in=task_ids)
         .select_related("task__item", "task__job__version__policy", "reviewer")
+        .defer(*_LONG_JOB_TEXTS)
         .order_by("-created_at", "-id")[:limit]
     )
+
+
+# A job's two policy texts and its version's: up to 200,000 characters each, never needed to list
+# earlier decisions.
+_LONG_JOB_TEXTS = (
+    "task__job__text_a",
+    "task__job__text_b",
+    "task__job__version__text",
+    "task__job__version__twin_text",
+    "task__job__version__twin_prompt",
+)
 
 
 def reusable_decision(task: ReviewTask, earlier: list[Decision] | None = None) -> Decision | None:
