@@ -315,9 +315,21 @@ class QueueCounts:
         return self.open_over_cap or self.resolved_over_cap
 
 
-def _capped_count(tasks: QuerySet[ReviewTask], cap: int) -> int:
-    """``count(*)`` that stops after ``cap + 1`` rows: an index range read, never the history."""
-    return tasks.order_by().values("id")[: cap + 1].count()
+def _capped_counts(querysets: list[QuerySet[ReviewTask]], cap: int) -> list[int]:
+    """Each queryset's ``count(*)``, stopping after ``cap + 1`` rows; one round trip for all.
+
+    Each count is an index range read of at most ``cap + 1`` entries, never the history.
+    """
+    parts: list[str] = []
+    params: list[Any] = []
+    for n, tasks in enumerate(querysets):
+        sql, args = tasks.order_by().values("id")[: cap + 1].query.sql_with_params()
+        parts.append(f"(SELECT COUNT(*) FROM ({sql}) AS capped_{n})")
+        params.extend(args)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {', '.join(parts)}", params)
+        row = cursor.fetchone()
+    return [int(value) for value in row]
 
 
 def queue_counts(scope: QueueFilter, *, cap: int | None = None) -> QueueCounts:
@@ -328,20 +340,24 @@ def queue_counts(scope: QueueFilter, *, cap: int | None = None) -> QueueCounts:
     the partial indexes that hold only live work, so those counts cost what the live queue
     holds; the resolved history is counted only up to the cap.
     """
-    cap = cap or getattr(settings, "COPE_QUEUE_COUNT_CAP", 1_000)
+    cap = int(cap or getattr(settings, "COPE_QUEUE_COUNT_CAP", 1_000))
     now = timezone.now()
     tasks = scope.apply(ReviewTask.objects.all())
-    claimed = _capped_count(
-        tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__gte=now), cap
-    )
-    expired = _capped_count(
-        tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__lt=now), cap
+    open_, expired, claimed, resolved, carried = _capped_counts(
+        [
+            tasks.filter(status=ReviewStatus.OPEN),
+            tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__lt=now),
+            tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__gte=now),
+            tasks.filter(status=ReviewStatus.RESOLVED),
+            tasks.filter(carried_over=True),
+        ],
+        cap,
     )
     return QueueCounts(
-        open=min(cap + 1, _capped_count(tasks.filter(status=ReviewStatus.OPEN), cap) + expired),
+        open=min(cap + 1, open_ + expired),
         claimed=claimed,
-        resolved=_capped_count(tasks.filter(status=ReviewStatus.RESOLVED), cap),
-        carried=_capped_count(tasks.filter(carried_over=True), cap),
+        resolved=resolved,
+        carried=carried,
         cap=cap,
     )
 
@@ -377,6 +393,8 @@ def earlier_decisions(task: ReviewTask, *, limit: int = 10) -> list[Decision]:
     into a scan of every decision, whatever the planner's statistics say.
     """
     item_ids = _items_like(task.item, near=True)
+    if not item_ids:
+        return []
     task_ids = list(
         ReviewTask.objects.filter(item_id__in=item_ids)
         .exclude(pk=task.pk)
@@ -607,8 +625,8 @@ def review_notes(job: Job, *, page: int = 1, clause: str | None = None) -> Revie
         decided=totals["decided"],
         carried=totals["carried"],
         open_tasks=job.review_tasks.exclude(status=ReviewStatus.RESOLVED).count(),
-        wording_counts={c.label: totals[f"w_{c.value}"] for c in Wording},
-        label_counts={c.label: totals[f"l_{c.value}"] for c in GoldChoice},
+        wording_counts={str(c.label): totals[f"w_{c.value}"] for c in Wording},
+        label_counts={str(c.label): totals[f"l_{c.value}"] for c in GoldChoice},
     )
     rows = (
         _job_decisions(job)

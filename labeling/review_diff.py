@@ -42,7 +42,7 @@ def _words(lines: list[str]) -> int:
 def _whole(tag: str, line: str) -> str:
     """A changed line too long to compare word by word, shown whole up to a quarter budget."""
     limit = MAX_CHARS // 4
-    shown = escape(line[:limit])
+    shown = str(escape(line[:limit]))
     if len(line) > limit:
         shown += f" … ({len(line) - limit:,} more characters)\n"
     return f'<{tag} class="diff">{shown}</{tag}>'
@@ -99,11 +99,11 @@ def wording_diff(text_a: str, text_b: str) -> WordingDiff:
             head = same[:CONTEXT_LINES] if index > 0 else []
             tail = same[-CONTEXT_LINES:] if index < len(opcodes) - 1 else []
             if len(head) + len(tail) >= len(same):
-                piece = escape("".join(same))
+                piece = str(escape("".join(same)))
             else:
                 hidden = len(same) - len(head) - len(tail)
                 folded += hidden
-                piece = escape("".join(head)) + _fold(hidden) + escape("".join(tail))
+                piece = f"{escape(''.join(head))}{_fold(hidden)}{escape(''.join(tail))}"
         else:
             lines = max(i2 - i1, j2 - j1)
             changed += lines
