@@ -88,6 +88,33 @@ def _percentile(samples: list[float], q: float) -> float | None:
     return round(ordered[index], 1)
 
 
+_GONE = (BrokenPipeError, ConnectionResetError, http.client.HTTPException)
+
+
+def _send(
+    conn: http.client.HTTPConnection,
+    method: str,
+    url: str,
+    body: str | None,
+    headers: dict[str, str],
+) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, bytes, float]:
+    """One request and its time in ms; a keep-alive connection the server closed while the
+    reviewer was thinking is reopened (as a browser does) and the request timed again."""
+    for attempt in (1, 2):
+        started = time.perf_counter()
+        try:
+            conn.request(method, url, body=body, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+            return conn, response, raw, (time.perf_counter() - started) * 1000
+        except _GONE:
+            conn.close()
+            conn = http.client.HTTPConnection(conn.host, conn.port, timeout=60)
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 def _tree_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process and its children still running (Linux /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -604,11 +631,10 @@ class Command(BaseCommand):
         queue_url = reverse("labeling:queue") + query
         try:
             while not stop.is_set():
-                started = time.perf_counter()
-                conn.request("GET", queue_url, headers={**base, "HX-Request": "true"})
-                response = conn.getresponse()
-                body = response.read().decode()
-                took = (time.perf_counter() - started) * 1000
+                conn, response, raw, took = _send(
+                    conn, "GET", queue_url, None, {**base, "HX-Request": "true"}
+                )
+                body = raw.decode()
                 for header, value in response.getheaders():
                     if header.lower() == "set-cookie" and value.startswith("csrftoken="):
                         csrf = value.split(";", 1)[0].split("=", 1)[1]
@@ -642,20 +668,17 @@ class Command(BaseCommand):
                 )
                 cookie = base["Cookie"] + (f"; csrftoken={csrf}" if csrf else "")
                 url = reverse("labeling:review_submit", args=[int(match.group(1))]) + query
-                started = time.perf_counter()
-                conn.request(
+                conn, response, _raw, took = _send(
+                    conn,
                     "POST",
                     url,
-                    body=form,
-                    headers={
+                    form,
+                    {
                         **base,
                         "Cookie": cookie,
                         "Content-Type": "application/x-www-form-urlencoded",
                     },
                 )
-                response = conn.getresponse()
-                response.read()
-                took = (time.perf_counter() - started) * 1000
                 if response.status != 302:
                     timings.errors.append(f"POST {url}: {response.status}")
                 elif measuring.is_set() and not stop.is_set():
