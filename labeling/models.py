@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Substr
 
 from policies.models import Policy, Version
 
@@ -75,7 +76,12 @@ class Item(models.Model):
                 fields=["sample_set", "external_id"], name="item_external_id_unique"
             ),
         ]
-        indexes = [models.Index(fields=["content_hash"])]
+        indexes = [
+            models.Index(fields=["content_hash"]),
+            # d-review: earlier decisions on near-identical content look items up by the start
+            # of their text (labeling.review.NEAR_PREFIX characters) through this index.
+            models.Index(Substr("text", 1, 64), name="item_text_prefix"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.sample_set_id}:{self.external_id}"
@@ -260,6 +266,9 @@ class ReviewTask(models.Model):
     skipped_by = models.JSONField(default=list, blank=True)  # user ids who skipped it
     created_at = models.DateTimeField(auto_now_add=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # d-review: resolved without asking, with the decision made on the same content under the
+    # same two texts in an earlier job (see labeling.review.carry_over_decisions).
+    carried_over = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -273,6 +282,20 @@ class ReviewTask(models.Model):
                 fields=["claim_expires_at"],
                 name="review_claimed_expiry",
                 condition=Q(status="claimed"),
+            ),
+            # d-review: the queue walks open tasks in id order (whole queue, one policy, one
+            # job) without stepping over the resolved history; a reviewer's live claim is
+            # found among claims, not among every task they ever resolved.
+            models.Index(fields=["id"], name="review_open_id", condition=Q(status="open")),
+            models.Index(
+                fields=["policy", "id"], name="review_open_policy", condition=Q(status="open")
+            ),
+            models.Index(fields=["job", "id"], name="review_open_job", condition=Q(status="open")),
+            models.Index(
+                fields=["claimed_by"], name="review_claimed_by", condition=Q(status="claimed")
+            ),
+            models.Index(
+                fields=["job", "id"], name="review_carried_job", condition=Q(carried_over=True)
             ),
         ]
 
@@ -304,6 +327,11 @@ class Decision(models.Model):
     quote = models.TextField(blank=True)  # the ambiguous clause, quoted from the policy
     note = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # d-review: the earlier decision this one repeats (carried over automatically, or reused
+    # by the reviewer with the `r` key); None for a decision made afresh.
+    carried_from = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     def __str__(self) -> str:
         return f"Decision on task {self.task_id}: {self.label}/{self.wording}"

@@ -16,15 +16,18 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.paginator import Page, Paginator
 from django.db import connection, transaction
-from django.db.models import Count, F, Q, QuerySet
-from django.db.models.functions import Abs
+from django.db.models import Case, Count, F, Min, Q, QuerySet, Value, When, Window
+from django.db.models.functions import Abs, Lower, RowNumber, Substr
 from django.utils import timezone
+from django.utils.http import urlencode
 
 from labeling.models import (
     Decision,
     GoldChoice,
     GoldLabel,
+    Item,
     Job,
     ReviewStatus,
     ReviewTask,
@@ -38,8 +41,9 @@ _CLAIM_ATTEMPTS = 20
 # Rows read per page when skipped tasks are filtered in Python (SQLite has no JSON containment).
 _CANDIDATE_PAGE = 50
 # Earlier decisions on content that starts the same way count as "near-identical" only when the
-# shared start is this long; shorter texts are matched by their content hash alone.
-_NEAR_PREFIX = 64
+# shared start is this long; shorter texts are matched by their content hash alone. The
+# ``item_text_prefix`` index in labeling/models.py is built on the same length.
+NEAR_PREFIX = 64
 
 
 class ReviewError(Exception):
@@ -82,29 +86,18 @@ def _claimable(now: Any) -> Q:
     return Q(status=ReviewStatus.OPEN) | Q(status=ReviewStatus.CLAIMED, claim_expires_at__lt=now)
 
 
-def _one_status(status: str) -> Q:
-    """``status = X`` written as a range, to be walked in (status, id) order.
-
-    Resolved tasks pile up at the low ids (reviewers work oldest first). Given ``status = 'open'
-    ORDER BY id LIMIT 1`` PostgreSQL's planner assumes open rows are spread evenly and walks the
-    primary key through every resolved row (5 ms at 12,500 resolved tasks, growing). With a
-    range it cannot treat status as constant, so ``ORDER BY status, id`` is answered by the
-    ``review_status_id`` index directly. A partial index on ``id WHERE status = 'open'`` would
-    make this unnecessary.
-    """
-    return Q(status__gte=status, status__lte=status)
-
-
 def _candidate_ids(tasks: QuerySet[ReviewTask], reviewer_id: int, now: Any) -> Iterator[int]:
     """Ids of claimable tasks this reviewer has not skipped, oldest first.
 
     Abandoned claims (expired) come before open tasks: they are older work somebody dropped,
-    and looking them up first keeps each query on one index (the partial expiry index, then
-    ``review_status_id``) instead of an ``OR`` the planner cannot walk in id order.
+    and looking them up first keeps each query on one partial index (claims by expiry, then
+    open tasks by id, by policy and id, or by job and id) instead of an ``OR`` the planner
+    cannot walk in id order. Those indexes hold only live work, so the resolved history, however
+    long, is never stepped over.
     """
     groups = [
-        tasks.filter(_one_status(ReviewStatus.CLAIMED), claim_expires_at__lt=now),
-        tasks.filter(_one_status(ReviewStatus.OPEN)),
+        tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__lt=now),
+        tasks.filter(status=ReviewStatus.OPEN),
     ]
     if connection.features.has_select_for_update_skip_locked:
         for group in groups:
@@ -115,7 +108,7 @@ def _candidate_ids(tasks: QuerySet[ReviewTask], reviewer_id: int, now: Any) -> I
                 pk = (
                     group.filter(id__gt=after)
                     .exclude(skipped_by__contains=[reviewer_id])
-                    .order_by("status", "id")
+                    .order_by("id")
                     .select_for_update(skip_locked=True)
                     .values_list("id", flat=True)
                     .first()
@@ -130,7 +123,7 @@ def _candidate_ids(tasks: QuerySet[ReviewTask], reviewer_id: int, now: Any) -> I
         while True:
             rows = list(
                 group.filter(id__gt=after)
-                .order_by("status", "id")
+                .order_by("id")
                 .values_list("id", "skipped_by")[:_CANDIDATE_PAGE]
             )
             if not rows:
@@ -189,7 +182,12 @@ def claim_next_task(
 
 
 def _load(pk: int) -> ReviewTask:
-    return ReviewTask.objects.select_related("item", "job", "job__version", "policy").get(pk=pk)
+    # The job's texts are shown (as a diff); the version's copies of them are not.
+    return (
+        ReviewTask.objects.select_related("item", "job", "job__version", "policy")
+        .defer("job__version__text", "job__version__twin_text", "job__version__twin_prompt")
+        .get(pk=pk)
+    )
 
 
 def _holds_valid_claim(reviewer: Any) -> Q:
@@ -204,8 +202,13 @@ def submit_decision(
     wording: str,
     quote: str = "",
     note: str = "",
+    reused: Decision | None = None,
 ) -> Decision:
-    """Resolve a task the reviewer holds a valid claim on; record the decision and gold label."""
+    """Resolve a task the reviewer holds a valid claim on; record the decision and gold label.
+
+    ``reused`` is the earlier decision the reviewer repeated (the `r` key). The decision also
+    resolves the same content's open tasks in jobs with the same two texts (carried over).
+    """
     if label not in GoldChoice.values:
         raise ValueError(f"Unknown label {label!r}")
     if wording not in Wording.values:
@@ -225,14 +228,16 @@ def submit_decision(
             reviewer=reviewer,
             label=label,
             wording=wording,
-            quote=quote.strip(),
+            quote=" ".join(quote.split()),  # one spelling per clause: notes group on it
             note=note.strip(),
+            carried_from_id=(reused.carried_from_id or reused.pk) if reused is not None else None,
         )
         GoldLabel.objects.update_or_create(
             policy_id=task.policy_id,
             item_id=task.item_id,
             defaults={"label": label, "decision": decision, "decided_by": reviewer},
         )
+        _carry_to_open_reruns(decision, task)
     task.status = ReviewStatus.RESOLVED
     task.resolved_at = now
     return decision
@@ -278,97 +283,399 @@ def skip_task(*, task: ReviewTask, reviewer: Any) -> None:
 
 @dataclass(frozen=True)
 class QueueCounts:
+    """Task counts of a filter, each counted up to ``cap`` (then shown as "cap+")."""
+
     open: int
     claimed: int
     resolved: int
+    carried: int = 0  # of the resolved, how many were carried over without asking
+    cap: int = 0
 
     @property
     def total(self) -> int:
         return self.open + self.claimed + self.resolved
 
+    def _over(self, n: int) -> bool:
+        return bool(self.cap) and n > self.cap
 
-def queue_counts(scope: QueueFilter) -> QueueCounts:
-    """Open (expired claims included), validly claimed and resolved tasks in the filter."""
+    @property
+    def open_over_cap(self) -> bool:
+        return self._over(self.open)
+
+    @property
+    def resolved_over_cap(self) -> bool:
+        return self._over(self.resolved)
+
+    @property
+    def carried_over_cap(self) -> bool:
+        return self._over(self.carried)
+
+    @property
+    def total_over_cap(self) -> bool:
+        return self.open_over_cap or self.resolved_over_cap
+
+
+def _capped_counts(querysets: list[QuerySet[ReviewTask]], cap: int) -> list[int]:
+    """Each queryset's ``count(*)``, stopping after ``cap + 1`` rows; one round trip for all.
+
+    Each count is an index range read of at most ``cap + 1`` entries, never the history.
+    """
+    parts: list[str] = []
+    params: list[Any] = []
+    for n, tasks in enumerate(querysets):
+        sql, args = tasks.order_by().values("id")[: cap + 1].query.sql_with_params()
+        parts.append(f"(SELECT COUNT(*) FROM ({sql}) AS capped_{n})")
+        params.extend(args)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {', '.join(parts)}", params)
+        row = cursor.fetchone()
+    return [int(value) for value in row]
+
+
+def queue_counts(scope: QueueFilter, *, cap: int | None = None) -> QueueCounts:
+    """Open (expired claims included), validly claimed, resolved and carried-over tasks.
+
+    Each count reads at most ``cap + 1`` index entries (``COPE_QUEUE_COUNT_CAP``, 1,000 by
+    default); a count above the cap is shown as "1000+". Open and claimed tasks are read from
+    the partial indexes that hold only live work, so those counts cost what the live queue
+    holds; the resolved history is counted only up to the cap.
+    """
+    cap = int(cap or getattr(settings, "COPE_QUEUE_COUNT_CAP", 1_000))
     now = timezone.now()
-    live_claim = Q(status=ReviewStatus.CLAIMED, claim_expires_at__gte=now)
-    row = scope.apply(ReviewTask.objects.all()).aggregate(
-        claimed=Count("id", filter=live_claim),
-        resolved=Count("id", filter=Q(status=ReviewStatus.RESOLVED)),
-        total=Count("id"),
+    tasks = scope.apply(ReviewTask.objects.all())
+    open_, expired, claimed, resolved, carried = _capped_counts(
+        [
+            tasks.filter(status=ReviewStatus.OPEN),
+            tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__lt=now),
+            tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__gte=now),
+            tasks.filter(status=ReviewStatus.RESOLVED),
+            tasks.filter(carried_over=True),
+        ],
+        cap,
     )
     return QueueCounts(
-        open=row["total"] - row["claimed"] - row["resolved"],
-        claimed=row["claimed"],
-        resolved=row["resolved"],
+        open=min(cap + 1, open_ + expired),
+        claimed=claimed,
+        resolved=resolved,
+        carried=carried,
+        cap=cap,
+    )
+
+
+# How many items with the same content (or the same start) an earlier-decision lookup reads,
+# newest first: a text repeated across many sample sets must not make the card's query grow.
+_EARLIER_ITEMS = 200
+
+
+def _items_like(item: Item, *, near: bool) -> list[int]:
+    """Ids of items with the same content hash (or, with ``near``, the same first characters).
+
+    Both conditions are answered by an index (``content_hash`` and the ``item_text_prefix``
+    expression index on ``Substr(text, 1, NEAR_PREFIX)``), so the lookup never scans items.
+    """
+    match = Q(content_hash=item.content_hash)
+    if near and len(item.text) > NEAR_PREFIX:
+        match |= Q(text_prefix=item.text[:NEAR_PREFIX])
+    return list(
+        Item.objects.alias(text_prefix=Substr("text", 1, NEAR_PREFIX))
+        .filter(match)
+        .order_by("-id")
+        .values_list("id", flat=True)[:_EARLIER_ITEMS]
     )
 
 
 def earlier_decisions(task: ReviewTask, *, limit: int = 10) -> list[Decision]:
     """Decisions on the same or near-identical content (any policy, any job), newest first.
 
-    Same content hash means same normalised text; a long shared start catches edits of a few
-    trailing characters. The prefix match runs over decided items only, so it stays cheap.
+    Same content hash means same normalised text; the same first ``NEAR_PREFIX`` characters
+    (of a longer text) catches edits further on. Each step is an index lookup by explicit ids
+    (items by hash or prefix, their tasks by item, decisions by task), so the plan cannot turn
+    into a scan of every decision, whatever the planner's statistics say.
     """
-    item = task.item
-    match = Q(task__item__content_hash=item.content_hash)
-    prefix = item.text[:_NEAR_PREFIX]
-    if len(item.text) > _NEAR_PREFIX:
-        match |= Q(task__item__text__startswith=prefix)
+    item_ids = _items_like(task.item, near=True)
+    if not item_ids:
+        return []
+    task_ids = list(
+        ReviewTask.objects.filter(item_id__in=item_ids)
+        .exclude(pk=task.pk)
+        .order_by()
+        .values_list("id", flat=True)[: _EARLIER_ITEMS * 4]
+    )
     return list(
-        Decision.objects.filter(match)
-        .exclude(task_id=task.pk)
+        Decision.objects.filter(task_id__in=task_ids)
         .select_related("task__item", "task__job__version__policy", "reviewer")
+        .defer(*_LONG_JOB_TEXTS)
         .order_by("-created_at", "-id")[:limit]
     )
+
+
+# A job's two policy texts and its version's: up to 200,000 characters each, never needed to list
+# earlier decisions.
+_LONG_JOB_TEXTS = (
+    "task__job__text_a",
+    "task__job__text_b",
+    "task__job__version__text",
+    "task__job__version__twin_text",
+    "task__job__version__twin_prompt",
+)
+
+
+def reusable_decision(task: ReviewTask, earlier: list[Decision] | None = None) -> Decision | None:
+    """The newest decision on this very content under this task's policy, from another task.
+
+    Under the same two texts it would have been carried over already; what is left is a
+    decision made under texts that have changed since, shown on the card for the `r` key.
+    """
+    candidates = earlier if earlier is not None else earlier_decisions(task)
+    for decision in candidates:
+        if (
+            decision.task.policy_id == task.policy_id
+            and decision.task.item.content_hash == task.item.content_hash
+        ):
+            return decision
+    return None
+
+
+# --- carrying decisions over to reruns ---------------------------------------------------------
+
+# Open tasks examined per query when a job's mismatches are matched with earlier decisions.
+_CARRY_BATCH = 1000
+
+
+def _same_texts_jobs(job: Job) -> list[int]:
+    """Other jobs of the job's policy that labeled with exactly the same two texts."""
+    return list(
+        Job.objects.filter(
+            version__policy_id=job.version.policy_id, text_a=job.text_a, text_b=job.text_b
+        )
+        .exclude(pk=job.pk)
+        .values_list("pk", flat=True)
+    )
+
+
+def _carry(pairs: list[tuple[int, Decision]]) -> int:
+    """Resolve each open task with a copy of its earlier decision; how many were resolved.
+
+    Each task is resolved with a conditional ``UPDATE`` (still open): a task a reviewer claimed
+    in the meantime stays theirs. The gold label is written only where none exists: an older
+    decision never overwrites a newer gold label.
+    """
+    if not pairs:
+        return 0
+    now = timezone.now()
+    carried: list[Decision] = []
+    for task_id, source in pairs:
+        resolved = ReviewTask.objects.filter(pk=task_id, status=ReviewStatus.OPEN).update(
+            status=ReviewStatus.RESOLVED, resolved_at=now, carried_over=True
+        )
+        if resolved != 1:
+            continue
+        carried.append(
+            Decision(
+                task_id=task_id,
+                reviewer_id=source.reviewer_id,
+                label=source.label,
+                wording=source.wording,
+                quote=source.quote,
+                note=source.note,
+                carried_from_id=source.carried_from_id or source.pk,
+            )
+        )
+    Decision.objects.bulk_create(carried)
+    saved = Decision.objects.filter(task_id__in=[d.task_id for d in carried]).values_list(
+        "pk", "task__policy_id", "task__item_id", "label", "reviewer_id"
+    )
+    GoldLabel.objects.bulk_create(
+        [
+            GoldLabel(
+                policy_id=policy_id,
+                item_id=item_id,
+                label=label,
+                decision_id=pk,
+                decided_by_id=reviewer_id,
+            )
+            for pk, policy_id, item_id, label, reviewer_id in saved
+        ],
+        ignore_conflicts=True,
+    )
+    return len(carried)
+
+
+def carry_over_decisions(*, job_id: int) -> int:
+    """Resolve the job's open mismatches that were decided under the same two texts.
+
+    A rerun (same policy, same text A, same text B) must not ask a reviewer again about
+    content they already decided: each open task whose content (by content hash) has a decision
+    in such an earlier job is resolved with a copy of the newest one, marked carried over.
+    Called where a job's review tasks are created; returns how many were carried over.
+    """
+    job = Job.objects.select_related("version").get(pk=job_id)
+    same = _same_texts_jobs(job)
+    if not same:
+        return 0
+    total = 0
+    after = 0
+    with transaction.atomic():
+        while True:
+            batch = list(
+                ReviewTask.objects.filter(job_id=job_id, status=ReviewStatus.OPEN, id__gt=after)
+                .order_by("id")
+                .values_list("id", "item__content_hash")[:_CARRY_BATCH]
+            )
+            if not batch:
+                break
+            after = batch[-1][0]
+            newest: dict[str, Decision] = {}
+            for decision in (
+                Decision.objects.filter(
+                    task__job_id__in=same,
+                    task__item__content_hash__in={h for _pk, h in batch},
+                )
+                .select_related("task__item")
+                .order_by("created_at", "id")
+            ):
+                newest[decision.task.item.content_hash] = decision
+            total += _carry([(pk, newest[h]) for pk, h in batch if h in newest])
+    return total
+
+
+def _carry_to_open_reruns(decision: Decision, task: ReviewTask) -> int:
+    """A decision also settles the same content's open tasks in jobs with the same two texts.
+
+    Reruns whose tasks were created before this decision was made would otherwise ask again.
+    """
+    job = Job.objects.select_related("version").get(pk=task.job_id)
+    same = _same_texts_jobs(job)
+    if not same:
+        return 0
+    open_ids = list(
+        ReviewTask.objects.filter(
+            job_id__in=same,
+            status=ReviewStatus.OPEN,
+            item__content_hash=task.item.content_hash,
+        ).values_list("id", flat=True)[:_CARRY_BATCH]
+    )
+    return _carry([(pk, decision) for pk in open_ids])
+
+
+# --- review notes --------------------------------------------------------------------------------
+
+NOTES_GROUPS_PER_PAGE = 20
+NOTES_SAMPLES_PER_GROUP = 3
+NOTES_DECISIONS_PER_PAGE = 25
 
 
 @dataclass
 class ClauseGroup:
     quote: str  # "" for decisions without a quoted clause
-    decisions: list[Decision] = field(default_factory=list)
+    key: str  # the quote case-folded: what groups decisions together
+    count: int
+    carried: int = 0
+    decisions: list[Decision] = field(default_factory=list)  # the newest few
 
     @property
-    def count(self) -> int:
-        return len(self.decisions)
+    def more(self) -> int:
+        return self.count - len(self.decisions)
+
+    @property
+    def query(self) -> str:
+        """``clause=<key>`` for a link that opens this clause's decisions."""
+        return urlencode({"clause": self.key})
 
 
 @dataclass
 class ReviewNotes:
     job: Job
-    groups: list[ClauseGroup]
+    groups: list[ClauseGroup]  # this page's groups
     decided: int
+    carried: int
     open_tasks: int
     wording_counts: dict[str, int]
     label_counts: dict[str, int]
+    page: Page[Any] | None = None  # the page of clause groups
+    clause: ClauseGroup | None = None  # one clause opened, with a page of its decisions
+    clause_page: Page[Any] | None = None
 
 
 def _clause_key(quote: str) -> str:
     return " ".join(quote.split()).casefold()
 
 
-def review_notes(job: Job) -> ReviewNotes:
-    """The job's decisions grouped by quoted clause, most-quoted clause first."""
-    decisions = list(
-        Decision.objects.filter(task__job=job)
-        .select_related("task__item", "reviewer")
-        .order_by("created_at", "id")
+def _job_decisions(job: Job) -> QuerySet[Decision]:
+    return Decision.objects.filter(task__job=job).annotate(key=Lower("quote"))
+
+
+def review_notes(job: Job, *, page: int = 1, clause: str | None = None) -> ReviewNotes:
+    """The job's decisions grouped by quoted clause, most-quoted clause first, one page at a time.
+
+    Counting and grouping run in SQL (``GROUP BY lower(quote)``); a page holds
+    ``NOTES_GROUPS_PER_PAGE`` clauses with their ``NOTES_SAMPLES_PER_GROUP`` newest decisions
+    (one window query). With ``clause`` (a key from a group), that clause's decisions are paged
+    instead. Whatever the number of decisions, a page loads a bounded number of rows.
+    """
+    totals = Decision.objects.filter(task__job=job).aggregate(
+        decided=Count("id"),
+        carried=Count("id", filter=Q(task__carried_over=True)),
+        **{f"w_{c.value}": Count("id", filter=Q(wording=c.value)) for c in Wording},
+        **{f"l_{c.value}": Count("id", filter=Q(label=c.value)) for c in GoldChoice},
     )
-    groups: dict[str, ClauseGroup] = {}
-    for decision in decisions:
-        key = _clause_key(decision.quote)
-        group = groups.setdefault(key, ClauseGroup(quote=" ".join(decision.quote.split())))
-        group.decisions.append(decision)
-    ordered = sorted(groups.values(), key=lambda g: (g.quote == "", -g.count, g.quote.casefold()))
-    wording_counts = {choice.label: 0 for choice in Wording}
-    label_counts = {choice.label: 0 for choice in GoldChoice}
-    for decision in decisions:
-        wording_counts[decision.get_wording_display()] += 1
-        label_counts[decision.get_label_display()] += 1
-    return ReviewNotes(
+    notes = ReviewNotes(
         job=job,
-        groups=ordered,
-        decided=len(decisions),
+        groups=[],
+        decided=totals["decided"],
+        carried=totals["carried"],
         open_tasks=job.review_tasks.exclude(status=ReviewStatus.RESOLVED).count(),
-        wording_counts=wording_counts,
-        label_counts=label_counts,
+        wording_counts={str(c.label): totals[f"w_{c.value}"] for c in Wording},
+        label_counts={str(c.label): totals[f"l_{c.value}"] for c in GoldChoice},
     )
+    rows = (
+        _job_decisions(job)
+        .values("key")
+        .annotate(
+            n=Count("id"),
+            quote_shown=Min("quote"),
+            n_carried=Count("id", filter=Q(task__carried_over=True)),
+            unquoted=Case(When(key="", then=Value(1)), default=Value(0)),
+        )
+        .order_by("unquoted", "-n", "key")
+    )
+    if clause is not None:
+        key = _clause_key(clause)
+        row = rows.filter(key=key).first()
+        if row is not None:
+            group = ClauseGroup(
+                quote=row["quote_shown"], key=key, count=row["n"], carried=row["n_carried"]
+            )
+            decisions = (
+                _job_decisions(job)
+                .filter(key=key)
+                .select_related("task__item", "reviewer")
+                .order_by("-created_at", "-id")
+            )
+            notes.clause = group
+            notes.clause_page = Paginator(decisions, NOTES_DECISIONS_PER_PAGE).get_page(page)
+            group.decisions = list(notes.clause_page.object_list)
+        return notes
+    notes.page = Paginator(rows, NOTES_GROUPS_PER_PAGE).get_page(page)
+    groups = {
+        r["key"]: ClauseGroup(
+            quote=r["quote_shown"], key=r["key"], count=r["n"], carried=r["n_carried"]
+        )
+        for r in notes.page.object_list
+    }
+    samples = (
+        _job_decisions(job)
+        .filter(key__in=list(groups))
+        .annotate(
+            rank=Window(
+                RowNumber(), partition_by=[Lower("quote")], order_by=[F("created_at").desc()]
+            )
+        )
+        .filter(rank__lte=NOTES_SAMPLES_PER_GROUP)
+        .select_related("task__item", "reviewer")
+        .order_by("-created_at", "-id")
+    )
+    for decision in samples:
+        groups[decision.key].decisions.append(decision)  # type: ignore[attr-defined]
+    notes.groups = list(groups.values())
+    return notes

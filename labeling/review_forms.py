@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from django.db.models import Exists, OuterRef
 
-from labeling.models import GoldChoice, Job, ReviewTask, Wording
+from labeling.models import Decision, GoldChoice, Job, ReviewTask, Wording
 from labeling.review import QueueFilter
 from policies.models import Policy
 
@@ -74,11 +74,30 @@ class DecisionForm(forms.Form):
         help_text="What was unclear, for the next version's author.",
     )
 
+    # Set when the reviewer repeats an earlier decision (the `r` key): kept as its provenance.
+    reused = forms.ModelChoiceField(
+        queryset=Decision.objects.all(), required=False, widget=forms.HiddenInput
+    )
+
     def clean_quote(self) -> str:
         return " ".join(self.cleaned_data["quote"].split())
 
     def clean_note(self) -> str:
         return self.cleaned_data["note"].strip()
+
+
+class NotesPageForm(forms.Form):
+    """Which page of the review notes: a page of clauses, or one clause's decisions."""
+
+    page = forms.IntegerField(required=False, min_value=1)
+    clause = forms.CharField(required=False, max_length=2000, strip=False)
+
+    def page_and_clause(self) -> tuple[int, str | None]:
+        if not self.is_valid():
+            return 1, None
+        clause = self.cleaned_data.get("clause")
+        has_clause = self.data.get("clause") is not None
+        return self.cleaned_data.get("page") or 1, (clause or "") if has_clause else None
 
 
 class SkipForm(forms.Form):

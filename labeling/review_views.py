@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from django.contrib import messages
@@ -11,7 +10,6 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
-from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET, require_POST
 
 from cope_studio.lib.permissions import require_perms
@@ -22,23 +20,21 @@ from labeling.review import (
     claim_next_task,
     earlier_decisions,
     queue_counts,
+    reusable_decision,
     review_notes,
     skip_task,
     submit_decision,
     unskip_tasks,
 )
-from labeling.review_forms import DecisionForm, QueueFilterForm, SkipForm
-from policies.diff import word_diff_html
+from labeling.review_diff import wording_diff
+from labeling.review_forms import DecisionForm, NotesPageForm, QueueFilterForm, SkipForm
 
 QUEUE = "labeling/review_queue.html"
 NOTES = "labeling/review_notes.html"
+FULL = "labeling/review_full.html"
 _FILTER_KEYS = ("job", "policy", "side", "max_margin")
-
-
-@lru_cache(maxsize=32)
-def _wording_diff(text_a: str, text_b: str) -> SafeString:
-    # Every task of a job shows the same two wordings; a policy is a few thousand words.
-    return word_diff_html(text_a, text_b)
+# The card shows this much of a content item; the rest is one click away (review_full).
+CONTENT_PREVIEW_CHARS = 5_000
 
 
 def _filter_query(request: HttpRequest) -> str:
@@ -54,6 +50,7 @@ def _queue_context(
     form: DecisionForm | None = None,
     notice: str = "",
 ) -> dict[str, Any]:
+    earlier = earlier_decisions(task) if task else []
     return {
         "nav": "review",
         "task": task,
@@ -62,8 +59,10 @@ def _queue_context(
         "counts": queue_counts(scope),
         "notice": notice,
         "filter_query": _filter_query(request),
-        "wording_diff": _wording_diff(task.job.text_a, task.job.text_b) if task else "",
-        "earlier": earlier_decisions(task) if task else [],
+        "diff": wording_diff(task.job.text_a, task.job.text_b) if task else None,
+        "earlier": earlier,
+        "reusable": reusable_decision(task, earlier) if task else None,
+        "content_preview_chars": CONTENT_PREVIEW_CHARS,
     }
 
 
@@ -157,6 +156,24 @@ def review_notes_view(request: HttpRequest, job_id: int) -> HttpResponse:
     """What reviewers said about a job's mismatches; the policy editor loads the fragment."""
     require_perms(request, "labeling.view_decision")
     job = get_object_or_404(Job.objects.select_related("version__policy", "sample_set"), pk=job_id)
-    context = {"job": job, "version": job.version, "notes": review_notes(job), "nav": "review"}
+    form = NotesPageForm(request.GET or None)
+    page, clause = form.page_and_clause()
+    context = {
+        "job": job,
+        "version": job.version,
+        "notes": review_notes(job, page=page, clause=clause),
+        "nav": "review",
+    }
     template = f"{NOTES}#notes" if request.htmx else NOTES
     return render(request, template, context)
+
+
+@login_required
+@require_GET
+def review_full(request: HttpRequest, task_id: int) -> HttpResponse:
+    """A task's whole content and both whole wordings, on demand (the card shows them cut)."""
+    require_perms(request, "labeling.view_decision")
+    task = get_object_or_404(
+        ReviewTask.objects.select_related("item", "job__version__policy"), pk=task_id
+    )
+    return render(request, FULL, {"task": task, "nav": "review"})

@@ -49,6 +49,7 @@ from labeling.models import (
     SampleSet,
     Side,
 )
+from labeling.review import carry_over_decisions  # d-review
 from policies.models import Version
 from worker.contract import (
     GPU_QUEUE,
@@ -521,6 +522,7 @@ def maybe_finish_job(job_id: int) -> bool:
             ignore_conflicts=True,
             batch_size=2000,
         )
+        carry_over_decisions(job_id=job_id)  # reruns do not ask twice
         Job.objects.filter(pk=job_id).update(
             status=final, finished_at=timezone.now(), stats=stats, error=error
         )

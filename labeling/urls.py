@@ -24,6 +24,8 @@ urlpatterns = [
     path("review/<int:task_id>/skip/", review_views.review_skip, name="review_skip"),
     path("review/skipped/", review_views.review_unskip, name="review_unskip"),
     path("jobs/<int:job_id>/review-notes/", review_views.review_notes_view, name="review_notes"),
+    # d-review: a task's whole content and wordings, on demand
+    path("review/<int:task_id>/full/", review_views.review_full, name="review_full"),
     # Finalizing
     path("versions/<int:version_id>/finalize/", finalize_views.finalize_view, name="finalize"),
     path(

@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Exists, Max, OuterRef
+from django.db.models import Exists, Max, OuterRef, Subquery
 from django.utils import timezone
 
 from policies.models import Policy, TwinJob, TwinJobStatus, TwinOrigin, Version
@@ -277,49 +277,61 @@ def _job_model() -> Any:
 
 
 def summarize_policies() -> list[PolicyRow]:
-    """Every policy with its status, latest version and latest agreement (3 queries).
+    """Every policy with its status, latest version and latest agreement: 3 queries.
 
     Status: finalized if any version is; "in review" if the latest version has jobs; else draft.
+    The latest version and the newest job with an agreement figure are picked per policy by
+    subqueries, so the rows loaded are one per policy (plus one version and one job each),
+    whatever the number of versions and jobs.
     """
+    job_model = _job_model()
     finalized = Version.objects.filter(policy=OuterRef("pk"), finalized_at__isnull=False)
-    policies = list(Policy.objects.annotate(is_finalized=Exists(finalized)))
-    latest_by_policy: dict[int, Version] = {}
-    for version in (
-        Version.objects.filter(policy__in=policies)
-        .order_by("policy_id", "-number")
+    latest_version = Version.objects.filter(policy=OuterRef("pk")).order_by("-number")
+    # The newest job whose stats hold an agreement figure (p_o present and not JSON null).
+    with_figure = (
+        job_model.objects.filter(version__policy=OuterRef("pk"), stats__has_key="p_o")
+        .exclude(stats__p_o=None)
+        .order_by("-created_at", "-pk")
+    )
+    policies = list(
+        Policy.objects.annotate(
+            is_finalized=Exists(finalized),
+            latest_version_id=Subquery(latest_version.values("pk")[:1]),
+            figure_job_id=Subquery(with_figure.values("pk")[:1]),
+        ).annotate(
+            latest_has_jobs=Exists(
+                job_model.objects.filter(version_id=OuterRef("latest_version_id"))
+            )
+        )
+    )
+    versions = {
+        v.pk: v
+        for v in Version.objects.filter(
+            pk__in=[p.latest_version_id for p in policies if p.latest_version_id]  # type: ignore[attr-defined]
+        )
         .select_related("author")
         .defer("text", "twin_text", "twin_prompt")
-    ):
-        latest_by_policy.setdefault(version.policy_id, version)
-    jobs = (
-        _job_model()
-        .objects.filter(version__policy__in=policies)
-        .order_by("-created_at")
-        .values_list("version_id", "version__policy_id", "version__number", "stats")
-    )
-    latest_ids = {v.pk for v in latest_by_policy.values()}
-    in_review: set[int] = set()
-    agreement: dict[int, tuple[dict[str, Any], int]] = {}
-    for version_id, policy_id, number, stats in jobs:
-        if version_id in latest_ids:
-            in_review.add(policy_id)
-        has_figure = isinstance(stats, dict) and stats.get("p_o") is not None
-        if has_figure and policy_id not in agreement:
-            agreement[policy_id] = (stats, number)
+    }
+    figures = {
+        pk: (stats, number)
+        for pk, stats, number in job_model.objects.filter(
+            pk__in=[p.figure_job_id for p in policies if p.figure_job_id]  # type: ignore[attr-defined]
+        ).values_list("pk", "stats", "version__number")
+    }
     rows = []
     for policy in policies:
         if policy.is_finalized:  # type: ignore[attr-defined]
             status = "finalized"
-        elif policy.pk in in_review:
+        elif policy.latest_has_jobs:  # type: ignore[attr-defined]
             status = "in review"
         else:
             status = "draft"
-        stats, number = agreement.get(policy.pk, (None, None))
+        stats, number = figures.get(policy.figure_job_id, (None, None))  # type: ignore[attr-defined]
         rows.append(
             PolicyRow(
                 policy=policy,
                 status=status,
-                latest=latest_by_policy.get(policy.pk),
+                latest=versions.get(policy.latest_version_id),  # type: ignore[attr-defined]
                 agreement=stats,
                 agreement_version=number,
             )

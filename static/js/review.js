@@ -62,6 +62,13 @@
     } else if (key === "s") {
       event.preventDefault();
       submit(document.getElementById("skip-form"));
+    } else if (key === "r") {
+      // Reuse the earlier decision shown on the card (only there when one exists).
+      var reuse = document.getElementById("reuse-form");
+      if (reuse) {
+        event.preventDefault();
+        submit(reuse);
+      }
     } else if (key === "Enter") {
       event.preventDefault();
       submit(form);
@@ -76,7 +83,11 @@
     var active = document.activeElement;
     if (!area) return;
     if (active && active !== document.body && area.contains(active)) active.blur();
+    // Keep the content being judged in view: after a save the form is on screen, and the next
+    // card's content would sit above it, out of sight.
+    var content = document.getElementById("task-content");
     var card = area.querySelector(".task-card");
-    if (card) card.scrollIntoView({ block: "nearest" });
+    if (content) content.scrollIntoView({ block: "start" });
+    else if (card) card.scrollIntoView({ block: "nearest" });
   });
 })();

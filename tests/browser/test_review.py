@@ -103,3 +103,48 @@ def test_skip_and_enter_from_the_keyboard(
     )
     first.refresh_from_db()
     assert first.skipped_by == [reviewer.pk]
+
+
+def test_r_reuses_the_earlier_decision_and_the_next_content_stays_in_view(
+    page: Any, live_server: Any, login: Any, screenshot: Any, author: Any, reviewer: Any
+) -> None:
+    from labeling.review import claim_next_task, submit_decision
+    from tests.labeling.test_review_history import rerun
+
+    job = make_job(
+        author=author,
+        mismatches=[(1, 0.8, 0.2), (0, 0.3, 0.7)],
+        texts=["first content, decided before", "second content, new"],
+    )
+    task = claim_next_task(reviewer=reviewer, job=job)
+    earlier = submit_decision(
+        task=task, reviewer=reviewer, label="u", wording="n", quote="the clause", note="unclear"
+    )
+    # A rerun whose text A changed: the decided content is asked again, with `r` to reuse.
+    again = rerun(job, author, text_a=job.text_a + "\nA clarified clause.\n")
+    first, second = again.review_tasks.order_by("id")
+    login(reviewer)
+    page.goto(f"{live_server.url}/labeling/review/?job={again.pk}")
+    page.evaluate("window.__marker = 1")
+    page.locator(f".task-card[data-task-id='{first.pk}']").wait_for()
+    assert "Reuse this decision" in page.locator("#reusable").inner_text()
+    screenshot("review-reuse")
+    # Scrolled down to the form, as after typing a note.
+    page.locator("#decision-form button.primary").scroll_into_view_if_needed()
+
+    page.keyboard.press("r")
+    page.locator(f".task-card[data-task-id='{second.pk}']").wait_for()
+
+    assert page.evaluate("window.__marker") == 1, "the page was reloaded"
+    top = page.evaluate("document.getElementById('task-content').getBoundingClientRect().top")
+    height = page.evaluate("window.innerHeight")
+    assert 0 <= top < height, f"the next content is out of view (top {top}, viewport {height})"
+    assert page.locator("#reusable").count() == 0  # nothing decided before on this one
+    reused = Decision.objects.get(task=first)
+    assert (reused.label, reused.wording, reused.quote, reused.note) == (
+        "u",
+        "n",
+        "the clause",
+        "unclear",
+    )
+    assert reused.carried_from_id == earlier.pk

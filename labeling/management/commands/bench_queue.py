@@ -1,25 +1,41 @@
-"""``manage.py bench_queue --labels 1000000``: how fast a reviewer gets the next review task.
+"""``manage.py bench_queue``: the review queue with months of history and 20 reviewers at once.
 
-Stores a job with N labels (N/2 items under both wordings) and ~5% mismatches as review tasks,
-resolves half of them (a queue in progress), then times ``claim_next_task`` over sequential
-claim → decide cycles, rotating through a few reviewers. Prints one JSON object. Everything it
-created is deleted afterwards, whatever happens.
+It builds a history the way a team makes one: 10 policies, each with versions and several
+binocular jobs (reruns under the same texts included) over growing sample sets; every label
+stored; mismatches as review tasks, most of them decided with quotes and notes (reruns' decisions
+carried over), gold labels, and open tasks spread across the jobs. At each size of
+``--labels`` (default 100,000 / 1,000,000 / 5,000,000, built one on top of the other) it waits for
+PostgreSQL's own autovacuum and autoanalyze to catch up (it never runs VACUUM or ANALYZE
+itself), starts the web app in a real server process (gunicorn, as deployed: 3 workers × 4
+threads), and lets ``--reviewers`` client threads, each logged in as its own reviewer, loop:
+GET the next task (the htmx request the page makes), think, POST the decision. It prints
+p50/p95/p99 of the whole next-task request and of the decision save, one JSON line per size,
+then a growth line. Everything it created is deleted afterwards.
 
-On PostgreSQL the rows are generated inside the database (``INSERT ... SELECT generate_series``);
-on SQLite with ``bulk_create`` and a smaller default.
+PostgreSQL only: the rows are generated inside the database (``INSERT ... SELECT``).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
-import statistics
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, models, transaction
 from django.test import Client
 from django.urls import reverse
@@ -36,17 +52,90 @@ from labeling.models import (
     ReviewTask,
     SampleSet,
 )
-from labeling.review import claim_next_task, submit_decision
 from policies.models import Policy, Version
 from policies.roles import REVIEWER, ensure_roles
 
-DEFAULT_LABELS = {"postgresql": 1_000_000, "sqlite": 20_000}
+DEFAULT_SIZES = "100000,1000000,5000000"
+POLICIES = 10
+JOBS_PER_STAGE = 5  # per policy and size step: v, its rerun, v+1, v+2, v+2's rerun
+RERUNS = (1, 4)  # which of those jobs rerun the previous one under the same texts
+MISMATCH_PCT = 44  # % of items whose A and B labels differ in a job
+DECIDED_PCT = 40  # % of items whose mismatch is already decided (the rest are open tasks)
+CLAUSES = [
+    f"{verb} {noun}"
+    for verb in ("targets", "mocks", "threatens", "dehumanises", "praises")
+    for noun in (
+        "a protected group",
+        "a person's religion",
+        "a nationality",
+        "someone's disability",
+        "an ethnic group",
+        "a gender",
+        "a sexual orientation",
+        "a public figure",
+        "a named user",
+        "a caste",
+    )
+]
+TABLES = (Item, Label, ReviewTask, Decision, GoldLabel)
 
 
-def _percentile(samples: list[float], q: float) -> float:
+def _percentile(samples: list[float], q: float) -> float | None:
+    if not samples:
+        return None
     ordered = sorted(samples)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
+    return round(ordered[index], 1)
+
+
+_GONE = (BrokenPipeError, ConnectionResetError, http.client.HTTPException)
+
+
+def _send(
+    conn: http.client.HTTPConnection,
+    method: str,
+    url: str,
+    body: str | None,
+    headers: dict[str, str],
+) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, bytes, float]:
+    """One request and its time in ms; a keep-alive connection the server closed while the
+    reviewer was thinking is reopened (as a browser does) and the request timed again."""
+    for attempt in (1, 2):
+        started = time.perf_counter()
+        try:
+            conn.request(method, url, body=body, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+            return conn, response, raw, (time.perf_counter() - started) * 1000
+        except _GONE:
+            conn.close()
+            conn = http.client.HTTPConnection(conn.host, conn.port, timeout=60)
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children still running (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    try:
+        children = open(f"/proc/{pid}/task/{pid}/children").read().split()
+    except OSError:
+        children = []
+    pids.extend(int(c) for c in children)
+    for each in pids:
+        try:
+            fields = open(f"/proc/{each}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _table(model: type[models.Model]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
 
 
 def _insert_select(
@@ -54,7 +143,7 @@ def _insert_select(
     exprs: dict[str, str | tuple[str, list[Any]]],
     tail: str,
     params: list[Any],
-) -> None:
+) -> int:
     """``INSERT INTO <model> (...) SELECT <exprs> <tail>``; other columns get their defaults.
 
     Built from the model's fields so a column added later does not break the benchmark.
@@ -63,281 +152,562 @@ def _insert_select(
     columns: list[str] = []
     selects: list[str] = []
     args: list[Any] = []
-    for field in model._meta.concrete_fields:
-        if field.primary_key:
+    for fld in model._meta.concrete_fields:
+        if fld.primary_key:
             continue
-        columns.append(connection.ops.quote_name(field.column))
-        expr = exprs.get(field.column)
+        columns.append(connection.ops.quote_name(fld.column))
+        expr = exprs.get(fld.column)
         if isinstance(expr, tuple):
             selects.append(expr[0])
             args.extend(expr[1])
         elif expr is not None:
             selects.append(expr)
-        elif getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+        elif getattr(fld, "auto_now", False) or getattr(fld, "auto_now_add", False):
             selects.append("now()")
         else:
             selects.append("%s")
-            default = field.get_default() if field.has_default() or not field.null else None
-            args.append(field.get_db_prep_save(default, connection))
-    table = connection.ops.quote_name(model._meta.db_table)
-    sql = f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(selects)} {tail}"
+            default = fld.get_default() if fld.has_default() or not fld.null else None
+            args.append(fld.get_db_prep_save(default, connection))
+    sql = f"INSERT INTO {_table(model)} ({', '.join(columns)}) SELECT {', '.join(selects)} {tail}"
     with connection.cursor() as cursor:
         cursor.execute(sql, [*args, *params])
+        return cursor.rowcount
+
+
+@dataclass
+class History:
+    tag: str
+    author: Any
+    reviewers: list[Any]
+    policies: list[Policy] = field(default_factory=list)
+    versions: dict[int, list[Version]] = field(default_factory=dict)
+    sample_sets: list[int] = field(default_factory=list)
+    jobs: list[int] = field(default_factory=list)
+    stage: int = 0
+    content_seed: int = 0
+
+
+@dataclass
+class Timings:
+    next_task: list[float] = field(default_factory=list)
+    save: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    empty: int = 0
 
 
 class Command(BaseCommand):
-    help = "Time claiming the next review task with many labels stored; prints one JSON object."
+    help = "Review queue under 20 concurrent reviewers with a long history; prints JSON lines."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--labels", type=int, default=None, help="labels to store (2/item)")
-        parser.add_argument("--mismatch-rate", type=float, default=0.05)
-        parser.add_argument("--claims", type=int, default=300, help="timed claims")
-        parser.add_argument("--reviewers", type=int, default=3)
+        parser.add_argument(
+            "--labels",
+            default=DEFAULT_SIZES,
+            help="comma-separated history sizes in labels, built one on top of the other",
+        )
+        parser.add_argument("--reviewers", type=int, default=20)
+        parser.add_argument("--seconds", type=float, default=40.0, help="measured per size")
+        parser.add_argument("--warmup", type=float, default=8.0, help="not measured, per size")
+        parser.add_argument(
+            "--think-ms", type=float, default=1000.0, help="a reviewer's mean pause per task"
+        )
+        parser.add_argument("--port", type=int, default=17310)
+        parser.add_argument("--workers", type=int, default=3)
+        parser.add_argument("--threads", type=int, default=4)
+        parser.add_argument(
+            "--settle-seconds",
+            type=float,
+            default=900.0,
+            help="longest wait for autovacuum/autoanalyze after each build step",
+        )
+        parser.add_argument(
+            "--conn-max-age",
+            type=int,
+            default=None,
+            help="DATABASE_CONN_MAX_AGE for the server (default: as in the environment)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        vendor = connection.vendor
-        labels = options["labels"] or DEFAULT_LABELS.get(vendor, 20_000)
-        items = max(1, labels // 2)
-        every = max(1, round(1 / max(options["mismatch_rate"], 1e-9)))
-        tag = f"bench-queue-{uuid.uuid4().hex[:10]}"
-        User = get_user_model()
-        users = [
-            User.objects.create_user(username=f"{tag}-{i}") for i in range(options["reviewers"])
-        ]
-        ensure_roles()
-        reviewers = Group.objects.get(name=REVIEWER)
-        for user in users:
-            user.groups.add(reviewers)
-        policy = version = sample_set = job = None
+        if connection.vendor != "postgresql":
+            raise CommandError("bench_queue needs PostgreSQL (DATABASE_URL=postgresql://...).")
         try:
-            policy = Policy.objects.create(name=tag, created_by=users[0])
-            version = Version.objects.create(
-                policy=policy, number=1, text="A wording", twin_text="B wording", author=users[0]
-            )
-            sample_set = SampleSet.objects.create(name=tag, created_by=users[0], item_count=items)
-            job = Job.objects.create(
-                version=version,
-                sample_set=sample_set,
-                status=JobStatus.SUCCEEDED,
-                text_a=version.text,
-                text_b=version.twin_text,
-                item_count=items,
-                created_by=users[0],
-                finished_at=timezone.now(),
-            )
-            started = time.perf_counter()
-            if vendor == "postgresql":
-                self._fill_postgres(job, policy, items, every)
-            else:
-                self._fill_bulk(job, policy, items, every)
-            fill_seconds = time.perf_counter() - started
-            if vendor == "postgresql":
-                # A bulk load leaves tables unvacuumed: the planner then probes index ends
-                # through unfrozen heap pages and planning alone takes ~5 ms a query. A live
-                # server's autovacuum reaches this state within minutes; measure that state.
-                with connection.cursor() as cursor:
-                    for model in (Item, Label, ReviewTask):
-                        cursor.execute(f"VACUUM ANALYZE {model._meta.db_table}")
-            result = self._measure(job, policy, users, options["claims"])
-            result.update(
-                {
-                    "labels": Label.objects.filter(job=job).count(),
-                    "tasks": ReviewTask.objects.filter(job=job).count(),
-                    "backend": vendor,
-                    "fill_seconds": round(fill_seconds, 1),
-                }
-            )
+            sizes = sorted(int(s) for s in str(options["labels"]).split(",") if s.strip())
+        except ValueError as exc:
+            raise CommandError(f"--labels takes numbers separated by commas: {exc}") from exc
+        history = self._start_history(options["reviewers"])
+        results: list[dict[str, Any]] = []
+        try:
+            for size in sizes:
+                started = time.perf_counter()
+                self._grow_to(history, size)
+                built = time.perf_counter() - started
+                settled = self._wait_for_autovacuum(options["settle_seconds"])
+                result = self._measure(history, options)
+                result.update(
+                    {
+                        "benchmark": "review_queue",
+                        "labels": self._count(Label, history),
+                        "decisions": self._count(Decision, history),
+                        "open_tasks": ReviewTask.objects.filter(
+                            job_id__in=history.jobs, status=ReviewStatus.OPEN
+                        ).count(),
+                        "jobs": len(history.jobs),
+                        "build_seconds": round(built, 1),
+                        "autovacuum": settled,
+                        "load_average": [round(x, 2) for x in os.getloadavg()],
+                        "cpus": os.cpu_count(),
+                    }
+                )
+                results.append(result)
+                self.stdout.write(json.dumps(result, sort_keys=True))
+                self.stdout.flush()
         finally:
-            self._clean(job, policy, version, sample_set, users)
-        self.stdout.write(json.dumps(result, sort_keys=True))
+            self._clean(history)
+        if len(results) > 1:
+            p95s = [r["next_task_p95_ms"] for r in results if r["next_task_p95_ms"]]
+            growth = {
+                "benchmark": "review_queue_growth",
+                "labels": [r["labels"] for r in results],
+                "next_task_p95_ms": [r["next_task_p95_ms"] for r in results],
+                "save_p95_ms": [r["save_p95_ms"] for r in results],
+                "next_task_p95_max_over_min": round(max(p95s) / min(p95s), 2) if p95s else None,
+            }
+            self.stdout.write(json.dumps(growth, sort_keys=True))
 
-    def _fill_postgres(self, job: Job, policy: Policy, items: int, every: int) -> None:
-        # Item i: A says i % 3 == 0; B says the same, except every `every`-th item (a mismatch).
+    # --- building the history ---------------------------------------------------------------
+
+    def _start_history(self, reviewers: int) -> History:
+        tag = f"bench-queue-{uuid.uuid4().hex[:8]}"
+        User = get_user_model()
+        author = User.objects.create_user(username=f"{tag}-author")
+        users = [User.objects.create_user(username=f"{tag}-r{i:02d}") for i in range(reviewers)]
+        ensure_roles()
+        group = Group.objects.get(name=REVIEWER)
+        for user in users:
+            user.groups.add(group)
+        history = History(tag=tag, author=author, reviewers=users)
+        for p in range(POLICIES):
+            policy = Policy.objects.create(name=f"{tag} policy {p}", created_by=author)
+            history.policies.append(policy)
+            history.versions[policy.pk] = []
+        return history
+
+    def _new_version(self, history: History, policy: Policy) -> Version:
+        number = len(history.versions[policy.pk]) + 1
+        body = " ".join(f"Clause {i}: content that {CLAUSES[i % len(CLAUSES)]}." for i in range(60))
+        version = Version.objects.create(
+            policy=policy,
+            number=number,
+            text=f"# {policy.name} v{number}\n\n## Overview\n\n{body}\n",
+            twin_text=f"# {policy.name} v{number} (twin)\n\n## Overview\n\nReworded: {body}\n",
+            author=history.author,
+            change_note="" if number == 1 else "bench revision",
+        )
+        history.versions[policy.pk].append(version)
+        return version
+
+    def _grow_to(self, history: History, labels: int) -> None:
+        """Add one step of history: per policy a new sample set and five jobs on it."""
+        have = self._count(Label, history)
+        if labels <= have:
+            return
+        per_job_items = max(1, (labels - have) // (2 * POLICIES * JOBS_PER_STAGE))
+        history.stage += 1
         with transaction.atomic():
-            self._pg_items(job.sample_set_id, items)
-            self._pg_labels(job.pk, job.sample_set_id, every)
-            self._pg_tasks(job.pk, policy.pk, job.sample_set_id, items, every)
-        with connection.cursor() as cursor:
-            for model in (Item, Label, ReviewTask):
-                cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
+            for policy in history.policies:
+                self._grow_policy(history, policy, per_job_items)
+        history.content_seed += per_job_items
 
-    def _pg_items(self, sample_set_id: int, items: int) -> None:
+    def _grow_policy(self, history: History, policy: Policy, n: int) -> None:
+        sample_set = SampleSet.objects.create(
+            name=f"{history.tag} set {policy.pk}-{history.stage}",
+            created_by=history.author,
+            item_count=n,
+        )
+        history.sample_sets.append(sample_set.pk)
+        # Contents repeat across policies' sets (the same post sampled for several policies,
+        # about three each), which is what makes earlier decisions on the same content show up.
+        base = history.content_seed
+        shift = history.policies.index(policy) * max(1, n // 3)
+        cid = f"({int(base)} + mod(g + {int(shift)}, {int(n)}))"
         _insert_select(
             Item,
             {
-                "sample_set_id": str(int(sample_set_id)),
+                "sample_set_id": str(int(sample_set.pk)),
                 "external_id": "'row-' || g",
-                "text": "'benchmark content number ' || g || ' ' || md5(g::text)",
-                "content_hash": "md5(g::text) || md5((g + 1)::text)",
+                "text": (
+                    f"'user post ' || {cid} || ': ' || repeat(md5({cid}::text), 1 + mod({cid}, 5))"
+                    " || ' and some words about it'"
+                ),
+                "content_hash": f"md5({cid}::text) || md5(({cid} + 1)::text)",
                 "row_number": "g",
             },
             "FROM generate_series(1, %s) AS g",
-            [items],
+            [n],
         )
-
-    def _pg_labels(self, job_id: int, sample_set_id: int, every: int) -> None:
-        flipped = f"(mod(i.row_number, {every}) = 0 AND s.side = 'B')"
+        jobs: list[Job] = []
+        version = None
+        for k in range(JOBS_PER_STAGE):
+            if k not in RERUNS or version is None:
+                version = self._new_version(history, policy)
+            jobs.append(
+                Job.objects.create(
+                    version=version,
+                    sample_set=sample_set,
+                    status=JobStatus.SUCCEEDED,
+                    text_a=version.text,
+                    text_b=version.twin_text,
+                    item_count=n,
+                    created_by=history.author,
+                    started_at=timezone.now(),
+                    finished_at=timezone.now(),
+                    stats={"n": n, "p_o": 1 - MISMATCH_PCT / 100},
+                )
+            )
+        history.jobs.extend(j.pk for j in jobs)
+        job_ids = ",".join(str(int(j.pk)) for j in jobs)
+        reruns = ",".join(str(int(jobs[k].pk)) for k in RERUNS)
+        # Per item: A says 1 for a third of them; B differs on MISMATCH_PCT% of items.
+        bucket = "mod(i.row_number * 37 + j.id, 100)"
         said_one = "(mod(i.row_number, 3) = 0)"
+        mismatch = f"({bucket} < {MISMATCH_PCT})"
+        says_one = f"({said_one} <> ({mismatch} AND s.side = 'B'))"
         _insert_select(
             Label,
             {
-                "job_id": str(int(job_id)),
+                "job_id": "j.id",
                 "item_id": "i.id",
                 "side": "s.side",
-                "label": f"CASE WHEN {said_one} <> {flipped} THEN 1 ELSE 0 END",
-                "p1": f"CASE WHEN {said_one} <> {flipped} THEN 0.8 ELSE 0.2 END",
+                "label": f"CASE WHEN {says_one} THEN 1 ELSE 0 END",
+                "p1": f"CASE WHEN {says_one} THEN 0.8 ELSE 0.2 END",
             },
-            f"FROM {Item._meta.db_table} i CROSS JOIN (VALUES ('A'), ('B')) AS s(side) "
-            "WHERE i.sample_set_id = %s",
-            [sample_set_id],
+            f"FROM {_table(Item)} i CROSS JOIN {_table(Job)} j "
+            "CROSS JOIN (VALUES ('A'), ('B')) AS s(side) "
+            f"WHERE i.sample_set_id = %s AND j.id IN ({job_ids})",
+            [sample_set.pk],
         )
-
-    def _pg_tasks(
-        self, job_id: int, policy_id: int, sample_set_id: int, items: int, every: int
-    ) -> None:
-        said_one = "(CASE WHEN mod(i.row_number, 3) = 0 THEN 1 ELSE 0 END)"
+        said = f"(CASE WHEN {said_one} THEN 1 ELSE 0 END)"
+        decided = f"({bucket} < {DECIDED_PCT})"
         _insert_select(
             ReviewTask,
             {
-                "job_id": str(int(job_id)),
+                "job_id": "j.id",
                 "item_id": "i.id",
-                "policy_id": str(int(policy_id)),
-                "label_a": said_one,
-                "label_b": f"1 - {said_one}",
-                "p1_a": f"0.2 + 0.6 * {said_one}",
-                "p1_b": f"0.8 - 0.6 * {said_one}",
-                # The older half is already reviewed: a queue in progress.
-                "status": (
-                    f"CASE WHEN i.row_number <= %s THEN '{ReviewStatus.RESOLVED.value}' "
-                    f"ELSE '{ReviewStatus.OPEN.value}' END",
-                    [items // 2],
-                ),
+                "policy_id": str(int(policy.pk)),
+                "label_a": said,
+                "label_b": f"1 - {said}",
+                "p1_a": f"0.2 + 0.6 * {said}",
+                "p1_b": f"0.8 - 0.6 * {said}",
+                "status": f"CASE WHEN {decided} THEN 'resolved' ELSE 'open' END",
+                "resolved_at": f"CASE WHEN {decided} THEN now() END",
+                "carried_over": f"({decided} AND j.id IN ({reruns}))",
             },
-            f"FROM {Item._meta.db_table} i WHERE i.sample_set_id = %s "
-            f"AND mod(i.row_number, {every}) = 0 ORDER BY i.id",
-            [sample_set_id],
+            f"FROM {_table(Item)} i CROSS JOIN {_table(Job)} j "
+            f"WHERE i.sample_set_id = %s AND j.id IN ({job_ids}) AND {mismatch} "
+            "ORDER BY j.id, i.id",
+            [sample_set.pk],
         )
-
-    def _fill_bulk(self, job: Job, policy: Policy, items: int, every: int) -> None:
-        with transaction.atomic():
-            Item.objects.bulk_create(
-                (
-                    Item(
-                        sample_set_id=job.sample_set_id,
-                        external_id=f"row-{g}",
-                        text=f"benchmark content number {g}",
-                        content_hash=uuid.uuid5(uuid.NAMESPACE_OID, str(g)).hex * 2,
-                        row_number=g,
-                    )
-                    for g in range(1, items + 1)
+        reviewer_ids = [u.pk for u in history.reviewers]
+        clauses = CLAUSES + [""] * 10  # some decisions quote nothing
+        _insert_select(
+            Decision,
+            {
+                "task_id": "t.id",
+                "reviewer_id": (
+                    "(%s::int[])[1 + mod(t.id, %s)]",
+                    [reviewer_ids, len(reviewer_ids)],
                 ),
-                batch_size=2000,
-            )
-            rows = list(
-                Item.objects.filter(sample_set_id=job.sample_set_id).values_list("id", "row_number")
-            )
-            Label.objects.bulk_create(
-                (
-                    Label(
-                        job=job,
-                        item_id=pk,
-                        side=side,
-                        label=int((row % 3 == 0) != (side == "B" and row % every == 0)),
-                        p1=0.5,
-                    )
-                    for pk, row in rows
-                    for side in ("A", "B")
-                ),
-                batch_size=2000,
-            )
-            ReviewTask.objects.bulk_create(
-                (
-                    ReviewTask(
-                        job=job,
-                        item_id=pk,
-                        policy=policy,
-                        label_a=int(row % 3 == 0),
-                        label_b=int(row % 3 != 0),
-                        p1_a=0.6,
-                        p1_b=0.4,
-                        status=ReviewStatus.RESOLVED if row <= items // 2 else ReviewStatus.OPEN,
-                    )
-                    for pk, row in rows
-                    if row % every == 0
-                ),
-                batch_size=2000,
+                "label": "CASE mod(t.id, 3) WHEN 0 THEN '0' WHEN 1 THEN '1' ELSE 'u' END",
+                "wording": "CASE mod(t.id, 3) WHEN 0 THEN 'a' WHEN 1 THEN 'b' ELSE 'n' END",
+                "quote": ("(%s::text[])[1 + mod(t.id * 7, %s)]", [clauses, len(clauses)]),
+                "note": "'Reviewer note ' || t.id || ': ' || md5(t.id::text)",
+            },
+            f"FROM {_table(ReviewTask)} t WHERE t.job_id IN ({job_ids}) AND t.status = 'resolved'",
+            [],
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {_table(GoldLabel)} (policy_id, item_id, label, decision_id, "
+                "decided_by_id, updated_at) "
+                "SELECT DISTINCT ON (t.item_id) t.policy_id, t.item_id, d.label, d.id, "
+                f"d.reviewer_id, now() FROM {_table(Decision)} d "
+                f"JOIN {_table(ReviewTask)} t ON t.id = d.task_id "
+                f"WHERE t.job_id IN ({job_ids}) ORDER BY t.item_id, d.id DESC "
+                "ON CONFLICT DO NOTHING"
             )
 
-    def _measure(self, job: Job, policy: Policy, users: list[Any], claims: int) -> dict[str, Any]:
-        # Scoped to the benchmark's own policy: never claim a real reviewer's task.
-        for user in users[:2]:  # warm connections, caches and plans; not timed
-            task = claim_next_task(reviewer=user, policy=policy)
-            if task is not None:
-                submit_decision(task=task, reviewer=user, label="1", wording="a")
-        # The whole "next task" request as a reviewer's browser makes it: htmx GET of the
-        # queue, which claims, counts, looks up earlier decisions and renders the task card.
-        pages: list[float] = []
-        url = reverse("labeling:queue") + f"?policy={policy.pk}"
-        for i in range(min(claims, 100)):
-            user = users[i % len(users)]
-            client = Client(HTTP_HX_REQUEST="true", HTTP_HOST="localhost")
-            client.force_login(user)
+    def _count(self, model: type[models.Model], history: History) -> int:
+        if not history.jobs:
+            return 0
+        if model is Decision:
+            return Decision.objects.filter(task__job_id__in=history.jobs).count()
+        return model.objects.filter(job_id__in=history.jobs).count()  # type: ignore[attr-defined]
+
+    def _wait_for_autovacuum(self, limit: float) -> dict[str, Any]:
+        """Bring the bulk tables to the state a running server's are in: vacuumed and analyzed.
+
+        With autovacuum on (PostgreSQL's default), wait until it has vacuumed and analyzed
+        every bulk table since the build: a live server reaches that state by itself within
+        minutes of a big job. With autovacuum off on this server, run plain ``ANALYZE`` (what
+        autoanalyze would have done), never ``VACUUM``; the output says which happened.
+        """
+        names = [m._meta.db_table for m in TABLES]
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW autovacuum")
+            autovacuum = cursor.fetchone()[0] == "on"
+        if not autovacuum:
             started = time.perf_counter()
-            response = client.get(url)
-            pages.append((time.perf_counter() - started) * 1000)
-            if response.status_code != 200:
-                raise RuntimeError(f"queue page answered {response.status_code}")
-            task = claim_next_task(reviewer=user, policy=policy)  # the claim just made
-            if task is None:
+            with connection.cursor() as cursor:
+                for name in names:
+                    cursor.execute(f"ANALYZE {connection.ops.quote_name(name)}")
+            return {
+                "autovacuum": "off on this server",
+                "done_by_bench": "ANALYZE (no VACUUM)",
+                "seconds": round(time.perf_counter() - started),
+            }
+        since = timezone.now()
+        started = time.perf_counter()
+        pending = names
+        while time.perf_counter() - started < limit:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT relname FROM pg_stat_user_tables WHERE relname = ANY(%s) AND ("
+                    "coalesce(greatest(last_autoanalyze, last_analyze), '-infinity') < %s OR "
+                    "coalesce(greatest(last_autovacuum, last_vacuum), '-infinity') < %s)",
+                    [names, since, since],
+                )
+                pending = [row[0] for row in cursor.fetchall()]
+            if not pending:
                 break
-            submit_decision(task=task, reviewer=user, label="1", wording="a")
-        timings: list[float] = []
-        filtered: list[float] = []
-        for i in range(claims):
-            user = users[i % len(users)]
-            started = time.perf_counter()
-            task = claim_next_task(reviewer=user, policy=policy)
-            timings.append((time.perf_counter() - started) * 1000)
-            if task is None:
-                break
-            submit_decision(task=task, reviewer=user, label="1", wording="a")
-        for i in range(min(claims, 100)):
-            user = users[i % len(users)]
-            started = time.perf_counter()
-            task = claim_next_task(reviewer=user, job=job, side_said_1="B", max_margin=0.7)
-            filtered.append((time.perf_counter() - started) * 1000)
-            if task is None:
-                break
-            submit_decision(task=task, reviewer=user, label="0", wording="b")
+            time.sleep(5)
         return {
-            "request_p50_ms": round(statistics.median(pages), 3) if pages else None,
-            "request_p95_ms": round(_percentile(pages, 0.95), 3) if pages else None,
-            "claims": len(timings),
-            "p50_ms": round(statistics.median(timings), 3),
-            "p95_ms": round(_percentile(timings, 0.95), 3),
-            "max_ms": round(max(timings), 3),
-            "filtered_claims": len(filtered),
-            "filtered_p95_ms": round(_percentile(filtered, 0.95), 3) if filtered else None,
+            "autovacuum": "on",
+            "waited_seconds": round(time.perf_counter() - started),
+            "not_done": pending,
         }
 
-    def _clean(
-        self, job: Job | None, policy: Any, version: Any, sample_set: Any, users: list[Any]
+    # --- measuring --------------------------------------------------------------------------
+
+    def _server(self, options: dict[str, Any]) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        if options["conn_max_age"] is not None:
+            env["DATABASE_CONN_MAX_AGE"] = str(options["conn_max_age"])
+        gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+        process = subprocess.Popen(
+            [
+                gunicorn,
+                "cope_studio.wsgi",
+                "--bind",
+                f"127.0.0.1:{options['port']}",
+                "--workers",
+                str(options["workers"]),
+                "--threads",
+                str(options["threads"]),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            cwd=str(settings.BASE_DIR),
+            start_new_session=True,
+        )
+        # Ready when every worker has booted and answers (the login page needs no session).
+        deadline = time.monotonic() + 120
+        answered = 0
+        while time.monotonic() < deadline and answered < 3 * options["workers"]:
+            if process.poll() is not None:
+                raise CommandError(f"gunicorn exited with {process.returncode}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", options["port"], timeout=30)
+                conn.request("GET", reverse("login"), headers={"Host": "127.0.0.1"})
+                answered += conn.getresponse().status == 200
+                conn.close()
+            except OSError:
+                time.sleep(0.5)
+        if answered:
+            return process
+        self._stop(process)
+        raise CommandError("gunicorn did not answer within 120 s")
+
+    def _stop(self, process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def _measure(self, history: History, options: dict[str, Any]) -> dict[str, Any]:
+        cookies = []
+        for user in history.reviewers:
+            client = Client()
+            client.force_login(user)
+            cookies.append(client.cookies[settings.SESSION_COOKIE_NAME].value)
+        options["whole_queue"] = not (
+            ReviewTask.objects.exclude(job_id__in=history.jobs)
+            .exclude(status=ReviewStatus.RESOLVED)
+            .exists()
+        )
+        server = self._server(options)
+        timings = Timings()
+        stop = threading.Event()
+        measuring = threading.Event()
+        try:
+            threads = [
+                threading.Thread(
+                    target=self._reviewer,
+                    args=(i, cookie, history, options, timings, stop, measuring),
+                    daemon=True,
+                )
+                for i, cookie in enumerate(cookies)
+            ]
+            for thread in threads:
+                thread.start()
+            time.sleep(options["warmup"])
+            measuring.set()
+            cpu_before = _tree_cpu_seconds(server.pid)
+            started = time.perf_counter()
+            time.sleep(options["seconds"])
+            stop.set()
+            elapsed = time.perf_counter() - started
+            web_cpu = _tree_cpu_seconds(server.pid) - cpu_before
+            for thread in threads:
+                thread.join(timeout=60)
+        finally:
+            self._stop(server)
+        if timings.errors:
+            self.stderr.write(f"{len(timings.errors)} errors, first: {timings.errors[0]}")
+        return {
+            "reviewers": len(cookies),
+            "whole_queue_reviewers": len(cookies) - len(cookies) // 2
+            if options["whole_queue"]
+            else 0,
+            "think_ms": options["think_ms"],
+            "server": f"gunicorn {options['workers']} workers x {options['threads']} threads",
+            "conn_max_age": os.environ.get("DATABASE_CONN_MAX_AGE", "0")
+            if options["conn_max_age"] is None
+            else str(options["conn_max_age"]),
+            "measured_seconds": round(elapsed, 1),
+            "next_task_requests": len(timings.next_task),
+            "next_task_p50_ms": _percentile(timings.next_task, 0.50),
+            "next_task_p95_ms": _percentile(timings.next_task, 0.95),
+            "next_task_p99_ms": _percentile(timings.next_task, 0.99),
+            "saves": len(timings.save),
+            "save_p50_ms": _percentile(timings.save, 0.50),
+            "save_p95_ms": _percentile(timings.save, 0.95),
+            "save_p99_ms": _percentile(timings.save, 0.99),
+            "decisions_per_second": round(len(timings.save) / elapsed, 1) if elapsed else None,
+            # CPU the web processes spent per request (next task or save), whatever the wait:
+            # what a request costs on an idle machine, without the database's share.
+            "web_cpu_ms_per_request": round(
+                1000 * web_cpu / max(1, len(timings.next_task) + len(timings.save)), 1
+            ),
+            "empty_queue_answers": timings.empty,
+            "errors": len(timings.errors),
+        }
+
+    def _reviewer(
+        self,
+        index: int,
+        session: str,
+        history: History,
+        options: dict[str, Any],
+        timings: Timings,
+        stop: threading.Event,
+        measuring: threading.Event,
     ) -> None:
-        # Plain DELETEs for the bulk tables: the ORM's cascade would load a million rows.
+        """One reviewer: next task (htmx GET), think, save (the form's plain POST)."""
+        rng = random.Random(index)
+        # Half work on one policy's queue, half on the whole queue, unless the database holds
+        # other people's open tasks: a benchmark never decides a real mismatch.
+        whole_queue = options["whole_queue"] and index >= len(history.reviewers) // 2
+        query = (
+            ""
+            if whole_queue
+            else "?" + urlencode({"policy": history.policies[index % POLICIES].pk})
+        )
+        conn = http.client.HTTPConnection("127.0.0.1", options["port"], timeout=60)
+        csrf = ""
+        base = {"Cookie": f"{settings.SESSION_COOKIE_NAME}={session}", "Host": "127.0.0.1"}
+        queue_url = reverse("labeling:queue") + query
+        try:
+            while not stop.is_set():
+                conn, response, raw, took = _send(
+                    conn, "GET", queue_url, None, {**base, "HX-Request": "true"}
+                )
+                body = raw.decode()
+                for header, value in response.getheaders():
+                    if header.lower() == "set-cookie" and value.startswith("csrftoken="):
+                        csrf = value.split(";", 1)[0].split("=", 1)[1]
+                if response.status != 200:
+                    timings.errors.append(f"GET {queue_url}: {response.status}")
+                    time.sleep(1)
+                    continue
+                if measuring.is_set() and not stop.is_set():
+                    timings.next_task.append(took)
+                match = re.search(r'data-task-id="(\d+)"', body)
+                if match is None:
+                    timings.empty += 1
+                    time.sleep(1)
+                    continue
+                if not csrf:
+                    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', body)
+                    csrf = token.group(1) if token else ""
+                think = options["think_ms"] / 1000
+                if think:
+                    stop.wait(rng.uniform(0.5 * think, 1.5 * think))
+                if stop.is_set():
+                    break
+                form = urlencode(
+                    {
+                        "label": rng.choice("01u"),
+                        "wording": rng.choice("abn"),
+                        "quote": rng.choice(CLAUSES),
+                        "note": f"bench note from reviewer {index}",
+                        "csrfmiddlewaretoken": csrf,
+                    }
+                )
+                cookie = base["Cookie"] + (f"; csrftoken={csrf}" if csrf else "")
+                url = reverse("labeling:review_submit", args=[int(match.group(1))]) + query
+                conn, response, _raw, took = _send(
+                    conn,
+                    "POST",
+                    url,
+                    form,
+                    {
+                        **base,
+                        "Cookie": cookie,
+                        "Content-Type": "application/x-www-form-urlencoded",
+                    },
+                )
+                if response.status != 302:
+                    timings.errors.append(f"POST {url}: {response.status}")
+                elif measuring.is_set() and not stop.is_set():
+                    timings.save.append(took)
+        except Exception as exc:  # noqa: BLE001 - reported in the result
+            timings.errors.append(f"reviewer {index}: {exc!r}")
+        finally:
+            conn.close()
+
+    # --- cleaning up --------------------------------------------------------------------------
+
+    def _clean(self, history: History) -> None:
+        # Plain DELETEs for the bulk tables: the ORM's cascade would load millions of rows.
+        jobs = history.jobs or [0]
+        sets = history.sample_sets or [0]
+        policies = [p.pk for p in history.policies] or [0]
         with transaction.atomic(), connection.cursor() as cursor:
-            if job is not None:
-                Decision.objects.filter(task__job=job).delete()
-                GoldLabel.objects.filter(policy=policy).delete()
-                cursor.execute(f"DELETE FROM {Label._meta.db_table} WHERE job_id = %s", [job.pk])
-                cursor.execute(
-                    f"DELETE FROM {ReviewTask._meta.db_table} WHERE job_id = %s", [job.pk]
-                )
-                Job.objects.filter(pk=job.pk).delete()
-            if sample_set is not None:
-                cursor.execute(
-                    f"DELETE FROM {Item._meta.db_table} WHERE sample_set_id = %s", [sample_set.pk]
-                )
-                SampleSet.objects.filter(pk=sample_set.pk).delete()
-            if policy is not None:
-                Policy.objects.filter(pk=policy.pk).delete()
-            get_user_model().objects.filter(pk__in=[u.pk for u in users]).delete()
+            cursor.execute(f"DELETE FROM {_table(GoldLabel)} WHERE policy_id = ANY(%s)", [policies])
+            cursor.execute(
+                f"DELETE FROM {_table(Decision)} WHERE task_id IN "
+                f"(SELECT id FROM {_table(ReviewTask)} WHERE job_id = ANY(%s))",
+                [jobs],
+            )
+            cursor.execute(f"DELETE FROM {_table(ReviewTask)} WHERE job_id = ANY(%s)", [jobs])
+            cursor.execute(f"DELETE FROM {_table(Label)} WHERE job_id = ANY(%s)", [jobs])
+            Job.objects.filter(pk__in=jobs).delete()
+            cursor.execute(f"DELETE FROM {_table(Item)} WHERE sample_set_id = ANY(%s)", [sets])
+            SampleSet.objects.filter(pk__in=sets).delete()
+            Version.objects.filter(policy_id__in=policies).delete()
+            Policy.objects.filter(pk__in=policies).delete()
+            users = [history.author.pk, *(u.pk for u in history.reviewers)]
+            get_user_model().objects.filter(pk__in=users).delete()
