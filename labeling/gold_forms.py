@@ -15,6 +15,7 @@ class CompareForm(forms.Form):
 
     compare_kind = forms.ChoiceField(
         label="Compare A with",
+        required=False,  # a POST without it (older pages, scripts) compares with the twin
         choices=CompareKind.choices,
         initial=CompareKind.TWIN,
         widget=forms.RadioSelect,
@@ -41,7 +42,7 @@ class CompareForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        kind = data.get("compare_kind")
+        kind = data["compare_kind"] = data.get("compare_kind") or CompareKind.TWIN
         if kind == CompareKind.VERSION and not data.get("compare_version"):
             self.add_error("compare_version", "Choose the version to compare with.")
         if kind == CompareKind.PASTED and not (data.get("compare_text") or "").strip():

@@ -68,6 +68,7 @@ def _items_context(request: HttpRequest, job: Job) -> dict[str, Any]:
         "prev_query": _query(filters, before=page.prev_before) if page.prev_before else "",
         "filter_query": _query(filters),
         "can_gold": request.user.has_perm("labeling.add_goldlabel"),
+        "gold_url": reverse("labeling:job_gold_set", args=[job.pk]),
         "gold_choices": GoldForm.base_fields["label"].choices,  # type: ignore[attr-defined]
         "label_b_name": comparisons.side_b_name(job),
         "form_errors": form.errors if form.is_bound else {},
@@ -118,6 +119,7 @@ def job_gold_set(request: HttpRequest, pk: int) -> HttpResponse:
             "job": job,
             "row": row,
             "can_gold": True,
+            "gold_url": reverse("labeling:job_gold_set", args=[job.pk]),
             "gold_choices": GoldForm.base_fields["label"].choices,  # type: ignore[attr-defined]
             "saved": True,
         }
