@@ -279,28 +279,15 @@ def compare_context(job: Job) -> dict[str, Any]:
     """For a job whose B was another version or pasted text: the items whose label flipped."""
     if job.compare_kind == "twin":
         return {"flips": None}
-    shown = ("item_id", "item__external_id", "item__text", "p1", "p1_b")
-    rows = items.job_rows(job)
-    return {
-        "flips": [
-            (
-                f"A (v{job.version.number}) said 1, B ({comparisons.side_b_name(job)}) said 0",
-                "only_a",
-                list(
-                    items.apply_filters(rows, {"said": "only_a"})
-                    .order_by("item_id")
-                    .values(*shown)[:10]
-                ),
-            ),
-            (
-                f"A (v{job.version.number}) said 0, B ({comparisons.side_b_name(job)}) said 1",
-                "only_b",
-                list(
-                    items.apply_filters(rows, {"said": "only_b"})
-                    .order_by("item_id")
-                    .values(*shown)[:10]
-                ),
-            ),
-        ],
-        "side_b_name": comparisons.side_b_name(job),
-    }
+    b = comparisons.side_b_name(job)
+    a = f"A (v{job.version.number})"
+    flips = []
+    for key, title in (
+        ("only_a", f"{a} said 1, B ({b}) said 0"),
+        ("only_b", f"{a} said 0, B ({b}) said 1"),
+    ):
+        rows = items.apply_filters(items.job_rows(job), {"said": key}).order_by("item_id")
+        flips.append(
+            (title, key, gold.add_item_fields(list(rows.values("item_id", "p1", "p1_b")[:10])))
+        )
+    return {"flips": flips, "side_b_name": b}

@@ -13,16 +13,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import F, FilteredRelation, Q, QuerySet
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 
-from labeling.gold import with_gold
+from labeling.gold import add_item_fields, no_jit, with_gold_lookups
 from labeling.models import Job, Label, ReviewTask, Side
 
 PAGE_SIZE = 50
 _COLUMNS = (
     "item_id",
-    "item__external_id",
-    "item__text",
     "label",
     "p1",
     "error",
@@ -35,16 +33,20 @@ _COLUMNS = (
 
 
 def job_rows(job: Job) -> QuerySet[Label]:
-    """One row per item of the job: side A's label row joined with side B's and the gold."""
+    """One row per item of the job: side A's label row, with side B's label and the gold
+    looked up per row (index lookups on ``label_unique`` and ``gold_label_unique``).
+
+    Lookups, not joins: with joins PostgreSQL plans merge joins that read every item before
+    the cursor; with per-row lookups a page reads the label index from the cursor and stops
+    once it has a page (or, under a rare filter, at the end of the job).
+    """
+    side_b = Label.objects.filter(job_id=job.pk, side=Side.B, item_id=OuterRef("item_id"))
     rows = Label.objects.filter(job=job, side=Side.A).annotate(
-        b=FilteredRelation(
-            "item__labels",
-            condition=Q(item__labels__job_id=job.pk, item__labels__side=Side.B),
-        )
+        label_b=Subquery(side_b.values("label")[:1]),
+        p1_b=Subquery(side_b.values("p1")[:1]),
+        error_b=Subquery(side_b.values("error")[:1]),
     )
-    return with_gold(rows, job.version.policy_id).annotate(
-        label_b=F("b__label"), p1_b=F("b__p1"), error_b=F("b__error")
-    )
+    return with_gold_lookups(rows, job.version.policy_id)
 
 
 def apply_filters(rows: QuerySet[Label], filters: dict[str, Any]) -> QuerySet[Label]:
@@ -96,7 +98,11 @@ class ItemPage:
 
 def item_page(job: Job, filters: dict[str, Any], *, size: int | None = None) -> ItemPage:
     """One page of the job's rows after ``filters["after"]`` or before ``filters["before"]``."""
-    size = size or PAGE_SIZE
+    with no_jit():
+        return _item_page(job, filters, size or PAGE_SIZE)
+
+
+def _item_page(job: Job, filters: dict[str, Any], size: int) -> ItemPage:
     rows = apply_filters(job_rows(job), filters).values(*_COLUMNS)
     after, before = filters.get("after"), filters.get("before")
     if before is not None:
@@ -121,7 +127,9 @@ def item_page(job: Job, filters: dict[str, Any], *, size: int | None = None) -> 
 
 
 def _add_decisions(job: Job, rows: list[dict[str, Any]]) -> None:
-    """The review task and decision of each row's item in this job (one query per page)."""
+    """Each row's item text and id, and its review task and decision in this job (two queries
+    per page)."""
+    add_item_fields(rows)
     ids = [r["item_id"] for r in rows]
     tasks = {
         t["item_id"]: t
@@ -138,7 +146,9 @@ def _add_decisions(job: Job, rows: list[dict[str, Any]]) -> None:
         row["p1_shown"] = "—" if row["p1"] is None else f"{row['p1']:.3f}"
         row["p1_b_shown"] = "—" if row["p1_b"] is None else f"{row['p1_b']:.3f}"
         row["mismatch"] = (
-            row["label"] is not None and row["label_b"] is not None and row["label"] != row["label_b"]
+            row["label"] is not None
+            and row["label_b"] is not None
+            and row["label"] != row["label_b"]
         )
         text = row["item__text"]
         row["text_shown"] = text if len(text) <= 400 else text[:399] + "…"
@@ -189,7 +199,10 @@ def csv_lines(job: Job, filters: dict[str, Any], *, chunk: int = 2000) -> Iterat
     base = apply_filters(job_rows(job), {**filters, "after": None, "before": None})
     after = 0
     while True:
-        rows = list(base.filter(item_id__gt=after).order_by("item_id").values(*_COLUMNS)[:chunk])
+        with no_jit():
+            rows = list(
+                base.filter(item_id__gt=after).order_by("item_id").values(*_COLUMNS)[:chunk]
+            )
         if not rows:
             return
         _add_decisions(job, rows)

@@ -108,7 +108,7 @@ def _policy_chart(policy: Policy, versions: list[Version] | None = None) -> Any:
     for v in sorted(versions, key=lambda v: v.number):
         job = latest.get(v.pk)
         stats = job.stats if job else {}
-        score = gold.job_gold_report(job).sides["A"].score if job else None
+        score = gold.job_gold_report(job, sides=("A",)).sides["A"].score if job else None
         points.append(
             ChartPoint(
                 version_number=v.number,

@@ -42,19 +42,38 @@ class Command(BaseCommand):
         parser.add_argument("--items", type=int, default=100_000)
         parser.add_argument("--pages", type=int, default=30, help="requests per measurement")
         parser.add_argument("--keep", action="store_true", help="keep the data it built")
+        parser.add_argument(
+            "--reuse", action="store_true", help="time a job an earlier --keep run left"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         n, pages = options["items"], options["pages"]
         self.stdout.write(f"Database: {connection.vendor}. Building a job over {n:,} items…")
         started = time.perf_counter()
-        user, job = _build(n)
-        self.stdout.write(f"  built in {time.perf_counter() - started:.1f}s")
+        kept = (
+            Job.objects.filter(version__policy__name__startswith="bench_items ", item_count=n)
+            .order_by("-pk")
+            .first()
+            if options["reuse"]
+            else None
+        )
+        if kept is not None:
+            user, job = kept.created_by, kept
+            self.stdout.write(f"  reusing job {job.pk} from an earlier --keep run")
+        else:
+            user, job = _build(n)
+            self.stdout.write(f"  built in {time.perf_counter() - started:.1f}s")
+        self.stdout.write(
+            f"  the database holds {Label.objects.count():,} labels, "
+            f"{Item.objects.count():,} items, {GoldLabel.objects.count():,} gold labels"
+        )
         try:
             client = Client(HTTP_HOST="localhost")
             client.force_login(user)
             url = reverse("labeling:job_items", args=[job.pk])
             ids = list(
-                Label.objects.filter(job=job, side="A").order_by("item_id")
+                Label.objects.filter(job=job, side="A")
+                .order_by("item_id")
                 .values_list("item_id", flat=True)[n - 5_000 : n - 4_999]
             ) or [0]
             deep = ids[0]
@@ -76,7 +95,9 @@ class Command(BaseCommand):
                 headers = {"HX-Request": "true"} if query.endswith("htmx") else {}
                 query = query.removesuffix("&htmx").removesuffix("htmx")
                 times, rows = _time(client, f"{url}?{query}", pages, headers)
-                self.stdout.write(f"  {name:<26} {_p(times, 50):>8.1f} {_p(times, 95):>8.1f} {rows:>6}")
+                self.stdout.write(
+                    f"  {name:<26} {_p(times, 50):>8.1f} {_p(times, 95):>8.1f} {rows:>6}"
+                )
             job_url = reverse("labeling:job_detail", args=[job.pk])
             times, _ = _time(client, job_url, max(5, pages // 3), {})
             self.stdout.write(
@@ -92,7 +113,7 @@ class Command(BaseCommand):
                 "(streamed)"
             )
         finally:
-            if not options["keep"]:
+            if not options["keep"] and not options["reuse"]:
                 _remove(job)
                 self.stdout.write("Removed the bench data.")
 
@@ -170,9 +191,7 @@ def _build(n: int) -> tuple[Any, Job]:
     Job.objects.filter(pk=job.pk).update(stats=stats)
     ReviewTask.objects.bulk_create(
         (
-            ReviewTask(
-                job=job, item_id=i, policy=policy, label_a=la, label_b=lb, p1_a=pa, p1_b=pb
-            )
+            ReviewTask(job=job, item_id=i, policy=policy, label_a=la, label_b=lb, p1_a=pa, p1_b=pb)
             for i, la, lb, pa, pb in pairs
             if la != lb
         ),
