@@ -240,8 +240,8 @@ def policy_settings(request: HttpRequest, policy_id: int) -> HttpResponse:
                     else None,
                 }
             )
-        else:
-            status = 400
+        elif not request.htmx:
+            status = 400  # htmx swaps only 2xx answers: the fragment with the errors is a 200
     context = _settings_context(request, policy, form)
     template = "labeling/policy_settings.html"
     if request.htmx:

@@ -102,7 +102,7 @@ def test_gold_figures_and_items_page(
     assert [r["text"] for r in rows] == ["'" + HOSTILE]  # the typed gold took row 5 out
 
     page.goto(f"{live_server.url}/labeling/jobs/{job.pk}/")
-    assert page.locator("#gold-f1-a").inner_text() == "0.667"  # tp 3, fn 1, fp 1 → 6/9
+    assert page.locator("#gold-f1-a").inner_text() == "0.750"  # tp 3, fn 1, fp 1 → 6/8
 
 
 def test_compare_versions_view(
@@ -147,6 +147,8 @@ def test_admin_changes_settings_and_sees_the_audit(
 
     page.goto(f"{live_server.url}/labeling/policies/{policy.pk}/settings/")
     page.evaluate("window.__marker = 1")
+    # The server's check, not only the browser's min/max attributes.
+    page.evaluate("document.querySelector('#id_agreement_threshold').removeAttribute('min')")
     page.fill("#id_agreement_threshold", "40")
     page.click(".settings-form button[type=submit]")
     page.wait_for_selector("#policy-settings .error")

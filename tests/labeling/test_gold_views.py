@@ -421,8 +421,11 @@ def test_settings_htmx_post_returns_the_fragment_and_bad_input_is_400(
     login(client, admin_user)
 
     bad = client.post(url, {"agreement_threshold": "40", "min_sample_size": "0"}, **HTMX)
-    assert bad.status_code == 400
+    assert bad.status_code == 200  # htmx swaps only 2xx: the fragment carries the errors
     assert bad.content.decode().lstrip().startswith('<div id="policy-settings"')
+    assert "greater than or equal to 50" in bad.content.decode()
+    plain = client.post(url, {"agreement_threshold": "40", "min_sample_size": "0"})
+    assert plain.status_code == 400 and "<html" in plain.content.decode()
     assert not PolicySettingChange.objects.exists()
 
     ok = client.post(url, {"agreement_threshold": "90", "min_sample_size": "5"}, **HTMX)
