@@ -99,7 +99,9 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h {minutes:02d}m"
 
 
-def _policy_chart(policy: Policy, versions: list[Version] | None = None) -> Any:
+def _policy_chart(
+    policy: Policy, versions: list[Version] | None = None, known: dict[int, Any] | None = None
+) -> Any:
     """Agreement, kappa and F1 against gold of each version's deciding job (b-gold: only jobs
     on the evaluation set at the minimum sample; see ``labeling.evaluation``)."""
     versions = versions if versions is not None else list(policy.versions.order_by("number"))
@@ -108,7 +110,10 @@ def _policy_chart(policy: Policy, versions: list[Version] | None = None) -> Any:
     for v in sorted(versions, key=lambda v: v.number):
         job = latest.get(v.pk)
         stats = job.stats if job else {}
-        score = gold.job_gold_report(job, sides=("A",)).sides["A"].score if job else None
+        report = (known or {}).get(job.pk) if job else None  # b-gold: the job page's own
+        if job and report is None:
+            report = gold.job_gold_report(job, sides=("A",))
+        score = report.sides["A"].score if report else None
         points.append(
             ChartPoint(
                 version_number=v.number,
@@ -269,6 +274,8 @@ def job_start(request: HttpRequest, version_id: int) -> HttpResponse:
 
 def _job_context(request: HttpRequest, job: Job) -> dict[str, Any]:
     progress = services.job_progress(job)
+    gold_part = gold_views.gold_context(job)  # b-gold: figures against gold
+    known = {job.pk: gold_part["gold"]} if gold_part.get("gold") else {}
     failed_chunks = list(
         job.chunks.filter(status=ChunkStatus.FAILED).order_by("index", "side")[:50]
     )
@@ -283,9 +290,9 @@ def _job_context(request: HttpRequest, job: Job) -> dict[str, Any]:
         "can_change": request.user.has_perm("labeling.change_job"),
         "action_form": JobActionForm(auto_id=False),
         "open_reviews": job.review_tasks.filter(status__in=["open", "claimed"]).count(),
-        "chart": None if job.is_active else _policy_chart(job.version.policy),
+        "chart": None if job.is_active else _policy_chart(job.version.policy, known=known),
         "threshold": _pct(job.version.policy.agreement_threshold, 0),
-        **gold_views.gold_context(job),  # b-gold: figures against gold, flips of a comparison
+        **gold_part,
     }
 
 
