@@ -28,6 +28,7 @@ from labeling.models import (
     GoldChoice,
     GoldLabel,
     Item,
+    GoldSource,
     Job,
     ReviewStatus,
     ReviewTask,
@@ -235,7 +236,12 @@ def submit_decision(
         GoldLabel.objects.update_or_create(
             policy_id=task.policy_id,
             item_id=task.item_id,
-            defaults={"label": label, "decision": decision, "decided_by": reviewer},
+            defaults={
+                "label": label,
+                "decision": decision,
+                "decided_by": reviewer,
+                "source": GoldSource.REVIEW,  # b-gold: a typed label before it is replaced
+            },
         )
         _carry_to_open_reruns(decision, task)
     task.status = ReviewStatus.RESOLVED

@@ -49,7 +49,8 @@ from labeling.models import (
     SampleSet,
     Side,
 )
-from labeling.review import carry_over_decisions  # d-review
+from labeling.comparisons import side_b
+from labeling.review import carry_over_decisions
 from policies.models import Version
 from worker.contract import (
     GPU_QUEUE,
@@ -124,13 +125,16 @@ def start_job(
     by: Any,
     seed: int | None = None,
     chunk_size: int | None = None,
+    compare_version: Version | None = None,
+    compare_text: str | None = None,
 ) -> Job:
     """Create a binocular job and return at once; ``prepare_job`` samples and sends it.
 
     The version row is locked and both texts are read from the locked row, so a twin saved at
     the same moment is either in this job entirely or not at all. ``sample_size`` picks a
     random sample of that many items (seeded, in file order); ``None`` or a size at least the
-    set's labels every item.
+    set's labels every item. Side B is the version's twin, or ``compare_version``'s text, or
+    ``compare_text`` (see ``labeling.comparisons``).
     """
     if sample_size is not None and sample_size < 1:
         raise JobError("The sample size must be at least 1.")
@@ -149,14 +153,17 @@ def start_job(
         locked = texts.values("text", "twin_text").first()
         if locked is None:
             raise JobError("This version no longer exists.")
-        text_a, text_b = locked["text"], locked["twin_text"]
-        if not text_b.strip():
-            raise JobError("This version has no twin yet: write or generate one before a job.")
+        version.text, version.twin_text = locked["text"], locked["twin_text"]
+        compare_kind, text_b = side_b(
+            version=version, compare_version=compare_version, compare_text=compare_text
+        )
         job = Job.objects.create(
             version=version,
             sample_set=sample_set,
-            text_a=text_a,
+            text_a=version.text,
             text_b=text_b,
+            compare_kind=compare_kind,
+            compare_version=compare_version,
             sample_size=sample_size if sampled else None,
             sample_seed=seed if sample_size else None,
             item_count=sample_size if sampled and sample_size else sample_set.item_count,
