@@ -37,6 +37,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from labeling import agreement
+from labeling.comparisons import side_b
 from labeling.models import (
     ChunkStatus,
     Item,
@@ -49,7 +50,6 @@ from labeling.models import (
     SampleSet,
     Side,
 )
-from labeling.comparisons import side_b
 from labeling.review import carry_over_decisions
 from policies.models import Version
 from worker.contract import (
