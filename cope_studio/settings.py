@@ -192,3 +192,9 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
+
+# a-policies: a twin with fewer words changed than this share (0-1) of the text is "nearly a
+# copy": the version page says agreement will be flattering, and finalize refuses it.
+COPE_TWIN_MIN_CHANGED_WORDS = env_float(
+    "COPE_TWIN_MIN_CHANGED_WORDS", 0.20, minimum=0.0, maximum=1.0
+)

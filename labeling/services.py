@@ -55,6 +55,13 @@ MANUAL_STALE_AFTER = timedelta(minutes=1)
 WEAK_NOTE = "labels from the embedding baseline, a weak classifier, not CoPE"
 
 
+# a-policies: a job that decided a finalize is frozen; retries are refused with this message.
+FROZEN_MESSAGE = (
+    "Job #{job} decided the finalizing of its version and is frozen: its labels, statistics "
+    "and review tasks no longer change. Start a new job (on a new version) instead."
+)
+
+
 class JobError(ValueError):
     """A job cannot be started or changed; the message is shown to the user."""
 
@@ -283,11 +290,13 @@ def record_chunk_result(result: ScoreResult) -> RecordOutcome:
         job = (
             Job.objects.select_for_update()
             .filter(pk=result.job_id)
-            .values("status", "backend")
+            .values("status", "backend", "frozen_at")
             .first()
         )
         if job is None or job["status"] == JobStatus.CANCELLED:
             return RecordOutcome("ignored")  # cancelled or deleted
+        if job["frozen_at"] is not None:
+            return RecordOutcome("ignored")  # a-policies: decided a finalize, frozen for good
         chunk = (
             JobChunk.objects.filter(pk=result.chunk_id, job_id=result.job_id)
             .values("side", "item_ids", "status")
@@ -376,9 +385,13 @@ def maybe_finish_job(job_id: int) -> bool:
     """
     started = time.perf_counter()
     with transaction.atomic():
-        status = Job.objects.select_for_update().filter(pk=job_id).values("status").first()
+        status = (
+            Job.objects.select_for_update().filter(pk=job_id).values("status", "frozen_at").first()
+        )
         if status is None or status["status"] != JobStatus.RUNNING:
             return False
+        if status["frozen_at"] is not None:
+            return False  # a-policies: a frozen job's stats and review tasks never change
         if JobChunk.objects.filter(job_id=job_id, status=ChunkStatus.QUEUED).exists():
             return False
         counts = JobChunk.objects.filter(job_id=job_id).aggregate(
@@ -488,6 +501,8 @@ def resume_job(job: Job, *, stale_after: timedelta | None = None) -> int:
     chunk whose first message is still alive is scored twice at worst; the second result finds
     the chunk done and changes nothing.
     """
+    if job.frozen_at is not None:
+        return 0  # a-policies: frozen (decided a finalize): nothing is re-sent
     if job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
         return 0
     chunk_ids = list(stale_chunks(job, stale_after=stale_after).values_list("pk", flat=True))
@@ -513,6 +528,8 @@ def resume_job_now(job: Job) -> int:
     slow queue must not use up a chunk's sends and fail it; the periodic resume gives up on those
     once they are shown lost.
     """
+    if job.frozen_at is not None:
+        return 0  # a-policies: frozen (decided a finalize): nothing is re-sent
     if job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
         return 0
     chunk_ids = list(_nudgeable_chunks(job, MANUAL_STALE_AFTER).values_list("pk", flat=True))
@@ -526,9 +543,13 @@ def retry_failed_chunks(job: Job) -> int:
     """
     with transaction.atomic():
         # The job row first (see the module docstring), and its status as of now.
-        status = Job.objects.select_for_update().filter(pk=job.pk).values("status").first()
+        status = (
+            Job.objects.select_for_update().filter(pk=job.pk).values("status", "frozen_at").first()
+        )
         if status is None or status["status"] == JobStatus.CANCELLED:
             raise JobError("A cancelled job cannot be retried; start a new job.")
+        if status["frozen_at"] is not None:  # a-policies
+            raise JobError(FROZEN_MESSAGE.format(job=job.pk))
         failed = list(
             JobChunk.objects.filter(job=job, status=ChunkStatus.FAILED).values_list(
                 "pk", "side", "item_ids"

@@ -1,6 +1,6 @@
-from django.urls import path
+from django.urls import path, re_path
 
-from labeling import finalize_views, review_views, views
+from labeling import export_views, finalize_views, review_views, views
 
 app_name = "labeling"
 
@@ -30,5 +30,16 @@ urlpatterns = [
         "versions/<int:version_id>/finalize/panel/",
         finalize_views.finalize_panel,
         name="finalize_panel",
+    ),
+    # a-policies: exports of a finalized version and of a whole policy
+    re_path(
+        r"^versions/(?P<version_id>[0-9]+)/export\.(?P<fmt>md|twin\.md|csv)$",
+        export_views.version_export,
+        name="version_export",
+    ),
+    re_path(
+        r"^policies/(?P<policy_id>[0-9]+)/export\.(?P<fmt>json|jsonl)$",
+        export_views.policy_export,
+        name="policy_export",
     ),
 ]

@@ -94,6 +94,9 @@ class Version(models.Model):
     twin_prompt = models.TextField(blank=True)
     twin_similarity = models.JSONField(default=dict, blank=True)
     twin_updated_at = models.DateTimeField(null=True, blank=True)
+    # How the twin's structure differs from the text (label codes, criteria counts, sections):
+    # allowed, shown beside the twin and on every job comparing them.
+    twin_warnings = models.JSONField(default=list, blank=True)
     change_note = models.TextField(blank=True)
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="versions_authored"
@@ -110,6 +113,10 @@ class Version(models.Model):
         blank=True,
         related_name="versions_finalized",
     )
+    # An admin's reason for finalizing on labels that are not CoPE's (a weak backend).
+    finalize_override = models.TextField(blank=True)
+    # The deciding job's evidence as it stood at finalize (exports carry it; imports restore it).
+    finalize_evidence = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["policy", "-number"]
@@ -135,7 +142,7 @@ class Version(models.Model):
 class TwinJobStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     SUCCEEDED = "succeeded", "Succeeded"
-    REJECTED = "rejected", "Rejected by the structural check"
+    REJECTED = "rejected", "Rejected (empty or a copy of the text)"
     FAILED = "failed", "Failed"
 
 
@@ -153,6 +160,7 @@ class TwinJob(models.Model):
     prompt = models.TextField(blank=True)
     result_text = models.TextField(blank=True)
     similarity = models.JSONField(default=dict, blank=True)
+    warnings = models.JSONField(default=list, blank=True)  # the twin's structural differences
     error = models.TextField(blank=True)
 
     class Meta:
