@@ -193,7 +193,12 @@ def _term_issues(lines: list[tuple[int, str, str]]) -> list[LintIssue]:
 def _structure_issues(text: str) -> tuple[list[LintIssue], int]:
     parsed = parse_policy(text)
     issues = [
-        LintIssue(rule="missing-section", message=f"Missing section: ## {name}", severity=ERROR)
+        LintIssue(
+            rule="missing-section",
+            message=f"Missing section: ## {name}"
+            + (" (or ## Definition of Label)" if name == "Definition of Labels" else ""),
+            severity=ERROR,
+        )
         for name in missing_sections(parsed)
     ]
     has_label_section = any(is_label_section(s) for s in parsed.sections)
