@@ -40,6 +40,11 @@ def twin_path(target: str) -> str:
 class Command(BaseCommand):
     help = "Export a policy: Markdown, JSON bundle, training JSONL or the deciding job's CSV."
 
+    def add_base_argument(self, parser: Any, *args: Any, **kwargs: Any) -> None:
+        # "--version N" picks the policy version here, not Django's version banner.
+        if "--version" not in args:
+            super().add_base_argument(parser, *args, **kwargs)
+
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("slug")
         parser.add_argument("--version", type=int, dest="number", default=None)
