@@ -223,3 +223,19 @@ def test_policy_over_the_token_budget_is_refused(
     assert missing[1].startswith("The twin uses ≈")
     with pytest.raises(NotReady):
         finalize(version=version, by=admin_user)
+
+
+def test_job_page_repeats_the_structural_warnings_of_its_two_texts(
+    author: Any, sent: list, django_capture_on_commit_callbacks: Any
+) -> None:
+    twin = SINGLE_LABEL_TWIN.replace("(RG)", "(RX)")
+    version = real_version(author, text=SINGLE_LABEL_POLICY, twin=twin)
+    job = run_job(
+        version, make_sample_set(author, TEXTS), author, sent, django_capture_on_commit_callbacks
+    )
+    client = Client()
+    client.force_login(author)
+    page = client.get(reverse("labeling:job_detail", args=[job.pk])).content.decode()
+    assert "differ in structure" in page
+    assert "Label codes differ (missing from the twin: RG; only in the twin: RX)." in page
+    assert "% of words changed" in page
