@@ -17,7 +17,7 @@ the version gets its finalized time, override reason and evidence, and the job i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
@@ -51,7 +51,6 @@ class Readiness:
     # override with a stated reason. ``overridable`` is True when it is the only one missing.
     weak: bool = False
     overridable: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 def weak_message(job: Job) -> str:

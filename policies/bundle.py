@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import IO, Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils.dateparse import parse_datetime
 from django.utils.text import slugify
@@ -110,7 +109,7 @@ def check_format(data: dict[str, Any]) -> None:
         )
 
 
-def _user(username: str | None, fallback: AbstractBaseUser) -> Any:
+def _user(username: str | None, fallback: Any) -> Any:
     if not username:
         return fallback
     User = get_user_model()
@@ -182,7 +181,7 @@ def _same(version: Version, entry: dict[str, Any]) -> bool:
     )
 
 
-def import_bundle(data: dict[str, Any], *, by: AbstractBaseUser) -> ImportResult:
+def import_bundle(data: dict[str, Any], *, by: Any) -> ImportResult:
     """Recreate the bundle's policy and versions here (see the module docstring)."""
     check_format(data)
     policy_data = data.get("policy")
