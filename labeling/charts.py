@@ -1,7 +1,9 @@
 """Server-rendered inline SVG charts (no JavaScript library).
 
 ``agreement_chart`` draws percent agreement and Cohen's kappa per version number, with the
-policy's threshold as a dashed line, so the story of a policy reads at a glance.
+policy's threshold as a dashed line, and F1 of the primary text against gold next to them where
+the deciding job has gold labels, so the story of a policy reads at a glance: agreement says
+the wording is unambiguous, F1 says it is right.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ LEFT, RIGHT, TOP, BOTTOM = 48, 150, 16, 36
 AGREEMENT_COLOR = "#2f5bd3"
 KAPPA_COLOR = "#a15c00"
 THRESHOLD_COLOR = "#b3261e"
+F1_COLOR = "#1e7a46"
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,8 @@ class ChartPoint:
     kappa: float | None
     n: int
     job_id: int | None = None
+    f1: float | None = None  # side A against gold; None without gold
+    gold_n: int = 0
 
 
 def _fmt(x: float) -> str:
@@ -38,11 +43,13 @@ def agreement_chart(points: list[ChartPoint], threshold: float, *, title: str = 
     label = title or "Agreement between the wordings, by version"
     if not shown:
         return mark_safe(
-            '<p class="muted chart-empty">No finished job yet: the agreement chart appears '
-            "after the first binocular job.</p>"
+            '<p class="muted chart-empty">No deciding job yet: the chart shows, for each '
+            "version, its latest finished job against its twin on the policy's evaluation set "
+            "with at least the minimum sample labeled.</p>"
         )
     values = [p.p_o for p in shown if p.p_o is not None]
     values += [p.kappa for p in shown if p.kappa is not None]
+    values += [p.f1 for p in shown if p.f1 is not None]
     y_min = min(0.0, math.floor(min(values) * 10) / 10)
     y_max = 1.0
     plot_w = WIDTH - LEFT - RIGHT
@@ -84,6 +91,7 @@ def agreement_chart(points: list[ChartPoint], threshold: float, *, title: str = 
     for key, color, name in (
         ("p_o", AGREEMENT_COLOR, "agreement"),
         ("kappa", KAPPA_COLOR, "kappa"),
+        ("f1", F1_COLOR, "f1"),
     ):
         coords = [
             (x_at(i), y_at(getattr(p, key)), p)
@@ -99,10 +107,13 @@ def agreement_chart(points: list[ChartPoint], threshold: float, *, title: str = 
         for x, y, p in coords:
             value = getattr(p, key)
             shown_value = f"{value:.1%}" if key == "p_o" else f"{value:.3f}"
+            n = p.gold_n if key == "f1" else p.n
+            what = "F1 against gold" if key == "f1" else name
+            few = " — under 30 gold items" if key == "f1" and n < 30 else ""
             parts.append(
                 f'<circle class="point-{name}" cx="{_fmt(x)}" cy="{_fmt(y)}" r="4" '
-                f'fill="{color}"><title>v{p.version_number} {name}: {shown_value} '
-                f"(n={p.n})</title></circle>"
+                f'fill="{color}"><title>v{p.version_number} {what}: {shown_value} '
+                f"(n={n}{few})</title></circle>"
             )
     lx = LEFT + plot_w + 14
     parts.append(
@@ -117,5 +128,12 @@ def agreement_chart(points: list[ChartPoint], threshold: float, *, title: str = 
         f'<text x="{lx + 28}" y="{TOP + 54}" font-size="12" fill="#1d2330">'
         f"threshold {threshold:.0%}</text>"
     )
+    if any(p.f1 is not None for p in shown):
+        parts.append(
+            f'<line x1="{lx}" x2="{lx + 22}" y1="{TOP + 70}" y2="{TOP + 70}" '
+            f'stroke="{F1_COLOR}" stroke-width="2.5"/>'
+            f'<text x="{lx + 28}" y="{TOP + 74}" font-size="12" fill="#1d2330">'
+            "F1 of A vs gold</text>"
+        )
     parts.append("</svg>")
     return mark_safe("".join(parts))  # noqa: S308 - numbers and escaped text only

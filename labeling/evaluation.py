@@ -19,10 +19,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
+from django.db import transaction
 from django.db.models import F, QuerySet
+from django.utils import timezone
 
-from labeling.models import CompareKind, Job, JobStatus, PolicyEvaluation, SampleSet
+from labeling.models import (
+    CompareKind,
+    Job,
+    JobStatus,
+    PolicyEvaluation,
+    PolicySettingChange,
+    SampleSet,
+)
+from policies import services as policy_services
 from policies.models import Policy, Version
 
 # NULLs last: PostgreSQL sorts NULL first in a plain descending order, SQLite last.
@@ -118,3 +129,82 @@ def deciding_jobs(policy: Policy, versions: Iterable[Version]) -> dict[int, Job]
     for job in jobs.order_by("version_id", *_LATEST_FIRST):
         latest.setdefault(job.version_id, job)
     return latest
+
+
+# Settings -----------------------------------------------------------------------------------
+
+
+def update_policy_settings(
+    *,
+    policy: Policy,
+    agreement_threshold: float,
+    min_sample_size: int,
+    evaluation_set: SampleSet | None,
+    by: Any,
+) -> list[PolicySettingChange]:
+    """Change a policy's threshold, minimum sample and evaluation set; one audit row per change.
+
+    Choosing no evaluation set (``None``) returns to the automatic rule. When the minimum
+    sample changes while the rule is automatic, the set the rule gives now is kept as chosen,
+    so that a new minimum cannot silently move the comparison to another set.
+    """
+    with transaction.atomic():
+        before = evaluation_choice(policy)
+        changed = policy_services.update_policy_settings(
+            policy=policy,
+            agreement_threshold=agreement_threshold,
+            min_sample_size=min_sample_size,
+        )
+        audit = [
+            PolicySettingChange(
+                policy=policy,
+                field=name,
+                old_value=_shown(name, old),
+                new_value=_shown(name, new),
+                changed_by=by,
+            )
+            for name, (old, new) in changed.items()
+        ]
+        wanted = evaluation_set
+        if wanted is None and "min_sample_size" in changed and not before.chosen:
+            wanted = before.sample_set
+        row = PolicyEvaluation.objects.select_for_update().filter(policy=policy).first()
+        current = row.sample_set if row else None
+        if wanted != current:
+            PolicyEvaluation.objects.update_or_create(
+                policy=policy,
+                defaults={"sample_set": wanted, "chosen_by": by, "chosen_at": timezone.now()},
+            )
+            audit.append(
+                PolicySettingChange(
+                    policy=policy,
+                    field="evaluation_set",
+                    old_value=_set_name(current, before),
+                    new_value=_set_name(wanted, None),
+                    changed_by=by,
+                )
+            )
+        PolicySettingChange.objects.bulk_create(audit)
+    return audit
+
+
+def _shown(name: str, value: Any) -> str:
+    if name == "agreement_threshold":
+        return f"{float(value) * 100:.1f}%"
+    return str(value)
+
+
+def _set_name(sample_set: SampleSet | None, choice: EvaluationChoice | None) -> str:
+    if sample_set is not None:
+        return f"{sample_set.name} (#{sample_set.pk})"[:300]
+    if choice is not None and choice.sample_set is not None:
+        return f"automatic: {choice.sample_set.name} (#{choice.sample_set.pk})"[:300]
+    return "automatic"
+
+
+def recent_setting_changes(policy: Policy, limit: int = 50) -> list[PolicySettingChange]:
+    return list(
+        PolicySettingChange.objects.filter(policy=policy)
+        .select_related("changed_by")
+        .order_by("-changed_at", "-id")[:limit]
+    )

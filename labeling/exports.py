@@ -8,35 +8,28 @@
 - Training JSONL: one ``{"policy", "content", "label"}`` row per gold-labelled item per version.
 - Per-item CSV of a finalized version's deciding job.
 
-The JSONL and CSV are generators over server-side cursors (``iterator``): a job of a million
-labels streams in constant memory. The bundle streams one version at a time.
+The JSONL is a generator over server-side cursors (``iterator``) and the CSV is b-gold's items
+writer (keyset chunks): a job of a million labels streams in constant memory. The bundle
+streams one version at a time. Gold figures are b-gold's (``labeling.gold``).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import CharField, Count, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import CharField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
+from labeling import items
 from labeling.evaluation import evaluation_set
-from labeling.models import (
-    Decision,
-    GoldChoice,
-    GoldLabel,
-    Item,
-    Job,
-    Label,
-    ReviewStatus,
-    Side,
-)
+from labeling.gold import job_gold_report
+from labeling.models import Decision, GoldChoice, GoldLabel, Item, Job, Label, ReviewStatus, Side
+from labeling.scoring import FEW_GOLD
 from policies.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION
 from policies.models import Policy, Version
 
@@ -51,65 +44,29 @@ class ExportError(Exception):
 # --- gold --------------------------------------------------------------------------------------
 
 
-def gold_expression(policy_id: int) -> Coalesce:
-    """The item's gold label for the policy: its GoldLabel row, else the import's expected label.
-
-    "u" (the policy can't decide) is kept; callers count only "0" and "1".
-    """
-    gold_row = GoldLabel.objects.filter(policy_id=policy_id, item_id=OuterRef("item_id")).values(
-        "label"
-    )[:1]
-    return Coalesce(
-        Subquery(gold_row, output_field=CharField()),
-        Cast("item__expected_label", output_field=CharField()),
-    )
-
-
-def _ratio(num: int, den: int) -> float | None:
-    return num / den if den else None
-
-
 def gold_metrics(job: Job) -> dict[str, Any] | None:
-    """Accuracy, precision, recall and F1 of each side of ``job`` against gold (SQL aggregates).
-
-    None when no item of the job has a 0/1 gold label. Computed here until the items page's
-    gold scoring (b-gold) is merged; the figures are the textbook ones, positive class "1".
-    """
-    rows = (
-        Label.objects.filter(job=job, label__isnull=False)
-        .annotate(gold=gold_expression(job.version.policy_id))
-        .filter(gold__in=[GoldChoice.NO, GoldChoice.YES])
-        .values("side")
-        .annotate(
-            n=Count("pk"),
-            tp=Count("pk", filter=Q(label=1, gold=GoldChoice.YES)),
-            fp=Count("pk", filter=Q(label=1, gold=GoldChoice.NO)),
-            fn=Count("pk", filter=Q(label=0, gold=GoldChoice.YES)),
-            tn=Count("pk", filter=Q(label=0, gold=GoldChoice.NO)),
-        )
-    )
-    sides: dict[str, Any] = {}
-    for row in rows:
-        tp, fp, fn, tn = row["tp"], row["fp"], row["fn"], row["tn"]
-        precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
-        f1 = (
-            2 * precision * recall / (precision + recall)
-            if precision is not None and recall is not None and precision + recall
-            else None
-        )
-        sides[row["side"]] = {
-            "n": row["n"],
-            "accuracy": _ratio(tp + tn, row["n"]),
-            "precision": precision,
-            "recall": recall,
-            "f1": f1,
-            "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
-        }
-    if not sides:
+    """Accuracy, precision, recall, F1 and confusion of each side against gold (b-gold's
+    ``labeling.gold.job_gold_report``); None when no item of the job has a 0/1 gold label."""
+    report = job_gold_report(job)
+    if not report.has_gold:
         return None
-    n = max(side["n"] for side in sides.values())
-    note = "fewer than 30 gold items: read these figures with care" if n < 30 else ""
-    return {"A": sides.get(Side.A), "B": sides.get(Side.B), "note": note}
+    sides = {
+        side: {
+            **figures.score.to_dict(),
+            "no_gold": figures.no_gold,
+            "undecidable": figures.undecidable,
+            "unlabeled": figures.unlabeled,
+        }
+        for side, figures in report.sides.items()
+    }
+    few = report.gold_items < FEW_GOLD
+    note = f"fewer than {FEW_GOLD} gold items: read these figures with care" if few else ""
+    return {
+        "A": sides.get(Side.A),
+        "B": sides.get(Side.B),
+        "gold_items": report.gold_items,
+        "note": note,
+    }
 
 
 def items_sha256(job: Job) -> str:
@@ -335,71 +292,11 @@ def iter_training_jsonl(policy: Policy, summary: TrainingSummary) -> Iterator[st
 
 # --- per-item CSV ------------------------------------------------------------------------------
 
-CSV_HEADER = [
-    "external_id", "content", "label_a", "p1_a", "label_b", "p1_b", "mismatch", "gold",
-    "decision_label", "decision_wording", "decision_note",
-]  # fmt: skip
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def safe_cell(value: Any) -> Any:
-    """A cell a spreadsheet will not run as a formula: text starting with = + - @ is quoted."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
-def _label_of(side: str) -> QuerySet[Label]:
-    return Label.objects.filter(job_id=OuterRef("job_id"), item_id=OuterRef("item_id"), side=side)
-
 
 def iter_job_csv(job: Job) -> Iterator[str]:
-    """The deciding job's items, one CSV row each, in import order."""
-    decision = Decision.objects.filter(
-        task__job_id=OuterRef("job_id"), task__item_id=OuterRef("item_id")
-    )
-    rows = (
-        Label.objects.filter(job=job, side=Side.A)
-        .annotate(
-            label_b=Subquery(_label_of(Side.B).values("label")[:1]),
-            p1_b=Subquery(_label_of(Side.B).values("p1")[:1]),
-            gold=gold_expression(job.version.policy_id),
-            decision_label=Subquery(decision.values("label")[:1]),
-            decision_wording=Subquery(decision.values("wording")[:1]),
-            decision_note=Subquery(decision.values("note")[:1]),
-        )
-        .order_by("item__row_number", "item_id")
-        .values_list(
-            F("item__external_id"),
-            F("item__text"),
-            "label",
-            "p1",
-            "label_b",
-            "p1_b",
-            "gold",
-            "decision_label",
-            "decision_wording",
-            "decision_note",
-        )  # fmt: skip
-    )
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-
-    def flush() -> str:
-        out = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return out
-
-    writer.writerow(CSV_HEADER)
-    yield flush()
-    for ext_id, text, la, pa, lb, pb, gold, d_label, d_wording, d_note in rows.iterator(
-        chunk_size=_ITER_CHUNK
-    ):
-        mismatch = "" if la is None or lb is None else int(la != lb)
-        cells = [ext_id, text, la, pa, lb, pb, mismatch, gold, d_label, d_wording, d_note]
-        writer.writerow(["" if c is None else safe_cell(c) for c in cells])
-        yield flush()
+    """The deciding job's items as on its items page (b-gold's writer: keyset chunks, cells
+    that start like a spreadsheet formula quoted)."""
+    return items.csv_lines(job, {})
 
 
 def deciding_job_of(version: Version) -> Job:

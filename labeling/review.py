@@ -25,6 +25,7 @@ from labeling.models import (
     Decision,
     GoldChoice,
     GoldLabel,
+    GoldSource,
     Job,
     ReviewStatus,
     ReviewTask,
@@ -231,7 +232,12 @@ def submit_decision(
         GoldLabel.objects.update_or_create(
             policy_id=task.policy_id,
             item_id=task.item_id,
-            defaults={"label": label, "decision": decision, "decided_by": reviewer},
+            defaults={
+                "label": label,
+                "decision": decision,
+                "decided_by": reviewer,
+                "source": GoldSource.REVIEW,  # b-gold: a typed label before it is replaced
+            },
         )
     task.status = ReviewStatus.RESOLVED
     task.resolved_at = now

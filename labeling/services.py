@@ -176,14 +176,20 @@ def start_job(
     by: Any,
     seed: int | None = None,
     chunk_size: int | None = None,
+    compare_version: Version | None = None,
+    compare_text: str | None = None,
 ) -> Job:
     """Create a binocular job (texts frozen, chunks per side) and send it once committed.
 
     ``sample_size`` picks a random sample of that many items (seeded, in file order);
-    ``None`` or a size at least the set's labels every item.
+    ``None`` or a size at least the set's labels every item. Side B is the version's twin,
+    or ``compare_version``'s text, or ``compare_text`` (see ``labeling.comparisons``).
     """
-    if not version.has_twin:
-        raise JobError("This version has no twin yet: write or generate one before a job.")
+    from labeling.comparisons import side_b  # b-gold
+
+    compare_kind, text_b = side_b(
+        version=version, compare_version=compare_version, compare_text=compare_text
+    )
     if sample_size is not None and sample_size < 1:
         raise JobError("The sample size must be at least 1.")
     size = int(chunk_size or settings.COPE_CHUNK_SIZE)
@@ -198,7 +204,9 @@ def start_job(
             version=version,
             sample_set=sample_set,
             text_a=version.text,
-            text_b=version.twin_text,
+            text_b=text_b,
+            compare_kind=compare_kind,
+            compare_version=compare_version,
             sample_size=sample_size
             if sample_size and sample_size < sample_set.item_count
             else None,

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from labeling import export_views, finalize_views, review_views, views
+from labeling import export_views, finalize_views, gold_views, review_views, views
 
 app_name = "labeling"
 
@@ -42,4 +42,10 @@ urlpatterns = [
         export_views.policy_export,
         name="policy_export",
     ),
+    # b-gold: per-item results, typed gold, comparing versions, a policy's settings
+    path("jobs/<int:pk>/items/", gold_views.job_items, name="job_items"),
+    path("jobs/<int:pk>/items.csv", gold_views.job_items_csv, name="job_items_csv"),
+    path("jobs/<int:pk>/gold/", gold_views.job_gold_set, name="job_gold_set"),
+    path("policies/<int:policy_id>/compare/", gold_views.version_compare, name="version_compare"),
+    path("policies/<int:policy_id>/settings/", gold_views.policy_settings, name="policy_settings"),
 ]

@@ -19,9 +19,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from cope_studio.lib.permissions import require_perms
-from labeling import services
+from labeling import evaluation, gold, gold_views, services
 from labeling.charts import ChartPoint, agreement_chart
 from labeling.forms import ImportConfirmForm, JobActionForm, JobStartForm, UploadForm
+from labeling.gold_forms import CompareForm
 from labeling.importing import (
     ImportFileError,
     discard_upload,
@@ -99,12 +100,15 @@ def _duration(seconds: float | None) -> str:
 
 
 def _policy_chart(policy: Policy, versions: list[Version] | None = None) -> Any:
+    """Agreement, kappa and F1 against gold of each version's deciding job (b-gold: only jobs
+    on the evaluation set at the minimum sample; see ``labeling.evaluation``)."""
     versions = versions if versions is not None else list(policy.versions.order_by("number"))
-    latest = services.latest_finished_jobs(versions)
+    latest = evaluation.deciding_jobs(policy, versions)
     points = []
     for v in sorted(versions, key=lambda v: v.number):
         job = latest.get(v.pk)
         stats = job.stats if job else {}
+        score = gold.job_gold_report(job).sides["A"].score if job else None
         points.append(
             ChartPoint(
                 version_number=v.number,
@@ -112,6 +116,8 @@ def _policy_chart(policy: Policy, versions: list[Version] | None = None) -> Any:
                 kappa=stats.get("kappa"),
                 n=stats.get("n", 0),
                 job_id=job.pk if job else None,
+                f1=score.f1 if score else None,
+                gold_n=score.n if score else 0,
             )
         )
     return agreement_chart(
@@ -243,7 +249,8 @@ def job_start(request: HttpRequest, version_id: int) -> HttpResponse:
     require_perms(request, "labeling.add_job", "policies.view_version")
     version = get_object_or_404(Version.objects.select_related("policy"), pk=version_id)
     form = JobStartForm(request.POST)
-    if form.is_valid():
+    compare = CompareForm(request.POST, version=version)  # b-gold: what side B is
+    if form.is_valid() and compare.is_valid():
         try:
             job = services.start_job(
                 version=version,
@@ -251,12 +258,13 @@ def job_start(request: HttpRequest, version_id: int) -> HttpResponse:
                 sample_size=form.cleaned_data["sample_size"],
                 seed=form.cleaned_data["seed"],
                 by=request.user,
+                **compare.job_kwargs(),
             )
         except services.JobError as exc:
             form.add_error(None, str(exc))
         else:
             return _redirect(request, reverse("labeling:job_detail", args=[job.pk]))
-    return _render_version_panel(request, version, form, status=400)
+    return _render_version_panel(request, version, form, status=400, compare=compare)
 
 
 def _job_context(request: HttpRequest, job: Job) -> dict[str, Any]:
@@ -277,6 +285,7 @@ def _job_context(request: HttpRequest, job: Job) -> dict[str, Any]:
         "open_reviews": job.review_tasks.filter(status__in=["open", "claimed"]).count(),
         "chart": None if job.is_active else _policy_chart(job.version.policy),
         "threshold": _pct(job.version.policy.agreement_threshold, 0),
+        **gold_views.gold_context(job),  # b-gold: figures against gold, flips of a comparison
     }
 
 
@@ -354,13 +363,23 @@ def _rerun_initial(version: Version) -> dict[str, Any]:
 
 
 def _render_version_panel(
-    request: HttpRequest, version: Version, form: JobStartForm | None = None, status: int = 200
+    request: HttpRequest,
+    version: Version,
+    form: JobStartForm | None = None,
+    status: int = 200,
+    compare: CompareForm | None = None,
 ) -> HttpResponse:
-    jobs = list(version.jobs.select_related("sample_set").order_by("-created_at")[:20])
+    jobs = list(
+        version.jobs.select_related("sample_set", "compare_version").order_by("-created_at")[:20]
+    )
+    deciding = evaluation.deciding_job(version)  # b-gold
     context = {
         "version": version,
         "policy": version.policy,
         "jobs": [(job, stats_display(job.stats)) for job in jobs],
+        "compare_form": compare or CompareForm(version=version),
+        "deciding": deciding,
+        "evaluation": evaluation.evaluation_choice(version.policy),
         "any_weak": any(j.is_weak for j in jobs),
         "weak_note": services.WEAK_NOTE,
         "form": form or JobStartForm(initial=_rerun_initial(version)),
@@ -404,6 +423,7 @@ def policy_panel(request: HttpRequest, policy_id: int) -> HttpResponse:
         "policy": policy,
         "rows": rows,
         "chart": _policy_chart(policy, versions),
+        "evaluation": evaluation.evaluation_choice(policy),  # b-gold
         "any_weak": any(j.is_weak for js in jobs_by_version.values() for j in js),
         "weak_note": services.WEAK_NOTE,
         "threshold": _pct(policy.agreement_threshold, 0),

@@ -36,7 +36,12 @@ _AUTHOR = [
     "labeling.change_job",
 ]
 _REVIEWER = ["labeling.add_decision", "labeling.add_goldlabel", "labeling.change_reviewtask"]
-_ADMIN = ["policies.finalize_version", "policies.delete_policy", "labeling.delete_sampleset"]
+_ADMIN = [
+    "policies.finalize_version",
+    "policies.delete_policy",
+    "labeling.delete_sampleset",
+    "labeling.change_policyevaluation",  # b-gold: threshold, minimum sample, evaluation set
+]
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     AUTHOR: _VIEW + _AUTHOR,

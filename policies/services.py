@@ -250,6 +250,34 @@ def finalize_version(
     return version
 
 
+def update_policy_settings(
+    *, policy: Policy, agreement_threshold: float, min_sample_size: int
+) -> dict[str, tuple[Any, Any]]:
+    """Set the policy's threshold and minimum sample; ``{field: (old, new)}`` of what changed.
+
+    The caller owns the transaction and records who changed what (labeling keeps the audit).
+    """
+    if not 0.5 <= agreement_threshold <= 1.0:
+        raise ValueError("The agreement threshold must be between 50% and 100%.")
+    if min_sample_size < 1:
+        raise ValueError("The minimum sample must be at least 1.")
+    locked = Policy.objects.select_for_update().get(pk=policy.pk)
+    changes: dict[str, tuple[Any, Any]] = {}
+    for name, value in (
+        ("agreement_threshold", agreement_threshold),
+        ("min_sample_size", min_sample_size),
+    ):
+        old = getattr(locked, name)
+        if old != value:
+            changes[name] = (old, value)
+            setattr(policy, name, value)
+    if changes:
+        Policy.objects.filter(pk=policy.pk).update(
+            **{name: new for name, (_, new) in changes.items()}, updated_at=timezone.now()
+        )
+    return changes
+
+
 def _outcome(twinjob: TwinJob, result: TwinResult) -> tuple[str, str]:
     """(status, error) for a worker's answer, re-checking a twin before accepting it.
 

@@ -114,4 +114,4 @@ def test_weak_labels_finalize_only_with_a_reason_then_export(
     with page.expect_download() as items:
         page.click("#exports a:has-text('Deciding job, per item (.csv)')")
     lines = open(items.value.path(), encoding="utf-8").read().splitlines()
-    assert lines[0].startswith("external_id,content,label_a") and len(lines) == 1 + 14
+    assert lines[0].startswith("item_id,external_id,text,label_a") and len(lines) == 1 + 14

@@ -89,8 +89,10 @@ def test_bundle_carries_every_version_and_the_deciding_evidence(finalized: Versi
     gold = evidence["gold"]
     # Gold: the remark (1, reviewer), the joke (0, reviewer), the insult (1, import).
     # Side A said 1, 1, 1: two right; side B said 0, 0, 1: two right.
-    assert gold["A"]["n"] == 3 and gold["A"]["confusion"] == {"tp": 2, "fp": 1, "fn": 0, "tn": 0}
-    assert gold["B"]["confusion"] == {"tp": 1, "fp": 0, "fn": 1, "tn": 1}
+    side_a = {k: gold["A"][k] for k in ("n", "tp", "fp", "fn", "tn")}
+    side_b = {k: gold["B"][k] for k in ("n", "tp", "fp", "fn", "tn")}
+    assert side_a == {"n": 3, "tp": 2, "fp": 1, "fn": 0, "tn": 0}
+    assert side_b == {"n": 3, "tp": 1, "fp": 0, "fn": 1, "tn": 1}
     assert gold["A"]["precision"] == pytest.approx(2 / 3) and gold["A"]["recall"] == 1.0
     assert "fewer than 30" in gold["note"]
 
@@ -125,11 +127,13 @@ def test_csv_of_the_deciding_job_streams_and_defuses_formulas(
     assert response.status_code == 200 and response.streaming
     body = b"".join(response.streaming_content).decode()
     rows = list(csv.reader(io.StringIO(body)))
-    assert rows[0] == exports.CSV_HEADER and len(rows) == 11
-    contents = [r[1] for r in rows[1:]]
+    assert rows[0][:4] == ["item_id", "external_id", "text", "label_a"] and len(rows) == 11
+    column = {name: i for i, name in enumerate(rows[0])}
+    contents = [r[column["text"]] for r in rows[1:]]
     assert '\'=HYPERLINK("http://evil")' in contents and "'@SUM(1)" in contents
-    remark = next(r for r in rows if r[1] == TEXTS[2])
-    assert remark[2:8] == ["1", "0.6", "0", "0.4", "1", "1"] and remark[8] == "1"
+    remark = next(r for r in rows if r[column["text"]] == TEXTS[2])
+    shown = [remark[column[c]] for c in ("label_a", "p1_a", "label_b", "p1_b", "gold")]
+    assert shown == ["1", "0.6", "0", "0.4", "1"] and remark[column["decision"]] == "1"
 
 
 def test_export_policy_command_writes_each_format(finalized: Version, tmp_path: Path) -> None:

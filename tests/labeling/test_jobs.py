@@ -242,6 +242,10 @@ def finished_job(
 def test_job_page_shows_agreement_confusion_and_chart(
     client: Any, author: Any, finished_job: Job
 ) -> None:
+    # b-gold: the chart draws deciding jobs only (at least the minimum sample labeled).
+    type(finished_job.version.policy).objects.filter(pk=finished_job.version.policy_id).update(
+        min_sample_size=7
+    )
     client.login(username=author.username, password=PASSWORD)
     page = client.get(reverse("labeling:job_detail", args=[finished_job.pk])).content.decode()
     assert "71.4%" in page  # 5 of 7
@@ -281,6 +285,8 @@ def test_weak_backend_is_said_plainly(client: Any, author: Any, finished_job: Jo
 def test_panels_render_as_fragment_or_page(client: Any, reviewer: Any, finished_job: Job) -> None:
     client.login(username=reviewer.username, password=PASSWORD)
     version = finished_job.version
+    # b-gold: the chart draws deciding jobs only (at least the minimum sample labeled).
+    type(version.policy).objects.filter(pk=version.policy_id).update(min_sample_size=7)
     for url in (
         reverse("labeling:version_panel", args=[version.pk]),
         reverse("labeling:policy_panel", args=[version.policy_id]),

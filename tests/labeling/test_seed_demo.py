@@ -181,3 +181,39 @@ def test_demo_samples_are_short_labeled_and_mixed(demo: DemoPolicy) -> None:
     assert {row["expected_label"] for row in rows} == {"0", "1"}
     positives = sum(row["expected_label"] == "1" for row in rows)
     assert 0.3 <= positives / len(rows) <= 0.5
+
+
+@pytest.mark.django_db
+def test_seed_ships_gold_labels_and_an_evaluation_set() -> None:
+    from labeling.evaluation import evaluation_choice
+    from labeling.gold import job_gold_report
+    from labeling.models import Job, Label, PolicyEvaluation
+
+    _seed()
+    first = list(PolicyEvaluation.objects.order_by("pk").values_list("pk", "sample_set_id"))
+    _seed()
+
+    assert list(PolicyEvaluation.objects.order_by("pk").values_list("pk", "sample_set_id")) == first
+    demo = DEMO_POLICIES[0]
+    policy = Policy.objects.get(name=demo.name)
+    sample_set = SampleSet.objects.get(name=demo.sample_set_name)
+    assert evaluation_choice(policy).sample_set == sample_set
+    assert not sample_set.items.filter(expected_label__isnull=True).exists()
+    # A job labeling every demo item as its expected label scores F1 = 1 against the gold.
+    version = policy.versions.get()
+    job = Job.objects.create(
+        version=version,
+        sample_set=sample_set,
+        status="succeeded",
+        text_a=version.text,
+        text_b=version.twin_text,
+        item_count=sample_set.item_count,
+        created_by=version.author,
+    )
+    Label.objects.bulk_create(
+        Label(job=job, item_id=pk, side=side, label=expected, p1=float(expected))
+        for pk, expected in sample_set.items.values_list("pk", "expected_label")
+        for side in "AB"
+    )
+    side_a = job_gold_report(job).sides["A"]
+    assert side_a.score.n == sample_set.item_count and side_a.score.f1 == 1.0

@@ -1,6 +1,10 @@
 """``manage.py seed_demo``: demo users, three demo policies (v1 with a hand-written twin) and one
 sample set per harm area, read from ``cope_studio/demo/``.
 
+Each demo CSV has an ``expected_label`` column: imported, it is the gold label of every demo
+item (see ``labeling.gold``), and each demo policy's evaluation set is its demo sample set, so
+the first job of a demo policy shows precision, recall and F1 against gold.
+
 Idempotent: a user, policy or sample set that already exists (by name) is left as it is, so a
 second run changes nothing. Existing users keep their passwords; only new ones get ``--password``.
 """
@@ -15,10 +19,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
+from django.utils import timezone
 
 import cope_studio
 from labeling.importing import StoredUpload, import_sample_set
-from labeling.models import SampleSet
+from labeling.models import PolicyEvaluation, SampleSet
 from policies.models import Policy
 from policies.roles import ADMIN, AUTHOR, REVIEWER, ensure_roles
 from policies.services import create_policy, create_version
@@ -129,6 +134,12 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"Imported sample set “{sample_set.name}”: {sample_set.item_count} items."
                 )
+            gold = _ensure_evaluation_set(demo)
+            if gold is not None:
+                self.stdout.write(
+                    f"Evaluation set of “{demo.name}”: its demo samples, {gold} with a gold label "
+                    "(the expected_label column): run a job to see precision, recall and F1."
+                )
         self.stdout.write(self.style.SUCCESS("Demo data ready. Sign in as:"))
         for spec in DEMO_USERS:
             shown = password if spec.username in new_users else "(existing user, unchanged)"
@@ -192,3 +203,18 @@ def _ensure_sample_set(demo: DemoPolicy, author: Any) -> SampleSet | None:
             "Expected labels follow the primary wording."
         ),
     )
+
+
+def _ensure_evaluation_set(demo: DemoPolicy) -> int | None:
+    """Make the demo samples the policy's evaluation set unless one was chosen; the number of
+    its items with a gold (expected) label, or None if nothing changed."""
+    policy = Policy.objects.filter(name=demo.name).first()
+    sample_set = SampleSet.objects.filter(name=demo.sample_set_name).first()
+    if policy is None or sample_set is None:
+        return None
+    _, created = PolicyEvaluation.objects.get_or_create(
+        policy=policy, defaults={"sample_set": sample_set, "chosen_at": timezone.now()}
+    )
+    if not created:
+        return None
+    return sample_set.items.filter(expected_label__isnull=False).count()

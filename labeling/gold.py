@@ -1,0 +1,157 @@
+"""Gold labels: the trusted label of (policy, item), and how right each side of a job is.
+
+Gold has three sources (``GoldSource``):
+
+* **import**: the item's expected-label column (``Item.expected_label``). It counts as gold for
+  every policy whose job ran on the item. It needs no row: it is the oldest of the three (it
+  exists from the import on), so any ``GoldLabel`` row for the (policy, item) is newer and wins;
+* **review**: a reviewer's "correct label" (``labeling.review.submit_decision``);
+* **typed**: a label typed on a job's items page (``set_gold``).
+
+One ``GoldLabel`` row per (policy, item): a newer decision or typed label replaces it, so the
+newest wins, and its source is kept. "Policy can't decide" (``u``) is a gold answer but not a
+0/1 label: it is counted apart and never scored.
+
+Scores are computed with one grouped SQL aggregate per job (never every label in Python).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    F,
+    FilteredRelation,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
+from django.db.models.functions import Cast, Coalesce
+
+from labeling.models import GoldChoice, GoldLabel, GoldSource, Item, Job, Label, Side
+from labeling.scoring import FEW_GOLD, GoldScore, score_from_counts
+from policies.models import Policy
+
+
+class GoldError(ValueError):
+    """A gold label cannot be set; the message is shown to the user."""
+
+
+def set_gold(*, policy: Policy, item: Item, label: str, source: str, by: Any) -> GoldLabel:
+    """Record the gold label of (policy, item); it replaces any earlier one (newest wins)."""
+    if label not in GoldChoice.values:
+        raise GoldError(f"Unknown gold label {label!r}: choose 0, 1 or “policy can't decide”.")
+    if source not in GoldSource.values or source == GoldSource.IMPORT:
+        raise GoldError(f"Gold from {source!r} is not written as a row.")
+    with transaction.atomic():
+        gold, _ = GoldLabel.objects.update_or_create(
+            policy=policy,
+            item=item,
+            defaults={"label": label, "source": source, "decided_by": by, "decision": None},
+        )
+    return gold
+
+
+def with_gold(labels: QuerySet[Label], policy_id: int) -> QuerySet[Label]:
+    """Annotate label rows with their item's gold (``gold``: "0"/"1"/"u"/None) and source."""
+    return labels.annotate(
+        g=FilteredRelation("item__gold_labels", condition=Q(item__gold_labels__policy_id=policy_id))
+    ).annotate(
+        gold=Coalesce(
+            F("g__label"), Cast("item__expected_label", output_field=CharField(max_length=1))
+        ),
+        gold_source=Case(
+            When(g__label__isnull=False, then=F("g__source")),
+            When(item__expected_label__isnull=False, then=Value(GoldSource.IMPORT)),
+            default=Value(""),
+            output_field=CharField(),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class SideGold:
+    """One side's figures against gold, and what was left out of them."""
+
+    side: str
+    score: GoldScore
+    no_gold: int = 0  # labeled items without any gold label
+    undecidable: int = 0  # gold "policy can't decide": not a 0/1 gold, counted apart
+    unlabeled: int = 0  # gold items this side could not label (error, too long)
+
+    @property
+    def few(self) -> bool:
+        return self.score.few
+
+
+@dataclass(frozen=True)
+class GoldReport:
+    job_id: int
+    sides: dict[str, SideGold] = field(default_factory=dict)
+
+    @property
+    def has_gold(self) -> bool:
+        return any(s.score.n for s in self.sides.values())
+
+    @property
+    def gold_items(self) -> int:
+        """Items with a 0/1 gold label (the larger side's count: an erroring side has fewer)."""
+        return max((s.score.n + s.unlabeled for s in self.sides.values()), default=0)
+
+    @property
+    def few_gold(self) -> int:
+        return FEW_GOLD
+
+
+def gold_counts(job: Job) -> dict[str, dict[tuple[str | None, int | None], int]]:
+    """``{side: {(gold, label): items}}`` for the job, in one grouped query."""
+    rows = (
+        with_gold(Label.objects.filter(job=job), job.version.policy_id)
+        .values("side", "gold", "label")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    counts: dict[str, dict[tuple[str | None, int | None], int]] = {Side.A: {}, Side.B: {}}
+    for row in rows:
+        key = (row["gold"], row["label"])
+        side = counts.setdefault(row["side"], {})
+        side[key] = side.get(key, 0) + row["n"]
+    return counts
+
+
+def side_gold(side: str, counts: dict[tuple[str | None, int | None], int]) -> SideGold:
+    return SideGold(
+        side=side,
+        score=score_from_counts(counts),
+        no_gold=sum(n for (gold, _), n in counts.items() if gold is None),
+        undecidable=sum(n for (gold, _), n in counts.items() if gold == GoldChoice.UNDECIDABLE),
+        unlabeled=sum(
+            n for (gold, label), n in counts.items() if gold in ("0", "1") and label is None
+        ),
+    )
+
+
+def job_gold_report(job: Job) -> GoldReport:
+    """Accuracy, precision, recall, F1 and confusion of each side against gold."""
+    counts = gold_counts(job)
+    return GoldReport(
+        job_id=job.pk, sides={side: side_gold(side, counts.get(side, {})) for side in Side.values}
+    )
+
+
+def misses(job: Job, *, side: str, kind: str, limit: int = 10) -> list[dict[str, Any]]:
+    """The first ``limit`` false positives (``kind="fp"``) or false negatives of a side."""
+    said, gold = (1, "0") if kind == "fp" else (0, "1")
+    rows = (
+        with_gold(Label.objects.filter(job=job, side=side, label=said), job.version.policy_id)
+        .filter(gold=gold)
+        .order_by("item_id")
+        .values("item_id", "item__external_id", "item__text", "p1", "gold_source")[:limit]
+    )
+    return list(rows)
