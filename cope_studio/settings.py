@@ -256,3 +256,8 @@ LOGGING = {
 # --- g-deploy: model worker heartbeats (labeling.workers). A worker silent for longer than this
 # is shown as down on the Workers page, and a job waiting for the gpu queue says so.
 COPE_WORKER_DOWN_AFTER_SECONDS = env_int("COPE_WORKER_DOWN_AFTER_SECONDS", 60, minimum=5)
+# a-policies: a twin with fewer words changed than this share (0-1) of the text is "nearly a
+# copy": the version page says agreement will be flattering, and finalize refuses it.
+COPE_TWIN_MIN_CHANGED_WORDS = env_float(
+    "COPE_TWIN_MIN_CHANGED_WORDS", 0.20, minimum=0.0, maximum=1.0
+)

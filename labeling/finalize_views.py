@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from cope_studio.lib.permissions import require_perms
 from labeling.finalize import NotReady, finalize, finalize_readiness
-from labeling.review_forms import FinalizeForm
+from labeling.finalize_forms import FinalizeForm
 from policies.models import Version
 from policies.services import PolicyError
 
@@ -27,6 +27,7 @@ def _finalize_context(request: HttpRequest, version: Version, error: str = "") -
         "can_finalize": request.user.has_perm("policies.finalize_version"),
         "threshold_percent": version.policy.agreement_threshold * 100,
         "error": error,
+        "form": FinalizeForm(),
     }
 
 
@@ -51,15 +52,17 @@ def finalize_panel(request: HttpRequest, version_id: int) -> HttpResponse:
 def finalize_view(request: HttpRequest, version_id: int) -> HttpResponse:
     version = _version_lookup(request, version_id, "policies.finalize_version")
     form = FinalizeForm(request.POST)
-    readiness = finalize_readiness(version)
     error = ""
-    if not form.is_valid() or readiness.job is None:
+    if not form.is_valid():
         error = "Reload the page: the finalize request did not say which job it checked."
-    elif form.cleaned_data["job"] != readiness.job.pk:
-        error = f"Job #{readiness.job.pk} finished since this page was loaded; check it first."
     else:
         try:
-            version = finalize(version=version, by=request.user)
+            version = finalize(
+                version=version,
+                by=request.user,
+                override_reason=form.cleaned_data["override_reason"],
+                job_id=form.cleaned_data["job"],
+            )
         except (NotReady, PolicyError) as exc:
             error = f"Not finalized: {exc}"
     if request.htmx and error:

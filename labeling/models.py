@@ -154,6 +154,10 @@ class Job(models.Model):
     compare_version = models.ForeignKey(
         Version, on_delete=models.PROTECT, null=True, blank=True, related_name="compared_in"
     )
+    # a-policies: set when this job decided a finalize (same transaction, under the row lock).
+    # A frozen job's labels, statistics and review tasks never change: late chunk results,
+    # retries and resumes are ignored or refused (labeling.services checks it).
+    frozen_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -74,6 +74,13 @@ FINISHED = (JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.FAILED)
 REASONS_SHOWN = 8
 
 
+# A job that decided a finalize is frozen; retries are refused with this message.
+FROZEN_MESSAGE = (
+    "Job #{job} decided the finalizing of its version and is frozen: its labels, statistics "
+    "and review tasks no longer change. Start a new job (on a new version) instead."
+)
+
+
 class JobError(ValueError):
     """A job cannot be started or changed; the message is shown to the user."""
 
@@ -395,11 +402,13 @@ def record_chunk_result(result: ScoreResult) -> RecordOutcome:
         job = (
             Job.objects.select_for_update()
             .filter(pk=result.job_id)
-            .values("status", "backend")
+            .values("status", "backend", "frozen_at")
             .first()
         )
         if job is None or job["status"] == JobStatus.CANCELLED:
             return RecordOutcome("ignored")  # cancelled or deleted
+        if job["frozen_at"] is not None:
+            return RecordOutcome("ignored")  # decided a finalize: frozen for good
         chunk = (
             JobChunk.objects.filter(pk=result.chunk_id, job_id=result.job_id)
             .values("side", "item_ids", "status")
@@ -494,9 +503,13 @@ def maybe_finish_job(job_id: int) -> bool:
     the queue between the count and the finish (it waits for the lock, then reopens the job).
     """
     with transaction.atomic():
-        status = Job.objects.select_for_update().filter(pk=job_id).values("status").first()
+        status = (
+            Job.objects.select_for_update().filter(pk=job_id).values("status", "frozen_at").first()
+        )
         if status is None or status["status"] != JobStatus.RUNNING:
             return False
+        if status["frozen_at"] is not None:
+            return False  # a frozen job's stats and review tasks never change
         if JobChunk.objects.filter(job_id=job_id, status=ChunkStatus.QUEUED).exists():
             return False
         job = Job.objects.select_related("version").get(pk=job_id)
@@ -726,6 +739,8 @@ def resume_job(job: Job, *, stale_after: timedelta | None = None) -> int:
     model worker was there is failed instead; while no model worker exists, sends are not
     counted. A chunk whose first message is still alive is scored twice at worst; the second
     result finds the chunk done and changes nothing."""
+    if job.frozen_at is not None:
+        return 0  # frozen (decided a finalize): nothing is re-sent
     if job.status not in ACTIVE:
         return 0
     lost, worker_alive = lost_chunks(job_ids=[job.pk], grace=stale_after)
@@ -741,6 +756,8 @@ def resume_job_now(job: Job) -> int:
     chunk is lost (duplicates are harmless). It never counts a send or fails a chunk: pressing
     the button on a merely slow queue must not use up a chunk's sends.
     """
+    if job.frozen_at is not None:
+        return 0  # frozen (decided a finalize): nothing is re-sent
     if job.status not in ACTIVE:
         return 0
     cutoff = timezone.now() - MANUAL_STALE_AFTER
@@ -761,9 +778,11 @@ def retry_failed_chunks(job: Job) -> int:
     with transaction.atomic():
         # The job row first (see the module docstring), and its status as of now.
         row = Job.objects.select_for_update().filter(pk=job.pk)
-        current = row.values("status", "chunk_size").first()
+        current = row.values("status", "chunk_size", "frozen_at").first()
         if current is None or current["status"] == JobStatus.CANCELLED:
             raise JobError("A cancelled job cannot be retried; start a new job.")
+        if current["frozen_at"] is not None:
+            raise JobError(FROZEN_MESSAGE.format(job=job.pk))
         failed = list(
             Label.objects.filter(job=job, label__isnull=True)
             .order_by("side", "item_id")

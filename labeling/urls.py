@@ -1,6 +1,6 @@
-from django.urls import path
+from django.urls import path, re_path
 
-from labeling import finalize_views, gold_views, review_views, views, workers_views
+from labeling import export_views, finalize_views, gold_views, review_views, views, workers_views
 
 app_name = "labeling"
 
@@ -35,6 +35,17 @@ urlpatterns = [
     ),
     # Model workers (g-deploy)
     path("workers/", workers_views.worker_list, name="workers"),
+    # a-policies: exports of a finalized version and of a whole policy
+    re_path(
+        r"^versions/(?P<version_id>[0-9]+)/export\.(?P<fmt>md|twin\.md|csv)$",
+        export_views.version_export,
+        name="version_export",
+    ),
+    re_path(
+        r"^policies/(?P<policy_id>[0-9]+)/export\.(?P<fmt>json|jsonl)$",
+        export_views.policy_export,
+        name="policy_export",
+    ),
     # b-gold: per-item results, typed gold, comparing versions, a policy's settings
     path("jobs/<int:pk>/items/", gold_views.job_items, name="job_items"),
     path("jobs/<int:pk>/items.csv", gold_views.job_items_csv, name="job_items_csv"),

@@ -20,10 +20,22 @@ _TOKEN = re.compile(r"\S+\s*")
 class DiffStats:
     inserted: int
     deleted: int
+    words_a: int = 0
+    words_b: int = 0
 
     @property
     def changed(self) -> bool:
         return bool(self.inserted or self.deleted)
+
+    @property
+    def changed_share(self) -> float:
+        """Share of words changed between the two texts, 0 (same words) to 1 (none shared).
+
+        The words the diff marks deleted plus those it marks inserted, over the words of both
+        texts: symmetric, and a full rewording of every word counts 1.
+        """
+        total = self.words_a + self.words_b
+        return (self.inserted + self.deleted) / total if total else 0.0
 
 
 def _tokens(text: str) -> tuple[str, list[str]]:
@@ -64,4 +76,4 @@ def diff_stats(a: str, b: str) -> DiffStats:
             deleted += i2 - i1
         if tag in ("insert", "replace"):
             inserted += j2 - j1
-    return DiffStats(inserted=inserted, deleted=deleted)
+    return DiffStats(inserted=inserted, deleted=deleted, words_a=len(ta), words_b=len(tb))

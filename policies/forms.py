@@ -136,3 +136,10 @@ class DiffForm(forms.Form):
         for name in ("a", "b"):
             self.fields[name].queryset = versions
             self.fields[name].label_from_instance = lambda v: f"v{v.number}"
+
+
+class BundleImportForm(forms.Form):
+    bundle = forms.FileField(
+        label="Policy bundle (.json)",
+        help_text="A bundle exported from a version page or by manage.py export_policy.",
+    )

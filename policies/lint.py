@@ -11,7 +11,13 @@ import re
 from dataclasses import dataclass, field
 
 from policies.tokens import TokenCount, count_policy_tokens
-from worker.policy_text import missing_sections, parse_policy, twin_problems
+from worker.policy_text import (
+    is_label_section,
+    missing_sections,
+    parse_policy,
+    twin_problems,
+    twin_warnings,
+)
 
 ERROR, WARNING = "error", "warning"
 
@@ -50,7 +56,8 @@ class LintReport:
     issues: list[LintIssue]
     tokens: TokenCount
     label_count: int = 0
-    structure: list[str] = field(default_factory=list)  # twin only: why it is not a twin
+    structure: list[str] = field(default_factory=list)  # twin only: why it is refused
+    warnings: list[str] = field(default_factory=list)  # twin only: structural differences
 
     @property
     def errors(self) -> list[LintIssue]:
@@ -164,7 +171,7 @@ def _term_issues(lines: list[tuple[int, str, str]]) -> list[LintIssue]:
     }
     issues, seen = [], set()
     for number, section, line in lines:
-        if section != "definition of labels" or _HEADING.match(line):
+        if not is_label_section(section) or _HEADING.match(line):
             continue
         for term in _bold_terms(line):
             key = _term_key(term)
@@ -186,15 +193,20 @@ def _term_issues(lines: list[tuple[int, str, str]]) -> list[LintIssue]:
 def _structure_issues(text: str) -> tuple[list[LintIssue], int]:
     parsed = parse_policy(text)
     issues = [
-        LintIssue(rule="missing-section", message=f"Missing section: ## {name}", severity=ERROR)
+        LintIssue(
+            rule="missing-section",
+            message=f"Missing section: ## {name}"
+            + (" (or ## Definition of Label)" if name == "Definition of Labels" else ""),
+            severity=ERROR,
+        )
         for name in missing_sections(parsed)
     ]
-    has_label_section = any(_section_key(s) == "definition of labels" for s in parsed.sections)
+    has_label_section = any(is_label_section(s) for s in parsed.sections)
     if has_label_section and not parsed.labels:
         issues.append(
             LintIssue(
                 rule="no-labels",
-                message="Definition of Labels has no labels: add “### (CODE) Name” headings.",
+                message="Definition of Label(s) has no labels: add “### (CODE) Name” headings.",
                 severity=ERROR,
             )
         )
@@ -250,11 +262,12 @@ def lint_policy(text: str) -> LintReport:
 
 
 def lint_twin(text: str, twin: str) -> LintReport:
-    """The twin's own lint plus why it is not a structural twin of ``text`` (if it is not)."""
+    """The twin's own lint, why it is refused (if it is) and how its structure differs."""
     report = lint_policy(twin)
     return LintReport(
         issues=report.issues,
         tokens=report.tokens,
         label_count=report.label_count,
         structure=twin_problems(text, twin),
+        warnings=twin_warnings(text, twin),
     )

@@ -2,16 +2,39 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
+from django.utils.text import slugify
+
+SLUG_MAX_LENGTH = 100
+
+
+def unique_policy_slug(name: str, *, taken: set[str] | None = None) -> str:
+    """A slug for ``name`` that no policy has yet: ``hate-speech``, then ``hate-speech-2``...
+
+    ``taken`` lets a data migration pass the slugs it has handed out; otherwise the table is asked.
+    """
+    base = slugify(name)[: SLUG_MAX_LENGTH - 6].strip("-") or "policy"
+    candidate, n = base, 1
+    while (
+        candidate in taken if taken is not None else Policy.objects.filter(slug=candidate).exists()
+    ):
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
 
 
 class Policy(models.Model):
     """A named labeler for one harm area; owns its versions, threshold and minimum sample."""
 
     name = models.CharField(max_length=200, unique=True)
+    # Set once from the name when the policy is created and never changed afterwards: API
+    # clients, exports and import_policy identify the policy by it.
+    slug = models.SlugField(max_length=SLUG_MAX_LENGTH, unique=True, editable=False)
     description = models.TextField(blank=True)
     agreement_threshold = models.FloatField(
         default=0.95,
@@ -36,6 +59,12 @@ class Policy(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Every way of creating a policy (service, admin, seed and bench commands) gets a slug.
+        if not self.slug:
+            self.slug = unique_policy_slug(self.name)
+        super().save(*args, **kwargs)
 
     def get_absolute_url(self) -> str:
         return reverse("policies:detail", args=[self.pk])
@@ -65,6 +94,9 @@ class Version(models.Model):
     twin_prompt = models.TextField(blank=True)
     twin_similarity = models.JSONField(default=dict, blank=True)
     twin_updated_at = models.DateTimeField(null=True, blank=True)
+    # How the twin's structure differs from the text (label codes, criteria counts, sections):
+    # allowed, shown beside the twin and on every job comparing them.
+    twin_warnings = models.JSONField(default=list, blank=True)
     change_note = models.TextField(blank=True)
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="versions_authored"
@@ -81,6 +113,10 @@ class Version(models.Model):
         blank=True,
         related_name="versions_finalized",
     )
+    # An admin's reason for finalizing on labels that are not CoPE's (a weak backend).
+    finalize_override = models.TextField(blank=True)
+    # The deciding job's evidence as it stood at finalize (exports carry it; imports restore it).
+    finalize_evidence = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["policy", "-number"]
@@ -106,7 +142,7 @@ class Version(models.Model):
 class TwinJobStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     SUCCEEDED = "succeeded", "Succeeded"
-    REJECTED = "rejected", "Rejected by the structural check"
+    REJECTED = "rejected", "Rejected (empty or a copy of the text)"
     FAILED = "failed", "Failed"
 
 
@@ -124,6 +160,7 @@ class TwinJob(models.Model):
     prompt = models.TextField(blank=True)
     result_text = models.TextField(blank=True)
     similarity = models.JSONField(default=dict, blank=True)
+    warnings = models.JSONField(default=list, blank=True)  # the twin's structural differences
     error = models.TextField(blank=True)
 
     class Meta:

@@ -17,9 +17,10 @@ from django.db import transaction
 from django.db.models import Exists, Max, OuterRef, Subquery
 from django.utils import timezone
 
+from policies.diff import diff_stats
 from policies.models import Policy, TwinJob, TwinJobStatus, TwinOrigin, Version
 from worker.contract import GENERATE_TWIN_TASK, GPU_QUEUE, TwinRequest, TwinResult
-from worker.policy_text import twin_problems
+from worker.policy_text import twin_problems, twin_warnings
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class PolicyError(Exception):
 
 
 class TwinRejected(PolicyError):
-    """The twin fails the structural check; ``messages`` are its problems."""
+    """The twin is empty or a copy of the text; ``messages`` say which."""
 
 
 class TwinLocked(PolicyError):
@@ -103,7 +104,8 @@ def create_version(
     author: User,
     parent: Version | None = None,
 ) -> Version:
-    """Version ``max + 1`` of ``policy``. A twin, if given, must pass the structural check.
+    """Version ``max + 1`` of ``policy``. A twin, if given, must not be empty or a copy of the
+    text; how its structure differs is saved with it as warnings.
 
     A twin copied unchanged from the parent keeps the parent's origin (model, prompt, figures).
     """
@@ -125,7 +127,11 @@ def create_version(
             raise PolicyError("Say what changed: a change note is required from version 2 on.")
         twin_fields: dict[str, Any] = {}
         if twin_text.strip():
-            twin_fields = {"twin_origin": TwinOrigin.HAND, "twin_updated_at": timezone.now()}
+            twin_fields = {
+                "twin_origin": TwinOrigin.HAND,
+                "twin_updated_at": timezone.now(),
+                "twin_warnings": twin_warnings(text, twin_text),
+            }
             if parent is not None and parent.twin_text == twin_text:
                 twin_fields.update(
                     twin_origin=parent.twin_origin,
@@ -163,6 +169,7 @@ def update_twin(*, version: Version, twin_text: str, by: User) -> Version:
             twin_model="",
             twin_prompt="",
             twin_similarity={},
+            twin_warnings=twin_warnings(version.text, twin_text),
             twin_updated_at=timezone.now(),
         )
     log.info("twin of %s written by hand by user %s", version, by.pk)
@@ -194,10 +201,48 @@ def request_twin(*, version: Version, by: User) -> TwinJob:
     return twinjob
 
 
-def finalize_version(*, version: Version, by: User) -> Version:
-    """Mark ``version`` finalized. Labeling checks readiness (agreement, reviews) before this."""
+@dataclass(frozen=True)
+class TwinCloseness:
+    """How much of the text the twin rewords, against the configured floor."""
+
+    changed_share: float  # 0-1, the word diff's measure (``DiffStats.changed_share``)
+    floor: float
+
+    @property
+    def nearly_copy(self) -> bool:
+        return self.changed_share < self.floor
+
+    @property
+    def percent(self) -> float:
+        return 100 * self.changed_share
+
+    @property
+    def floor_percent(self) -> float:
+        return 100 * self.floor
+
+
+def twin_closeness(text: str, twin: str) -> TwinCloseness | None:
+    """The share of words changed from ``text`` to ``twin`` (None without a twin)."""
+    if not twin.strip():
+        return None
+    share = diff_stats(text, twin).changed_share
+    return TwinCloseness(changed_share=share, floor=settings.COPE_TWIN_MIN_CHANGED_WORDS)
+
+
+def finalize_version(
+    *,
+    version: Version,
+    by: User,
+    override_reason: str = "",
+    evidence: dict[str, Any] | None = None,
+) -> Version:
+    """Mark ``version`` finalized, with the admin's override reason and the deciding job's
+    evidence. Labeling checks readiness and locks the rows (one transaction) before this."""
     changed = Version.objects.filter(pk=version.pk, finalized_at__isnull=True).update(
-        finalized_at=timezone.now(), finalized_by=by
+        finalized_at=timezone.now(),
+        finalized_by=by,
+        finalize_override=override_reason.strip(),
+        finalize_evidence=evidence or {},
     )
     if changed != 1:
         raise AlreadyFinalized(f"{version} is already finalized.")
@@ -234,13 +279,17 @@ def update_policy_settings(
 
 
 def _outcome(twinjob: TwinJob, result: TwinResult) -> tuple[str, str]:
-    """(status, error) for a worker's answer, re-checking a twin before accepting it."""
+    """(status, error) for a worker's answer, re-checking a twin before accepting it.
+
+    Only an empty twin or a copy of the text is rejected; structural differences are warnings
+    (``record_twin_result`` saves them with the twin).
+    """
     if result.text.strip():
         problems = twin_problems(twinjob.version.text, result.text)
         if problems:
             return TwinJobStatus.REJECTED, "The generated twin was rejected: " + " ".join(problems)
         return TwinJobStatus.SUCCEEDED, ""
-    # The generator ran (a prompt is recorded) but its output failed the structural check;
+    # The generator ran (a prompt is recorded) but its output was empty or a copy;
     # without a prompt it never ran (no backend, an error).
     status = TwinJobStatus.REJECTED if result.prompt and result.model else TwinJobStatus.FAILED
     return status, result.error or "The worker returned no twin and no reason."
@@ -258,6 +307,11 @@ def record_twin_result(*, result: TwinResult) -> TwinJob | None:
             log.warning("twin result for unknown twin job %s dropped", result.request_id)
             return None
         status, error = _outcome(twinjob, result)
+        warnings = (
+            twin_warnings(twinjob.version.text, result.text)
+            if status == TwinJobStatus.SUCCEEDED
+            else []
+        )
         now = timezone.now()
         changed = TwinJob.objects.filter(pk=twinjob.pk, status=TwinJobStatus.QUEUED).update(
             status=status,
@@ -266,6 +320,7 @@ def record_twin_result(*, result: TwinResult) -> TwinJob | None:
             prompt=result.prompt,
             result_text=result.text if status == TwinJobStatus.SUCCEEDED else "",
             similarity=result.similarity,
+            warnings=warnings,
             error=error,
         )
         if changed != 1:
@@ -284,6 +339,7 @@ def record_twin_result(*, result: TwinResult) -> TwinJob | None:
                     twin_model=result.model,
                     twin_prompt=result.prompt,
                     twin_similarity=result.similarity,
+                    twin_warnings=warnings,
                     twin_updated_at=now,
                 )
     twinjob.refresh_from_db()

@@ -7,15 +7,22 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Max
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from cope_studio.lib.permissions import require_perms
 from policies import services
+from policies.bundle import BundleError, import_bundle, read_bundle
 from policies.diff import diff_stats, word_diff_html
-from policies.export import NotFinalized, export_filename, export_version
-from policies.forms import DiffForm, LintForm, PolicyForm, TwinForm, VersionForm
+from policies.forms import (
+    BundleImportForm,
+    DiffForm,
+    LintForm,
+    PolicyForm,
+    TwinForm,
+    VersionForm,
+)
 from policies.lint import lint_policy, lint_twin
 from policies.markdown import render_markdown
 from policies.models import Policy, TwinJob, TwinJobStatus, Version
@@ -61,6 +68,7 @@ def _lint_context(text: str, twin: str) -> dict[str, Any]:
     return {
         "lint": lint_policy(text),
         "twin_lint": lint_twin(text, twin) if twin.strip() else None,
+        "twin_closeness": services.twin_closeness(text, twin) if text.strip() else None,
         "preview": render_markdown(text),
     }
 
@@ -116,6 +124,28 @@ def policy_create(request: HttpRequest) -> HttpResponse:
         messages.success(request, f"Policy “{policy.name}” created. Write its first version.")
         return redirect("policies:version_create", pk=policy.pk)
     return render(request, "policies/policy_form.html", {"nav": "policies", "form": form})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def policy_import(request: HttpRequest) -> HttpResponse:
+    """Admins: recreate a policy from a bundle exported by another CoPE Studio."""
+    require_perms(request, "policies.add_policy", "policies.finalize_version")
+    form = BundleImportForm(request.POST or None, request.FILES or None)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        try:
+            data = read_bundle(form.cleaned_data["bundle"])
+            result = import_bundle(data, by=request.user)
+        except BundleError as exc:
+            form.add_error("bundle", exc.messages)
+        else:
+            messages.success(request, result.summary())
+            return redirect(result.policy)
+    if form.errors:
+        status = 422
+    context = {"nav": "policies", "form": form}
+    return render(request, "policies/policy_import.html", context, status=status)
 
 
 @login_required
@@ -197,23 +227,6 @@ def editor_lint(request: HttpRequest) -> HttpResponse:
 def version_detail(request: HttpRequest, pk: int) -> HttpResponse:
     version = _get_version_for_user(request, pk)
     return render(request, "policies/version_detail.html", _version_context(request, version))
-
-
-@login_required
-@require_GET
-def version_export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
-    """Download a finalized version: JSON with provenance, or the policy Markdown alone."""
-    version = _get_version_for_user(request, pk)
-    try:
-        data = export_version(version)
-    except NotFinalized as exc:
-        return HttpResponse(str(exc), status=409, content_type="text/plain; charset=utf-8")
-    if fmt == "json":
-        response: HttpResponse = JsonResponse(data, json_dumps_params={"indent": 2})
-    else:
-        response = HttpResponse(data["text"], content_type="text/markdown; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{export_filename(version, fmt)}"'
-    return response
 
 
 @login_required

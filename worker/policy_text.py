@@ -1,8 +1,10 @@
 """The structure of a CoPE policy, read from its Markdown text.
 
-A CoPE policy is Markdown with four level-2 sections (Overview, Definition of Terms,
-Interpretation of Language, Definition of Labels). Under Definition of Labels each label is a
-level-3 heading ``### (CODE) Name`` followed by ``#### Includes`` and ``#### Excludes`` lists.
+A CoPE policy is Markdown, written the way Zentropi publishes them: any level-1 title (often
+``# Criteria``), four level-2 sections (Overview, Definition of Terms, Interpretation of Language,
+and Definition of Labels, or Definition of Label when there is one label). Under that last
+section each label is a level-3 heading ``### (CODE) Name`` followed by ``#### Includes`` and
+``#### Excludes`` lists.
 
 Pure Python, shared by the editor's lint (web side) and the twin generator (worker side), so that
 a generated twin is checked by exactly the rules the author sees.
@@ -19,6 +21,8 @@ REQUIRED_SECTIONS: tuple[str, ...] = (
     "Interpretation of Language",
     "Definition of Labels",
 )
+# "## Definition of Label" (one label) is the same section as "## Definition of Labels".
+LABEL_SECTIONS = frozenset({"definition of labels", "definition of label"})
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _LABEL = re.compile(r"^\(\s*([A-Za-z0-9_.\-]+)\s*\)\s*(.*)$")
@@ -54,6 +58,11 @@ def _normalise_section(title: str) -> str:
     return re.sub(r"\s+", " ", title.strip().strip(":")).lower()
 
 
+def is_label_section(title: str) -> bool:
+    """True for "Definition of Labels" and the singular "Definition of Label"."""
+    return _normalise_section(title) in LABEL_SECTIONS
+
+
 def parse_policy(text: str) -> ParsedPolicy:
     """Read headings, labels and their Includes/Excludes bullet lists from policy Markdown."""
     title = ""
@@ -76,7 +85,7 @@ def parse_policy(text: str) -> ParsedPolicy:
                 title = name
             elif level == 2:
                 sections.append(name)
-                in_labels = _normalise_section(name) == "definition of labels"
+                in_labels = is_label_section(name)
                 current, bucket = None, None
             elif level == 3 and in_labels:
                 match = _LABEL.match(name)
@@ -101,6 +110,8 @@ def parse_policy(text: str) -> ParsedPolicy:
 
 def missing_sections(parsed: ParsedPolicy) -> list[str]:
     present = {_normalise_section(s) for s in parsed.sections}
+    if present & LABEL_SECTIONS:
+        present |= LABEL_SECTIONS
     return [s for s in REQUIRED_SECTIONS if s.lower() not in present]
 
 
@@ -109,16 +120,31 @@ def _squash(text: str) -> str:
 
 
 def twin_problems(primary: str, twin: str) -> list[str]:
-    """Why ``twin`` is not a structural twin of ``primary`` (empty list: it is one).
+    """Why ``twin`` cannot be compared with ``primary`` at all (empty list: it can).
 
-    A twin keeps the label codes and the number of Includes/Excludes criteria per label, and is
-    worded differently: an identical text would make the binocular comparison meaningless.
+    Only what makes a binocular comparison meaningless is refused: an empty twin, or one that is
+    identical once whitespace and case are normalised. Structural differences are
+    ``twin_warnings``: the author asked for that comparison, and may have reasons.
     """
-    problems: list[str] = []
     if not twin.strip():
         return ["The twin is empty."]
     if _squash(primary) == _squash(twin):
-        problems.append("The twin is identical to the primary text; it must be worded differently.")
+        return [
+            "The twin is identical to the primary text (ignoring whitespace and case); "
+            "it must be worded differently."
+        ]
+    return []
+
+
+def twin_warnings(primary: str, twin: str) -> list[str]:
+    """How ``twin`` differs in structure from ``primary``: label codes, criteria counts, sections.
+
+    Shown beside the twin, saved with it and repeated on every job that compares the two: the
+    comparison still runs, but agreement then measures more than a change of wording.
+    """
+    if twin_problems(primary, twin):
+        return []
+    problems: list[str] = []
     a, b = parse_policy(primary), parse_policy(twin)
     codes_a, codes_b = a.label_codes(), b.label_codes()
     if codes_a != codes_b:

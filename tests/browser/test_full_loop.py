@@ -249,7 +249,7 @@ def test_import_label_review_revise_rerun_and_finalize(
     # Reviewed, but v1's wording still disagrees too often: only that condition is left.
     _switch_user(page, login, author)
     _finalize_panel(page, live_server, v1)
-    missing = _missing(page, v1)
+    missing = [m for m in _missing(page, v1) if "CPU baseline" not in m]
     assert len(missing) == 1 and "below the policy's threshold" in missing[0], missing
 
     # 5. "New version from review" on the job page: the editor with the notes beside it.
@@ -286,23 +286,28 @@ def test_import_label_review_revise_rerun_and_finalize(
         _finalize_panel(page, live_server, v2)
         noun, verb = ("mismatch", "is") if mismatches2 == 1 else ("mismatches", "are")
         expected = f"{mismatches2} {noun} of job #{job2.pk} {verb} not reviewed yet."
-        assert _missing(page, v2) == [expected]
+        assert _missing(page, v2)[0] == expected
         screenshot("loop-09-v2-not-ready")
         _switch_user(page, login, reviewer)
         decided = _review_every_mismatch(page, live_server, job2, screenshot, "loop-10-review-v2")
         assert decided == mismatches2
 
-    # 7. An admin finalizes v2 now that every condition holds.
+    # 7. Every condition holds but one: the labels come from the CPU baseline, not CoPE. An
+    # admin finalizes v2 anyway, stating why; the reason stays on the version.
     _switch_user(page, login, admin_user)
-    text = _finalize_panel(page, live_server, v2)
-    assert "Ready" in text and "Every condition is met." in text
-    screenshot("loop-11-v2-ready")
-    page.click(f"#finalize-panel-{v2.pk} button[type=submit]")
+    _finalize_panel(page, live_server, v2)
+    missing = _missing(page, v2)
+    assert len(missing) == 1 and "labeled by the CPU baseline" in missing[0], missing
+    screenshot("loop-11-v2-ready-but-weak")
+    page.fill(f"#id_override_reason-{v2.pk}", "Demo on the CPU baseline; CoPE GPU run next.")
+    page.click(f"#finalize-panel-{v2.pk} .override-form button[type=submit]")
     page.locator(f"#finalize-panel-{v2.pk} .badge", has_text="Finalized").wait_for()
-    page.reload()
     assert "finalized" in page.inner_text("h1")
+    assert "CoPE GPU run next." in page.locator(".override-reason").first.inner_text()
     screenshot("loop-12-v2-finalized")
     v2.refresh_from_db()
     v1.refresh_from_db()
     assert v2.is_finalized and v2.finalized_by == admin_user
+    assert v2.finalize_override == "Demo on the CPU baseline; CoPE GPU run next."
+    assert Job.objects.get(pk=job2.pk).frozen_at is not None
     assert not v1.is_finalized

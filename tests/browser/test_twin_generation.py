@@ -81,25 +81,44 @@ def test_generated_twin_appears_without_a_manual_reload_then_is_edited_by_hand(
     assert version.twin_text.strip() == edited.strip() and version.text == POLICY_TEXT
 
 
-def test_structurally_wrong_twin_is_rejected_with_the_reasons(
+def test_structurally_different_twin_is_kept_with_warnings_beside_it(
     live_server: Any, login: Any, author: Any, screenshot: Any, twin_server: Any
 ) -> None:
-    # The "model" drops the label code from the heading.
+    # The "model" drops the label code from the heading: a warning, not a refusal.
     twin_server.state.twin_text = TWIN_TEXT.replace(
         "### (HA1) Targeted abuse", "### Targeted abuse"
     )
+    version, page = _open_version_without_twin(author, login, live_server)
+    page.click("form.generate button[type=submit]")
+    page.locator("#twin .twin-warnings", has_text="Label codes differ").wait_for(
+        timeout=WORKER_TIMEOUT_MS
+    )
+    warnings = page.inner_text("#twin .twin-warnings")
+    assert "missing from the twin: HA1" in warnings
+    screenshot("twin-generated-with-warnings")
+    twinjob = TwinJob.objects.get(version=version)
+    assert twinjob.status == TwinJobStatus.SUCCEEDED and "HA1" in twinjob.warnings[0]
+    version.refresh_from_db()
+    assert version.has_twin and version.twin_origin == TwinOrigin.MODEL
+    assert "missing from the twin: HA1" in version.twin_warnings[0]
+
+
+def test_a_copied_twin_is_rejected_with_the_reason(
+    live_server: Any, login: Any, author: Any, screenshot: Any, twin_server: Any
+) -> None:
+    # The "model" hands the policy back unchanged but for case and spacing.
+    twin_server.state.twin_text = POLICY_TEXT.upper().replace("\n", "\n\n")
     version, page = _open_version_without_twin(author, login, live_server)
     page.evaluate("window.__marker = 1")
     page.click("form.generate button[type=submit]")
     page.locator("#twinjob .badge", has_text="rejected").wait_for(timeout=WORKER_TIMEOUT_MS)
 
     reasons = page.inner_text("#twinjob")
-    assert "failed the structural check" in reasons
-    assert "Label codes differ" in reasons and "missing from the twin: HA1" in reasons
+    assert "empty or a copy of the text" in reasons and "identical to the primary text" in reasons
     assert page.evaluate("window.__marker") == 1, "a rejected twin must not reload the page"
     assert "No twin yet" in page.inner_text("#twin")
     screenshot("twin-rejected")
     twinjob = TwinJob.objects.get(version=version)
-    assert twinjob.status == TwinJobStatus.REJECTED and "HA1" in twinjob.error
+    assert twinjob.status == TwinJobStatus.REJECTED and "identical" in twinjob.error
     version.refresh_from_db()
     assert not version.has_twin and version.twin_origin == TwinOrigin.NONE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +14,7 @@ from django.utils import timezone
 
 from labeling.agreement import Confusion, agreement_from_confusion
 from labeling.finalize import NotReady, finalize, finalize_readiness
-from labeling.models import JobStatus, ReviewStatus
+from labeling.models import Job, JobStatus, ReviewStatus, SampleSet
 from tests.labeling.test_review import make_job, make_policy, make_version
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -30,6 +31,26 @@ def stats(n: int, p_o: float) -> dict[str, Any]:
 def version(author: Any) -> Any:
     policy = make_policy(author, agreement_threshold=0.95, min_sample_size=200)
     return make_version(policy, author)
+
+
+@pytest.fixture
+def eval_set(author: Any) -> Any:
+    return SampleSet.objects.create(name="Evaluation set", created_by=author)
+
+
+@pytest.fixture(autouse=True)
+def _one_sample_set(monkeypatch: pytest.MonkeyPatch, eval_set: Any) -> None:
+    """Every job of these tests runs on the same set (the policy's evaluation set), unless a
+    test passes another ``sample_set``."""
+    import tests.labeling.test_review as factories
+
+    original = factories.make_job
+
+    def on_eval_set(**kw: Any) -> Any:
+        kw.setdefault("sample_set", eval_set)
+        return original(**kw)
+
+    monkeypatch.setattr(sys.modules[__name__], "make_job", on_eval_set)
 
 
 def good_job(version: Any, author: Any, **kw: Any) -> Any:
@@ -51,7 +72,7 @@ def test_version_without_a_finished_job_is_not_ready(version: Any, author: Any) 
     readiness = finalize_readiness(version)
 
     assert not readiness.ok
-    assert readiness.missing == ["Version has no finished job yet."]
+    assert readiness.missing[0].startswith("Version has no finished job yet: run a job")
 
 
 def test_low_agreement_is_named(version: Any, author: Any) -> None:
@@ -68,7 +89,7 @@ def test_small_sample_is_named(version: Any, author: Any) -> None:
     resolve_all(job)
 
     assert finalize_readiness(version).missing == [
-        "Only 120 items labeled on both sides; the policy needs at least 200."
+        f"Job #{job.pk} labeled only 120 items on both sides; the policy needs at least 200."
     ]
 
 
@@ -88,15 +109,21 @@ def test_unreviewed_mismatches_are_named(version: Any, author: Any) -> None:
 
 
 def test_every_missing_condition_is_listed(version: Any, author: Any) -> None:
-    job = make_job(author=author, version=version, stats=stats(10, 0.8))
+    job = make_job(author=author, version=version, stats=stats(210, 0.8))
+    Job.objects.filter(pk=job.pk).update(backend="embedding")
+    Version = type(version)
+    Version.objects.filter(pk=version.pk).update(twin_text=version.text.replace("abuse", "abuse!"))
+    version.refresh_from_db()
 
     missing = finalize_readiness(version).missing
 
-    assert missing == [
+    assert missing[0].startswith("The twin is nearly a copy of the text:")
+    assert missing[1:3] == [
         "Agreement 80.0% is below the policy's threshold of 95.0%.",
-        "Only 10 items labeled on both sides; the policy needs at least 200.",
         f"2 mismatches of job #{job.pk} are not reviewed yet.",
     ]
+    assert missing[3].startswith(f"Job #{job.pk} was labeled by the CPU baseline (embedding)")
+    assert len(missing) == 4
 
 
 def test_ready_when_every_condition_holds(version: Any, author: Any) -> None:
@@ -121,6 +148,33 @@ def test_the_latest_finished_job_decides(version: Any, author: Any) -> None:
 
     assert readiness.job == newer
     assert readiness.missing == ["Agreement 50.0% is below the policy's threshold of 95.0%."]
+
+
+def test_a_job_on_another_set_or_below_the_minimum_never_decides(
+    version: Any, author: Any, eval_set: Any
+) -> None:
+    resolve_all(good_job(version, author))  # fixes the evaluation set
+    other = SampleSet.objects.create(name="Elsewhere", created_by=author)
+    elsewhere = make_job(author=author, version=version, stats=stats(900, 0.5), sample_set=other)
+    tiny = make_job(author=author, version=version, stats=stats(1, 0.0))
+    resolve_all(elsewhere)
+    resolve_all(tiny)
+
+    readiness = finalize_readiness(version)
+
+    assert readiness.ok and readiness.job not in (elsewhere, tiny)
+
+
+def test_no_job_on_the_evaluation_set_is_named(version: Any, author: Any) -> None:
+    other_version = make_version(version.policy, author)
+    resolve_all(good_job(other_version, author))  # fixes the evaluation set
+    elsewhere = SampleSet.objects.create(name="Elsewhere", created_by=author)
+    job = make_job(author=author, version=version, stats=stats(900, 1.0), sample_set=elsewhere)
+
+    assert finalize_readiness(version).missing == [
+        f"Job #{job.pk} ran on “Elsewhere”, not on the evaluation set “Evaluation set”: only a "
+        "job on the evaluation set can decide a finalize."
+    ]
 
 
 def test_threshold_comes_from_the_policy(author: Any) -> None:
@@ -149,7 +203,7 @@ def test_finalize_refuses_a_version_that_is_not_ready(version: Any, admin_user: 
     with pytest.raises(NotReady) as caught:
         finalize(version=version, by=admin_user)
 
-    assert caught.value.readiness.missing == ["Version has no finished job yet."]
+    assert caught.value.readiness.missing[0].startswith("Version has no finished job yet")
     version.refresh_from_db()
     assert not version.is_finalized
 
@@ -184,8 +238,8 @@ def test_panel_says_plainly_what_is_missing(version: Any, author: Any) -> None:
     assert page.status_code == 200 and "<html" in page.content.decode()
     html = fragment.content.decode()
     assert "<html" not in html and f'id="finalize-panel-{version.pk}"' in html
-    assert "Agreement 90.0% is below the policy&#x27;s threshold of 95.0%." in html
-    assert "Only 120 items labeled on both sides" in html
+    # Below the minimum sample the job does not decide: that is the condition named.
+    assert "labeled only 120 items on both sides; the policy needs at least 200." in html
     assert "Finalize " + str(version) + "</button>" not in html
 
 
@@ -217,7 +271,8 @@ def test_htmx_finalize_reloads_the_version_page(version: Any, author: Any, admin
     assert version.is_finalized
     page = client.get(response["HX-Redirect"]).content.decode()
     assert "is finalized; it can now be exported" in page
-    assert reverse("policies:version_export", args=[version.pk, "json"]) in page
+    assert reverse("labeling:version_export", args=[version.pk, "md"]) in page
+    assert reverse("labeling:policy_export", args=[version.policy_id, "json"]) in page
 
 
 def test_htmx_finalize_refused_returns_the_panel_with_the_reason(
@@ -266,7 +321,7 @@ def test_finalize_checked_against_another_job_is_refused(
         reverse("labeling:finalize", args=[version.pk]), {"job": old.pk}, **HTMX
     )
 
-    assert f"Job #{newer.pk} finished since this page was loaded" in response.content.decode()
+    assert f"Job #{newer.pk} decides now, not job #{old.pk}" in response.content.decode()
     version.refresh_from_db()
     assert not version.is_finalized
 

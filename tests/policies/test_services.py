@@ -5,6 +5,7 @@ from django.db import IntegrityError, transaction
 
 from policies import services
 from policies.models import TwinJob, TwinJobStatus, TwinOrigin, Version
+from tests.conftest import TWIN_TEXT as TWIN
 from tests.policies.conftest import make_job, make_policy, make_version
 
 
@@ -59,15 +60,45 @@ def test_text_never_changes_when_the_twin_is_updated(version, author, twin_text)
     assert updated.twin_updated_at is not None
 
 
-def test_update_twin_refuses_a_broken_twin_and_keeps_the_old_one(version, author, twin_text):
+def test_update_twin_saves_a_structurally_different_twin_with_warnings(version, author, twin_text):
     broken = twin_text.replace("- Statements threatening to hurt a **Target**.\n", "")
-    with pytest.raises(services.TwinRejected) as exc:
-        services.update_twin(version=version, twin_text=broken, by=author)
-    assert exc.value.messages == [
+    updated = services.update_twin(version=version, twin_text=broken, by=author)
+    assert updated.twin_text == broken
+    assert updated.twin_warnings == [
         "Label HA1: 2 Includes criteria in the primary text, 1 in the twin."
     ]
+
+
+@pytest.mark.parametrize("copy", ["", "   \n", "{text}", "  {upper}\n\n"])
+def test_update_twin_refuses_an_empty_twin_or_a_copy_and_keeps_the_old_one(
+    version, author, twin_text, copy
+):
+    copy = copy.format(text=version.text, upper=version.text.upper().replace("\n", "\n  "))
+    with pytest.raises(services.TwinRejected) as exc:
+        services.update_twin(version=version, twin_text=copy, by=author)
+    assert "empty" in exc.value.messages[0] or "identical" in exc.value.messages[0]
     version.refresh_from_db()
     assert version.twin_text == twin_text
+
+
+def test_create_version_saves_twin_warnings(policy, author, policy_text, twin_text):
+    other_code = twin_text.replace("(HA1)", "(HX1)")
+    version = make_version(policy, author, policy_text, twin_text=other_code)
+    assert version.twin_warnings == [
+        "Label codes differ (missing from the twin: HA1; only in the twin: HX1)."
+    ]
+    assert make_version(policy, author, policy_text, twin_text=twin_text).twin_warnings == []
+
+
+def test_twin_closeness_measures_changed_words_against_the_floor(settings, policy_text):
+    settings.COPE_TWIN_MIN_CHANGED_WORDS = 0.20
+    near = services.twin_closeness(policy_text, policy_text.replace("abuse", "abuse,"))
+    assert near is not None and near.nearly_copy and 0 < near.changed_share < 0.2
+    far = services.twin_closeness(policy_text, TWIN)
+    assert far is not None and not far.nearly_copy and far.changed_share >= 0.2
+    settings.COPE_TWIN_MIN_CHANGED_WORDS = 0.99
+    assert services.twin_closeness(policy_text, TWIN).nearly_copy  # the floor is the setting
+    assert services.twin_closeness(policy_text, "") is None
 
 
 def test_twin_is_locked_once_the_version_has_jobs(version, author, twin_text, settings):
@@ -158,3 +189,19 @@ def test_summary_status_and_agreement(author, admin_user, policy_text, twin_text
     make_version(reviewing, author, policy_text + "\n", parent=v1)
     row = next(r for r in services.summarize_policies() if r.policy.name == "Reviewing")
     assert row.status == "draft" and row.agreement_version == 1
+
+
+def test_slug_is_set_from_the_name_and_suffixed_on_a_clash(author):
+    first = make_policy(author, "Hate speech — strict")
+    second = make_policy(author, "Hate speech: strict")
+    assert first.slug == "hate-speech-strict"
+    assert second.slug == "hate-speech-strict-2"
+    assert make_policy(author, "!!!").slug == "policy"
+
+
+def test_slug_never_changes_when_the_policy_is_renamed(author):
+    policy = make_policy(author, "Spam")
+    policy.name = "Spam and scams"
+    policy.save()
+    policy.refresh_from_db()
+    assert policy.slug == "spam"

@@ -85,3 +85,31 @@ def test_malformed_and_unknown_results_are_dropped(version, author):
     record_twin({"contract": 99, "request_id": 1})
     record_twin({"garbage": True})
     assert record_twin(_result(TwinJob(pk=987654, version=version), "x")) is None
+
+
+def test_a_generated_twin_with_structural_differences_is_saved_with_warnings(
+    policy, author, policy_text, twin_text
+):
+    from tests.policies.conftest import make_version
+
+    version = make_version(policy, author, policy_text)
+    twinjob = _twinjob(version, author)
+    other = twin_text.replace("- Statements threatening to hurt a **Target**.\n", "")
+    record_twin(_result(twinjob, other))
+    twinjob.refresh_from_db()
+    version.refresh_from_db()
+    warning = "Label HA1: 2 Includes criteria in the primary text, 1 in the twin."
+    assert twinjob.status == TwinJobStatus.SUCCEEDED and twinjob.warnings == [warning]
+    assert version.twin_text == other and version.twin_warnings == [warning]
+
+
+def test_a_generated_copy_of_the_text_is_rejected(policy, author, policy_text):
+    from tests.policies.conftest import make_version
+
+    version = make_version(policy, author, policy_text)
+    twinjob = _twinjob(version, author)
+    record_twin(_result(twinjob, policy_text.upper()))
+    twinjob.refresh_from_db()
+    version.refresh_from_db()
+    assert twinjob.status == TwinJobStatus.REJECTED and "identical" in twinjob.error
+    assert version.twin_text == ""

@@ -136,16 +136,42 @@ def test_version_page(as_author, version, author):
 
 
 def test_twin_update_refused_keeps_the_text_in_the_textarea(as_author, version, twin_text):
-    broken = twin_text.replace("(HA1)", "(HX1)")
+    copy = version.text.upper() + "\n\n"
     response = as_author.post(
-        reverse("policies:twin_update", args=[version.pk]), {"twin_text": broken}
+        reverse("policies:twin_update", args=[version.pk]), {"twin_text": copy}
     )
     body = response.content.decode()
     assert response.status_code == 422
-    assert "The twin was not saved" in body and "Label codes differ" in body
-    assert "(HX1) Targeted abuse" in body
+    assert "The twin was not saved" in body and "identical to the primary text" in body
+    assert "(HA1) TARGETED ABUSE" in body
     version.refresh_from_db()
     assert version.twin_text == twin_text
+
+
+def test_structurally_different_twin_is_saved_and_warned_beside_it(as_author, version, twin_text):
+    other = twin_text.replace("(HA1)", "(HX1)")
+    response = as_author.post(
+        reverse("policies:twin_update", args=[version.pk]), {"twin_text": other}
+    )
+    assert response.status_code == 302
+    version.refresh_from_db()
+    assert version.twin_text == other
+    assert version.twin_warnings and "Label codes differ" in version.twin_warnings[0]
+    page = as_author.get(version.get_absolute_url()).content.decode()
+    assert 'class="issues twin-warnings"' in page and "Label codes differ" in page
+
+
+def test_version_page_says_a_nearly_copied_twin_flatters_agreement(
+    as_author, policy, author, policy_text
+):
+    from tests.policies.conftest import make_version
+
+    near = make_version(
+        policy, author, policy_text, twin_text=policy_text.replace("abuse", "abuse!")
+    )
+    page = as_author.get(near.get_absolute_url()).content.decode()
+    assert 'data-nearly-copy="true"' in page and "nearly a copy" in page
+    assert "will be flattering" in page
 
 
 def test_twin_update_saves_a_good_twin(as_author, version, twin_text):
@@ -254,3 +280,11 @@ def test_version_page_lints_the_twin_too(as_author, policy, author, policy_text,
     version = make_version(policy, author, policy_text, twin)
     body = as_author.get(reverse("policies:version", args=[version.pk])).content.decode()
     assert 'data-rule="intent-word"' in body and "“trying to”" in body
+
+
+def test_policy_page_shows_the_slug(as_author, author):
+    from tests.policies.conftest import make_policy
+
+    policy = make_policy(author, "Self harm")
+    response = as_author.get(policy.get_absolute_url())
+    assert "<code>self-harm</code>" in response.content.decode()

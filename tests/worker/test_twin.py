@@ -128,19 +128,30 @@ def test_meaning_cosine_drops_for_a_different_policy(embedder: SentenceEmbedder)
 @pytest.mark.parametrize(
     ("answer", "reason"),
     [
-        (TWIN.replace("- Statements threatening to hurt a **Target**.\n", ""), "Includes criteria"),
-        (TWIN.replace("(HA1)", "(HA2)"), "Label codes differ"),
         (PRIMARY, "identical"),
-        (TWIN.replace("## Interpretation of Language", "## Reading"), "lacks sections"),
-        ("I cannot help with that.", "Label codes differ"),
+        ("  " + PRIMARY.upper().replace("\n", "\n\n") + "  ", "identical"),
+        ("   \n\n", "empty"),
     ],
 )
-def test_structural_rejection_comes_with_reasons(answer: str, reason: str) -> None:
+def test_empty_or_copied_twin_is_rejected_with_reasons(answer: str, reason: str) -> None:
     result = generate_twin(PRIMARY, CannedWriter(answer), request_id=3)
     assert result.text == ""
     assert result.error.startswith("The generated twin was rejected:")
     assert reason in result.error
     assert result.model == "canned-llm" and result.request_id == 3
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        TWIN.replace("- Statements threatening to hurt a **Target**.\n", ""),
+        TWIN.replace("(HA1)", "(HA2)"),
+        TWIN.replace("## Interpretation of Language", "## Reading"),
+    ],
+)
+def test_structurally_different_twin_is_returned_for_the_web_side_to_warn(answer: str) -> None:
+    result = generate_twin(PRIMARY, CannedWriter(answer), request_id=4)
+    assert result.text == answer.strip() + "\n" and result.error == ""
 
 
 def test_missing_twin_backend_says_what_to_set() -> None:
@@ -261,9 +272,13 @@ def test_transformers_writer_runs_and_random_output_is_rejected(tmp_path: Path) 
     raw = writer.write(build_twin_prompt(PRIMARY))
     assert isinstance(raw, str) and raw.strip()  # it generated something
     result = generate_twin(PRIMARY, writer, request_id=5)
-    assert result.text == "" and result.request_id == 5 and result.model == str(folder)
-    assert result.error.startswith("The generated twin was rejected:")
-    assert "Label codes differ" in result.error and "lacks sections" in result.error
+    assert result.request_id == 5 and result.model == str(folder)
+    # Random weights write gibberish: not empty and not a copy, so it comes back as a twin
+    # (the web side saves it with its structural differences as warnings).
+    if result.text:
+        assert result.error == "" and result.text != PRIMARY
+    else:
+        assert "empty" in result.error
 
 
 @pytest.mark.model
