@@ -1,6 +1,6 @@
 from django.urls import path
 
-from labeling import finalize_views, review_views, views
+from labeling import api_views, finalize_views, review_views, try_views, views
 
 app_name = "labeling"
 
@@ -31,4 +31,8 @@ urlpatterns = [
         finalize_views.finalize_panel,
         name="finalize_panel",
     ),
+    # c-live: the Try box and API keys
+    path("try/", try_views.try_run, name="try"),
+    path("api-keys/", api_views.apikey_list, name="apikey_list"),
+    path("api-keys/<int:pk>/revoke/", api_views.apikey_revoke, name="apikey_revoke"),
 ]

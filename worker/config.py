@@ -157,6 +157,8 @@ class WorkerConfig:
     # later is answered as failed instead of scored again (see ``worker.tasks``).
     max_chunk_attempts: int = 3
     preload: bool = True
+    # c-live: how often a worker looks for messages on the filesystem broker (Redis pushes).
+    broker_poll_seconds: float = 0.05
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerConfig:
@@ -201,6 +203,7 @@ class WorkerConfig:
             task_retry_backoff_max=env.int("COPE_TASK_RETRY_BACKOFF_MAX", 600, minimum=1),
             max_chunk_attempts=env.int("COPE_MAX_CHUNK_ATTEMPTS", 3, minimum=1),
             preload=env.bool("COPE_PRELOAD", True),
+            broker_poll_seconds=env.float("COPE_BROKER_POLL_SECONDS", 0.05, minimum=0.005),
         )
 
     @property
@@ -225,6 +228,7 @@ class WorkerConfig:
             "control_folder": str(control),
             "processed_folder": str(processed),
             "store_processed": False,
+            "polling_interval": self.broker_poll_seconds,
         }
 
     def effective_result_backend(self) -> str | None:
@@ -276,6 +280,7 @@ class WorkerConfig:
             "COPE_TASK_RETRY_BACKOFF_MAX": self.task_retry_backoff_max,
             "COPE_MAX_CHUNK_ATTEMPTS": self.max_chunk_attempts,
             "COPE_PRELOAD": self.preload,
+            "COPE_BROKER_POLL_SECONDS": self.broker_poll_seconds,
         }
 
 
@@ -324,4 +329,5 @@ ENV_VARS: tuple[str, ...] = (
     "COPE_TASK_RETRY_BACKOFF_MAX",
     "COPE_MAX_CHUNK_ATTEMPTS",
     "COPE_PRELOAD",
+    "COPE_BROKER_POLL_SECONDS",
 )
