@@ -64,6 +64,15 @@ class Side(models.TextChoices):
     B = "B", "B (twin)"
 
 
+# b-gold
+class CompareKind(models.TextChoices):
+    """What side B of a job was: the version's twin, another version's text, or pasted text."""
+
+    TWIN = "twin", "its twin"
+    VERSION = "version", "another version"
+    PASTED = "pasted", "pasted text"
+
+
 class Job(models.Model):
     """One binocular run: one version × one sample set × one labeler backend."""
 
@@ -98,6 +107,13 @@ class Job(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # b-gold: what side B was (text_b holds its frozen text in every case).
+    compare_kind = models.CharField(
+        max_length=10, choices=CompareKind.choices, default=CompareKind.TWIN
+    )
+    compare_version = models.ForeignKey(
+        Version, on_delete=models.PROTECT, null=True, blank=True, related_name="compared_in"
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -248,6 +264,13 @@ class Decision(models.Model):
         return f"Decision on task {self.task_id}: {self.label}/{self.wording}"
 
 
+# b-gold
+class GoldSource(models.TextChoices):
+    IMPORT = "import", "expected label at import"
+    REVIEW = "review", "reviewer's decision"
+    TYPED = "typed", "typed on the items page"
+
+
 class GoldLabel(models.Model):
     """The correct label for (policy, item), as last decided by a reviewer."""
 
@@ -257,6 +280,8 @@ class GoldLabel(models.Model):
     decision = models.ForeignKey(Decision, on_delete=models.SET_NULL, null=True, blank=True)
     decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     updated_at = models.DateTimeField(auto_now=True)
+    # b-gold: where it came from (GoldSource); an import's expected label needs no row.
+    source = models.CharField(max_length=10, choices=GoldSource.choices, default=GoldSource.REVIEW)
 
     class Meta:
         constraints = [
@@ -265,6 +290,48 @@ class GoldLabel(models.Model):
 
     def __str__(self) -> str:
         return f"Gold {self.policy_id}/{self.item_id} = {self.label}"
+
+
+# b-gold: comparisons, evaluation set, gold sources and policy settings audit -----------------
+
+
+class PolicyEvaluation(models.Model):
+    """The sample set a policy's versions are compared on (the chart and finalize read it).
+
+    Labeling owns it (policies never imports labeling). Without a row, or with no set chosen,
+    ``labeling.evaluation.evaluation_set`` falls back to the first set a job of the policy ran
+    on at the minimum sample.
+    """
+
+    policy = models.OneToOneField(Policy, on_delete=models.CASCADE, related_name="evaluation")
+    sample_set = models.ForeignKey(
+        SampleSet, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    chosen_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    chosen_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Evaluation set of policy {self.policy_id}: {self.sample_set_id}"
+
+
+class PolicySettingChange(models.Model):
+    """One change of a policy's threshold, minimum sample or evaluation set: who, when, what."""
+
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="setting_changes")
+    field = models.CharField(max_length=40)
+    old_value = models.CharField(max_length=300, blank=True)
+    new_value = models.CharField(max_length=300, blank=True)
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    changed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+        indexes = [models.Index(fields=["policy", "-changed_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.old_value} → {self.new_value}"
 
 
 # --- c-live: API keys -----------------------------------------------------------------------

@@ -17,9 +17,16 @@ class VersionInline(admin.TabularInline):
 
 @admin.register(Policy)
 class PolicyAdmin(admin.ModelAdmin):
-    list_display = ["name", "agreement_threshold", "min_sample_size", "created_by", "updated_at"]
+    list_display = [
+        "name",
+        "slug",
+        "agreement_threshold",
+        "min_sample_size",
+        "created_by",
+        "updated_at",
+    ]
     search_fields = ["name", "description"]
-    readonly_fields = ["created_by", "created_at", "updated_at"]
+    readonly_fields = ["slug", "created_by", "created_at", "updated_at"]
     inlines = [VersionInline]
 
     def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]

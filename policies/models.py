@@ -2,16 +2,39 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
+from django.utils.text import slugify
+
+SLUG_MAX_LENGTH = 100
+
+
+def unique_policy_slug(name: str, *, taken: set[str] | None = None) -> str:
+    """A slug for ``name`` that no policy has yet: ``hate-speech``, then ``hate-speech-2``...
+
+    ``taken`` lets a data migration pass the slugs it has handed out; otherwise the table is asked.
+    """
+    base = slugify(name)[: SLUG_MAX_LENGTH - 6].strip("-") or "policy"
+    candidate, n = base, 1
+    while (
+        candidate in taken if taken is not None else Policy.objects.filter(slug=candidate).exists()
+    ):
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
 
 
 class Policy(models.Model):
     """A named labeler for one harm area; owns its versions, threshold and minimum sample."""
 
     name = models.CharField(max_length=200, unique=True)
+    # Set once from the name when the policy is created and never changed afterwards: API
+    # clients, exports and import_policy identify the policy by it.
+    slug = models.SlugField(max_length=SLUG_MAX_LENGTH, unique=True, editable=False)
     description = models.TextField(blank=True)
     agreement_threshold = models.FloatField(
         default=0.95,
@@ -36,6 +59,12 @@ class Policy(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Every way of creating a policy (service, admin, seed and bench commands) gets a slug.
+        if not self.slug:
+            self.slug = unique_policy_slug(self.name)
+        super().save(*args, **kwargs)
 
     def get_absolute_url(self) -> str:
         return reverse("policies:detail", args=[self.pk])

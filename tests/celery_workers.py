@@ -102,7 +102,7 @@ class CeleryWorkers:
         if "gpu" in self.procs and self.procs["gpu"].poll() is None:
             raise RuntimeError("a gpu worker is already running: kill_gpu() or stop_gpu() first")
         self.gpu_env.update(extra_env or {})
-        argv = [CELERY, "-A", "worker.celery_app", "worker", "-Q", "gpu", "--pool", "solo"]
+        argv = [CELERY, "-A", "worker.celery_app", "worker", "-Q", "gpu_live,gpu", "--pool", "solo"]
         argv += ["-c", "1", "--without-gossip", "--without-mingle", "--without-heartbeat"]
         argv += ["-n", f"gpu{self._starts}@%h", "-l", "info"]
         self._spawn("gpu", argv, {**self.env, **self.gpu_env})
@@ -182,23 +182,31 @@ class CeleryWorkers:
         )
 
 
-def _point_app_at(app: Any, url: str, options: dict[str, Any]) -> Callable[[], None]:
-    """Send this process's tasks to the test broker; returns the undo."""
-    old = (app.conf.broker_url, app.conf.broker_transport_options)
+def _point_app_at(
+    app: Any, url: str, options: dict[str, Any], result_backend: str = ""
+) -> Callable[[], None]:
+    """Send this process's tasks to the test broker (and read live answers from the workers'
+    result backend); returns the undo."""
+    old = (app.conf.broker_url, app.conf.broker_transport_options, app.conf.result_backend)
 
     def reset_pool() -> None:
+        import threading
+
         from kombu import pools
 
         pools.reset()  # kombu keeps producer pools in a global registry
         app._pool = None
         app.amqp._producer_pool = None
+        app._backend_cache = None  # the result backend, per thread or shared
+        app._local = threading.local()
 
     app.conf.broker_url = url
     app.conf.broker_transport_options = options
+    app.conf.result_backend = result_backend or old[2]
     reset_pool()
 
     def undo() -> None:
-        app.conf.broker_url, app.conf.broker_transport_options = old
+        app.conf.broker_url, app.conf.broker_transport_options, app.conf.result_backend = old
         reset_pool()
 
     return undo
@@ -260,7 +268,7 @@ def celery_workers(
 
             redis.Redis.from_url(REDIS_URL).flushdb()
             env.update(CELERY_BROKER_URL=REDIS_URL, DATABASE_URL=database_url)
-            stack.callback(_point_app_at(app, REDIS_URL, {}))
+            stack.callback(_point_app_at(app, REDIS_URL, {}, REDIS_URL))
         else:
             broker = tmp / "broker"
             options = {
@@ -274,7 +282,9 @@ def celery_workers(
                 Path(options[key]).mkdir(parents=True, exist_ok=True)
             env.update(CELERY_BROKER_URL="filesystem://", COPE_BROKER_DIR=str(broker))
             env.pop("DATABASE_URL", None)
-            stack.callback(_point_app_at(app, "filesystem://", options))
+            (broker / "results").mkdir(parents=True, exist_ok=True)
+            results = f"file://{broker / 'results'}"
+            stack.callback(_point_app_at(app, "filesystem://", options, results))
         workers = CeleryWorkers(
             tmp, env, gpu_env, redis_url=REDIS_URL if vendor == "postgresql" else ""
         )

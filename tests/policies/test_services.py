@@ -158,3 +158,19 @@ def test_summary_status_and_agreement(author, admin_user, policy_text, twin_text
     make_version(reviewing, author, policy_text + "\n", parent=v1)
     row = next(r for r in services.summarize_policies() if r.policy.name == "Reviewing")
     assert row.status == "draft" and row.agreement_version == 1
+
+
+def test_slug_is_set_from_the_name_and_suffixed_on_a_clash(author):
+    first = make_policy(author, "Hate speech — strict")
+    second = make_policy(author, "Hate speech: strict")
+    assert first.slug == "hate-speech-strict"
+    assert second.slug == "hate-speech-strict-2"
+    assert make_policy(author, "!!!").slug == "policy"
+
+
+def test_slug_never_changes_when_the_policy_is_renamed(author):
+    policy = make_policy(author, "Spam")
+    policy.name = "Spam and scams"
+    policy.save()
+    policy.refresh_from_db()
+    assert policy.slug == "spam"

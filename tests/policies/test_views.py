@@ -254,3 +254,11 @@ def test_version_page_lints_the_twin_too(as_author, policy, author, policy_text,
     version = make_version(policy, author, policy_text, twin)
     body = as_author.get(reverse("policies:version", args=[version.pk])).content.decode()
     assert 'data-rule="intent-word"' in body and "“trying to”" in body
+
+
+def test_policy_page_shows_the_slug(as_author, author):
+    from tests.policies.conftest import make_policy
+
+    policy = make_policy(author, "Self harm")
+    response = as_author.get(policy.get_absolute_url())
+    assert "<code>self-harm</code>" in response.content.decode()
