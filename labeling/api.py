@@ -27,6 +27,7 @@ from ninja.pagination import LimitOffsetPagination, paginate
 from ninja.security import HttpBearer
 
 from labeling import api_keys, live
+from labeling.evaluation import deciding_job
 from labeling.models import ApiKey, Job
 from labeling.services import latest_finished_job
 from policies.models import Policy, Version
@@ -154,6 +155,10 @@ class VersionSummary(Schema):
 
 class FiguresOut(Schema):
     job_id: int
+    deciding: bool = Field(
+        description="True: the deciding job (evaluation set, minimum sample); false: only the "
+        "version's latest succeeded job, which cannot finalize it"
+    )
     sample_set: str
     items: int
     backend: str
@@ -175,7 +180,7 @@ class VersionOut(VersionSummary):
     text: str
     twin_text: str
     figures: FiguresOut | None = Field(
-        description="From the version's latest succeeded binocular job, or null"
+        description="From the version's deciding job, else its latest succeeded job; or null"
     )
 
 
@@ -250,8 +255,10 @@ def _require(request: HttpRequest, scope: str) -> ApiKey:
     key: ApiKey = request.auth  # type: ignore[attr-defined]
     if not api_keys.has_scope(key, scope):
         raise ApiError(
-            403, "forbidden", f"This API key does not have the '{scope}' scope (or its "
-            "owner's role no longer allows it)."
+            403,
+            "forbidden",
+            f"This API key does not have the '{scope}' scope (or its "
+            "owner's role no longer allows it).",
         )
     return key
 
@@ -259,9 +266,7 @@ def _require(request: HttpRequest, scope: str) -> ApiKey:
 def _policies() -> QuerySet[Policy]:
     return Policy.objects.annotate(
         latest_version=Max("versions__number"),
-        finalized_version=Max(
-            "versions__number", filter=Q(versions__finalized_at__isnull=False)
-        ),
+        finalized_version=Max("versions__number", filter=Q(versions__finalized_at__isnull=False)),
     ).order_by("name")
 
 
@@ -297,12 +302,13 @@ def _version(policy: Policy, number: int | None, *, allow_draft: bool) -> Versio
     return version
 
 
-def _figures(job: Job | None) -> FiguresOut | None:
+def _figures(job: Job | None, *, deciding: bool) -> FiguresOut | None:
     if job is None:
         return None
     stats = job.stats or {}
     return FiguresOut(
         job_id=job.pk,
+        deciding=deciding,
         sample_set=job.sample_set.name,
         items=job.item_count,
         backend=job.backend,
@@ -373,7 +379,9 @@ def get_version(request: HttpRequest, slug: str, number: int) -> Any:
     version = Version.objects.filter(policy=policy, number=number).first()
     if version is None:
         raise ApiError(404, "not_found", f"Policy {slug!r} has no version {number}.")
-    job = latest_finished_job(version)
+    job = deciding_job(version)
+    deciding = job is not None
+    job = job or latest_finished_job(version)
     if job is not None:
         job = Job.objects.select_related("sample_set").get(pk=job.pk)
     return {
@@ -381,7 +389,7 @@ def get_version(request: HttpRequest, slug: str, number: int) -> Any:
         "policy": policy.slug,
         "text": version.text,
         "twin_text": version.twin_text,
-        "figures": _figures(job),
+        "figures": _figures(job, deciding=deciding),
     }
 
 
@@ -389,11 +397,18 @@ def get_version(request: HttpRequest, slug: str, number: int) -> Any:
 
 
 def _label(
-    *, started: float, contents: list[str], policy_text: str, policy: str | None, version: int | None
+    *,
+    started: float,
+    contents: list[str],
+    policy_text: str,
+    policy: str | None,
+    version: int | None,
 ) -> dict[str, Any]:
     limit = int(settings.COPE_API_MAX_BATCH)
     if not contents:
-        raise ApiError(422, "no_content", "Give `content` or a non-empty `contents` list.", items=[])
+        raise ApiError(
+            422, "no_content", "Give `content` or a non-empty `contents` list.", items=[]
+        )
     if len(contents) > limit:
         raise ApiError(
             422,

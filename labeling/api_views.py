@@ -19,12 +19,10 @@ from labeling.live_forms import ApiKeyForm, ApiKeyRevokeForm
 from labeling.models import ApiKey
 
 VIEW = "policies.view_policy"
-# The admin role's own permission: admins create and revoke keys for anyone.
-ADMIN = "policies.finalize_version"
 
 
 def _is_key_admin(request: HttpRequest) -> bool:
-    return bool(request.user.has_perm(ADMIN))
+    return bool(request.user.has_perm(api_keys.ADMIN_PERM))
 
 
 def _get_key_for_user(request: HttpRequest, pk: int) -> ApiKey:
