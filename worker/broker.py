@@ -14,17 +14,17 @@ from typing import Any
 from kombu.transport import filesystem
 
 
-class OrderedChannel(filesystem.Channel):  # type: ignore[misc]
+class OrderedChannel(filesystem.Channel):
     def _poll(self, cycle: Any, callback: Any, timeout: float | None = None) -> Any:
         for queue in list(self._active_queues):
             try:
-                return self._get_and_deliver(queue, callback)
+                return self._get_and_deliver(queue, callback)  # type: ignore[no-untyped-call]
             except Empty:
                 continue
         raise Empty()
 
 
-class OrderedFilesystemTransport(filesystem.Transport):  # type: ignore[misc]
+class OrderedFilesystemTransport(filesystem.Transport):
     Channel = OrderedChannel
 
 
