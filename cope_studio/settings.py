@@ -246,6 +246,41 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# --- c-live: live scoring (Try box, labeling API) ------------------------------------------
+# django-ninja serves the API docs page's JavaScript and CSS from our static files (it uses a
+# CDN only when it is not an installed app).
+INSTALLED_APPS += ["ninja"]
+# How often a consumer of the filesystem broker looks for new messages (Redis pushes instead).
+# 50 ms keeps a live round trip well under a second at a few hundred directory listings a minute.
+COPE_BROKER_POLL_SECONDS = env_float("COPE_BROKER_POLL_SECONDS", 0.05, minimum=0.005)
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS["polling_interval"] = COPE_BROKER_POLL_SECONDS
+# Live answers come back through a result backend, the same one the model workers write to (see
+# worker.config.WorkerConfig.effective_result_backend): files next to the filesystem broker, or
+# the Redis broker itself.
+CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND") or (
+    f"file://{BROKER_DIR / 'results'}"
+    if CELERY_BROKER_URL.startswith("filesystem://")
+    else CELERY_BROKER_URL
+    if CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
+    else ""
+)
+# Seconds a Try or an API call waits for a model worker before it says none answered.
+COPE_LIVE_TIMEOUT = env_float("COPE_LIVE_TIMEOUT", 30.0, minimum=1.0)
+COPE_TRY_MAX_ITEMS = env_int("COPE_TRY_MAX_ITEMS", 50, minimum=1)
+COPE_API_MAX_BATCH = env_int("COPE_API_MAX_BATCH", 256, minimum=1)
+# Requests per API key per window (fixed window, counted in the Django cache).
+COPE_API_RATE_LIMIT = env_int("COPE_API_RATE_LIMIT", 600, minimum=1)
+COPE_API_RATE_WINDOW = env_int("COPE_API_RATE_WINDOW", 60, minimum=1)
+# The rate limit's counters: a cache every web process shares (Redis) when COPE_CACHE_URL is
+# set; otherwise each web process counts for itself (the embedded default).
+_cache_url = env_str("COPE_CACHE_URL")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _cache_url}
+    if _cache_url
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -11,6 +11,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from labeling.models import (
+    ApiKey,
     Decision,
     GoldLabel,
     Item,
@@ -109,3 +110,12 @@ class GoldLabelAdmin(ReadOnlyAdmin):
     list_select_related = ["policy", "item", "decided_by"]
     search_fields = ["policy__name", "item__external_id"]
     raw_id_fields = ["policy", "item", "decision", "decided_by"]
+
+
+# c-live: API keys are created and revoked on their own page (the key is shown once there).
+@admin.register(ApiKey)
+class ApiKeyAdmin(ReadOnlyAdmin):
+    list_display = ["name", "prefix", "owner", "can_read", "can_label", "created_at", "revoked_at"]
+    list_filter = ["can_label", "revoked_at"]
+    search_fields = ["name", "prefix", "owner__username"]
+    exclude = ["key_hash"]

@@ -461,3 +461,45 @@ class PolicySettingChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.field}: {self.old_value} → {self.new_value}"
+
+
+# --- c-live: API keys -----------------------------------------------------------------------
+
+
+class ApiKey(models.Model):
+    """A key for the labeling API. Only a SHA-256 of the secret is stored; the key itself is
+    shown once, when it is created. ``prefix`` (the key's first characters) identifies it on
+    pages and in logs."""
+
+    name = models.CharField(max_length=100)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    prefix = models.CharField(max_length=20)
+    key_hash = models.CharField(max_length=64, unique=True)
+    can_read = models.BooleanField(default=True)
+    can_label = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    @property
+    def scopes(self) -> list[str]:
+        return [s for s, on in (("read", self.can_read), ("label", self.can_label)) if on]

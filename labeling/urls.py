@@ -1,6 +1,15 @@
 from django.urls import path, re_path
 
-from labeling import export_views, finalize_views, gold_views, review_views, views, workers_views
+from labeling import (
+    api_views,
+    export_views,
+    finalize_views,
+    gold_views,
+    review_views,
+    try_views,
+    views,
+    workers_views,
+)
 
 app_name = "labeling"
 
@@ -52,4 +61,8 @@ urlpatterns = [
     path("jobs/<int:pk>/gold/", gold_views.job_gold_set, name="job_gold_set"),
     path("policies/<int:policy_id>/compare/", gold_views.version_compare, name="version_compare"),
     path("policies/<int:policy_id>/settings/", gold_views.policy_settings, name="policy_settings"),
+    # c-live: the Try box and API keys
+    path("try/", try_views.try_run, name="try"),
+    path("api-keys/", api_views.apikey_list, name="apikey_list"),
+    path("api-keys/<int:pk>/revoke/", api_views.apikey_revoke, name="apikey_revoke"),
 ]

@@ -204,23 +204,31 @@ class CeleryWorkers:
         )
 
 
-def _point_app_at(app: Any, url: str, options: dict[str, Any]) -> Callable[[], None]:
-    """Send this process's tasks to the test broker; returns the undo."""
-    old = (app.conf.broker_url, app.conf.broker_transport_options)
+def _point_app_at(
+    app: Any, url: str, options: dict[str, Any], result_backend: str = ""
+) -> Callable[[], None]:
+    """Send this process's tasks to the test broker (and read live answers from the workers'
+    result backend); returns the undo."""
+    old = (app.conf.broker_url, app.conf.broker_transport_options, app.conf.result_backend)
 
     def reset_pool() -> None:
+        import threading
+
         from kombu import pools
 
         pools.reset()  # kombu keeps producer pools in a global registry
         app._pool = None
         app.amqp._producer_pool = None
+        app._backend_cache = None  # the result backend, per thread or shared
+        app._local = threading.local()
 
     app.conf.broker_url = url
     app.conf.broker_transport_options = options
+    app.conf.result_backend = result_backend or old[2]
     reset_pool()
 
     def undo() -> None:
-        app.conf.broker_url, app.conf.broker_transport_options = old
+        app.conf.broker_url, app.conf.broker_transport_options, app.conf.result_backend = old
         reset_pool()
 
     return undo
@@ -282,7 +290,7 @@ def celery_workers(
 
             redis.Redis.from_url(REDIS_URL).flushdb()
             env.update(CELERY_BROKER_URL=REDIS_URL, DATABASE_URL=database_url)
-            stack.callback(_point_app_at(app, REDIS_URL, {}))
+            stack.callback(_point_app_at(app, REDIS_URL, {}, REDIS_URL))
         else:
             broker = tmp / "broker"
             options = {
@@ -299,7 +307,9 @@ def celery_workers(
             # writes behind the tests' backs (tests/labeling/test_workers.py turns them on).
             gpu_env["COPE_HEARTBEAT_SECONDS"] = "0"
             env.pop("DATABASE_URL", None)
-            stack.callback(_point_app_at(app, "filesystem://", options))
+            (broker / "results").mkdir(parents=True, exist_ok=True)
+            results = f"file://{broker / 'results'}"
+            stack.callback(_point_app_at(app, "filesystem://", options, results))
         workers = CeleryWorkers(
             tmp, env, gpu_env, redis_url=REDIS_URL if vendor == "postgresql" else ""
         )

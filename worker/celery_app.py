@@ -3,7 +3,7 @@
 Start one worker process per GPU, consuming only the ``gpu`` queue; ``celery_worker_argv()``
 returns the command line, the one entry point that ``bin/run-studio`` and docker compose use::
 
-    celery -A worker.celery_app worker -Q gpu --concurrency 1 --prefetch-multiplier 1 \\
+    celery -A worker.celery_app worker -Q gpu_live,gpu --concurrency 1 --prefetch-multiplier 1 \\
         --without-gossip --without-mingle -l info
 
 Why this shape, so that a worker whose process dies comes back whatever the model's load time:
@@ -37,9 +37,11 @@ from worker.contract import (
     DESCRIBE_TASK,
     GENERATE_TWIN_TASK,
     GPU_QUEUE,
+    LIVE_QUEUE,
     RECORD_CHUNK_TASK,
     RECORD_TWIN_TASK,
     SCORE_CHUNK_TASK,
+    SCORE_LIVE_TASK,
 )
 
 TASK_ROUTES: dict[str, dict[str, str]] = {
@@ -48,7 +50,10 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     DESCRIBE_TASK: {"queue": GPU_QUEUE},
     RECORD_CHUNK_TASK: {"queue": DEFAULT_QUEUE},
     RECORD_TWIN_TASK: {"queue": DEFAULT_QUEUE},
+    SCORE_LIVE_TASK: {"queue": LIVE_QUEUE},  # c-live: consumed before GPU_QUEUE
 }
+# c-live: the queues a model worker consumes, in the order it looks at them (-Q).
+WORKER_QUEUES = f"{LIVE_QUEUE},{GPU_QUEUE}"
 
 
 def celery_settings(config: WorkerConfig) -> dict[str, Any]:
@@ -60,12 +65,14 @@ def celery_settings(config: WorkerConfig) -> dict[str, Any]:
         # With late acks an unacked task is redelivered after the visibility timeout: keep it
         # above the hard time limit so a long chunk is not handed to a second worker.
         transport_options = {"visibility_timeout": max(3600, 2 * config.task_time_limit)}
+        # c-live: look at the queues in -Q order (gpu_live first), not in turns.
+        transport_options["queue_order_strategy"] = "priority"
     result_backend = config.effective_result_backend()
     if result_backend and result_backend.startswith("file://"):
         from pathlib import Path
 
         Path(result_backend.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
-    return {
+    settings: dict[str, Any] = {
         "broker_url": config.broker_url,
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
@@ -87,11 +94,16 @@ def celery_settings(config: WorkerConfig) -> dict[str, Any]:
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_proc_alive_timeout": float(config.model_load_timeout),
     }
+    if config.uses_filesystem_broker:
+        from worker.broker import TRANSPORT
+
+        settings["broker_transport"] = TRANSPORT  # c-live: strict queue order (gpu_live first)
+    return settings
 
 
 def make_app(config: WorkerConfig | None = None) -> Celery:
     config = WorkerConfig.from_env() if config is None else config
-    app = Celery("cope_worker", include=["worker.tasks"])
+    app = Celery("cope_worker", include=["worker.tasks", "worker.live"])
     app.conf.update(celery_settings(config))
     app.cope_config = config  # what the tasks in this process run with
     return app
@@ -106,7 +118,7 @@ def celery_worker_argv(*, solo: bool = False, loglevel: str = "info") -> list[st
         "worker.celery_app",
         "worker",
         "-Q",
-        GPU_QUEUE,
+        WORKER_QUEUES,
         "--concurrency",
         "1",
         "--prefetch-multiplier",

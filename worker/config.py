@@ -98,6 +98,8 @@ class WorkerConfig:
     # e-jobs: how long a new pool process may take to load the model before Celery gives up on
     # it (``worker_proc_alive_timeout``); a real CoPE model takes minutes.
     model_load_timeout: int = 1800
+    # c-live: how often a worker looks for messages on the filesystem broker (Redis pushes).
+    broker_poll_seconds: float = 0.05
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerConfig:
@@ -145,6 +147,7 @@ class WorkerConfig:
             heartbeat_seconds=env_float("COPE_HEARTBEAT_SECONDS", 10.0, e, minimum=0.0),
             heartbeat_file=env_str("COPE_HEARTBEAT_FILE", "", e),
             model_load_timeout=env_int("COPE_MODEL_LOAD_TIMEOUT", 1800, e, minimum=10),
+            broker_poll_seconds=env_float("COPE_BROKER_POLL_SECONDS", 0.05, e, minimum=0.005),
         )
 
     @property
@@ -169,6 +172,7 @@ class WorkerConfig:
             "control_folder": str(control),
             "processed_folder": str(processed),
             "store_processed": False,
+            "polling_interval": self.broker_poll_seconds,
         }
 
     def effective_result_backend(self) -> str | None:
@@ -223,6 +227,7 @@ class WorkerConfig:
             "COPE_HEARTBEAT_SECONDS": self.heartbeat_seconds,
             "COPE_HEARTBEAT_FILE": self.heartbeat_file,
             "COPE_MODEL_LOAD_TIMEOUT": self.model_load_timeout,
+            "COPE_BROKER_POLL_SECONDS": self.broker_poll_seconds,
         }
 
 
@@ -274,4 +279,5 @@ ENV_VARS: tuple[str, ...] = (
     "COPE_HEARTBEAT_SECONDS",
     "COPE_HEARTBEAT_FILE",
     "COPE_MODEL_LOAD_TIMEOUT",
+    "COPE_BROKER_POLL_SECONDS",
 )

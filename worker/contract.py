@@ -239,3 +239,73 @@ class Heartbeat:
             sent_at=float(data["sent_at"]),
             weak=bool(data.get("weak", False)),
         )
+
+
+# Live scoring (c-live): the Try box and the labeling API ------------------------------------
+# A live request waits for its answer, so it has its own queue that every model worker consumes
+# *first* (``-Q gpu_live,gpu``): it jumps ahead of bulk chunks instead of queueing behind them.
+# Its result comes back through the Celery result backend (Redis, or files next to the
+# filesystem broker), never as a database write: nothing of it is stored as a job.
+SCORE_LIVE_TASK = "worker.score_live"  # queue "gpu_live": LiveRequest -> LiveResult (returned)
+LIVE_QUEUE = "gpu_live"
+
+
+@dataclass(frozen=True)
+class LiveRequest:
+    """Score ``contents`` under one ``policy`` now; the caller waits for the ``LiveResult``."""
+
+    policy: str
+    contents: list[str]
+    contract: int = CONTRACT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LiveRequest:
+        _check_version(data)
+        contents = data["contents"]
+        if not isinstance(contents, list):
+            raise ContractError("contents must be a list of strings")
+        return cls(policy=str(data["policy"]), contents=[str(c) for c in contents])
+
+
+@dataclass(frozen=True)
+class LiveOutcome:
+    """One content's answer: label and p(1), or an error. ``too_long`` marks an item over the
+    model's token budget (it was not truncated, and not scored)."""
+
+    label: int | None
+    p1: float | None
+    error: str = ""
+    too_long: bool = False
+
+
+@dataclass(frozen=True)
+class LiveResult:
+    outcomes: list[LiveOutcome]  # in the order of the request's contents; empty on ``error``
+    worker: WorkerInfo
+    model_seconds: float
+    error: str = ""  # the whole request failed (the scorer did not load, say)
+    contract: int = CONTRACT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LiveResult:
+        _check_version(data)
+        return cls(
+            outcomes=[
+                LiveOutcome(
+                    label=None if o["label"] is None else int(o["label"]),
+                    p1=None if o["p1"] is None else float(o["p1"]),
+                    error=str(o.get("error", "")),
+                    too_long=bool(o.get("too_long", False)),
+                )
+                for o in data["outcomes"]
+            ],
+            worker=WorkerInfo.from_dict(data["worker"]),
+            model_seconds=float(data["model_seconds"]),
+            error=str(data.get("error", "")),
+        )

@@ -1,0 +1,145 @@
+"""API keys: create (shown once), revoke, authenticate, rate-limit.
+
+A key is ``cope_<8 characters>_<43 characters>``: 32 random bytes after a short prefix that
+identifies it on pages. Only SHA-256 of the whole key is stored. A slow password hash (PBKDF2,
+argon2) protects *guessable* secrets; a 256-bit random key cannot be guessed however fast the
+hash, and a slow hash would cost every API request tens of milliseconds. Looking the hash up
+through a unique index also means no key is compared byte by byte in Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from labeling.models import ApiKey
+
+KEY_PREFIX = "cope_"
+# ``last_used_at`` is written at most this often per key: a write on every request would cost
+# each API call a transaction (and on SQLite, the database's one write lock).
+LAST_USED_EVERY = timedelta(minutes=1)
+READ, LABEL = "read", "label"
+SCOPES = (READ, LABEL)
+# The admin role's own permission: admins create and revoke keys for anyone.
+ADMIN_PERM = "policies.finalize_version"
+# The permission a key's owner needs for each scope, now and at every request.
+SCOPE_PERMS = {READ: "policies.view_policy", LABEL: "labeling.add_job"}
+
+
+class ApiKeyError(ValueError):
+    """A key cannot be created or changed; the message is shown to the user."""
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def allowed_scopes(user: Any) -> list[str]:
+    """The scopes ``user``'s role allows: read for every role, label for authors and admins."""
+    if not user.is_active:
+        return []
+    return [scope for scope in SCOPES if user.has_perm(SCOPE_PERMS[scope])]
+
+
+@dataclass(frozen=True)
+class NewKey:
+    api_key: ApiKey
+    secret: str  # the whole key: shown once, never stored
+
+
+def create_key(*, owner: Any, name: str, scopes: list[str], by: Any) -> NewKey:
+    """Create a key for ``owner`` (``by`` is the owner, or an admin)."""
+    if by.pk != owner.pk and not by.has_perm(ADMIN_PERM):
+        raise ApiKeyError("Only an admin can create a key for someone else.")
+    wanted = [s for s in SCOPES if s in scopes]
+    if not wanted:
+        raise ApiKeyError("Choose at least one scope.")
+    refused = [s for s in wanted if s not in allowed_scopes(owner)]
+    if refused:
+        raise ApiKeyError(
+            f"{owner.get_username()}'s role does not allow the {', '.join(refused)} scope."
+        )
+    name = name.strip()
+    if not name:
+        raise ApiKeyError("Give the key a name, e.g. the service that will use it.")
+    prefix = secrets.token_hex(4)
+    secret = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    api_key = ApiKey.objects.create(
+        name=name[:100],
+        owner=owner,
+        prefix=f"{KEY_PREFIX}{prefix}",
+        key_hash=hash_key(secret),
+        can_read=READ in wanted,
+        can_label=LABEL in wanted,
+        created_by=by,
+    )
+    return NewKey(api_key=api_key, secret=secret)
+
+
+def revoke_key(*, api_key: ApiKey, by: Any) -> bool:
+    """Revoke a key; returns whether this call revoked it (a revoked key stays revoked)."""
+    with transaction.atomic():
+        return bool(
+            ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(
+                revoked_at=timezone.now(), revoked_by=by
+            )
+        )
+
+
+def keys_for(user: Any, *, everyone: bool = False) -> QuerySet[ApiKey]:
+    keys = ApiKey.objects.select_related("owner", "created_by", "revoked_by")
+    return keys if everyone else keys.filter(owner=user)
+
+
+def authenticate(key: str) -> ApiKey | None:
+    """The active key ``key`` is, with its active owner; None for anything else. One query."""
+    if not key.startswith(KEY_PREFIX) or len(key) > 200:
+        return None
+    api_key = (
+        ApiKey.objects.select_related("owner")
+        .filter(key_hash=hash_key(key), revoked_at__isnull=True, owner__is_active=True)
+        .first()
+    )
+    if api_key is None:
+        return None
+    now = timezone.now()
+    if api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_EVERY:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+    return api_key
+
+
+def has_scope(api_key: ApiKey, scope: str) -> bool:
+    """The key carries ``scope`` and its owner's role still allows it."""
+    granted = api_key.can_read if scope == READ else api_key.can_label
+    return granted and api_key.owner.has_perm(SCOPE_PERMS[scope])
+
+
+def rate_limit(api_key: ApiKey) -> int | None:
+    """Count one request; None when allowed, else the seconds until the next window.
+
+    A fixed window per key in the Django cache: ``COPE_API_RATE_LIMIT`` requests per
+    ``COPE_API_RATE_WINDOW`` seconds.
+    """
+    window = int(settings.COPE_API_RATE_WINDOW)
+    now = timezone.now().timestamp()
+    slot = int(now // window)
+    cache_key = f"cope:api-rate:{api_key.pk}:{slot}"
+    cache.add(cache_key, 0, timeout=window + 1)
+    try:
+        count = cache.incr(cache_key)
+    except ValueError:  # evicted between add and incr
+        cache.set(cache_key, 1, timeout=window + 1)
+        count = 1
+    if count <= int(settings.COPE_API_RATE_LIMIT):
+        return None
+    return max(1, int((slot + 1) * window - now + 0.999))

@@ -1,0 +1,125 @@
+"""Measure the labeling API: one-item and 64-item requests, and its overhead over model time.
+
+``python manage.py bench_api`` creates a policy with a finalized version (the demo hate-speech
+policy) and an API key in the configured database, starts a real model worker subprocess on a
+temporary broker (the embedded default's filesystem broker, or ``--broker redis``) and the web
+app under gunicorn (``--port``), then sends ``--n`` one-item and ``--n-batch`` 64-item
+``POST /api/v1/label`` requests over HTTP after a warm-up. Prints one JSON object: p50/p95 of the
+client's latency, of the worker's model time (reported in each answer) and of their difference,
+the API's own overhead (HTTP, key check, rate limit, broker, result backend). Everything it
+created is deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand, CommandParser
+from django.utils import timezone
+
+from labeling import api_keys
+from labeling.management.commands._live_bench import REPO, BrokerSetup, percentiles
+from labeling.management.commands.bench_try import CONTENTS, texts
+from policies.models import Policy, Version
+from policies.roles import AUTHOR, ensure_roles
+
+GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+
+
+class Command(BaseCommand):
+    help = "p50/p95 of one-item and 64-item API label requests and the API's overhead."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--n", type=int, default=100)
+        parser.add_argument("--n-batch", type=int, default=20)
+        parser.add_argument("--broker", choices=["filesystem", "redis"], default="filesystem")
+        parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/8")
+        parser.add_argument("--port", type=int, default=17201)
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        text, _twin = texts()
+        ensure_roles()
+        user = get_user_model().objects.create_user(username=f"bench-api-{os.getpid()}")
+        user.groups.add(Group.objects.get(name=AUTHOR))
+        policy = Policy.objects.create(name=f"Bench API {os.getpid()}", created_by=user)
+        Version.objects.create(
+            policy=policy, number=1, text=text, author=user, finalized_at=timezone.now()
+        )
+        secret = api_keys.create_key(owner=user, name="bench", scopes=["label"], by=user).secret
+        try:
+            with BrokerSetup(opts["broker"], opts["redis_url"]) as setup:
+                report = self._run(setup, secret, policy.slug, opts)
+        finally:
+            policy.delete()
+            user.delete()
+        self.stdout.write(json.dumps(report))
+
+    def _run(self, setup: BrokerSetup, secret: str, slug: str, opts: dict[str, Any]) -> Any:
+        env = {**setup.env(), "COPE_API_RATE_LIMIT": "1000000"}
+        env.setdefault("DJANGO_SECRET_KEY", settings.SECRET_KEY)
+        argv = [GUNICORN, "cope_studio.wsgi", "--bind", f"127.0.0.1:{opts['port']}"]
+        argv += ["--workers", "2", "--threads", "4", "--log-level", "warning"]
+        server = subprocess.Popen(argv, cwd=REPO, env=env)
+        base = f"http://127.0.0.1:{opts['port']}"
+        try:
+            with httpx.Client(base_url=base, timeout=60) as client:
+                self._wait_up(client)
+                headers = {"Authorization": f"Bearer {secret}"}
+
+                def call(contents: list[str]) -> tuple[float, float, float]:
+                    body = {"policy": slug, "contents": contents}
+                    started = time.perf_counter()
+                    response = client.post("/api/v1/label", json=body, headers=headers)
+                    seconds = time.perf_counter() - started
+                    if response.status_code != 200:
+                        raise RuntimeError(f"{response.status_code}: {response.text}")
+                    timing = response.json()["timing"]
+                    return seconds, timing["model_ms"] / 1000, timing["total_ms"] / 1000
+
+                for _ in range(5):
+                    call(CONTENTS[:1])
+                    call((CONTENTS * 8)[:64])
+                one = [call([CONTENTS[i % len(CONTENTS)]]) for i in range(opts["n"])]
+                batch = [call((CONTENTS * 8)[:64]) for _ in range(opts["n_batch"])]
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=20)
+        return {
+            "benchmark": "bench_api",
+            "broker": setup.kind,
+            "backend": os.environ.get("COPE_BACKEND", "embedding"),
+            "database": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
+            "one_item": self._summary(one),
+            "batch_64": self._summary(batch),
+        }
+
+    @staticmethod
+    def _summary(rows: list[tuple[float, float, float]]) -> dict[str, Any]:
+        return {
+            "latency": percentiles([r[0] for r in rows]),
+            "model_time": percentiles([r[1] for r in rows]),
+            "overhead_latency_minus_model": percentiles([r[0] - r[1] for r in rows]),
+            "server_total_minus_model": percentiles([r[2] - r[1] for r in rows]),
+        }
+
+    @staticmethod
+    def _wait_up(client: httpx.Client) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                client.get("/api/v1/openapi.json")
+                return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError("the web server did not start")
