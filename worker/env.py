@@ -122,7 +122,7 @@ def env_choice(
 ) -> str:
     value = (_raw(name, environ) or default).lower()
     if value not in choices:
-        raise EnvError(f"{name}={value!r} is not one of: {', '.join(choices)}.")
+        raise EnvError(f"{name}={value!r} is not valid; use one of: {', '.join(choices)}.")
     return value
 
 

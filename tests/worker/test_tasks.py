@@ -22,6 +22,7 @@ from worker.contract import (
     DESCRIBE_TASK,
     GENERATE_TWIN_TASK,
     RECORD_CHUNK_TASK,
+    RECORD_HEARTBEAT_TASK,
     RECORD_TWIN_TASK,
     SCORE_CHUNK_TASK,
     ScoreItem,
@@ -160,6 +161,8 @@ def next_result(sender: Celery, worker: RunningWorker, timeout: float = 90) -> t
                 except queue.Empty:
                     continue
                 message.ack()
+                if message.headers["task"] == RECORD_HEARTBEAT_TASK:
+                    continue  # the worker's heartbeats share the queue (worker.heartbeat)
                 args, kwargs, _embed = message.payload
                 return str(message.headers["task"]), args[0]
         finally:
