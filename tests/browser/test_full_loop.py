@@ -106,9 +106,10 @@ CHANGE_NOTE = "Name-calling counts; an addressee ('you') is a Target (from job r
 
 
 @pytest.fixture(autouse=True)
-def data_dir(settings: Any, tmp_path: Path) -> Path:
-    settings.DATA_DIR = tmp_path
-    return tmp_path
+def data_dir(settings: Any, celery_workers: Any) -> Path:
+    # The import runs in the web-side worker: uploads go where it reads them.
+    settings.DATA_DIR = Path(celery_workers.env["COPE_DATA_DIR"])
+    return settings.DATA_DIR
 
 
 def _switch_user(page: Any, login: Any, user: Any) -> Any:
@@ -218,7 +219,7 @@ def test_import_label_review_revise_rerun_and_finalize(
     page.wait_for_selector("#import-report")
     sample_set = SampleSet.objects.get(name="Loop posts")
     assert sample_set.item_count == len(ITEMS) == sample_set.items.count()
-    assert f"Imported {len(ITEMS)} items" in page.inner_text("body")
+    assert f"{len(ITEMS)} items imported" in page.inner_text("#import-report")
 
     # 2. A binocular job on v1; progress arrives by polling until the job has finished.
     job1 = _run_job_and_watch(page, live_server, v1, sample_set)

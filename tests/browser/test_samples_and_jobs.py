@@ -22,11 +22,13 @@ CSV = (
 
 
 @pytest.fixture(autouse=True)
-def data_dir(settings: Any, tmp_path: Path) -> Path:
-    settings.DATA_DIR = tmp_path
-    return tmp_path
+def data_dir(settings: Any, celery_workers: Any) -> Path:
+    # The import runs in the web-side worker: uploads go where it reads them.
+    settings.DATA_DIR = Path(celery_workers.env["COPE_DATA_DIR"])
+    return settings.DATA_DIR
 
 
+@pytest.mark.django_db(transaction=True)
 def test_import_csv_preview_confirm_report(
     live_server: Any, login: Any, author: Any, screenshot: Any, tmp_path: Path
 ) -> None:
@@ -43,7 +45,8 @@ def test_import_csv_preview_confirm_report(
     screenshot("sample-import-preview")
     page.fill("#id_name", "Browser posts")
     page.click("#confirm-form button[type=submit]")
-    page.wait_for_selector("#import-report")
+    # The page shows the import's progress and reloads itself once the worker is done.
+    page.wait_for_selector("#import-report", timeout=60_000)
     report = page.inner_text("#import-report")
     assert "1 empty row skipped: rows 3" in report
     assert "p1 → p1~2" in report
