@@ -56,7 +56,8 @@ bench: $(STAMP)
 	DJANGO_SECRET_KEY=bench DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py migrate -v0
 	DJANGO_SECRET_KEY=bench DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_import --items 100000
 	DJANGO_SECRET_KEY=bench DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_queue --labels 1000000
-	DJANGO_SECRET_KEY=bench HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_job --items 2000
+	DJANGO_SECRET_KEY=bench HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) CELERY_BROKER_URL=$(REDIS_URL) \
+	  $(BIN)/python manage.py bench_job --items 10000
 
 clean:
 	rm -rf $(VENV) var artifacts

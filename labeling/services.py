@@ -115,10 +115,18 @@ def chunks_in_flight() -> int:
     return int(settings.COPE_CHUNKS_IN_FLIGHT)
 
 
+# Web-side seconds spent on a job after its last counters update (sending chunks after a
+# commit, finishing), added to ``bookkeeping_seconds`` by the job's next update in this process
+# rather than by an UPDATE and a commit of their own for each chunk.
+_unrecorded: dict[int, float] = {}
+
+
 def _add_bookkeeping(job_id: int, started: float) -> None:
-    Job.objects.filter(pk=job_id).update(
-        bookkeeping_seconds=F("bookkeeping_seconds") + (time.perf_counter() - started)
-    )
+    _unrecorded[job_id] = _unrecorded.get(job_id, 0.0) + time.perf_counter() - started
+
+
+def _take_bookkeeping(job_id: int, started: float) -> float:
+    return _unrecorded.pop(job_id, 0.0) + time.perf_counter() - started
 
 
 # Starting and preparing ---------------------------------------------------------------------
@@ -231,9 +239,13 @@ def prepare_job(job_id: int) -> bool:
             ],
             batch_size=2000,
         )
-        row.update(item_count=len(item_ids), chunk_count=len(slices), prepared_at=now)
         _claim_next_chunks(job_id)
-        _add_bookkeeping(job_id, started)
+        row.update(
+            item_count=len(item_ids),
+            chunk_count=len(slices),
+            prepared_at=now,
+            bookkeeping_seconds=F("bookkeeping_seconds") + _take_bookkeeping(job_id, started),
+        )
     return True
 
 
@@ -274,7 +286,7 @@ def _send_chunks(job_id: int, chunk_ids: list[int]) -> int:
     for the chunks, one for their items. A broker that refuses is logged, not raised: the
     chunks look lost to the periodic resume, which sends them again. Returns how many went."""
     started = time.perf_counter()
-    texts = Job.objects.filter(pk=job_id).values("text_a", "text_b").first()
+    texts = Job.objects.filter(pk=job_id).values_list("text_a", "text_b").first()
     if texts is None:
         return 0
     chunks = list(
@@ -283,7 +295,8 @@ def _send_chunks(job_id: int, chunk_ids: list[int]) -> int:
         .values_list("pk", "side", "item_ids", "attempts")
     )
     wanted = {i for _, _, ids, _ in chunks for i in ids}
-    item_texts = dict(Item.objects.filter(pk__in=wanted).values_list("pk", "text"))
+    # order_by(): Item's default ordering would join the sample set for nothing.
+    item_texts = dict(Item.objects.filter(pk__in=wanted).order_by().values_list("pk", "text"))
     sent = 0
     try:
         for pk, side, item_ids, attempts in chunks:
@@ -291,7 +304,7 @@ def _send_chunks(job_id: int, chunk_ids: list[int]) -> int:
                 job_id=job_id,
                 chunk_id=pk,
                 side=side,
-                policy=texts["text_a"] if side == Side.A else texts["text_b"],
+                policy=texts[0] if side == Side.A else texts[1],
                 items=[ScoreItem(i, item_texts[i]) for i in item_ids if i in item_texts],
                 attempt=max(1, attempts),  # the worker gives up on a chunk that kills it
             )
@@ -485,10 +498,12 @@ def record_chunk_result(result: ScoreResult) -> RecordOutcome:
                 device=worker.device[:100],
                 weak_backend=worker.weak or worker.backend == "embedding",
             )
-        Job.objects.filter(pk=result.job_id).update(**counters)
         _claim_next_chunks(result.job_id)
+        counters["bookkeeping_seconds"] = F("bookkeeping_seconds") + _take_bookkeeping(
+            result.job_id, started
+        )
+        Job.objects.filter(pk=result.job_id).update(**counters)
         finished = maybe_finish_job(result.job_id)
-        _add_bookkeeping(result.job_id, started)
     return RecordOutcome("failed" if result.error else "recorded", finished=finished)
 
 
@@ -502,7 +517,9 @@ def maybe_finish_job(job_id: int) -> bool:
     The job row is locked before the chunks are counted, so a retry cannot put a chunk back in
     the queue between the count and the finish (it waits for the lock, then reopens the job).
     """
-    with transaction.atomic():
+    started = time.perf_counter()
+    # No savepoint: inside ``record_chunk_result`` a failure here rolls the whole result back.
+    with transaction.atomic(savepoint=False):
         status = (
             Job.objects.select_for_update().filter(pk=job_id).values("status", "frozen_at").first()
         )
@@ -544,7 +561,11 @@ def maybe_finish_job(job_id: int) -> bool:
         )
         carry_over_decisions(job_id=job_id)  # reruns do not ask twice
         Job.objects.filter(pk=job_id).update(
-            status=final, finished_at=timezone.now(), stats=stats, error=error
+            status=final,
+            finished_at=timezone.now(),
+            stats=stats,
+            error=error,
+            bookkeeping_seconds=F("bookkeeping_seconds") + _take_bookkeeping(job_id, started),
         )
     return True
 

@@ -1,4 +1,4 @@
-"""Re-send the queued chunks of active jobs that no worker has answered for a while."""
+"""Re-send the lost chunks of active jobs: sent, unanswered, in no queue and with no worker."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from labeling.services import resume_stalled_jobs
 
 class Command(BaseCommand):
     help = (
-        "Re-send chunks still queued whose message was sent more than --minutes ago (after a "
-        "broker restart or a lost worker). Safe to repeat: results are recorded once."
+        "Re-send chunks sent more than --minutes ago that no queue and no model worker holds "
+        "(after a broker restart or a lost worker). Safe to repeat: results are recorded once."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
