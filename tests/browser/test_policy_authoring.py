@@ -73,13 +73,19 @@ def test_author_writes_versions_with_live_lint_twin_and_diff(
     expect(page.locator("#twin")).to_contain_text("written by hand")
     expect(page.get_by_role("button", name="Generate twin")).to_be_disabled()
     screenshot("policy-version")
+    # A copy of the text (but for case) is refused, and the typed text is kept.
+    copy = POLICY_TEXT.upper()
+    page.fill(".twin-form textarea", copy)
+    page.get_by_role("button", name="Save twin").click()
+    expect(page.locator(".twin-form .form-errors")).to_contain_text("identical to the primary text")
+    expect(page.locator(".twin-form textarea")).to_have_value(copy)  # nothing lost
+    # A different structure is saved, with the difference shown beside the twin.
     broken = TWIN_TEXT.replace("- Statements threatening to hurt a **Target**.\n", "")
     page.fill(".twin-form textarea", broken)
     page.get_by_role("button", name="Save twin").click()
-    expect(page.locator(".twin-form .form-errors")).to_contain_text(
+    expect(page.locator("#twin .twin-warnings")).to_contain_text(
         "2 Includes criteria in the primary text, 1 in the twin"
     )
-    expect(page.locator(".twin-form textarea")).to_have_value(broken)  # nothing lost
     page.fill(".twin-form textarea", TWIN_TEXT.replace("Name-calling", "Insulting names"))
     page.get_by_role("button", name="Save twin").click()
     expect(page.locator(".msg.success")).to_contain_text("Twin saved")
