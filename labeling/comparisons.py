@@ -129,7 +129,7 @@ def compare_versions(*, policy: Any, left: Version, right: Version) -> VersionCo
     counts = rows.values("gold", "label", "r_label").annotate(n=Count("id")).order_by()
     left_counts: dict[tuple[str | None, int | None], int] = {}
     right_counts: dict[tuple[str | None, int | None], int] = {}
-    pair = {(1, 1): 0, (1, 0): 0, (0, 1): 0, (0, 0): 0}
+    pair: dict[tuple[int | None, int | None], int] = {(1, 1): 0, (1, 0): 0, (0, 1): 0, (0, 0): 0}
     no_gold = undecidable = common = 0
     for row in counts:
         g, lab, rlab, n = row["gold"], row["label"], row["r_label"], row["n"]

@@ -267,12 +267,16 @@ def gold_context(job: Job) -> dict[str, Any]:
                 else f"B ({comparisons.side_b_name(job)})",
                 "s": s,
                 "lists": [
-                    ("fp", fps, s.score.fp, "false positives (said 1, gold 0)"),
-                    ("fn", fns, s.score.fn, "false negatives (said 0, gold 1)"),
+                    ("fp", fps, s.score.fp, f"false positive{_s(s.score.fp)} (said 1, gold 0)"),
+                    ("fn", fns, s.score.fn, f"false negative{_s(s.score.fn)} (said 0, gold 1)"),
                 ],
             }
         )
     return {"gold": report, "gold_sides": sides, "few_gold": FEW_GOLD, **compare_context(job)}
+
+
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"
 
 
 def compare_context(job: Job) -> dict[str, Any]:
