@@ -16,8 +16,15 @@ pytestmark = [
     pytest.mark.usefixtures("celery_workers"),
 ]
 
-WORKER_TIMEOUT_MS = 60_000
+WORKER_TIMEOUT_MS = 150_000
 ABUSE = "You are a worthless idiot, Sam, and everyone hates you."
+
+
+@pytest.fixture(autouse=True)
+def _patient(settings: Any) -> None:
+    settings.COPE_LIVE_TIMEOUT = 120.0  # a loaded test machine; the 503 test sets its own
+
+
 CALM = "Lovely weather in Lisbon today."
 HOSTILE = '<img src=x onerror="window.pwned=1"> you pathetic loser Alex'
 # A twin that flips the label of weather talk, so A and B disagree on CALM.

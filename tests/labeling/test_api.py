@@ -19,6 +19,13 @@ from tests.labeling.conftest import make_version
 
 LABEL = "/api/v1/label"
 ABUSE = "You are a worthless idiot, Sam, and everyone hates you."
+
+
+@pytest.fixture(autouse=True)
+def _patient(settings: Any) -> None:
+    settings.COPE_LIVE_TIMEOUT = 120.0  # a loaded test machine; the 503 test sets its own
+
+
 CALM = "Lovely weather in Lisbon today."
 
 

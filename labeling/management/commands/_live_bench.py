@@ -75,6 +75,7 @@ class BrokerSetup:
         argv = [CELERY, "-A", "worker.celery_app", "worker", "-Q", "gpu_live,gpu"]
         argv += ["--concurrency", "1", "--prefetch-multiplier", "1", "--without-gossip"]
         argv += ["--without-mingle", "--without-heartbeat", "-n", f"bench-{self.kind}@%h"]
+        argv += ["-l", "info"]  # "ready." is logged at info
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 argv, cwd=REPO, env=self.env(), stdout=out, stderr=subprocess.STDOUT
@@ -82,6 +83,7 @@ class BrokerSetup:
         deadline = time.monotonic() + 180
         while " ready." not in self.log.read_text(errors="replace"):
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
                 raise RuntimeError(self.log.read_text(errors="replace")[-3000:])
             time.sleep(0.2)
         self._point_app()
