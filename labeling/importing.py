@@ -629,6 +629,9 @@ def _parquet_file(path: Path) -> Any:
         expanding = set()
         for i in range(meta.num_row_groups):
             group = meta.row_group(i)
+            if group.num_columns != meta.num_columns:
+                # pyarrow aborts the process (not an exception) on such a row group's columns.
+                raise ValueError("a row group's columns do not match the schema")
             for j in range(group.num_columns):
                 chunk = group.column(j)
                 if chunk.path_in_schema in texts and chunk.has_dictionary_page:
