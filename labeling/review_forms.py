@@ -86,6 +86,22 @@ class DecisionForm(forms.Form):
         return self.cleaned_data["note"].strip()
 
 
+class ReuseForm(forms.Form):
+    """The `r` key: repeat an earlier decision as it was (label, wording, quote and note)."""
+
+    reused = forms.ModelChoiceField(queryset=Decision.objects.all(), widget=forms.HiddenInput)
+
+    def decision_data(self) -> dict[str, Any]:
+        earlier = self.cleaned_data["reused"]
+        return {
+            "label": earlier.label,
+            "wording": earlier.wording,
+            "quote": earlier.quote,
+            "note": earlier.note,
+            "reused": earlier,
+        }
+
+
 class NotesPageForm(forms.Form):
     """Which page of the review notes: a page of clauses, or one clause's decisions."""
 

@@ -27,7 +27,13 @@ from labeling.review import (
     unskip_tasks,
 )
 from labeling.review_diff import wording_diff
-from labeling.review_forms import DecisionForm, NotesPageForm, QueueFilterForm, SkipForm
+from labeling.review_forms import (
+    DecisionForm,
+    NotesPageForm,
+    QueueFilterForm,
+    ReuseForm,
+    SkipForm,
+)
 
 QUEUE = "labeling/review_queue.html"
 NOTES = "labeling/review_notes.html"
@@ -112,7 +118,11 @@ def _after_action(request: HttpRequest, notice: str = "") -> HttpResponse:
 @require_POST
 def review_submit(request: HttpRequest, task_id: int) -> HttpResponse:
     task = _held_task(request, task_id)
-    form = DecisionForm(request.POST)
+    if "reused" in request.POST and "label" not in request.POST:
+        reuse = ReuseForm(request.POST)
+        form = DecisionForm(reuse.decision_data() if reuse.is_valid() else request.POST)
+    else:
+        form = DecisionForm(request.POST)
     if not form.is_valid():
         scope = QueueFilterForm(request.GET or None).scope()
         context = _queue_context(request, scope, task, form)

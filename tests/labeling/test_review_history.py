@@ -360,3 +360,24 @@ def test_submit_without_reuse_records_no_provenance(author: Any, reviewer: Any) 
     task = claim_next_task(reviewer=reviewer)
     decision = submit_decision(task=task, reviewer=reviewer, label="1", wording="a")
     assert decision.carried_from is None
+
+
+def test_reuse_button_posts_only_the_earlier_decision(author: Any, reviewer: Any) -> None:
+    job = make_job(author=author, mismatches=[(1, 0.9, 0.1)])
+    earlier = decide(claim_next_task(reviewer=reviewer), reviewer, label="u", quote="q", note="n")
+    again = rerun(job, author, text_a=POLICY_TEXT + "\nchanged\n")
+    client = client_for(reviewer)
+    html = client.get(reverse("labeling:queue"), {"job": again.pk}, **HTMX).content.decode()
+    task = again.review_tasks.get()
+    assert 'id="reuse-form"' in html and html.count('name="label"') == 3  # the radios only
+
+    response = client.post(
+        reverse("labeling:review_submit", args=[task.pk]) + f"?job={again.pk}",
+        {"reused": earlier.pk},
+        **HTMX,
+    )
+
+    assert response.status_code == 200 and "All mismatches reviewed" in response.content.decode()
+    reused = Decision.objects.get(task=task)
+    assert (reused.label, reused.wording, reused.quote, reused.note) == ("u", "a", "q", "n")
+    assert reused.carried_from == earlier
