@@ -265,8 +265,9 @@ CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND") or (
     if CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
     else ""
 )
-# Seconds a Try or an API call waits for a model worker before it says none answered.
-COPE_LIVE_TIMEOUT = env_float("COPE_LIVE_TIMEOUT", 30.0, minimum=1.0)
+# Seconds a Try or an API call waits for a model worker before it says none answered. Keep it
+# below the web server's own request timeout (gunicorn's --timeout, 30 s by default).
+COPE_LIVE_TIMEOUT = env_float("COPE_LIVE_TIMEOUT", 20.0, minimum=1.0)
 COPE_TRY_MAX_ITEMS = env_int("COPE_TRY_MAX_ITEMS", 50, minimum=1)
 COPE_API_MAX_BATCH = env_int("COPE_API_MAX_BATCH", 256, minimum=1)
 # Requests per API key per window (fixed window, counted in the Django cache).

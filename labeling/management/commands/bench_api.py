@@ -31,6 +31,7 @@ from django.utils import timezone
 from labeling import api_keys
 from labeling.management.commands._live_bench import REPO, BrokerSetup, percentiles
 from labeling.management.commands.bench_try import CONTENTS, texts
+from labeling.models import ApiKey
 from policies.models import Policy, Version
 from policies.roles import AUTHOR, ensure_roles
 
@@ -61,6 +62,7 @@ class Command(BaseCommand):
             with BrokerSetup(opts["broker"], opts["redis_url"]) as setup:
                 report = self._run(setup, secret, policy.slug, opts)
         finally:
+            ApiKey.objects.filter(owner=user).delete()
             policy.delete()
             user.delete()
         self.stdout.write(json.dumps(report))
@@ -69,11 +71,11 @@ class Command(BaseCommand):
         env = {**setup.env(), "COPE_API_RATE_LIMIT": "1000000"}
         env.setdefault("DJANGO_SECRET_KEY", settings.SECRET_KEY)
         argv = [GUNICORN, "cope_studio.wsgi", "--bind", f"127.0.0.1:{opts['port']}"]
-        argv += ["--workers", "2", "--threads", "4", "--log-level", "warning"]
+        argv += ["--workers", "2", "--threads", "4", "--log-level", "warning", "--timeout", "600"]
         server = subprocess.Popen(argv, cwd=REPO, env=env)
         base = f"http://127.0.0.1:{opts['port']}"
         try:
-            with httpx.Client(base_url=base, timeout=60) as client:
+            with httpx.Client(base_url=base, timeout=600) as client:
                 self._wait_up(client)
                 headers = {"Authorization": f"Bearer {secret}"}
 
