@@ -130,3 +130,5 @@ TEXTS = [
     "borderline joke",
     "the committee's report was thorough",
 ]
+# The same without the item that fails: a job on these succeeds (one on TEXTS ends partial).
+LABELED_TEXTS = [t for t in TEXTS if "LONG" not in t]

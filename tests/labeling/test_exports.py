@@ -20,7 +20,8 @@ from labeling.models import Decision, GoldLabel, Item, Job, ReviewStatus, Review
 from policies import services as policy_services
 from policies.bundle import BundleError, import_bundle
 from policies.models import Policy, Version
-from tests.labeling.conftest import TEXTS, make_sample_set
+from tests.labeling.conftest import LABELED_TEXTS as TEXTS
+from tests.labeling.conftest import make_sample_set
 from tests.labeling.test_freeze import real_version, run_job
 from tests.policies.real_policies import SINGLE_LABEL_POLICY, SINGLE_LABEL_TWIN
 
@@ -82,7 +83,7 @@ def test_bundle_carries_every_version_and_the_deciding_evidence(finalized: Versi
     assert v2["text"] == finalized.text and v2["twin_text"] == finalized.twin_text
     assert v2["parent_number"] == 1 and v2["author"] == "ada_author"
     evidence = v2["finalize_evidence"]
-    assert evidence["sample_set"]["name"] == "Sample" and evidence["items"] == 10
+    assert evidence["sample_set"]["name"] == "Sample" and evidence["items"] == len(TEXTS) + 2
     assert evidence["backend"] == "fake" and evidence["model_revision"] == "1"
     assert evidence["agreement"]["kappa"] is not None and evidence["agreement"]["ci_low"] < 1
     assert evidence["reviewed_mismatches"] == 2
@@ -127,7 +128,7 @@ def test_csv_of_the_deciding_job_streams_and_defuses_formulas(
     assert response.status_code == 200 and response.streaming
     body = b"".join(response.streaming_content).decode()
     rows = list(csv.reader(io.StringIO(body)))
-    assert rows[0][:4] == ["item_id", "external_id", "text", "label_a"] and len(rows) == 11
+    assert rows[0][:4] == ["item_id", "external_id", "text", "label_a"] and len(rows) == len(TEXTS) + 3
     column = {name: i for i, name in enumerate(rows[0])}
     contents = [r[column["text"]] for r in rows[1:]]
     assert '\'=HYPERLINK("http://evil")' in contents and "'@SUM(1)" in contents

@@ -17,7 +17,8 @@ from labeling.finalize import NotReady, finalize, finalize_readiness
 from labeling.models import ChunkStatus, Job, JobChunk, JobStatus, Label, ReviewStatus, ReviewTask
 from labeling.tasks import record_chunk
 from policies.models import Policy, TwinOrigin, Version
-from tests.labeling.conftest import TEXTS, fake_result, make_sample_set
+from tests.labeling.conftest import LABELED_TEXTS as TEXTS
+from tests.labeling.conftest import fake_result, make_sample_set
 from tests.policies.real_policies import SINGLE_LABEL_POLICY, SINGLE_LABEL_TWIN
 
 
