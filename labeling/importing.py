@@ -1539,7 +1539,8 @@ def begin_import(
     """Create the sample set as ``importing`` and send ``labeling.run_import`` once committed.
 
     Costs the same whatever the file's size: the task reads it."""
-    from labeling.tasks import run_import as task
+    from cope_studio.celery import app
+    from labeling.tasks import RUN_IMPORT_TASK
 
     if upload.token:  # the confirm button pressed twice: one import per upload
         existing = SampleSet.objects.filter(import_options__token=upload.token).first()
@@ -1554,7 +1555,11 @@ def begin_import(
             status=SampleSetStatus.IMPORTING,
             options=options,
         )
-        transaction.on_commit(lambda: task.delay(sample_set.pk))
+        # By name through the web side's app, like every other send: ``task.delay`` would go
+        # through whichever Celery app is "current" in this process (the model worker's, once
+        # ``worker.celery_app`` is imported), and so to its broker.
+        pk = sample_set.pk
+        transaction.on_commit(lambda: app.send_task(RUN_IMPORT_TASK, args=[pk], queue="default"))
     return sample_set
 
 
