@@ -255,6 +255,9 @@ INSTALLED_APPS += ["ninja"]
 COPE_BROKER_POLL_SECONDS = env_float("COPE_BROKER_POLL_SECONDS", 0.05, minimum=0.005)
 if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS["polling_interval"] = COPE_BROKER_POLL_SECONDS
+# Review queue counts stop at this many (shown as "1000+"): counting the whole history would
+# grow with it.
+COPE_QUEUE_COUNT_CAP = env_int("COPE_QUEUE_COUNT_CAP", 1000, minimum=10)
 # Live answers come back through a result backend, the same one the model workers write to (see
 # worker.config.WorkerConfig.effective_result_backend): files next to the filesystem broker, or
 # the Redis broker itself.

@@ -53,6 +53,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -1637,7 +1638,7 @@ def clean_abandoned_imports(*, stale_after: float | None = None) -> dict[str, in
     than the task time limit (their worker died and the task is not coming back), and
     delete uploads nobody imported within ``UPLOAD_TTL_SECONDS``."""
     limit = stale_after if stale_after is not None else settings.CELERY_TASK_TIME_LIMIT + 60
-    cutoff = timezone.now() - timezone.timedelta(seconds=limit)
+    cutoff = timezone.now() - timedelta(seconds=limit)
     stale = list(
         SampleSet.objects.filter(
             status=SampleSetStatus.IMPORTING, progress_at__lt=cutoff

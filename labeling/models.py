@@ -421,6 +421,8 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.state})"
+
+
 # b-gold: comparisons, evaluation set, gold sources and policy settings audit -----------------
 
 

@@ -346,7 +346,7 @@ def queue_counts(scope: QueueFilter, *, cap: int | None = None) -> QueueCounts:
     the partial indexes that hold only live work, so those counts cost what the live queue
     holds; the resolved history is counted only up to the cap.
     """
-    cap = int(cap or getattr(settings, "COPE_QUEUE_COUNT_CAP", 1_000))
+    cap = int(cap or settings.COPE_QUEUE_COUNT_CAP)
     now = timezone.now()
     tasks = scope.apply(ReviewTask.objects.all())
     open_, expired, claimed, resolved, carried = _capped_counts(

@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -447,7 +448,9 @@ def record_chunk_result(result: ScoreResult) -> RecordOutcome:
                 error=result.error[:5000],
                 model_seconds=result.model_seconds,
             )
-            outcomes = {i: (None, None, result.error[:2000]) for i in item_ids}
+            outcomes: dict[int, tuple[int | None, float | None, str]] = {
+                i: (None, None, result.error[:2000]) for i in item_ids
+            }
             done, errors, failed = 0, len(item_ids), 1
         else:
             JobChunk.objects.filter(pk=result.chunk_id, status=was).update(
@@ -744,9 +747,7 @@ def _resend(lost: list[tuple[int, int, str, list[int], Any, int]], *, count: boo
                     sent_at=timezone.now(),
                     attempts=F("attempts") + 1 if count else F("attempts"),
                 )
-                transaction.on_commit(
-                    lambda job_id=job_id, again=again: _send_chunks(job_id, again)
-                )
+                transaction.on_commit(partial(_send_chunks, job_id, again))
             resent += len(again)
             if spent:
                 _claim_next_chunks(job_id)

@@ -128,7 +128,9 @@ def test_csv_of_the_deciding_job_streams_and_defuses_formulas(
     assert response.status_code == 200 and response.streaming
     body = b"".join(response.streaming_content).decode()
     rows = list(csv.reader(io.StringIO(body)))
-    assert rows[0][:4] == ["item_id", "external_id", "text", "label_a"] and len(rows) == len(TEXTS) + 3
+    assert (
+        rows[0][:4] == ["item_id", "external_id", "text", "label_a"] and len(rows) == len(TEXTS) + 3
+    )
     column = {name: i for i, name in enumerate(rows[0])}
     contents = [r[column["text"]] for r in rows[1:]]
     assert '\'=HYPERLINK("http://evil")' in contents and "'@SUM(1)" in contents
