@@ -55,7 +55,10 @@ bench: $(STAMP)
 	psql -h 127.0.0.1 -U postgres -qc 'CREATE DATABASE $(BENCH_DB)' 2>/dev/null || true
 	DJANGO_SECRET_KEY=bench DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py migrate -v0
 	DJANGO_SECRET_KEY=bench DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_import --items 100000
-	DJANGO_SECRET_KEY=bench DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_queue --labels 1000000
+	DJANGO_SECRET_KEY=bench DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_queue --labels 100000,1000000
+	DJANGO_SECRET_KEY=bench DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_items --items 100000
+	DJANGO_SECRET_KEY=bench HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_try --redis-url $(REDIS_URL)
+	DJANGO_SECRET_KEY=bench HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_api
 	DJANGO_SECRET_KEY=bench HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) CELERY_BROKER_URL=$(REDIS_URL) \
 	  $(BIN)/python manage.py bench_job --items 10000
 

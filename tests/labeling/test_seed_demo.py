@@ -217,3 +217,23 @@ def test_seed_ships_gold_labels_and_an_evaluation_set() -> None:
     )
     side_a = job_gold_report(job).sides["A"]
     assert side_a.score.n == sample_set.item_count and side_a.score.f1 == 1.0
+
+
+@pytest.mark.django_db
+def test_start_jobs_queues_one_first_job_per_demo_policy_once(
+    sent: list, django_capture_on_commit_callbacks: Any
+) -> None:
+    """``make run`` seeds with --start-jobs: one job of v1 on the demo samples per policy, whose
+    chunks are sent at once, and none again on the next run."""
+    from labeling.models import Job
+
+    with django_capture_on_commit_callbacks(execute=True):
+        out = _seed(start_jobs=True)
+    jobs = list(Job.objects.select_related("version", "sample_set"))
+    assert len(jobs) == len(DEMO_POLICIES) and out.count("Queued job #") == len(DEMO_POLICIES)
+    assert {j.version.number for j in jobs} == {1}
+    assert all(j.sample_size is None and j.item_count == j.sample_set.item_count for j in jobs)
+    assert {r["job_id"] for r in sent} == {j.pk for j in jobs}
+    with django_capture_on_commit_callbacks(execute=True):
+        again = _seed(start_jobs=True)
+    assert Job.objects.count() == len(DEMO_POLICIES) and "Queued job #" not in again

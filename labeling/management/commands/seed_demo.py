@@ -110,6 +110,12 @@ class Command(BaseCommand):
             default=DEFAULT_PASSWORD,
             help=f"Password for newly created demo users (default: {DEFAULT_PASSWORD}).",
         )
+        parser.add_argument(
+            "--start-jobs",
+            action="store_true",
+            help="Queue a first binocular job of each demo policy that has none (make run does, "
+            "so a newcomer sees agreement and precision/recall/F1 once the workers start).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         password: str = options["password"]
@@ -140,6 +146,10 @@ class Command(BaseCommand):
                     f"Evaluation set of “{demo.name}”: its demo samples, {gold} with a gold label "
                     "(the expected_label column): run a job to see precision, recall and F1."
                 )
+            if options["start_jobs"]:
+                job = _ensure_first_job(demo, author)
+                if job is not None:
+                    self.stdout.write(f"Queued job #{job.pk}: v1 of “{demo.name}” on its samples.")
         self.stdout.write(self.style.SUCCESS("Demo data ready. Sign in as:"))
         for spec in DEMO_USERS:
             shown = password if spec.username in new_users else "(existing user, unchanged)"
@@ -218,3 +228,21 @@ def _ensure_evaluation_set(demo: DemoPolicy) -> int | None:
     if not created:
         return None
     return sample_set.items.filter(expected_label__isnull=False).count()
+
+
+def _ensure_first_job(demo: DemoPolicy, author: Any) -> Any:
+    """Queue v1 × the demo samples when the policy has no job yet (the workers pick it up when
+    they start); the job, or None if one existed or something is missing."""
+    from labeling.models import Job
+    from labeling.services import start_job
+
+    policy = Policy.objects.filter(name=demo.name).first()
+    sample_set = SampleSet.objects.filter(name=demo.sample_set_name).first()
+    if policy is None or sample_set is None or not sample_set.is_ready:
+        return None
+    if Job.objects.filter(version__policy=policy).exists():
+        return None
+    version = policy.versions.order_by("number").first()
+    if version is None or not version.has_twin:
+        return None
+    return start_job(version=version, sample_set=sample_set, sample_size=None, by=author)
