@@ -7,6 +7,7 @@ worker in ``bin/run-studio``, the ``beat`` service in ``docker-compose.yml``) ru
 """
 
 import os
+from pathlib import Path
 
 from celery import Celery
 
@@ -15,3 +16,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cope_studio.settings")
 app = Celery("cope_studio")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# Live answers (Try, the API) come back through the result backend; on the embedded default that
+# is a folder next to the filesystem broker, which Celery needs to exist before the first send.
+_results = str(app.conf.result_backend or "")
+if _results.startswith("file://"):
+    Path(_results.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
