@@ -17,8 +17,15 @@ app = Celery("cope_studio")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
-# Live answers (Try, the API) come back through the result backend; on the embedded default that
-# is a folder next to the filesystem broker, which Celery needs to exist before the first send.
+# The embedded default's folders must exist before the first send (seed_demo queues jobs before
+# any worker started): the filesystem broker's message folders, and the result backend's folder
+# that live answers (Try, the API) come back through.
+_folders = [
+    str(app.conf.broker_transport_options.get(key) or "")
+    for key in ("data_folder_in", "data_folder_out", "control_folder", "processed_folder")
+]
 _results = str(app.conf.result_backend or "")
 if _results.startswith("file://"):
-    Path(_results.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    _folders.append(_results.removeprefix("file://"))
+for _folder in filter(None, _folders):
+    Path(_folder).mkdir(parents=True, exist_ok=True)
