@@ -214,7 +214,10 @@ def test_earlier_decision_lookup_and_claim_use_indexes(author: Any, reviewer: An
     with CaptureQueriesContext(connection) as queries:
         claim_next_task(reviewer=author, job=task.job)  # holds nothing yet: walks the queue
     claim_sql = [q["sql"] for q in queries.captured_queries if "SKIP LOCKED" in q["sql"]]
-    assert claim_sql and "review_open_job" in _plan(claim_sql[-1], None)
+    # One of the partial indexes that hold only open tasks (which one is the planner's choice on
+    # a table this small); never a walk over every task ever made.
+    claim_plan = _plan(claim_sql[-1], None) if claim_sql else ""
+    assert "review_open_job" in claim_plan or "review_open_id" in claim_plan, claim_plan
 
 
 def test_long_content_is_cut_on_the_card_and_whole_on_demand(author: Any, reviewer: Any) -> None:

@@ -34,6 +34,7 @@ from labeling.management.commands.bench_try import CONTENTS, texts
 from labeling.models import ApiKey
 from policies.models import Policy, Version
 from policies.roles import AUTHOR, ensure_roles
+from worker.config import WorkerConfig
 
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 
@@ -100,7 +101,7 @@ class Command(BaseCommand):
         return {
             "benchmark": "bench_api",
             "broker": setup.kind,
-            "backend": os.environ.get("COPE_BACKEND", "embedding"),
+            "backend": WorkerConfig.from_env().backend,
             "database": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
             "one_item": self._summary(one),
             "batch_64": self._summary(batch),

@@ -583,7 +583,7 @@ class Command(BaseCommand):
             else 0,
             "think_ms": options["think_ms"],
             "server": f"gunicorn {options['workers']} workers x {options['threads']} threads",
-            "conn_max_age": os.environ.get("DATABASE_CONN_MAX_AGE", "0")
+            "conn_max_age": str(settings.DATABASES["default"].get("CONN_MAX_AGE", 0))
             if options["conn_max_age"] is None
             else str(options["conn_max_age"]),
             "measured_seconds": round(elapsed, 1),
