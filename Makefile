@@ -50,16 +50,18 @@ format: $(STAMP)
 # Benchmarks print one JSON object each. They use their own PostgreSQL database (BENCH_DB).
 BENCH_DB ?= cope_bench
 BENCH_URL = postgresql://postgres@127.0.0.1:5432/$(BENCH_DB)
+# The benchmarks serve pages with gunicorn, which refuses a short (weak) secret key.
+BENCH_KEY = bench-only-key-not-a-secret-0123456789abcdefghijklmnopqrstuvwxyz
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m worker.bench --json
 	psql -h 127.0.0.1 -U postgres -qc 'CREATE DATABASE $(BENCH_DB)' 2>/dev/null || true
-	DJANGO_SECRET_KEY=bench DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py migrate -v0
-	DJANGO_SECRET_KEY=bench DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_import --items 100000
-	DJANGO_SECRET_KEY=bench DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_queue --labels 100000,1000000
-	DJANGO_SECRET_KEY=bench DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_items --items 100000
-	DJANGO_SECRET_KEY=bench HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_try --redis-url $(REDIS_URL)
-	DJANGO_SECRET_KEY=bench HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_api
-	DJANGO_SECRET_KEY=bench HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) CELERY_BROKER_URL=$(REDIS_URL) \
+	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py migrate -v0
+	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_import --items 100000
+	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_queue --labels 100000,1000000
+	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_items --items 100000
+	DJANGO_SECRET_KEY=$(BENCH_KEY) HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_try --redis-url $(REDIS_URL)
+	DJANGO_SECRET_KEY=$(BENCH_KEY) HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_api
+	DJANGO_SECRET_KEY=$(BENCH_KEY) HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) CELERY_BROKER_URL=$(REDIS_URL) \
 	  $(BIN)/python manage.py bench_job --items 10000
 
 clean:
