@@ -19,10 +19,11 @@ Why this shape, so that a worker whose process dies comes back whatever the mode
 * Late acks with ``task_reject_on_worker_lost``: the chunk a dead child held goes back to the
   queue at once, and ``worker.tasks`` counts such deaths per chunk.
 
-Results never use a result backend: the worker sends them back as tasks by name to ``default``
-(``labeling.record_chunk`` / ``policies.record_twin``) which the web side writes idempotently.
-Only ``worker.describe`` stores a result (next to the broker by default) for ``inspect``-style
-calls.
+Bulk results never use a result backend: the worker sends them back as tasks by name to
+``default`` (``labeling.record_chunk`` / ``policies.record_twin``), which the web side writes
+idempotently. Only live requests (``worker.score_live``: Try and the API, on ``gpu_live``) and
+``worker.describe`` store a result (Redis, or files next to the filesystem broker), which the web
+side reads once and deletes.
 """
 
 from __future__ import annotations
