@@ -42,6 +42,7 @@ def do_import(up: Any, author: Any, **kwargs: Any) -> SampleSet:
         "text_column": preview.text_column,
         "id_column": preview.id_column,
         "label_column": preview.label_column,
+        "delimiter": preview.delimiter or None,
     }
     options.update(kwargs)
     return import_sample_set(upload=up, name="set", by=author, **options)

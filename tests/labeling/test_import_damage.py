@@ -33,29 +33,13 @@ from labeling.importing import (
 from labeling.models import Item, SampleSet, SampleSetStatus
 from tests.conftest import PASSWORD
 from tests.labeling.conftest import make_version
+from tests.labeling.test_import import do_import, upload
 
 
 @pytest.fixture(autouse=True)
 def data_dir(settings: Any, tmp_path: Path) -> Path:
     settings.DATA_DIR = tmp_path
     return tmp_path
-
-
-def upload(name: str, data: bytes | str) -> Any:
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    return store_upload(SimpleUploadedFile(name, raw))
-
-
-def do_import(up: Any, author: Any, **kwargs: Any) -> SampleSet:
-    preview = preview_upload(up)
-    options = {
-        "text_column": preview.text_column,
-        "id_column": preview.id_column,
-        "label_column": preview.label_column,
-        "delimiter": preview.delimiter or None,
-    }
-    options.update(kwargs)
-    return import_sample_set(upload=up, name="set", by=author, **options)
 
 
 def parquet_bytes(table: Any, **kwargs: Any) -> bytes:
