@@ -191,6 +191,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
+    # The model workers' transport (worker.broker): messages written and taken atomically, so
+    # a consumer never reads one half-written; both sides of the folders must use it.
+    CELERY_BROKER_TRANSPORT = "worker.broker:OrderedFilesystemTransport"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -63,6 +63,8 @@ def _filesystem_messages(channel: Any, queue: str) -> list[bytes]:
     folder = Path(channel.data_folder_in)
     messages = []
     for path in folder.glob(f"*.{queue}.msg"):
+        if path.name.startswith("."):  # still being written (worker.broker)
+            continue
         try:
             messages.append(path.read_bytes())
         except OSError:  # consumed meanwhile

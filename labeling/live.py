@@ -31,7 +31,7 @@ from worker.contract import (
 )
 
 # How often a wait looks at a file result backend (Redis answers by pub/sub instead).
-FILE_POLL_SECONDS = 0.005
+FILE_POLL_SECONDS = 0.001
 
 
 class LiveError(Exception):

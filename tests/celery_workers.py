@@ -204,12 +204,25 @@ class CeleryWorkers:
         )
 
 
+def _transport_for(url: str) -> str | None:
+    """The transport the settings pick for ``url``: the studio's own for the filesystem broker
+    (worker.broker), else the URL's."""
+    from worker.broker import TRANSPORT
+
+    return TRANSPORT if url.startswith("filesystem:") else None
+
+
 def _point_app_at(
     app: Any, url: str, options: dict[str, Any], result_backend: str = ""
 ) -> Callable[[], None]:
     """Send this process's tasks to the test broker (and read live answers from the workers'
     result backend); returns the undo."""
-    old = (app.conf.broker_url, app.conf.broker_transport_options, app.conf.result_backend)
+    old = (
+        app.conf.broker_url,
+        app.conf.broker_transport_options,
+        app.conf.result_backend,
+        app.conf.broker_transport,
+    )
 
     def reset_pool() -> None:
         import threading
@@ -225,10 +238,16 @@ def _point_app_at(
     app.conf.broker_url = url
     app.conf.broker_transport_options = options
     app.conf.result_backend = result_backend or old[2]
+    app.conf.broker_transport = _transport_for(url)
     reset_pool()
 
     def undo() -> None:
-        app.conf.broker_url, app.conf.broker_transport_options, app.conf.result_backend = old
+        (
+            app.conf.broker_url,
+            app.conf.broker_transport_options,
+            app.conf.result_backend,
+            app.conf.broker_transport,
+        ) = old
         reset_pool()
 
     return undo

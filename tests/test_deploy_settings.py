@@ -107,13 +107,14 @@ def broker_url(settings: Any) -> Any:
     """The Celery app's broker for the test, restored after."""
     from cope_studio.celery import app
 
-    old = app.conf.broker_url
+    old = app.conf.broker_url, app.conf.broker_transport
 
     def point(url: str) -> None:
         app.conf.broker_url = url
+        app.conf.broker_transport = None if not url.startswith("filesystem:") else old[1]
 
     yield point
-    app.conf.broker_url = old
+    app.conf.broker_url, app.conf.broker_transport = old
 
 
 @pytest.mark.django_db

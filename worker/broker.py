@@ -10,21 +10,90 @@ fast polling only while there is work.
   (``COPE_BROKER_POLL_SECONDS``, 50 ms: almost no CPU); for ``busy_seconds`` after a message it
   polls every ``busy_polling_interval`` (5 ms), so a Try or an API call made while people are
   working waits a few milliseconds, not fifty.
+* kombu's own filesystem channel writes a message in place and a consumer takes any file it
+  lists, so a fast poller could take a message half-written (or still empty), fail to decode it
+  and drop it: live requests were lost that way. Here a message is written under a name no
+  consumer reads and renamed into place when complete (``os.replace``, atomic within a folder),
+  and a consumer claims a message by renaming it into the processed folder (same file system,
+  atomic: of two consumers exactly one wins) before reading it.
+
+The web side's Celery app uses this transport too (``CELERY_BROKER_TRANSPORT``), so every
+sender and every consumer of the embedded default's folders follow the same protocol.
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from queue import Empty
-from time import monotonic, sleep
+from time import monotonic, sleep, time
 from typing import Any
 
+from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
+from kombu.utils.encoding import bytes_to_str, str_to_bytes
+from kombu.utils.json import dumps, loads
 
-BUSY_POLLING_INTERVAL = 0.005
+BUSY_POLLING_INTERVAL = 0.001
 BUSY_SECONDS = 30.0
 
 
+# A message being written: no consumer matches this name (it lists ``<stamp>_<id>.<queue>.msg``).
+_PARTIAL_PREFIX = ".partial-"
+
+
 class OrderedChannel(filesystem.Channel):
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+        # Wall-clock microseconds, zero-padded: names sort in send order across processes.
+        name = f"{int(time() * 1_000_000):020d}_{uuid.uuid4()}.{queue}.msg"
+        folder = self.data_folder_out
+        partial = os.path.join(folder, _PARTIAL_PREFIX + name)
+        try:
+            with open(partial, "wb") as f:
+                f.write(str_to_bytes(dumps(payload)))
+            os.replace(partial, os.path.join(folder, name))
+        except OSError as exc:
+            try:
+                os.unlink(partial)
+            except OSError:
+                pass
+            raise ChannelError(f"Cannot add message {name!r} to {folder!r}: {exc}") from exc
+
+    _claim_folder_ready = False
+
+    def _claim_folder(self) -> str:
+        """Where a consumer moves a message it takes (the processed folder, beside the
+        messages): a rename there must not fail for want of the folder."""
+        folder: str = self.processed_folder
+        if not self._claim_folder_ready:
+            os.makedirs(folder, exist_ok=True)
+            self._claim_folder_ready = True
+        return folder
+
+    def _get(self, queue: str) -> Any:
+        wanted = f"{queue}.msg"
+        folder = self.data_folder_in
+        claimed_in = self._claim_folder()
+        for name in sorted(os.listdir(folder)):
+            if name.startswith(".") or name.partition(".")[2] != wanted:
+                continue
+            claimed = os.path.join(claimed_in, name)
+            try:
+                os.rename(os.path.join(folder, name), claimed)  # atomic: one consumer wins
+            except FileNotFoundError:
+                continue  # another consumer took it
+            except OSError as exc:
+                raise ChannelError(f"Cannot claim message {name!r}: {exc}") from exc
+            try:
+                with open(claimed, "rb") as f:
+                    payload = f.read()
+                if not self.store_processed:
+                    os.unlink(claimed)
+            except OSError as exc:
+                raise ChannelError(f"Cannot read message {claimed!r}: {exc}") from exc
+            return loads(bytes_to_str(payload))
+        raise Empty()
+
     def _poll(self, cycle: Any, callback: Any, timeout: float | None = None) -> Any:
         for queue in list(self._active_queues):
             try:
