@@ -93,23 +93,32 @@ class BrokerSetup:
         from kombu import pools
 
         from cope_studio.celery import app
+        from worker.broker import TRANSPORT
         from worker.config import WorkerConfig
 
-        old = (app.conf.broker_url, app.conf.broker_transport_options, app.conf.result_backend)
+        old = (
+            app.conf.broker_url,
+            app.conf.broker_transport_options,
+            app.conf.result_backend,
+            app.conf.broker_transport,
+        )
         options: dict[str, Any] = {}
+        transport = None
         if self.kind != "redis":
             options = WorkerConfig(broker_dir=str(self.broker_dir)).filesystem_transport_options()
+            transport = TRANSPORT  # as the settings choose it for the filesystem broker
 
-        def apply(url: str, opts: dict[str, Any], backend: str) -> None:
+        def apply(url: str, opts: dict[str, Any], backend: str, kind: str | None) -> None:
             app.conf.broker_url, app.conf.broker_transport_options = url, opts
             app.conf.result_backend = backend
+            app.conf.broker_transport = kind
             pools.reset()
             app._pool = None
             app.amqp._producer_pool = None
             app._backend_cache = None
             app._local = threading.local()
 
-        apply(self.broker_url, options, self.result_backend)
+        apply(self.broker_url, options, self.result_backend, transport)
         self._undo.append(lambda: apply(*old))
 
     def __exit__(self, *exc: Any) -> None:
