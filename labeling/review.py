@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.paginator import Page, Paginator
 from django.db import connection, transaction
 from django.db.models import Case, Count, F, Min, Q, QuerySet, Value, When, Window
@@ -183,12 +184,41 @@ def claim_next_task(
 
 
 def _load(pk: int) -> ReviewTask:
-    # The job's texts are shown (as a diff); the version's copies of them are not.
-    return (
-        ReviewTask.objects.select_related("item", "job", "job__version", "policy")
-        .defer("job__version__text", "job__version__twin_text", "job__version__twin_prompt")
-        .get(pk=pk)
+    """The task with its item, job (texts included: the card shows their diff), version and
+    policy. The large tables are read by primary key, one table per query: a join of tasks
+    with items costs PostgreSQL milliseconds of planning on tables with many dead rows (it
+    probes the join keys' index ends), a lookup by key a fraction of one."""
+    task = ReviewTask.objects.get(pk=pk)
+    task.item = Item.objects.get(pk=task.item_id)
+    task.job = (
+        Job.objects.select_related("version", "version__policy")
+        .defer("version__text", "version__twin_text", "version__twin_prompt")
+        .get(pk=task.job_id)
     )
+    task.policy = task.job.version.policy
+    return task
+
+
+def _attach_tasks(decisions: list[Decision]) -> None:
+    """Give each decision its task (with item, job, version and policy) and reviewer, read by
+    primary key one table at a time (see ``_load``)."""
+    if not decisions:
+        return
+    tasks = ReviewTask.objects.in_bulk({d.task_id for d in decisions})
+    items = Item.objects.in_bulk({t.item_id for t in tasks.values()})
+    jobs = (
+        Job.objects.select_related("version", "version__policy")
+        .defer("text_a", "text_b", "version__text", "version__twin_text", "version__twin_prompt")
+        .in_bulk({t.job_id for t in tasks.values()})
+    )
+    reviewers = get_user_model().objects.in_bulk({d.reviewer_id for d in decisions})
+    for task in tasks.values():
+        task.item = items[task.item_id]
+        task.job = jobs[task.job_id]
+        task.policy = task.job.version.policy
+    for decision in decisions:
+        decision.task = tasks[decision.task_id]
+        decision.reviewer = reviewers[decision.reviewer_id]
 
 
 def _holds_valid_claim(reviewer: Any) -> Q:
@@ -407,23 +437,11 @@ def earlier_decisions(task: ReviewTask, *, limit: int = 10) -> list[Decision]:
         .order_by()
         .values_list("id", flat=True)[: _EARLIER_ITEMS * 4]
     )
-    return list(
-        Decision.objects.filter(task_id__in=task_ids)
-        .select_related("task__item", "task__job__version__policy", "reviewer")
-        .defer(*_LONG_JOB_TEXTS)
-        .order_by("-created_at", "-id")[:limit]
+    decisions = list(
+        Decision.objects.filter(task_id__in=task_ids).order_by("-created_at", "-id")[:limit]
     )
-
-
-# A job's two policy texts and its version's: up to 200,000 characters each, never needed to list
-# earlier decisions.
-_LONG_JOB_TEXTS = (
-    "task__job__text_a",
-    "task__job__text_b",
-    "task__job__version__text",
-    "task__job__version__twin_text",
-    "task__job__version__twin_prompt",
-)
+    _attach_tasks(decisions)
+    return decisions
 
 
 def reusable_decision(task: ReviewTask, earlier: list[Decision] | None = None) -> Decision | None:
@@ -558,7 +576,11 @@ def _carry_to_open_reruns(decision: Decision, task: ReviewTask) -> int:
         ReviewTask.objects.filter(
             job_id__in=same,
             status=ReviewStatus.OPEN,
-            item__content_hash=task.item.content_hash,
+            item_id__in=list(  # ids first: a join with items costs more to plan than to run
+                Item.objects.filter(content_hash=task.item.content_hash)
+                .order_by()
+                .values_list("id", flat=True)[:_CARRY_BATCH]
+            ),
         ).values_list("id", flat=True)[:_CARRY_BATCH]
     )
     return _carry([(pk, decision) for pk in open_ids])

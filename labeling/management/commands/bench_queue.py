@@ -44,6 +44,7 @@ from django.utils import timezone
 from labeling.models import (
     Decision,
     GoldLabel,
+    GoldSource,
     Item,
     Job,
     JobStatus,
@@ -427,12 +428,13 @@ class Command(BaseCommand):
         with connection.cursor() as cursor:
             cursor.execute(
                 f"INSERT INTO {_table(GoldLabel)} (policy_id, item_id, label, decision_id, "
-                "decided_by_id, updated_at) "
+                "decided_by_id, updated_at, source) "
                 "SELECT DISTINCT ON (t.item_id) t.policy_id, t.item_id, d.label, d.id, "
-                f"d.reviewer_id, now() FROM {_table(Decision)} d "
+                f"d.reviewer_id, now(), %s FROM {_table(Decision)} d "
                 f"JOIN {_table(ReviewTask)} t ON t.id = d.task_id "
                 f"WHERE t.job_id IN ({job_ids}) ORDER BY t.item_id, d.id DESC "
-                "ON CONFLICT DO NOTHING"
+                "ON CONFLICT DO NOTHING",
+                [GoldSource.REVIEW],
             )
 
     def _count(self, model: type[models.Model], history: History) -> int:
