@@ -107,8 +107,10 @@ def _candidate_ids(tasks: QuerySet[ReviewTask], reviewer_id: int, now: Any) -> I
             while True:
                 # Locks the row until our transaction ends; rows other reviewers are
                 # claiming right now are skipped rather than waited for.
+                # No ``id > 0`` on the first step: a range on the key makes PostgreSQL probe the
+                # key index's ends while planning, milliseconds once the table has dead rows.
                 pk = (
-                    group.filter(id__gt=after)
+                    (group.filter(id__gt=after) if after else group)
                     .exclude(skipped_by__contains=[reviewer_id])
                     .order_by("id")
                     .select_for_update(skip_locked=True)
@@ -124,7 +126,7 @@ def _candidate_ids(tasks: QuerySet[ReviewTask], reviewer_id: int, now: Any) -> I
         after = 0
         while True:
             rows = list(
-                group.filter(id__gt=after)
+                (group.filter(id__gt=after) if after else group)
                 .order_by("id")
                 .values_list("id", "skipped_by")[:_CANDIDATE_PAGE]
             )
