@@ -57,12 +57,18 @@ bench: $(STAMP)
 	psql -h 127.0.0.1 -U postgres -qc 'CREATE DATABASE $(BENCH_DB)' 2>/dev/null || true
 	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py migrate -v0
 	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_import --items 100000
-	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_queue --labels 100000,1000000
+	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_queue --labels 100000,1000000,5000000
 	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_items --items 100000
 	DJANGO_SECRET_KEY=$(BENCH_KEY) HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_try --redis-url $(REDIS_URL)
-	DJANGO_SECRET_KEY=$(BENCH_KEY) HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_api
+	# The API on the embedded default (SQLite and the filesystem broker, in a data folder of its
+	# own), then as deployed with PostgreSQL and Redis.
+	env -u DATABASE_URL COPE_DATA_DIR=var/bench DJANGO_SECRET_KEY=$(BENCH_KEY) $(BIN)/python manage.py migrate -v0
+	env -u DATABASE_URL COPE_DATA_DIR=var/bench DJANGO_SECRET_KEY=$(BENCH_KEY) HF_HUB_OFFLINE=1 \
+	  $(BIN)/python manage.py bench_api
+	DJANGO_SECRET_KEY=$(BENCH_KEY) HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_api \
+	  --broker redis --redis-url $(REDIS_URL)
 	DJANGO_SECRET_KEY=$(BENCH_KEY) HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) CELERY_BROKER_URL=$(REDIS_URL) \
-	  $(BIN)/python manage.py bench_job --items 10000
+	  $(BIN)/python manage.py bench_job --items 100000
 
 clean:
 	rm -rf $(VENV) var artifacts

@@ -228,6 +228,9 @@ COPE_RESUME_AFTER_SECONDS = env_int(
 # Chunks of one job sent to the model workers and not answered yet; more are sent as results
 # come back, so the broker holds a few messages per job, not the whole job. At least twice the
 # number of model workers keeps each busy with one chunk waiting behind the one it scores.
+# PostgreSQL: after a job of at least this many items, its tables' statistics are refreshed
+# (ANALYZE, a sample: a fraction of a second) so the pages reading it are planned for its size.
+COPE_ANALYZE_AFTER_ITEMS = env_int("COPE_ANALYZE_AFTER_ITEMS", 10_000, minimum=1)
 COPE_CHUNKS_IN_FLIGHT = env_int("COPE_CHUNKS_IN_FLIGHT", 8, minimum=1)
 # A chunk sent this long ago that is neither in a queue nor held by a model worker (asked over
 # the broker) is lost and sent again; see labeling.services.lost_chunks.

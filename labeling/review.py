@@ -167,7 +167,7 @@ def claim_next_task(
             ReviewTask.objects.filter(
                 pk=held.pk, status=ReviewStatus.CLAIMED, claimed_by=reviewer
             ).update(claim_expires_at=expires)
-            return _load(held.pk)
+            return load_task(held.pk)
         ReviewTask.objects.filter(status=ReviewStatus.CLAIMED, claimed_by=reviewer).update(
             status=ReviewStatus.OPEN, claimed_by=None, claim_expires_at=None
         )
@@ -181,11 +181,11 @@ def claim_next_task(
                 == 1
             )
             if claimed:
-                return _load(pk)
+                return load_task(pk)
     return None
 
 
-def _load(pk: int) -> ReviewTask:
+def load_task(pk: int) -> ReviewTask:
     """The task with its item, job (texts included: the card shows their diff), version and
     policy. The large tables are read by primary key, one table per query: a join of tasks
     with items costs PostgreSQL milliseconds of planning on tables with many dead rows (it
@@ -203,7 +203,7 @@ def _load(pk: int) -> ReviewTask:
 
 def _attach_tasks(decisions: list[Decision]) -> None:
     """Give each decision its task (with item, job, version and policy) and reviewer, read by
-    primary key one table at a time (see ``_load``)."""
+    primary key one table at a time (see ``load_task``)."""
     if not decisions:
         return
     tasks = ReviewTask.objects.in_bulk({d.task_id for d in decisions})

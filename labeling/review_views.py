@@ -6,7 +6,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
@@ -19,6 +19,7 @@ from labeling.review import (
     ReviewError,
     claim_next_task,
     earlier_decisions,
+    load_task,
     queue_counts,
     reusable_decision,
     review_notes,
@@ -101,9 +102,10 @@ def review_queue(request: HttpRequest) -> HttpResponse:
 
 def _held_task(request: HttpRequest, task_id: int) -> ReviewTask:
     require_perms(request, "labeling.add_decision")
-    return get_object_or_404(
-        ReviewTask.objects.select_related("item", "job", "job__version", "policy"), pk=task_id
-    )
+    try:
+        return load_task(task_id)  # by key, one large table per query
+    except ReviewTask.DoesNotExist:
+        raise Http404("No such review task.") from None
 
 
 def _after_action(request: HttpRequest, notice: str = "") -> HttpResponse:

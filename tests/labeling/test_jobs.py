@@ -819,3 +819,32 @@ def test_partial_job_page_says_what_each_side_lost_and_why(
     assert "4 items under A" in page and "1 item under B" in page
     assert '3 × <span class="error">&lt;b&gt;CUDA&lt;/b&gt; out of memory' in page  # escaped
     assert '1 × <span class="error">over the token budget' in page
+
+
+def test_a_finished_job_refreshes_the_planner_statistics(
+    version: Any,
+    sample_set: Any,
+    author: Any,
+    sent: list,
+    django_capture_on_commit_callbacks: Any,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Statistics taken before a job wrote its rows made PostgreSQL plan the finish as a
+    # quadratic nested loop where autoanalyze is off or behind: a large job analyzes its tables.
+    from django.db import connection
+
+    settings.COPE_ANALYZE_AFTER_ITEMS = 8
+    ran: list[tuple[int, bool]] = []
+    real = services.analyze_after_job
+    monkeypatch.setattr(
+        services, "analyze_after_job", lambda items: ran.append((items, real(items))) or True
+    )
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks(execute=True):
+        run_all(sent)
+    job.refresh_from_db()
+    assert job.finished_at is not None
+    assert ran == [(8, connection.vendor == "postgresql")]
+    settings.COPE_ANALYZE_AFTER_ITEMS = 9
+    assert real(8) is False  # a smaller job leaves the statistics alone
