@@ -77,6 +77,9 @@ INSTALLED_APPS = [
     "labeling",
 ]
 
+# Django's model backend, with a user's own and group permissions read in one query.
+AUTHENTICATION_BACKENDS = ["cope_studio.lib.auth.StudioModelBackend"]
+
 MIDDLEWARE = [
     # First: /healthz answers before host validation and the HTTPS redirect (load balancers
     # probe by IP over plain HTTP) and before sessions (no login).

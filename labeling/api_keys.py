@@ -16,10 +16,9 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import Permission
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from labeling.models import ApiKey
@@ -122,22 +121,7 @@ def authenticate(key: str) -> ApiKey | None:
 def has_scope(api_key: ApiKey, scope: str) -> bool:
     """The key carries ``scope`` and its owner's role still allows it."""
     granted = api_key.can_read if scope == READ else api_key.can_label
-    return granted and _owner_has_perm(api_key.owner, SCOPE_PERMS[scope])
-
-
-def _owner_has_perm(user: Any, perm: str) -> bool:
-    """``user.has_perm(perm)`` for the model backend in one query (Django's takes two): an API
-    request pays for it on every call, and a role taken away must count at once."""
-    if not user.is_active:
-        return False
-    if user.is_superuser:
-        return True
-    app_label, codename = perm.split(".", 1)
-    return bool(
-        Permission.objects.filter(content_type__app_label=app_label, codename=codename)
-        .filter(Q(user=user) | Q(group__user=user))
-        .exists()
-    )
+    return granted and bool(api_key.owner.has_perm(SCOPE_PERMS[scope]))
 
 
 def rate_limit(api_key: ApiKey) -> int | None:

@@ -156,21 +156,28 @@ def claim_next_task(
     now = timezone.now()
     expires = _claim_expiry()
     with transaction.atomic():
+        # What the reviewer holds (the partial index of claims; usually nothing, right after a
+        # decision): one query, then the held task is looked at only when there is one.
+        mine = list(
+            ReviewTask.objects.filter(status=ReviewStatus.CLAIMED, claimed_by=reviewer)
+            .order_by()
+            .values_list("id", "claim_expires_at")
+        )
+        valid = [pk for pk, until in mine if until is not None and until >= now]
         held = (
-            tasks.filter(
-                status=ReviewStatus.CLAIMED, claimed_by=reviewer, claim_expires_at__gte=now
-            )
-            .order_by("id")
-            .first()
+            tasks.filter(pk__in=valid).order_by("id").values_list("id", flat=True).first()
+            if valid
+            else None
         )
         if held is not None:
             ReviewTask.objects.filter(
-                pk=held.pk, status=ReviewStatus.CLAIMED, claimed_by=reviewer
+                pk=held, status=ReviewStatus.CLAIMED, claimed_by=reviewer
             ).update(claim_expires_at=expires)
-            return load_task(held.pk)
-        ReviewTask.objects.filter(status=ReviewStatus.CLAIMED, claimed_by=reviewer).update(
-            status=ReviewStatus.OPEN, claimed_by=None, claim_expires_at=None
-        )
+            return load_task(held)
+        if mine:
+            ReviewTask.objects.filter(
+                pk__in=[pk for pk, _until in mine], status=ReviewStatus.CLAIMED, claimed_by=reviewer
+            ).update(status=ReviewStatus.OPEN, claimed_by=None, claim_expires_at=None)
         for attempt, pk in enumerate(_candidate_ids(tasks, reviewer.pk, now)):
             if attempt >= _CLAIM_ATTEMPTS:
                 break
