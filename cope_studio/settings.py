@@ -77,8 +77,13 @@ INSTALLED_APPS = [
     "labeling",
 ]
 
-# Django's model backend, with a user's own and group permissions read in one query.
-AUTHENTICATION_BACKENDS = ["cope_studio.lib.auth.StudioModelBackend"]
+# Django's model backend, with a user's own and group permissions read in one query. Django's
+# own stays listed after it: sessions made before record it as their backend and stay valid
+# (it reuses the permissions ours read, so it adds no query).
+AUTHENTICATION_BACKENDS = [
+    "cope_studio.lib.auth.StudioModelBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 MIDDLEWARE = [
     # First: /healthz answers before host validation and the HTTPS redirect (load balancers
@@ -195,8 +200,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
     }
     # The model workers' transport (worker.broker): messages written and taken atomically, so
-    # a consumer never reads one half-written; both sides of the folders must use it.
+    # a consumer never reads one half-written; both sides of the folders must use it. The
+    # bookkeeping worker needs no millisecond polling (nobody waits on it in a request).
     CELERY_BROKER_TRANSPORT = "worker.broker:OrderedFilesystemTransport"
+    CELERY_BROKER_TRANSPORT_OPTIONS["busy_polling_interval"] = 0.01
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

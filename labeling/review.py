@@ -222,12 +222,24 @@ def _attach_tasks(decisions: list[Decision]) -> None:
     )
     reviewers = get_user_model().objects.in_bulk({d.reviewer_id for d in decisions})
     for task in tasks.values():
-        task.item = items[task.item_id]
-        task.job = jobs[task.job_id]
-        task.policy = task.job.version.policy
-    for decision in decisions:
+        if task.item_id in items and task.job_id in jobs:
+            task.item = items[task.item_id]
+            task.job = jobs[task.job_id]
+            task.policy = task.job.version.policy
+    # A row deleted between these reads (a job deleted meanwhile) drops its decision, as a
+    # join would have.
+    kept = [
+        d
+        for d in decisions
+        if d.task_id in tasks
+        and d.reviewer_id in reviewers
+        and tasks[d.task_id].item_id in items
+        and tasks[d.task_id].job_id in jobs
+    ]
+    for decision in kept:
         decision.task = tasks[decision.task_id]
         decision.reviewer = reviewers[decision.reviewer_id]
+    decisions[:] = kept
 
 
 def _holds_valid_claim(reviewer: Any) -> Q:
@@ -586,7 +598,12 @@ def _carry_to_open_reruns(decision: Decision, task: ReviewTask) -> int:
             job_id__in=same,
             status=ReviewStatus.OPEN,
             item_id__in=list(  # ids first: a join with items costs more to plan than to run
-                Item.objects.filter(content_hash=task.item.content_hash)
+                Item.objects.filter(
+                    content_hash=task.item.content_hash,
+                    sample_set_id__in=list(
+                        Job.objects.filter(pk__in=same).values_list("sample_set_id", flat=True)
+                    ),
+                )
                 .order_by()
                 .values_list("id", flat=True)[:_CARRY_BATCH]
             ),

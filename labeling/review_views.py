@@ -6,6 +6,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ObjectDoesNotExist
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -104,7 +105,7 @@ def _held_task(request: HttpRequest, task_id: int) -> ReviewTask:
     require_perms(request, "labeling.add_decision")
     try:
         return load_task(task_id)  # by key, one large table per query
-    except ReviewTask.DoesNotExist:
+    except ObjectDoesNotExist:  # the task, or its job or item, deleted meanwhile
         raise Http404("No such review task.") from None
 
 

@@ -50,3 +50,13 @@ def test_a_role_taken_away_counts_at_once_and_inactive_users_hold_nothing() -> N
     assert not _fresh(user).has_perm("labeling.add_decision")
     boss = get_user_model().objects.create_superuser(username="perm-boss", password="x")
     assert _fresh(boss).has_perm("labeling.delete_job")
+
+
+def test_sessions_made_with_djangos_backend_stay_logged_in(client: Any) -> None:
+    # Sessions from before this backend record Django's; a deploy must not log everyone out.
+    ensure_roles()
+    user = get_user_model().objects.create_user(username="perm-old-session")
+    user.groups.add(Group.objects.get(name=REVIEWER))
+    client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+    response = client.get("/labeling/review/")
+    assert response.status_code == 200 and response.wsgi_request.user == user

@@ -78,10 +78,18 @@ class OrderedChannel(filesystem.Channel):
             if name.startswith(".") or name.partition(".")[2] != wanted:
                 continue
             claimed = os.path.join(claimed_in, name)
+            source = os.path.join(folder, name)
             try:
-                os.rename(os.path.join(folder, name), claimed)  # atomic: one consumer wins
+                os.rename(source, claimed)  # atomic: one consumer wins
             except FileNotFoundError:
-                continue  # another consumer took it
+                if not os.path.exists(source):
+                    continue  # another consumer took it
+                # The processed folder went away (cleaned up by hand): make it again.
+                os.makedirs(claimed_in, exist_ok=True)
+                try:
+                    os.rename(source, claimed)
+                except FileNotFoundError:
+                    continue
             except OSError as exc:
                 raise ChannelError(f"Cannot claim message {name!r}: {exc}") from exc
             try:

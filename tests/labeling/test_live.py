@@ -118,6 +118,23 @@ def test_filesystem_broker_never_hands_out_a_half_written_message(tmp_path: Path
     assert _lost_messages(TRANSPORT, tmp_path / "o", "whole-o", 150) == (150, 0)
 
 
+def test_a_removed_processed_folder_is_made_again(tmp_path: Path) -> None:
+    import shutil
+
+    queue = Queue("again", Exchange("again", "direct"), routing_key="again")
+    options = _options(tmp_path)
+    with Connection("filesystem://", transport=TRANSPORT, transport_options=options) as c:
+        producer = Producer(c.default_channel)
+        producer.publish({"n": 1}, exchange=queue.exchange, routing_key="again", declare=[queue])
+        got: list[int] = []
+        with Consumer(c, queues=[queue], callbacks=[lambda b, m: (got.append(b["n"]), m.ack())]):
+            c.drain_events(timeout=5)
+            shutil.rmtree(options["processed_folder"])  # someone cleaned up by hand
+            producer.publish({"n": 2}, exchange=queue.exchange, routing_key="again")
+            c.drain_events(timeout=5)
+    assert got == [1, 2]
+
+
 def test_worker_settings_put_the_live_queue_first() -> None:
     redis = celery_settings(WorkerConfig(broker_url="redis://127.0.0.1:6379/9"))
     assert redis["broker_transport_options"]["queue_order_strategy"] == "priority"

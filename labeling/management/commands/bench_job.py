@@ -64,6 +64,12 @@ class Command(BaseCommand):
         parser.add_argument("--broker", default="", help="default: CELERY_BROKER_URL")
         parser.add_argument("--timeout", type=float, default=3600.0)
         parser.add_argument("--keep", action="store_true", help="keep the job and its rows")
+        parser.add_argument(
+            "--start-only",
+            action="store_true",
+            help="time only the job-start request (the run form's POST, through the real view) "
+            "on a set of --items items, five times, and cancel what it started",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         broker = options["broker"] or settings.CELERY_BROKER_URL
@@ -79,7 +85,17 @@ class Command(BaseCommand):
         redis.Redis.from_url(broker).flushdb()
         app.conf.broker_url = broker
         app.conf.broker_transport_options = {}
+        app.conf.broker_transport = None  # the URL's (settings may name the filesystem one)
         version, sample_set, policy = self._data(options["items"])
+        if options["start_only"]:
+            try:
+                self.stdout.write(json.dumps(self._start_requests(version, sample_set)))
+            finally:
+                Job.objects.filter(version=version).delete()
+                sample_set.delete()
+                policy.delete()
+                redis.Redis.from_url(broker).flushdb()
+            return
         tmp = Path(tempfile.mkdtemp(prefix="bench_job-"))
         env = {**os.environ, "CELERY_BROKER_URL": broker, "DATABASE_URL": _database_url()}
         env.setdefault("HF_HUB_OFFLINE", "1")
@@ -159,6 +175,41 @@ class Command(BaseCommand):
             sample_set.delete()
             policy.delete()
         self.stdout.write(json.dumps(out))
+
+    def _start_requests(self, version: Version, sample_set: SampleSet) -> dict[str, Any]:
+        """The run form's POST as an author sends it, timed over HTTP through the real view:
+        what the person waits for before the job page (sampling and sending continue as tasks
+        on the ``default`` queue, not run here)."""
+        from django.contrib.auth.models import Group
+        from django.test import Client
+        from django.urls import reverse
+
+        from policies.roles import AUTHOR, ensure_roles
+
+        ensure_roles()
+        version.author.groups.add(Group.objects.get(name=AUTHOR))
+        client = Client(HTTP_HOST="127.0.0.1")
+        client.force_login(version.author)
+        url = reverse("labeling:job_start", args=[version.pk])
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            response = client.post(url, {"sample_set": sample_set.pk})
+            times.append((time.perf_counter() - started) * 1000)
+            if response.status_code not in (200, 302):
+                raise CommandError(f"the run form answered {response.status_code}")
+            for job in Job.objects.filter(version=version, status__in=services.ACTIVE):
+                services.cancel_job(job)
+        times.sort()
+        return {
+            "benchmark": "job_start_request",
+            "items": sample_set.item_count,
+            "requests": len(times),
+            "p50_ms": round(times[len(times) // 2], 1),
+            "max_ms": round(times[-1], 1),
+            "database": connection.vendor,
+            "broker": "redis",
+        }
 
     def _data(self, n: int) -> tuple[Version, SampleSet, Policy]:
         with (DEMO / "samples" / "harassment-bullying.csv").open(encoding="utf-8") as fh:
