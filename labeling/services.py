@@ -256,15 +256,21 @@ def prepare_job(job_id: int) -> bool:
 def _claim_next_chunks(job_id: int) -> int:
     """Mark the job's next unsent chunks sent, up to ``COPE_CHUNKS_IN_FLIGHT`` in flight, and
     send them once committed. The caller holds the job row's lock. Returns how many."""
-    pending = JobChunk.objects.filter(job_id=job_id, status=ChunkStatus.QUEUED)
-    free = chunks_in_flight() - pending.filter(sent_at__isnull=False).count()
-    if free <= 0:
-        return 0
-    picked = list(
-        pending.filter(sent_at__isnull=True)
-        .order_by("index", "side")
-        .values_list("pk", flat=True)[:free]
-    )
+    table = JobChunk._meta.db_table
+    window = chunks_in_flight()
+    with connection.cursor() as cursor:
+        # The window's free places and the next unsent chunks to fill them, in one query.
+        cursor.execute(
+            f"""
+            SELECT id FROM {table}
+            WHERE job_id = %s AND status = %s AND sent_at IS NULL
+            ORDER BY "index", side
+            LIMIT (SELECT CASE WHEN COUNT(*) < %s THEN %s - COUNT(*) ELSE 0 END FROM {table}
+                   WHERE job_id = %s AND status = %s AND sent_at IS NOT NULL)
+            """,
+            [job_id, ChunkStatus.QUEUED, window, window, job_id, ChunkStatus.QUEUED],
+        )
+        picked = [int(row[0]) for row in cursor.fetchall()]
     if picked:
         JobChunk.objects.filter(pk__in=picked).update(
             sent_at=timezone.now(), attempts=F("attempts") + 1
@@ -506,14 +512,19 @@ def record_chunk_result(result: ScoreResult) -> RecordOutcome:
             result.job_id, started
         )
         Job.objects.filter(pk=result.job_id).update(**counters)
-        finished = maybe_finish_job(result.job_id)
+        status_now = (
+            JobStatus.RUNNING
+            if not active or job["status"] == JobStatus.QUEUED
+            else str(job["status"])
+        )
+        finished = maybe_finish_job(result.job_id, locked_status=status_now)
     return RecordOutcome("failed" if result.error else "recorded", finished=finished)
 
 
 # Finishing ----------------------------------------------------------------------------------
 
 
-def maybe_finish_job(job_id: int) -> bool:
+def maybe_finish_job(job_id: int, *, locked_status: str | None = None) -> bool:
     """Finish the job when no chunk is queued: succeeded if every item has a label under both
     wordings, partial if some do, failed if none does.
 
@@ -523,13 +534,22 @@ def maybe_finish_job(job_id: int) -> bool:
     started = time.perf_counter()
     # No savepoint: inside ``record_chunk_result`` a failure here rolls the whole result back.
     with transaction.atomic(savepoint=False):
-        status = (
-            Job.objects.select_for_update().filter(pk=job_id).values("status", "frozen_at").first()
-        )
-        if status is None or status["status"] != JobStatus.RUNNING:
-            return False
-        if status["frozen_at"] is not None:
-            return False  # a frozen job's stats and review tasks never change
+        if locked_status is not None:
+            # The caller holds the job row's lock and has read it (not frozen) in this
+            # transaction: its status is known.
+            if locked_status != JobStatus.RUNNING:
+                return False
+        else:
+            status = (
+                Job.objects.select_for_update()
+                .filter(pk=job_id)
+                .values("status", "frozen_at")
+                .first()
+            )
+            if status is None or status["status"] != JobStatus.RUNNING:
+                return False
+            if status["frozen_at"] is not None:
+                return False  # a frozen job's stats and review tasks never change
         if JobChunk.objects.filter(job_id=job_id, status=ChunkStatus.QUEUED).exists():
             return False
         job = Job.objects.select_related("version").get(pk=job_id)

@@ -54,7 +54,16 @@ class ScoreRequest:
     contract: int = CONTRACT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Written out: ``asdict`` copies every item recursively, milliseconds a chunk.
+        return {
+            "job_id": self.job_id,
+            "chunk_id": self.chunk_id,
+            "side": self.side,
+            "policy": self.policy,
+            "items": [{"item_id": i.item_id, "text": i.text} for i in self.items],
+            "attempt": self.attempt,
+            "contract": self.contract,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ScoreRequest:
@@ -113,7 +122,20 @@ class ScoreResult:
     contract: int = CONTRACT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Written out: ``asdict`` copies every outcome recursively, milliseconds a chunk.
+        return {
+            "job_id": self.job_id,
+            "chunk_id": self.chunk_id,
+            "side": self.side,
+            "outcomes": [
+                {"item_id": o.item_id, "label": o.label, "p1": o.p1, "error": o.error}
+                for o in self.outcomes
+            ],
+            "worker": self.worker.to_dict(),
+            "model_seconds": self.model_seconds,
+            "error": self.error,
+            "contract": self.contract,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ScoreResult:
