@@ -54,9 +54,15 @@ BENCH_URL = postgresql://postgres@127.0.0.1:5432/$(BENCH_DB)
 BENCH_KEY = bench-only-key-not-a-secret-0123456789abcdefghijklmnopqrstuvwxyz
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m worker.bench --json
-	psql -h 127.0.0.1 -U postgres -qc 'CREATE DATABASE $(BENCH_DB)' 2>/dev/null || true
+	# A fresh database each run: earlier runs' deleted rows are not history a deployment has
+	# (PostgreSQL's autovacuum would have cleared them; some servers run with it off).
+	psql -h 127.0.0.1 -U postgres -qc 'DROP DATABASE IF EXISTS $(BENCH_DB) WITH (FORCE)'
+	psql -h 127.0.0.1 -U postgres -qc 'CREATE DATABASE $(BENCH_DB)'
 	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py migrate -v0
-	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_import --items 100000
+	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) CELERY_BROKER_URL=$(REDIS_URL) \
+	  $(BIN)/python manage.py bench_import --items 1000000
+	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) CELERY_BROKER_URL=$(REDIS_URL) \
+	  $(BIN)/python manage.py bench_job --items 1000000 --start-only
 	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_queue --labels 100000,1000000,5000000
 	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_items --items 100000
 	DJANGO_SECRET_KEY=$(BENCH_KEY) HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_try --redis-url $(REDIS_URL)
