@@ -17,6 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.core.paginator import Page, Paginator
 from django.db import connection, transaction
 from django.db.models import Case, Count, F, Min, Q, QuerySet, Value, When, Window
@@ -389,6 +390,12 @@ def _capped_counts(querysets: list[QuerySet[ReviewTask]], cap: int) -> list[int]
     return [int(value) for value in row]
 
 
+# Counts (open, resolved, carried over: by index in queue_counts) that may be taken as over
+# the cap for this many seconds once read over it. Claims are never: they are few and change.
+_MONOTONE_COUNTS = (0, 3, 4)
+_OVER_CAP_SECONDS = 10
+
+
 def queue_counts(scope: QueueFilter, *, cap: int | None = None) -> QueueCounts:
     """Open (expired claims included), validly claimed, resolved and carried-over tasks.
 
@@ -400,16 +407,29 @@ def queue_counts(scope: QueueFilter, *, cap: int | None = None) -> QueueCounts:
     cap = int(cap or settings.COPE_QUEUE_COUNT_CAP)
     now = timezone.now()
     tasks = scope.apply(ReviewTask.objects.all())
-    open_, expired, claimed, resolved, carried = _capped_counts(
-        [
-            tasks.filter(status=ReviewStatus.OPEN),
-            tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__lt=now),
-            tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__gte=now),
-            tasks.filter(status=ReviewStatus.RESOLVED),
-            tasks.filter(carried_over=True),
-        ],
-        cap,
+    parts = [
+        tasks.filter(status=ReviewStatus.OPEN),
+        tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__lt=now),
+        tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__gte=now),
+        tasks.filter(status=ReviewStatus.RESOLVED),
+        tasks.filter(carried_over=True),
+    ]
+    # A count shown as "1000+" cannot visibly change with one decision: for a few seconds it is
+    # taken as still over the cap instead of read again (each read walks cap + 1 index entries,
+    # the costliest part of the card's counts). Counts under the cap are always read.
+    key = (
+        f"cope:queue-over-cap:{cap}:{scope.job.pk if scope.job else ''}:"
+        f"{scope.policy.pk if scope.policy else ''}:{scope.side_said_1 or ''}:"
+        f"{'' if scope.max_margin is None else scope.max_margin}"
     )
+    over: set[int] = set(cache.get(key) or ())
+    read = [i for i in range(len(parts)) if i not in over]
+    values = dict.fromkeys(over, cap + 1)
+    values.update(zip(read, _capped_counts([parts[i] for i in read], cap), strict=True))
+    now_over = {i for i in _MONOTONE_COUNTS if values[i] > cap}
+    if now_over != over:
+        cache.set(key, sorted(now_over), timeout=_OVER_CAP_SECONDS)
+    open_, expired, claimed, resolved, carried = (values[i] for i in range(len(parts)))
     return QueueCounts(
         open=min(cap + 1, open_ + expired),
         claimed=claimed,

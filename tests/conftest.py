@@ -71,6 +71,15 @@ def django_db_modify_db_settings() -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    # The local-memory cache outlives a test (rate-limit windows, queue counts over the cap);
+    # ids are reused between tests on SQLite, so each test starts with an empty one.
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings: Any) -> None:
     # PBKDF2's deliberate slowness costs ~2 s per persona; tests do not need it.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

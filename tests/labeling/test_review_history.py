@@ -186,6 +186,25 @@ def test_counts_stop_at_the_cap(author: Any, reviewer: Any) -> None:
     assert not queue_counts(QueueFilter(job=job), cap=5).open_over_cap
 
 
+def test_counts_over_the_cap_are_not_read_again_for_a_few_seconds(
+    author: Any, reviewer: Any
+) -> None:
+    job = make_job(author=author, mismatches=[(1, 0.9, 0.1)] * 5)
+    scope = QueueFilter(job=job)
+    assert queue_counts(scope, cap=3).open_over_cap
+    with CaptureQueriesContext(connection) as queries:
+        again = queue_counts(scope, cap=3)
+    assert again.open_over_cap and again.claimed == 0
+    sql = queries.captured_queries[0]["sql"]
+    assert sql.count("AS capped_") == 4 and "'open'" not in sql  # open was not read again
+    # Under the cap, every count is exact at once.
+    task = claim_next_task(reviewer=reviewer, job=job)
+    assert task is not None
+    submit_decision(task=task, reviewer=reviewer, label="1", wording="a")
+    assert queue_counts(scope, cap=10).open == 4
+    assert queue_counts(scope, cap=10).resolved == 1
+
+
 def test_queue_page_shows_capped_counts(settings: Any, author: Any, reviewer: Any) -> None:
     settings.COPE_QUEUE_COUNT_CAP = 2
     make_job(author=author, mismatches=[(1, 0.9, 0.1)] * 5)
