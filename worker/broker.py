@@ -43,14 +43,14 @@ _PARTIAL_PREFIX = ".partial-"
 
 
 class OrderedChannel(filesystem.Channel):
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         # Wall-clock microseconds, zero-padded: names sort in send order across processes.
         name = f"{int(time() * 1_000_000):020d}_{uuid.uuid4()}.{queue}.msg"
         folder = self.data_folder_out
         partial = os.path.join(folder, _PARTIAL_PREFIX + name)
         try:
             with open(partial, "wb") as f:
-                f.write(str_to_bytes(dumps(payload)))
+                f.write(str_to_bytes(dumps(payload)))  # type: ignore[no-untyped-call]
             os.replace(partial, os.path.join(folder, name))
         except OSError as exc:
             try:
@@ -70,7 +70,7 @@ class OrderedChannel(filesystem.Channel):
             self._claim_folder_ready = True
         return folder
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: Any, timeout: Any = None) -> Any:
         wanted = f"{queue}.msg"
         folder = self.data_folder_in
         claimed_in = self._claim_folder()
@@ -99,7 +99,7 @@ class OrderedChannel(filesystem.Channel):
                     os.unlink(claimed)
             except OSError as exc:
                 raise ChannelError(f"Cannot read message {claimed!r}: {exc}") from exc
-            return loads(bytes_to_str(payload))
+            return loads(bytes_to_str(payload))  # type: ignore[no-untyped-call]
         raise Empty()
 
     def _poll(self, cycle: Any, callback: Any, timeout: float | None = None) -> Any:
