@@ -8,8 +8,9 @@ fast polling only while there is work.
 * A filesystem consumer finds a message only when it next lists the folder, so the polling
   interval is added to every round trip. Idle, the worker polls every ``polling_interval``
   (``COPE_BROKER_POLL_SECONDS``, 50 ms: almost no CPU); for ``busy_seconds`` after a message it
-  polls every ``busy_polling_interval`` (5 ms), so a Try or an API call made while people are
-  working waits a few milliseconds, not fifty.
+  polls every ``busy_polling_interval`` (1 ms for the model workers, a listing of a folder
+  that holds a few messages; 10 ms for the bookkeeping worker, which nobody waits on), so a Try
+  or an API call made while people are working waits a millisecond, not fifty.
 * kombu's own filesystem channel writes a message in place and a consumer takes any file it
   lists, so a fast poller could take a message half-written (or still empty), fail to decode it
   and drop it: live requests were lost that way. Here a message is written under a name no
