@@ -1,11 +1,11 @@
 """The mismatch review queue: claim, decide, skip, earlier decisions, review notes.
 
-Two reviewers must never hold the same task. Every claim ends in a conditional ``UPDATE``
-(``filter(pk=..., <still claimable>).update(...)`` and one row changed), which is the guarantee
-on every backend. On PostgreSQL the candidate row is also picked with ``FOR UPDATE SKIP LOCKED``
-so concurrent reviewers walk past each other's rows instead of queueing behind them; SQLite has
-no row locks (its IMMEDIATE transactions serialise writers), so there the conditional update
-alone decides and the next candidate is tried.
+Two reviewers must never hold the same task. Every claim is a conditional ``UPDATE`` (the row
+changes only while it is still claimable), which is the guarantee on every backend. On PostgreSQL
+the claim is one ``UPDATE … RETURNING`` whose row is picked with ``FOR UPDATE SKIP LOCKED``, so
+concurrent reviewers walk past each other's rows instead of queueing behind them; SQLite has no
+row locks (its IMMEDIATE transactions serialise writers), so there the conditional update alone
+decides and the next candidate is tried.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.paginator import Page, Paginator
 from django.db import connection, transaction
-from django.db.models import Case, Count, F, Min, Q, QuerySet, Value, When, Window
+from django.db.models import Case, Count, F, Min, Q, QuerySet, Subquery, Value, When, Window
 from django.db.models.functions import Abs, Lower, RowNumber, Substr
 from django.utils import timezone
 from django.utils.http import urlencode
@@ -90,39 +90,19 @@ def _claimable(now: Any) -> Q:
 
 
 def _candidate_ids(tasks: QuerySet[ReviewTask], reviewer_id: int, now: Any) -> Iterator[int]:
-    """Ids of claimable tasks this reviewer has not skipped, oldest first.
+    """Ids of claimable tasks this reviewer has not skipped, oldest first (backends without
+    row locks; PostgreSQL claims in one statement, ``_claim_statement``).
 
     Abandoned claims (expired) come before open tasks: they are older work somebody dropped,
     and looking them up first keeps each query on one partial index (claims by expiry, then
     open tasks by id, by policy and id, or by job and id) instead of an ``OR`` the planner
     cannot walk in id order. Those indexes hold only live work, so the resolved history, however
-    long, is never stepped over.
+    long, is never stepped over. Skipped tasks are filtered here: SQLite has no JSON containment.
     """
     groups = [
         tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__lt=now),
         tasks.filter(status=ReviewStatus.OPEN),
     ]
-    if connection.features.has_select_for_update_skip_locked:
-        for group in groups:
-            after = 0
-            while True:
-                # Locks the row until our transaction ends; rows other reviewers are
-                # claiming right now are skipped rather than waited for.
-                # No ``id > 0`` on the first step: a range on the key makes PostgreSQL probe the
-                # key index's ends while planning, milliseconds once the table has dead rows.
-                pk = (
-                    (group.filter(id__gt=after) if after else group)
-                    .exclude(skipped_by__contains=[reviewer_id])
-                    .order_by("id")
-                    .select_for_update(skip_locked=True)
-                    .values_list("id", flat=True)
-                    .first()
-                )
-                if pk is None:
-                    break
-                yield pk
-                after = pk
-        return
     for group in groups:
         after = 0
         while True:
@@ -137,6 +117,80 @@ def _candidate_ids(tasks: QuerySet[ReviewTask], reviewer_id: int, now: Any) -> I
                 if reviewer_id not in (skipped or []):
                     yield pk
             after = rows[-1][0]
+
+
+def _claim_statement(
+    tasks: QuerySet[ReviewTask], reviewer_id: int, now: Any, expires: Any
+) -> tuple[str, list[Any]]:
+    """PostgreSQL: claim the first claimable task in one ``UPDATE … RETURNING`` statement.
+
+    The row is picked by ``COALESCE`` of two locking subqueries: the oldest abandoned claim
+    (expired), else the oldest open task, each walking one partial index in id order and
+    skipping rows other reviewers are locking right now (``FOR UPDATE SKIP LOCKED``) and rows
+    this reviewer skipped. ``COALESCE`` evaluates the second only when the first finds nothing.
+    The outer condition repeats "still claimable", so the statement alone is the guarantee; it
+    needs no transaction around it, and it returns the claimed row.
+    """
+    picks: list[str] = []
+    params: list[Any] = []
+    for group in (
+        tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__lt=now),
+        tasks.filter(status=ReviewStatus.OPEN),
+    ):
+        sql, args = (
+            group.exclude(skipped_by__contains=[reviewer_id])
+            .order_by("id")
+            .values("id")[:1]
+            .query.sql_with_params()
+        )
+        picks.append(f"({sql} FOR UPDATE SKIP LOCKED)")
+        params.extend(args)
+    table = connection.ops.quote_name(ReviewTask._meta.db_table)
+    columns = ", ".join(
+        connection.ops.quote_name(f.column) for f in ReviewTask._meta.concrete_fields
+    )
+    sql = (
+        f"UPDATE {table} SET status = %s, claimed_by_id = %s, claim_expires_at = %s "
+        f"WHERE id = COALESCE({', '.join(picks)}) "
+        "AND (status = %s OR (status = %s AND claim_expires_at < %s)) "
+        f"RETURNING {columns}"
+    )
+    return sql, [
+        ReviewStatus.CLAIMED,
+        reviewer_id,
+        expires,
+        *params,
+        ReviewStatus.OPEN,
+        ReviewStatus.CLAIMED,
+        now,
+    ]
+
+
+def _claim_in_one_statement(
+    tasks: QuerySet[ReviewTask], reviewer_id: int, now: Any, expires: Any
+) -> ReviewTask | None:
+    """The claimed task (not yet with its item and job), or None when nothing is claimable.
+
+    A statement can come back empty while work remains: the row it picked was resolved by
+    someone else between its snapshot and its lock (PostgreSQL then re-checks and drops it).
+    Only then, and only while some claimable task still exists, is it tried again.
+    """
+    sql, params = _claim_statement(tasks, reviewer_id, now, expires)
+    names = [f.attname for f in ReviewTask._meta.concrete_fields]
+    for _attempt in range(_CLAIM_ATTEMPTS):
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        if row is not None:
+            return ReviewTask.from_db(connection.alias, names, list(row))
+        if not (
+            tasks.filter(_claimable(now))
+            .exclude(skipped_by__contains=[reviewer_id])
+            .order_by()
+            .exists()
+        ):
+            return None
+    return None
 
 
 def claim_next_task(
@@ -156,29 +210,33 @@ def claim_next_task(
     tasks = scope.apply(ReviewTask.objects.all())
     now = timezone.now()
     expires = _claim_expiry()
-    with transaction.atomic():
-        # What the reviewer holds (the partial index of claims; usually nothing, right after a
-        # decision): one query, then the held task is looked at only when there is one.
-        mine = list(
-            ReviewTask.objects.filter(status=ReviewStatus.CLAIMED, claimed_by=reviewer)
-            .order_by()
-            .values_list("id", "claim_expires_at")
-        )
-        valid = [pk for pk, until in mine if until is not None and until >= now]
-        held = (
-            tasks.filter(pk__in=valid).order_by("id").values_list("id", flat=True).first()
-            if valid
-            else None
-        )
-        if held is not None:
-            ReviewTask.objects.filter(
-                pk=held, status=ReviewStatus.CLAIMED, claimed_by=reviewer
-            ).update(claim_expires_at=expires)
-            return load_task(held)
-        if mine:
+    # What the reviewer holds (the partial index of claims; usually nothing, right after a
+    # decision): one query, then the held task is looked at only when there is one.
+    mine = list(
+        ReviewTask.objects.filter(status=ReviewStatus.CLAIMED, claimed_by=reviewer)
+        .order_by()
+        .values_list("id", "claim_expires_at")
+    )
+    if mine:
+        with transaction.atomic():
+            valid = [pk for pk, until in mine if until is not None and until >= now]
+            held = (
+                tasks.filter(pk__in=valid).order_by("id").values_list("id", flat=True).first()
+                if valid
+                else None
+            )
+            if held is not None:
+                ReviewTask.objects.filter(
+                    pk=held, status=ReviewStatus.CLAIMED, claimed_by=reviewer
+                ).update(claim_expires_at=expires)
+                return load_task(held)
             ReviewTask.objects.filter(
                 pk__in=[pk for pk, _until in mine], status=ReviewStatus.CLAIMED, claimed_by=reviewer
             ).update(status=ReviewStatus.OPEN, claimed_by=None, claim_expires_at=None)
+    if connection.vendor == "postgresql":
+        task = _claim_in_one_statement(tasks, reviewer.pk, now, expires)
+        return _attach_item_and_job(task) if task is not None else None
+    with transaction.atomic():
         for attempt, pk in enumerate(_candidate_ids(tasks, reviewer.pk, now)):
             if attempt >= _CLAIM_ATTEMPTS:
                 break
@@ -198,7 +256,10 @@ def load_task(pk: int) -> ReviewTask:
     policy. The large tables are read by primary key, one table per query: a join of tasks
     with items costs PostgreSQL milliseconds of planning on tables with many dead rows (it
     probes the join keys' index ends), a lookup by key a fraction of one."""
-    task = ReviewTask.objects.get(pk=pk)
+    return _attach_item_and_job(ReviewTask.objects.get(pk=pk))
+
+
+def _attach_item_and_job(task: ReviewTask) -> ReviewTask:
     task.item = Item.objects.get(pk=task.item_id)
     task.job = (
         Job.objects.select_related("version", "version__policy")
@@ -207,40 +268,6 @@ def load_task(pk: int) -> ReviewTask:
     )
     task.policy = task.job.version.policy
     return task
-
-
-def _attach_tasks(decisions: list[Decision]) -> None:
-    """Give each decision its task (with item, job, version and policy) and reviewer, read by
-    primary key one table at a time (see ``load_task``)."""
-    if not decisions:
-        return
-    tasks = ReviewTask.objects.in_bulk({d.task_id for d in decisions})
-    items = Item.objects.in_bulk({t.item_id for t in tasks.values()})
-    jobs = (
-        Job.objects.select_related("version", "version__policy")
-        .defer("text_a", "text_b", "version__text", "version__twin_text", "version__twin_prompt")
-        .in_bulk({t.job_id for t in tasks.values()})
-    )
-    reviewers = get_user_model().objects.in_bulk({d.reviewer_id for d in decisions})
-    for task in tasks.values():
-        if task.item_id in items and task.job_id in jobs:
-            task.item = items[task.item_id]
-            task.job = jobs[task.job_id]
-            task.policy = task.job.version.policy
-    # A row deleted between these reads (a job deleted meanwhile) drops its decision, as a
-    # join would have.
-    kept = [
-        d
-        for d in decisions
-        if d.task_id in tasks
-        and d.reviewer_id in reviewers
-        and tasks[d.task_id].item_id in items
-        and tasks[d.task_id].job_id in jobs
-    ]
-    for decision in kept:
-        decision.task = tasks[decision.task_id]
-        decision.reviewer = reviewers[decision.reviewer_id]
-    decisions[:] = kept
 
 
 def _holds_valid_claim(reviewer: Any) -> Q:
@@ -285,15 +312,22 @@ def submit_decision(
             note=note.strip(),
             carried_from_id=(reused.carried_from_id or reused.pk) if reused is not None else None,
         )
-        GoldLabel.objects.update_or_create(
-            policy_id=task.policy_id,
-            item_id=task.item_id,
-            defaults={
-                "label": label,
-                "decision": decision,
-                "decided_by": reviewer,
-                "source": GoldSource.REVIEW,  # b-gold: a typed label before it is replaced
-            },
+        # One upsert on the (policy, item) key: the decision replaces whatever gold label was
+        # there, a typed one included (b-gold).
+        GoldLabel.objects.bulk_create(
+            [
+                GoldLabel(
+                    policy_id=task.policy_id,
+                    item_id=task.item_id,
+                    label=label,
+                    decision=decision,
+                    decided_by=reviewer,
+                    source=GoldSource.REVIEW,
+                )
+            ],
+            update_conflicts=True,
+            unique_fields=["policy", "item"],
+            update_fields=["label", "decision", "decided_by", "source", "updated_at"],
         )
         _carry_to_open_reruns(decision, task)
     task.status = ReviewStatus.RESOLVED
@@ -442,10 +476,13 @@ def queue_counts(scope: QueueFilter, *, cap: int | None = None) -> QueueCounts:
 # How many items with the same content (or the same start) an earlier-decision lookup reads,
 # newest first: a text repeated across many sample sets must not make the card's query grow.
 _EARLIER_ITEMS = 200
+# The card shows the first 160 characters of an earlier decision's content; this much is read.
+EARLIER_SNIPPET_CHARS = 200
 
 
-def _items_like(item: Item, *, near: bool) -> list[int]:
-    """Ids of items with the same content hash (or, with ``near``, the same first characters).
+def _items_like(item: Item, *, near: bool) -> dict[int, tuple[str, str]]:
+    """Items with the same content hash (or, with ``near``, the same first characters), as
+    ``{id: (content_hash, first EARLIER_SNIPPET_CHARS characters of the text)}``.
 
     Both conditions are answered by an index (``content_hash`` and the ``item_text_prefix``
     expression index on ``Substr(text, 1, NEAR_PREFIX)``), so the lookup never scans items.
@@ -453,12 +490,14 @@ def _items_like(item: Item, *, near: bool) -> list[int]:
     match = Q(content_hash=item.content_hash)
     if near and len(item.text) > NEAR_PREFIX:
         match |= Q(text_prefix=item.text[:NEAR_PREFIX])
-    return list(
+    rows = (
         Item.objects.alias(text_prefix=Substr("text", 1, NEAR_PREFIX))
         .filter(match)
+        .annotate(snippet=Substr("text", 1, EARLIER_SNIPPET_CHARS))
         .order_by("-id")
-        .values_list("id", flat=True)[:_EARLIER_ITEMS]
+        .values_list("id", "content_hash", "snippet")[:_EARLIER_ITEMS]
     )
+    return {pk: (content_hash, snippet) for pk, content_hash, snippet in rows}
 
 
 def earlier_decisions(task: ReviewTask, *, limit: int = 10) -> list[Decision]:
@@ -466,23 +505,53 @@ def earlier_decisions(task: ReviewTask, *, limit: int = 10) -> list[Decision]:
 
     Same content hash means same normalised text; the same first ``NEAR_PREFIX`` characters
     (of a longer text) catches edits further on. Each step is an index lookup by explicit ids
-    (items by hash or prefix, their tasks by item, decisions by task), so the plan cannot turn
-    into a scan of every decision, whatever the planner's statistics say.
+    (items by hash or prefix, their tasks by item, decisions by task), one large table per
+    query, so the plan cannot turn into a scan of every decision whatever the planner's
+    statistics say, and no join of large tables is planned (see ``load_task``).
+
+    Each decision comes with its reviewer and its task, and the task with its job (version and
+    policy, texts deferred), its policy, and an item that holds the content hash and only the
+    first ``EARLIER_SNIPPET_CHARS`` characters of the text: what the card shows.
     """
-    item_ids = _items_like(task.item, near=True)
-    if not item_ids:
+    items = _items_like(task.item, near=True)
+    if not items:
         return []
-    task_ids = list(
-        ReviewTask.objects.filter(item_id__in=item_ids)
+    tasks = {
+        row[0]: row
+        for row in ReviewTask.objects.filter(item_id__in=list(items))
         .exclude(pk=task.pk)
         .order_by()
-        .values_list("id", flat=True)[: _EARLIER_ITEMS * 4]
-    )
+        .values_list("id", "job_id", "item_id", "policy_id")[: _EARLIER_ITEMS * 4]
+    }
+    if not tasks:
+        return []
     decisions = list(
-        Decision.objects.filter(task_id__in=task_ids).order_by("-created_at", "-id")[:limit]
+        Decision.objects.filter(task_id__in=list(tasks)).order_by("-created_at", "-id")[:limit]
     )
-    _attach_tasks(decisions)
-    return decisions
+    if not decisions:
+        return []
+    jobs = (
+        Job.objects.select_related("version", "version__policy")
+        .defer("text_a", "text_b", "version__text", "version__twin_text", "version__twin_prompt")
+        .in_bulk({tasks[d.task_id][1] for d in decisions})
+    )
+    reviewers = get_user_model().objects.in_bulk({d.reviewer_id for d in decisions})
+    kept: list[Decision] = []
+    for decision in decisions:
+        task_id, job_id, item_id, policy_id = tasks[decision.task_id]
+        job = jobs.get(job_id)
+        reviewer = reviewers.get(decision.reviewer_id)
+        if job is None or reviewer is None:
+            continue  # deleted between these reads, as a join would have dropped it
+        content_hash, snippet = items[item_id]
+        earlier = ReviewTask(id=task_id, job_id=job_id, item_id=item_id, policy_id=policy_id)
+        earlier.job = job
+        earlier.policy = job.version.policy
+        earlier.item = Item(id=item_id, content_hash=content_hash, text=snippet)
+        decision.task = earlier
+        decision.reviewer = reviewer
+        kept.append(decision)
+    return kept
 
 
 def reusable_decision(task: ReviewTask, earlier: list[Decision] | None = None) -> Decision | None:
@@ -608,21 +677,33 @@ def _carry_to_open_reruns(decision: Decision, task: ReviewTask) -> int:
     """A decision also settles the same content's open tasks in jobs with the same two texts.
 
     Reruns whose tasks were created before this decision was made would otherwise ask again.
+    The reruns are found in one query on the (small) job table; only when there are some is the
+    content's hash read (``task.item`` need not be loaded).
     """
-    job = Job.objects.select_related("version").get(pk=task.job_id)
-    same = _same_texts_jobs(job)
+    texts = Job.objects.filter(pk=task.job_id)
+    same = list(
+        Job.objects.filter(
+            version__policy_id=task.policy_id,
+            text_a=Subquery(texts.values("text_a")),
+            text_b=Subquery(texts.values("text_b")),
+        )
+        .exclude(pk=task.job_id)
+        .values_list("pk", "sample_set_id")
+    )
     if not same:
         return 0
+    if ReviewTask.item.is_cached(task):  # type: ignore[attr-defined]
+        content_hash = task.item.content_hash
+    else:
+        content_hash = Item.objects.values_list("content_hash", flat=True).get(pk=task.item_id)
     open_ids = list(
         ReviewTask.objects.filter(
-            job_id__in=same,
+            job_id__in=[pk for pk, _set in same],
             status=ReviewStatus.OPEN,
             item_id__in=list(  # ids first: a join with items costs more to plan than to run
                 Item.objects.filter(
-                    content_hash=task.item.content_hash,
-                    sample_set_id__in=list(
-                        Job.objects.filter(pk__in=same).values_list("sample_set_id", flat=True)
-                    ),
+                    content_hash=content_hash,
+                    sample_set_id__in={sample_set for _pk, sample_set in same},
                 )
                 .order_by()
                 .values_list("id", flat=True)[:_CARRY_BATCH]

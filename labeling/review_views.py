@@ -102,7 +102,15 @@ def review_queue(request: HttpRequest) -> HttpResponse:
 
 
 def _held_task(request: HttpRequest, task_id: int) -> ReviewTask:
+    """The task row alone: a decision or a skip needs nothing else (``load_task`` for the card)."""
     require_perms(request, "labeling.add_decision")
+    try:
+        return ReviewTask.objects.get(pk=task_id)
+    except ReviewTask.DoesNotExist:
+        raise Http404("No such review task.") from None
+
+
+def _card_task(task_id: int) -> ReviewTask:
     try:
         return load_task(task_id)  # by key, one large table per query
     except ObjectDoesNotExist:  # the task, or its job or item, deleted meanwhile
@@ -128,7 +136,7 @@ def review_submit(request: HttpRequest, task_id: int) -> HttpResponse:
         form = DecisionForm(request.POST)
     if not form.is_valid():
         scope = QueueFilterForm(request.GET or None).scope()
-        context = _queue_context(request, scope, task, form)
+        context = _queue_context(request, scope, _card_task(task.pk), form)
         if request.htmx:
             return render(request, f"{QUEUE}#task-card", context)
         context["filter_form"] = QueueFilterForm(request.GET or None)
