@@ -147,7 +147,7 @@ def _claim_statement(
         params.extend(args)
     table = connection.ops.quote_name(ReviewTask._meta.db_table)
     columns = ", ".join(
-        connection.ops.quote_name(f.column) for f in ReviewTask._meta.concrete_fields
+        connection.ops.quote_name(str(f.column)) for f in ReviewTask._meta.concrete_fields
     )
     sql = (
         f"UPDATE {table} SET status = %s, claimed_by_id = %s, claim_expires_at = %s "
