@@ -36,7 +36,7 @@ from labeling.models import (
     ReviewTask,
     Wording,
 )
-from policies.models import Policy
+from policies.models import Policy, Version
 
 # How many candidates one claim tries before giving up on a busy queue (each failed try means
 # another reviewer took that row between our read and our update).
@@ -120,7 +120,7 @@ def _candidate_ids(tasks: QuerySet[ReviewTask], reviewer_id: int, now: Any) -> I
 
 
 def _claim_statement(
-    tasks: QuerySet[ReviewTask], reviewer_id: int, now: Any, expires: Any
+    scope: QueueFilter, reviewer_id: int, now: Any, expires: Any
 ) -> tuple[str, list[Any]]:
     """PostgreSQL: claim the first claimable task in one ``UPDATE … RETURNING`` statement.
 
@@ -130,16 +130,37 @@ def _claim_statement(
     this reviewer skipped. ``COALESCE`` evaluates the second only when the first finds nothing.
     The outer condition repeats "still claimable", so the statement alone is the guarantee; it
     needs no transaction around it, and it returns the claimed row.
+
+    For a policy, open tasks are walked on the (policy, id) partial index. With ``policy_id =
+    6`` and ``ORDER BY id`` the planner walks the whole queue's index instead, filtering (it
+    takes a policy's tasks to be spread evenly over ids; they come in runs, one run per job, and
+    every policy's jobs interleave in time), stepping over every older open task of other
+    policies: milliseconds, growing with the queue. Written as ``policy_id = ANY(array)`` the
+    filter makes no equivalence class, so ``ORDER BY policy_id, id`` is read in order from the
+    (policy, id) index, starting at the policy's first open task. A job's tasks are one run,
+    which the planner sees: ``job_id = …`` with ``ORDER BY id`` walks the (job, id) index.
     """
+    tasks = scope.apply(ReviewTask.objects.all())
+    open_tasks = tasks.filter(status=ReviewStatus.OPEN)
+    order: tuple[str, ...] = ("id",)
+    if scope.policy is not None and scope.job is None:
+        table = connection.ops.quote_name(ReviewTask._meta.db_table)
+        open_tasks = QueueFilter(side_said_1=scope.side_said_1, max_margin=scope.max_margin).apply(
+            ReviewTask.objects.filter(status=ReviewStatus.OPEN)
+        )
+        open_tasks = open_tasks.extra(  # noqa: S610 - fixed SQL, the id is a parameter
+            where=[f"{table}.policy_id = ANY(%s)"], params=[[scope.policy.pk]]
+        )
+        order = ("policy_id", "id")
     picks: list[str] = []
     params: list[Any] = []
-    for group in (
-        tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__lt=now),
-        tasks.filter(status=ReviewStatus.OPEN),
+    for group, group_order in (
+        (tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__lt=now), ("id",)),
+        (open_tasks, order),
     ):
         sql, args = (
             group.exclude(skipped_by__contains=[reviewer_id])
-            .order_by("id")
+            .order_by(*group_order)
             .values("id")[:1]
             .query.sql_with_params()
         )
@@ -167,7 +188,7 @@ def _claim_statement(
 
 
 def _claim_in_one_statement(
-    tasks: QuerySet[ReviewTask], reviewer_id: int, now: Any, expires: Any
+    scope: QueueFilter, reviewer_id: int, now: Any, expires: Any
 ) -> ReviewTask | None:
     """The claimed task (not yet with its item and job), or None when nothing is claimable.
 
@@ -175,7 +196,8 @@ def _claim_in_one_statement(
     someone else between its snapshot and its lock (PostgreSQL then re-checks and drops it).
     Only then, and only while some claimable task still exists, is it tried again.
     """
-    sql, params = _claim_statement(tasks, reviewer_id, now, expires)
+    sql, params = _claim_statement(scope, reviewer_id, now, expires)
+    tasks = scope.apply(ReviewTask.objects.all())
     names = [f.attname for f in ReviewTask._meta.concrete_fields]
     for _attempt in range(_CLAIM_ATTEMPTS):
         with connection.cursor() as cursor:
@@ -234,7 +256,7 @@ def claim_next_task(
                 pk__in=[pk for pk, _until in mine], status=ReviewStatus.CLAIMED, claimed_by=reviewer
             ).update(status=ReviewStatus.OPEN, claimed_by=None, claim_expires_at=None)
     if connection.vendor == "postgresql":
-        task = _claim_in_one_statement(tasks, reviewer.pk, now, expires)
+        task = _claim_in_one_statement(scope, reviewer.pk, now, expires)
         return _attach_item_and_job(task) if task is not None else None
     with transaction.atomic():
         for attempt, pk in enumerate(_candidate_ids(tasks, reviewer.pk, now)):
@@ -509,9 +531,10 @@ def earlier_decisions(task: ReviewTask, *, limit: int = 10) -> list[Decision]:
     query, so the plan cannot turn into a scan of every decision whatever the planner's
     statistics say, and no join of large tables is planned (see ``load_task``).
 
-    Each decision comes with its reviewer and its task, and the task with its job (version and
-    policy, texts deferred), its policy, and an item that holds the content hash and only the
-    first ``EARLIER_SNIPPET_CHARS`` characters of the text: what the card shows.
+    What each decision comes with is what the card shows, no more: its reviewer (id and name);
+    its task, with the task's policy (id and name), its job (id, and a version with its number
+    and policy) and an item holding the content hash and only the first
+    ``EARLIER_SNIPPET_CHARS`` characters of the text.
     """
     items = _items_like(task.item, near=True)
     if not items:
@@ -530,12 +553,22 @@ def earlier_decisions(task: ReviewTask, *, limit: int = 10) -> list[Decision]:
     )
     if not decisions:
         return []
-    jobs = (
-        Job.objects.select_related("version", "version__policy")
-        .defer("text_a", "text_b", "version__text", "version__twin_text", "version__twin_prompt")
-        .in_bulk({tasks[d.task_id][1] for d in decisions})
-    )
-    reviewers = get_user_model().objects.in_bulk({d.reviewer_id for d in decisions})
+    # Only what the card shows: the job's version as "policy vN", the reviewer's name.
+    jobs: dict[int, Job] = {}
+    for job_id, version_id, number, policy_id, name in Job.objects.filter(
+        pk__in={tasks[d.task_id][1] for d in decisions}
+    ).values_list(
+        "id", "version_id", "version__number", "version__policy_id", "version__policy__name"
+    ):
+        version = Version(id=version_id, number=number, policy=Policy(id=policy_id, name=name))
+        jobs[job_id] = Job(id=job_id, version=version)
+    User = get_user_model()
+    reviewers = {
+        pk: User(pk=pk, **{User.USERNAME_FIELD: username})
+        for pk, username in User.objects.filter(
+            pk__in={d.reviewer_id for d in decisions}
+        ).values_list("pk", User.USERNAME_FIELD)
+    }
     kept: list[Decision] = []
     for decision in decisions:
         task_id, job_id, item_id, policy_id = tasks[decision.task_id]
@@ -590,45 +623,55 @@ def _same_texts_jobs(job: Job) -> list[int]:
 def _carry(pairs: list[tuple[int, Decision]]) -> int:
     """Resolve each open task with a copy of its earlier decision; how many were resolved.
 
-    Each task is resolved with a conditional ``UPDATE`` (still open): a task a reviewer claimed
-    in the meantime stays theirs. The gold label is written only where none exists: an older
-    decision never overwrites a newer gold label.
+    The tasks are resolved with one conditional ``UPDATE … RETURNING`` (still open): a task a
+    reviewer claimed in the meantime stays theirs. The gold label is written only where none
+    exists: an older decision never overwrites a newer gold label. Three statements whatever
+    the number of tasks, none of them a join.
     """
     if not pairs:
         return 0
-    now = timezone.now()
-    carried: list[Decision] = []
-    for task_id, source in pairs:
-        resolved = ReviewTask.objects.filter(pk=task_id, status=ReviewStatus.OPEN).update(
-            status=ReviewStatus.RESOLVED, resolved_at=now, carried_over=True
+    sources = dict(pairs)
+    table = connection.ops.quote_name(ReviewTask._meta.db_table)
+    marks = ", ".join(["%s"] * len(sources))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET status = %s, resolved_at = %s, carried_over = %s "
+            f"WHERE id IN ({marks}) AND status = %s RETURNING id, policy_id, item_id",
+            [ReviewStatus.RESOLVED, timezone.now(), True, *sources, ReviewStatus.OPEN],
         )
-        if resolved != 1:
-            continue
-        carried.append(
-            Decision(
-                task_id=task_id,
-                reviewer_id=source.reviewer_id,
-                label=source.label,
-                wording=source.wording,
-                quote=source.quote,
-                note=source.note,
-                carried_from_id=source.carried_from_id or source.pk,
-            )
+        resolved = {task_id: (policy_id, item_id) for task_id, policy_id, item_id in cursor}
+    carried = [
+        Decision(
+            task_id=task_id,
+            reviewer_id=source.reviewer_id,
+            label=source.label,
+            wording=source.wording,
+            quote=source.quote,
+            note=source.note,
+            carried_from_id=source.carried_from_id or source.pk,
         )
-    Decision.objects.bulk_create(carried)
-    saved = Decision.objects.filter(task_id__in=[d.task_id for d in carried]).values_list(
-        "pk", "task__policy_id", "task__item_id", "label", "reviewer_id"
-    )
+        for task_id, source in sources.items()
+        if task_id in resolved
+    ]
+    Decision.objects.bulk_create(carried)  # sets each pk (PostgreSQL, SQLite >= 3.35)
+    if any(d.pk is None for d in carried):  # a database that cannot return the new keys
+        keys = dict(
+            Decision.objects.filter(task_id__in=[d.task_id for d in carried])
+            .order_by("id")
+            .values_list("task_id", "id")
+        )
+        for d in carried:
+            d.pk = keys[d.task_id]
     GoldLabel.objects.bulk_create(
         [
             GoldLabel(
-                policy_id=policy_id,
-                item_id=item_id,
-                label=label,
-                decision_id=pk,
-                decided_by_id=reviewer_id,
+                policy_id=resolved[d.task_id][0],
+                item_id=resolved[d.task_id][1],
+                label=d.label,
+                decision_id=d.pk,
+                decided_by_id=d.reviewer_id,
             )
-            for pk, policy_id, item_id, label, reviewer_id in saved
+            for d in carried
         ],
         ignore_conflicts=True,
     )

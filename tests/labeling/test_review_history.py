@@ -15,6 +15,7 @@ from django.utils import timezone
 from labeling.models import (
     Decision,
     GoldLabel,
+    Item,
     Job,
     JobStatus,
     Label,
@@ -219,7 +220,9 @@ def _plan(sql: str, params: Any) -> str:
         return "\n".join(row[0] for row in cursor.fetchall())
 
 
-def test_earlier_decision_lookup_and_claim_use_indexes(author: Any, reviewer: Any) -> None:
+def test_earlier_decision_lookup_and_claim_use_indexes(
+    author: Any, reviewer: Any, django_user_model: Any
+) -> None:
     if connection.vendor != "postgresql":
         pytest.skip("reads PostgreSQL's query plans")
     long_text = "a long content " * 10
@@ -230,13 +233,77 @@ def test_earlier_decision_lookup_and_claim_use_indexes(author: Any, reviewer: An
     item_query = next(q["sql"] for q in queries.captured_queries if "SUBSTRING" in q["sql"])
     plan = _plan(item_query, None)
     assert "item_text_prefix" in plan and "content_hash" in plan
-    with CaptureQueriesContext(connection) as queries:
-        claim_next_task(reviewer=author, job=task.job)  # holds nothing yet: walks the queue
-    claim_sql = [q["sql"] for q in queries.captured_queries if "SKIP LOCKED" in q["sql"]]
-    # One of the partial indexes that hold only open tasks (which one is the planner's choice on
-    # a table this small); never a walk over every task ever made.
-    claim_plan = _plan(claim_sql[-1], None) if claim_sql else ""
-    assert "review_open_job" in claim_plan or "review_open_id" in claim_plan, claim_plan
+    # Each filter's claim starts on the partial index of open tasks that fits it, never a walk
+    # over every task ever made, nor over the whole queue's open tasks for one job or policy.
+    for scope, index in (
+        ({"job": task.job}, "review_open_job"),
+        ({"policy": task.policy}, "review_open_policy"),
+        ({}, "review_open_id"),
+    ):
+        other = django_user_model.objects.create_user(f"claims_{index}")  # holds nothing yet
+        with CaptureQueriesContext(connection) as queries:
+            claim_next_task(reviewer=other, **scope)
+        claim_sql = [q["sql"] for q in queries.captured_queries if "SKIP LOCKED" in q["sql"]]
+        assert len(claim_sql) == 1 and claim_sql[0].startswith("UPDATE"), claim_sql
+        assert index in _plan(claim_sql[0], None), (scope, _plan(claim_sql[0], None))
+
+
+def _tasks(job: Job, count: int, status: str) -> None:
+    items = Item.objects.bulk_create(
+        Item(
+            sample_set=job.sample_set,
+            external_id=f"bulk-{job.pk}-{i}",
+            text=f"task {i} of job {job.pk}",
+            content_hash=f"{job.pk:08x}{i:056x}",
+            row_number=1000 + i,
+        )
+        for i in range(count)
+    )
+    ReviewTask.objects.bulk_create(
+        ReviewTask(
+            job=job,
+            item=item,
+            policy=job.version.policy,
+            label_a=1,
+            label_b=0,
+            p1_a=0.9,
+            p1_b=0.1,
+            status=status,
+        )
+        for item in items
+    )
+
+
+def test_a_claim_in_a_filter_starts_at_the_filters_own_open_tasks(
+    author: Any, reviewer: Any
+) -> None:
+    """A policy's open tasks come in runs of ids, one run per job, and every policy's jobs are
+    interleaved in time. Ordered by id, the planner walks the whole queue's open tasks from the
+    oldest, filtering (it takes each policy's tasks to be spread evenly): here 900 of other
+    policies' before the first of ours. The claim must start on the index that fits the
+    filter."""
+    if connection.vendor != "postgresql":
+        pytest.skip("reads PostgreSQL's query plans")
+    versions = [make_version(make_policy(author), author) for _ in range(10)]
+    for status in (ReviewStatus.RESOLVED, ReviewStatus.RESOLVED, ReviewStatus.OPEN):
+        for version in versions:
+            _tasks(make_job(author=author, version=version, mismatches=[]), 100, status)
+    ours = Job.objects.filter(version=versions[-1]).latest("id")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE labeling_reviewtask")
+    for scope, index in (
+        ({"job": ours}, "review_open_job"),
+        ({"policy": ours.version.policy}, "review_open_policy"),
+    ):
+        with CaptureQueriesContext(connection) as queries:
+            task = claim_next_task(reviewer=reviewer, **scope)
+        assert task is not None and task.job_id == ours.pk
+        claim = next(q["sql"] for q in queries.captured_queries if "SKIP LOCKED" in q["sql"])
+        with connection.cursor() as cursor:
+            cursor.execute(f"EXPLAIN {claim}")
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        assert index in plan and "review_open_id" not in plan, plan
+        submit_decision(task=task, reviewer=reviewer, label="1", wording="a")
 
 
 def test_the_card_never_joins_the_large_tables(author: Any, reviewer: Any) -> None:
