@@ -233,7 +233,9 @@ class JobChunk(models.Model):
 class Label(models.Model):
     """CoPE's answer for one item under one wording. ``label`` is None when the item failed."""
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="labels")
+    # No index of its own: ``label_unique`` (job, item, side) starts with the job. A second
+    # index on it was one more btree insert for every label a job writes.
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="labels", db_index=False)
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="labels")
     side = models.CharField(max_length=1, choices=Side.choices)
     label = models.SmallIntegerField(null=True, blank=True)

@@ -22,6 +22,7 @@ IMMEDIATE transactions (see settings) serialise writers, which gives the same or
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -255,28 +256,46 @@ def prepare_job(job_id: int) -> bool:
 
 def _claim_next_chunks(job_id: int) -> int:
     """Mark the job's next unsent chunks sent, up to ``COPE_CHUNKS_IN_FLIGHT`` in flight, and
-    send them once committed. The caller holds the job row's lock. Returns how many."""
-    table = JobChunk._meta.db_table
+    send them once committed. The caller holds the job row's lock. Returns how many.
+
+    One ``UPDATE … RETURNING`` picks them (the window's free places and the next unsent
+    chunks to fill them) and hands back what sending needs, so the send reads no chunk again.
+    """
+    table = connection.ops.quote_name(JobChunk._meta.db_table)
     window = chunks_in_flight()
     with connection.cursor() as cursor:
-        # The window's free places and the next unsent chunks to fill them, in one query.
         cursor.execute(
             f"""
-            SELECT id FROM {table}
-            WHERE job_id = %s AND status = %s AND sent_at IS NULL
-            ORDER BY "index", side
-            LIMIT (SELECT CASE WHEN COUNT(*) < %s THEN %s - COUNT(*) ELSE 0 END FROM {table}
-                   WHERE job_id = %s AND status = %s AND sent_at IS NOT NULL)
+            UPDATE {table} SET sent_at = %s, attempts = attempts + 1
+            WHERE id IN (
+                SELECT id FROM {table}
+                WHERE job_id = %s AND status = %s AND sent_at IS NULL
+                ORDER BY "index", side
+                LIMIT (SELECT CASE WHEN COUNT(*) < %s THEN %s - COUNT(*) ELSE 0 END
+                       FROM {table}
+                       WHERE job_id = %s AND status = %s AND sent_at IS NOT NULL)
+            )
+            RETURNING id, "index", side, item_ids, attempts
             """,
-            [job_id, ChunkStatus.QUEUED, window, window, job_id, ChunkStatus.QUEUED],
+            [
+                timezone.now(),
+                job_id,
+                ChunkStatus.QUEUED,
+                window,
+                window,
+                job_id,
+                ChunkStatus.QUEUED,
+            ],
         )
-        picked = [int(row[0]) for row in cursor.fetchall()]
-    if picked:
-        JobChunk.objects.filter(pk__in=picked).update(
-            sent_at=timezone.now(), attempts=F("attempts") + 1
-        )
-        transaction.on_commit(lambda: _send_chunks(job_id, picked))
-    return len(picked)
+        rows = cursor.fetchall()
+    if rows:
+        picked = [
+            # jsonb comes back decoded (psycopg), SQLite's JSON as text.
+            (int(pk), str(side), ids if isinstance(ids, list) else json.loads(ids), int(attempts))
+            for pk, _index, side, ids, attempts in sorted(rows, key=lambda r: (r[1], r[2]))
+        ]
+        transaction.on_commit(lambda: _send_chunks(job_id, [pk for pk, *_ in picked], picked))
+    return len(rows)
 
 
 def fill_window(job_id: int) -> int:
@@ -288,19 +307,30 @@ def fill_window(job_id: int) -> int:
         return _claim_next_chunks(job_id)
 
 
-def _send_chunks(job_id: int, chunk_ids: list[int]) -> int:
+def _send_chunks(
+    job_id: int,
+    chunk_ids: list[int],
+    chunks: list[tuple[int, str, list[int], int]] | None = None,
+) -> int:
     """Send chunks already marked sent (``sent_at``, ``attempts``) with their texts: one query
-    for the chunks, one for their items. A broker that refuses is logged, not raised: the
-    chunks look lost to the periodic resume, which sends them again. Returns how many went."""
+    for the policy texts the chunks' sides need, one for the chunks (unless ``chunks`` gives
+    them, as (id, side, item ids, attempts)), one for their items. A broker that refuses is
+    logged, not raised: the chunks look lost to the periodic resume, which sends them again.
+    Returns how many went."""
     started = time.perf_counter()
-    texts = Job.objects.filter(pk=job_id).values_list("text_a", "text_b").first()
-    if texts is None:
+    if chunks is None:
+        chunks = list(
+            JobChunk.objects.filter(pk__in=chunk_ids, status=ChunkStatus.QUEUED)
+            .order_by("index", "side")
+            .values_list("pk", "side", "item_ids", "attempts")
+        )
+    sides = {side for _, side, _, _ in chunks}
+    # Only the texts sent: a policy can be tens of kilobytes, and a chunk carries one side.
+    columns = [f"text_{side.lower()}" for side in sorted(sides)]
+    row = Job.objects.filter(pk=job_id).values_list(*columns).first() if columns else None
+    if row is None:
         return 0
-    chunks = list(
-        JobChunk.objects.filter(pk__in=chunk_ids, status=ChunkStatus.QUEUED)
-        .order_by("index", "side")
-        .values_list("pk", "side", "item_ids", "attempts")
-    )
+    policy_text = dict(zip(sorted(sides), row, strict=True))
     wanted = {i for _, _, ids, _ in chunks for i in ids}
     # order_by(): Item's default ordering would join the sample set for nothing.
     item_texts = dict(Item.objects.filter(pk__in=wanted).order_by().values_list("pk", "text"))
@@ -311,7 +341,7 @@ def _send_chunks(job_id: int, chunk_ids: list[int]) -> int:
                 job_id=job_id,
                 chunk_id=pk,
                 side=side,
-                policy=texts[0] if side == Side.A else texts[1],
+                policy=policy_text[side],
                 items=[ScoreItem(i, item_texts[i]) for i in item_ids if i in item_texts],
                 attempt=max(1, attempts),  # the worker gives up on a chunk that kills it
             )
@@ -507,7 +537,7 @@ def record_chunk_result(result: ScoreResult) -> RecordOutcome:
                 device=worker.device[:100],
                 weak_backend=worker.weak or worker.backend == "embedding",
             )
-        _claim_next_chunks(result.job_id)
+        sent_more = _claim_next_chunks(result.job_id)
         counters["bookkeeping_seconds"] = F("bookkeeping_seconds") + _take_bookkeeping(
             result.job_id, started
         )
@@ -517,7 +547,8 @@ def record_chunk_result(result: ScoreResult) -> RecordOutcome:
             if not active or job["status"] == JobStatus.QUEUED
             else str(job["status"])
         )
-        finished = maybe_finish_job(result.job_id, locked_status=status_now)
+        # Chunks just sent are queued: the job cannot finish yet, nothing to count.
+        finished = not sent_more and maybe_finish_job(result.job_id, locked_status=status_now)
     return RecordOutcome("failed" if result.error else "recorded", finished=finished)
 
 
