@@ -281,14 +281,49 @@ def load_task(pk: int) -> ReviewTask:
     return _attach_item_and_job(ReviewTask.objects.get(pk=pk))
 
 
+def _partial(model: type[Any], **fields: Any) -> Any:
+    """An instance of ``model`` holding only ``fields``: any other field is read from the
+    database when used (Django's deferred fields), never a silent default."""
+    names = [f.attname for f in model._meta.concrete_fields if f.attname in fields]
+    return model.from_db(connection.alias, names, [fields[name] for name in names])
+
+
+def _table(model: type[Any]) -> str:
+    return str(connection.ops.quote_name(model._meta.db_table))
+
+
+def _marks(values: Any) -> str:
+    return ", ".join(["%s"] * len(values))
+
+
+def _fetch(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+
+
 def _attach_item_and_job(task: ReviewTask) -> ReviewTask:
+    """The item by key; the job whole, with its version's number and its policy's name, in one
+    statement over the small job, version and policy tables (built through the ORM, it took
+    twice as long to build as to run)."""
     task.item = Item.objects.get(pk=task.item_id)
-    task.job = (
-        Job.objects.select_related("version", "version__policy")
-        .defer("version__text", "version__twin_text", "version__twin_prompt")
-        .get(pk=task.job_id)
+    jobs = Job.objects.raw(
+        f"SELECT j.*, v.number AS v_number, v.policy_id AS v_policy_id, p.name AS p_name "
+        f"FROM {_table(Job)} j JOIN {_table(Version)} v ON v.id = j.version_id "
+        f"JOIN {_table(Policy)} p ON p.id = v.policy_id WHERE j.id = %s",
+        [task.job_id],
     )
-    task.policy = task.job.version.policy
+    job = next(iter(jobs), None)
+    if job is None:
+        raise Job.DoesNotExist(f"Job {task.job_id} does not exist.")
+    extra: dict[str, Any] = job.__dict__  # the joined columns, set on the job by raw()
+    policy = _partial(Policy, id=extra["v_policy_id"], name=extra["p_name"])
+    job.version = _partial(
+        Version, id=job.version_id, policy_id=policy.pk, number=extra["v_number"]
+    )
+    job.version.policy = policy
+    task.job = job
+    task.policy = policy
     return task
 
 
@@ -539,35 +574,52 @@ def earlier_decisions(task: ReviewTask, *, limit: int = 10) -> list[Decision]:
     items = _items_like(task.item, near=True)
     if not items:
         return []
+    # The next steps are plain SQL over integer keys: through the ORM, building each query took
+    # longer than running it, and this runs for every card.
     tasks = {
         row[0]: row
-        for row in ReviewTask.objects.filter(item_id__in=list(items))
-        .exclude(pk=task.pk)
-        .order_by()
-        .values_list("id", "job_id", "item_id", "policy_id")[: _EARLIER_ITEMS * 4]
+        for row in _fetch(
+            f"SELECT id, job_id, item_id, policy_id FROM {_table(ReviewTask)} "
+            f"WHERE item_id IN ({_marks(items)}) AND id <> %s LIMIT {_EARLIER_ITEMS * 4}",
+            [*items, task.pk],
+        )
     }
     if not tasks:
         return []
     decisions = list(
-        Decision.objects.filter(task_id__in=list(tasks)).order_by("-created_at", "-id")[:limit]
+        Decision.objects.raw(
+            f"SELECT * FROM {_table(Decision)} WHERE task_id IN ({_marks(tasks)}) "
+            f"ORDER BY created_at DESC, id DESC LIMIT {int(limit)}",
+            list(tasks),
+        )
     )
     if not decisions:
         return []
-    # Only what the card shows: the job's version as "policy vN", the reviewer's name.
+    # Only what the card shows: the job's version as "policy vN", the reviewer's name. Any
+    # other field read later is loaded then (``_partial``).
+    job_ids = {tasks[d.task_id][1] for d in decisions}
     jobs: dict[int, Job] = {}
-    for job_id, version_id, number, policy_id, name in Job.objects.filter(
-        pk__in={tasks[d.task_id][1] for d in decisions}
-    ).values_list(
-        "id", "version_id", "version__number", "version__policy_id", "version__policy__name"
+    for job_id, version_id, number, policy_id, name in _fetch(
+        f"SELECT j.id, v.id, v.number, p.id, p.name FROM {_table(Job)} j "
+        f"JOIN {_table(Version)} v ON v.id = j.version_id "
+        f"JOIN {_table(Policy)} p ON p.id = v.policy_id WHERE j.id IN ({_marks(job_ids)})",
+        list(job_ids),
     ):
-        version = Version(id=version_id, number=number, policy=Policy(id=policy_id, name=name))
-        jobs[job_id] = Job(id=job_id, version=version)
+        policy = _partial(Policy, id=policy_id, name=name)
+        version = _partial(Version, id=version_id, policy_id=policy_id, number=number)
+        version.policy = policy
+        jobs[job_id] = _partial(Job, id=job_id, version_id=version_id)
+        jobs[job_id].version = version
     User = get_user_model()
+    name_field = str(User.USERNAME_FIELD)  # a plain field: its attname is its name
+    reviewer_ids = {d.reviewer_id for d in decisions}
     reviewers = {
-        pk: User(pk=pk, **{User.USERNAME_FIELD: username})
-        for pk, username in User.objects.filter(
-            pk__in={d.reviewer_id for d in decisions}
-        ).values_list("pk", User.USERNAME_FIELD)
+        pk: _partial(User, id=pk, **{name_field: username})
+        for pk, username in _fetch(
+            f"SELECT id, {connection.ops.quote_name(name_field)} FROM {_table(User)} "
+            f"WHERE id IN ({_marks(reviewer_ids)})",
+            list(reviewer_ids),
+        )
     }
     kept: list[Decision] = []
     for decision in decisions:
@@ -577,10 +629,13 @@ def earlier_decisions(task: ReviewTask, *, limit: int = 10) -> list[Decision]:
         if job is None or reviewer is None:
             continue  # deleted between these reads, as a join would have dropped it
         content_hash, snippet = items[item_id]
-        earlier = ReviewTask(id=task_id, job_id=job_id, item_id=item_id, policy_id=policy_id)
+        earlier = _partial(
+            ReviewTask, id=task_id, job_id=job_id, item_id=item_id, policy_id=policy_id
+        )
         earlier.job = job
         earlier.policy = job.version.policy
-        earlier.item = Item(id=item_id, content_hash=content_hash, text=snippet)
+        # The text is cut (``EARLIER_SNIPPET_CHARS``): what the card shows of it.
+        earlier.item = _partial(Item, id=item_id, content_hash=content_hash, text=snippet)
         decision.task = earlier
         decision.reviewer = reviewer
         kept.append(decision)

@@ -439,6 +439,17 @@ def test_earlier_decisions_on_the_same_content_are_found(
     assert [d.note for d in earlier_decisions(nearly)] == ["near twin"]
     assert earlier_decisions(unrelated) == []
     assert first.pk != near.pk
+    # What the card shows is read at once; anything else read later comes from the database,
+    # never a blank default.
+    shown = earlier_decisions(same)[0]
+    assert str(shown.task.job.version) == f"{first.version.policy.name} v{first.version.number}"
+    assert shown.reviewer.get_username() == reviewer.get_username()
+    assert shown.task.job.status == first.status and shown.task.job.text_a == first.text_a
+    assert shown.task.item.external_id == first.sample_set.items.get().external_id
+    assert shown.reviewer.email == reviewer.email and shown.task.policy.slug
+    held = claim_next_task(reviewer=second_reviewer, job=later)
+    assert held is not None and held.job.sample_set_id == later.sample_set_id
+    assert held.job.version.text == later.version.text and held.policy.name == "Other"
 
 
 def test_review_notes_group_decisions_by_quoted_clause(author: Any, reviewer: Any) -> None:
