@@ -278,7 +278,7 @@ def _claim_next_chunks(job_id: int) -> int:
             RETURNING id, "index", side, item_ids, attempts
             """,
             [
-                timezone.now(),
+                connection.ops.adapt_datetimefield_value(timezone.now()),  # as the ORM writes it
                 job_id,
                 ChunkStatus.QUEUED,
                 window,
