@@ -233,19 +233,18 @@ def test_earlier_decision_lookup_and_claim_use_indexes(
     item_query = next(q["sql"] for q in queries.captured_queries if "SUBSTRING" in q["sql"])
     plan = _plan(item_query, None)
     assert "item_text_prefix" in plan and "content_hash" in plan
-    # Each filter's claim starts on the partial index of open tasks that fits it, never a walk
-    # over every task ever made, nor over the whole queue's open tasks for one job or policy.
-    for scope, index in (
-        ({"job": task.job}, "review_open_job"),
-        ({"policy": task.policy}, "review_open_policy"),
-        ({}, "review_open_id"),
-    ):
-        other = django_user_model.objects.create_user(f"claims_{index}")  # holds nothing yet
+    # Each filter's claim is one statement that walks a partial index holding only open tasks
+    # (which one is the planner's choice on a table this small, and its statistics are what
+    # earlier tests left; the next test checks the choice on a realistic queue), never a walk
+    # over every task ever made.
+    for n, scope in enumerate(({"job": task.job}, {"policy": task.policy}, {})):
+        other = django_user_model.objects.create_user(f"claims_{n}")  # holds nothing yet
         with CaptureQueriesContext(connection) as queries:
             claim_next_task(reviewer=other, **scope)
         claim_sql = [q["sql"] for q in queries.captured_queries if "SKIP LOCKED" in q["sql"]]
         assert len(claim_sql) == 1 and claim_sql[0].startswith("UPDATE"), claim_sql
-        assert index in _plan(claim_sql[0], None), (scope, _plan(claim_sql[0], None))
+        plan = _plan(claim_sql[0], None)
+        assert any(f"review_open_{i}" in plan for i in ("job", "policy", "id")), (scope, plan)
 
 
 def _tasks(job: Job, count: int, status: str) -> None:
