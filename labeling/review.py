@@ -143,8 +143,8 @@ def _claim_statement(
     tasks = scope.apply(ReviewTask.objects.all())
     open_tasks = tasks.filter(status=ReviewStatus.OPEN)
     order: tuple[str, ...] = ("id",)
+    table = _table(ReviewTask)
     if scope.policy is not None and scope.job is None:
-        table = connection.ops.quote_name(ReviewTask._meta.db_table)
         open_tasks = QueueFilter(side_said_1=scope.side_said_1, max_margin=scope.max_margin).apply(
             ReviewTask.objects.filter(status=ReviewStatus.OPEN)
         )
@@ -166,7 +166,6 @@ def _claim_statement(
         )
         picks.append(f"({sql} FOR UPDATE SKIP LOCKED)")
         params.extend(args)
-    table = connection.ops.quote_name(ReviewTask._meta.db_table)
     columns = ", ".join(
         connection.ops.quote_name(str(f.column)) for f in ReviewTask._meta.concrete_fields
     )
@@ -198,13 +197,18 @@ def _claim_in_one_statement(
     """
     sql, params = _claim_statement(scope, reviewer_id, now, expires)
     tasks = scope.apply(ReviewTask.objects.all())
-    names = [f.attname for f in ReviewTask._meta.concrete_fields]
+    fields: list[Any] = list(ReviewTask._meta.concrete_fields)
     for _attempt in range(_CLAIM_ATTEMPTS):
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             row = cursor.fetchone()
         if row is not None:
-            return ReviewTask.from_db(connection.alias, names, list(row))
+            # As the ORM would read them (``skipped_by`` comes back as JSON text).
+            values = [
+                f.from_db_value(v, None, connection) if hasattr(f, "from_db_value") else v
+                for f, v in zip(fields, row, strict=True)
+            ]
+            return ReviewTask.from_db(connection.alias, [f.attname for f in fields], values)
         if not (
             tasks.filter(_claimable(now))
             .exclude(skipped_by__contains=[reviewer_id])

@@ -303,6 +303,9 @@ def test_skipped_task_is_not_offered_again_to_that_reviewer(
     assert claim_next_task(reviewer=reviewer) is None
     other = claim_next_task(reviewer=second_reviewer)
     assert other is not None and other.pk == first.pk
+    # The claimed row comes back as the ORM reads it.
+    assert other.skipped_by == [reviewer.pk] and other.claimed_by_id == second_reviewer.pk
+    assert other.claim_expires_at is not None and other.claim_expires_at > timezone.now()
 
 
 def test_a_reviewer_can_bring_back_what_they_skipped(
