@@ -25,6 +25,7 @@ from django.db.models.functions import Abs, Lower, RowNumber, Substr
 from django.utils import timezone
 from django.utils.http import urlencode
 
+from cope_studio.lib.db import update_returning
 from labeling.models import (
     Decision,
     GoldChoice,
@@ -709,15 +710,30 @@ def _carry(pairs: list[tuple[int, Decision]]) -> int:
     if not pairs:
         return 0
     sources = dict(pairs)
-    table = connection.ops.quote_name(ReviewTask._meta.db_table)
-    marks = ", ".join(["%s"] * len(sources))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET status = %s, resolved_at = %s, carried_over = %s "
-            f"WHERE id IN ({marks}) AND status = %s RETURNING id, policy_id, item_id",
-            [ReviewStatus.RESOLVED, _now_param(), True, *sources, ReviewStatus.OPEN],
-        )
-        resolved = {task_id: (policy_id, item_id) for task_id, policy_id, item_id in cursor}
+    statement = (
+        f"UPDATE {_table(ReviewTask)} SET status = %s, resolved_at = %s, carried_over = %s "
+        f"WHERE id IN ({_marks(sources)}) AND status = %s"
+    )
+    params = [ReviewStatus.RESOLVED, _now_param(), True, *sources, ReviewStatus.OPEN]
+    if update_returning():
+        resolved = {
+            task_id: (policy_id, item_id)
+            for task_id, policy_id, item_id in _fetch(
+                f"{statement} RETURNING id, policy_id, item_id", params
+            )
+        }
+    else:  # SQLite before 3.35: the same update, then the rows it resolved
+        now = params[1]
+        with connection.cursor() as cursor:
+            cursor.execute(statement, params)
+        resolved = {
+            task_id: (policy_id, item_id)
+            for task_id, policy_id, item_id in _fetch(
+                f"SELECT id, policy_id, item_id FROM {_table(ReviewTask)} "
+                f"WHERE id IN ({_marks(sources)}) AND carried_over = %s AND resolved_at = %s",
+                [*sources, True, now],
+            )
+        }
     carried = [
         Decision(
             task_id=task_id,

@@ -38,6 +38,7 @@ from django.db.models import Case, Count, DateTimeField, F, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from cope_studio.lib.db import update_returning
 from labeling import agreement
 from labeling.comparisons import side_b
 from labeling.models import (
@@ -260,32 +261,41 @@ def _claim_next_chunks(job_id: int) -> int:
 
     One ``UPDATE … RETURNING`` picks them (the window's free places and the next unsent
     chunks to fill them) and hands back what sending needs, so the send reads no chunk again.
+    A database without ``UPDATE … RETURNING`` (SQLite before 3.35) picks, then marks.
     """
     table = connection.ops.quote_name(JobChunk._meta.db_table)
     window = chunks_in_flight()
+    pick = f"""
+        SELECT id FROM {table}
+        WHERE job_id = %s AND status = %s AND sent_at IS NULL
+        ORDER BY "index", side
+        LIMIT (SELECT CASE WHEN COUNT(*) < %s THEN %s - COUNT(*) ELSE 0 END FROM {table}
+               WHERE job_id = %s AND status = %s AND sent_at IS NOT NULL)
+    """
+    pick_params: list[Any] = [
+        job_id,
+        ChunkStatus.QUEUED,
+        window,
+        window,
+        job_id,
+        ChunkStatus.QUEUED,
+    ]
+    now = connection.ops.adapt_datetimefield_value(timezone.now())  # as the ORM writes it
+    if not update_returning():
+        with connection.cursor() as cursor:
+            cursor.execute(pick, pick_params)
+            ids = [int(row[0]) for row in cursor.fetchall()]
+        if ids:
+            JobChunk.objects.filter(pk__in=ids).update(
+                sent_at=timezone.now(), attempts=F("attempts") + 1
+            )
+            transaction.on_commit(lambda: _send_chunks(job_id, ids))
+        return len(ids)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"""
-            UPDATE {table} SET sent_at = %s, attempts = attempts + 1
-            WHERE id IN (
-                SELECT id FROM {table}
-                WHERE job_id = %s AND status = %s AND sent_at IS NULL
-                ORDER BY "index", side
-                LIMIT (SELECT CASE WHEN COUNT(*) < %s THEN %s - COUNT(*) ELSE 0 END
-                       FROM {table}
-                       WHERE job_id = %s AND status = %s AND sent_at IS NOT NULL)
-            )
-            RETURNING id, "index", side, item_ids, attempts
-            """,
-            [
-                connection.ops.adapt_datetimefield_value(timezone.now()),  # as the ORM writes it
-                job_id,
-                ChunkStatus.QUEUED,
-                window,
-                window,
-                job_id,
-                ChunkStatus.QUEUED,
-            ],
+            f"UPDATE {table} SET sent_at = %s, attempts = attempts + 1 WHERE id IN ({pick}) "
+            'RETURNING id, "index", side, item_ids, attempts',
+            [now, *pick_params],
         )
         rows = cursor.fetchall()
     if rows:

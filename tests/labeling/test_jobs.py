@@ -132,6 +132,36 @@ def test_results_finish_the_job_with_stats_and_review_tasks_for_mismatches(
     assert task.policy_id == version.policy_id
 
 
+@pytest.mark.parametrize("returning", [True, False])
+def test_chunks_flow_through_a_small_window_with_or_without_update_returning(
+    version: Any,
+    sample_set: Any,
+    author: Any,
+    sent: list,
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+    returning: bool,
+) -> None:
+    """Each result sends the next chunk (one in flight), by ``UPDATE … RETURNING`` or, on a
+    database without it (SQLite before 3.35), by picking then marking: the same job either way."""
+    monkeypatch.setattr(services, "update_returning", lambda: returning)
+    settings.COPE_CHUNKS_IN_FLIGHT = 1
+    job = start(version, sample_set, author, django_capture_on_commit_callbacks)
+    assert len(sent) == 1
+    done = 0
+    while done < len(sent):
+        with django_capture_on_commit_callbacks(execute=True):
+            record_chunk(fake_result(sent[done]))
+        done += 1
+    job.refresh_from_db()
+    assert done == job.chunk_count * 2 and len({r["chunk_id"] for r in sent}) == done
+    assert all(r["attempt"] == 1 for r in sent)
+    assert job.status == JobStatus.PARTIAL and job.stats["labeled"] == {"A": 7, "B": 7}
+    assert Label.objects.filter(job=job).count() == 16
+    assert not JobChunk.objects.filter(job=job, sent_at__isnull=True).exists()
+
+
 def test_a_redelivered_result_changes_nothing(
     version: Any, sample_set: Any, author: Any, sent: list, django_capture_on_commit_callbacks: Any
 ) -> None:

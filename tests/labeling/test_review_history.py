@@ -101,6 +101,27 @@ def test_rerun_under_the_same_texts_is_not_asked_again(author: Any, reviewer: An
     assert notes.decided == 2 and notes.carried == 2
 
 
+@pytest.mark.parametrize("returning", [True, False])
+def test_carry_over_with_or_without_update_returning(
+    author: Any, reviewer: Any, monkeypatch: pytest.MonkeyPatch, returning: bool
+) -> None:
+    from labeling import review
+
+    monkeypatch.setattr(review, "update_returning", lambda: returning)
+    job = make_job(author=author, mismatches=[(1, 0.9, 0.1), (0, 0.2, 0.7)])
+    for _ in range(2):
+        decide(claim_next_task(reviewer=reviewer), reviewer, label="1", note="seen")
+    again = rerun(job, author)
+    assert carry_over_decisions(job_id=again.pk) == 2
+    carried = again.review_tasks.all()
+    assert all(t.status == ReviewStatus.RESOLVED and t.carried_over for t in carried)
+    assert sorted(Decision.objects.filter(task__job=again).values_list("note", flat=True)) == [
+        "seen",
+        "seen",
+    ]
+    assert GoldLabel.objects.filter(decision__task__job=job).count() == 2
+
+
 def test_carry_over_is_idempotent_and_keeps_a_newer_gold_label(author: Any, reviewer: Any) -> None:
     job = make_job(author=author, mismatches=[(1, 0.9, 0.1)])
     decide(claim_next_task(reviewer=reviewer), reviewer, label="1")
