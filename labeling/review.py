@@ -25,7 +25,7 @@ from django.db.models.functions import Abs, Lower, RowNumber, Substr
 from django.utils import timezone
 from django.utils.http import urlencode
 
-from cope_studio.lib.db import update_returning
+from cope_studio.lib.db import fetch, marks, table, update_returning
 from labeling.models import (
     Decision,
     GoldChoice,
@@ -144,13 +144,13 @@ def _claim_statement(
     tasks = scope.apply(ReviewTask.objects.all())
     open_tasks = tasks.filter(status=ReviewStatus.OPEN)
     order: tuple[str, ...] = ("id",)
-    table = _table(ReviewTask)
+    tasks_table = table(ReviewTask)
     if scope.policy is not None and scope.job is None:
         open_tasks = QueueFilter(side_said_1=scope.side_said_1, max_margin=scope.max_margin).apply(
             ReviewTask.objects.filter(status=ReviewStatus.OPEN)
         )
         open_tasks = open_tasks.extra(  # noqa: S610 - fixed SQL, the id is a parameter
-            where=[f"{table}.policy_id = ANY(%s)"], params=[[scope.policy.pk]]
+            where=[f"{tasks_table}.policy_id = ANY(%s)"], params=[[scope.policy.pk]]
         )
         order = ("policy_id", "id")
     picks: list[str] = []
@@ -171,7 +171,7 @@ def _claim_statement(
         connection.ops.quote_name(str(f.column)) for f in ReviewTask._meta.concrete_fields
     )
     sql = (
-        f"UPDATE {table} SET status = %s, claimed_by_id = %s, claim_expires_at = %s "
+        f"UPDATE {tasks_table} SET status = %s, claimed_by_id = %s, claim_expires_at = %s "
         f"WHERE id = COALESCE({', '.join(picks)}) "
         "AND (status = %s OR (status = %s AND claim_expires_at < %s)) "
         f"RETURNING {columns}"
@@ -293,24 +293,10 @@ def _partial(model: type[Any], **fields: Any) -> Any:
     return model.from_db(connection.alias, names, [fields[name] for name in names])
 
 
-def _table(model: type[Any]) -> str:
-    return str(connection.ops.quote_name(model._meta.db_table))
-
-
 def _now_param(now: Any = None) -> Any:
     """A datetime as a parameter of hand-written SQL, in the form the ORM stores (SQLite keeps
     naive UTC text; a raw aware datetime would be stored in another spelling)."""
     return connection.ops.adapt_datetimefield_value(now or timezone.now())
-
-
-def _marks(values: Any) -> str:
-    return ", ".join(["%s"] * len(values))
-
-
-def _fetch(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return list(cursor.fetchall())
 
 
 def _attach_item_and_job(task: ReviewTask) -> ReviewTask:
@@ -320,8 +306,8 @@ def _attach_item_and_job(task: ReviewTask) -> ReviewTask:
     task.item = Item.objects.get(pk=task.item_id)
     jobs = Job.objects.raw(
         f"SELECT j.*, v.number AS v_number, v.policy_id AS v_policy_id, p.name AS p_name "
-        f"FROM {_table(Job)} j JOIN {_table(Version)} v ON v.id = j.version_id "
-        f"JOIN {_table(Policy)} p ON p.id = v.policy_id WHERE j.id = %s",
+        f"FROM {table(Job)} j JOIN {table(Version)} v ON v.id = j.version_id "
+        f"JOIN {table(Policy)} p ON p.id = v.policy_id WHERE j.id = %s",
         [task.job_id],
     )
     job = next(iter(jobs), None)
@@ -363,7 +349,7 @@ def submit_decision(
         # than the database to run them). Resolved only while the reviewer's claim holds.
         with connection.cursor() as cursor:
             cursor.execute(
-                f"UPDATE {_table(ReviewTask)} SET status = %s, resolved_at = %s, "
+                f"UPDATE {table(ReviewTask)} SET status = %s, resolved_at = %s, "
                 "claim_expires_at = NULL WHERE id = %s AND status = %s AND claimed_by_id = %s "
                 "AND claim_expires_at >= %s",
                 [
@@ -394,7 +380,7 @@ def submit_decision(
         # there, a typed one included (b-gold).
         with connection.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {_table(GoldLabel)} "
+                f"INSERT INTO {table(GoldLabel)} "
                 "(policy_id, item_id, label, decision_id, decided_by_id, updated_at, source) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (policy_id, item_id) DO UPDATE "
                 "SET label = excluded.label, decision_id = excluded.decision_id, "
@@ -602,9 +588,9 @@ def earlier_decisions(task: ReviewTask, *, limit: int = 10) -> list[Decision]:
     # longer than running it, and this runs for every card.
     tasks = {
         row[0]: row
-        for row in _fetch(
-            f"SELECT id, job_id, item_id, policy_id FROM {_table(ReviewTask)} "
-            f"WHERE item_id IN ({_marks(items)}) AND id <> %s LIMIT {_EARLIER_ITEMS * 4}",
+        for row in fetch(
+            f"SELECT id, job_id, item_id, policy_id FROM {table(ReviewTask)} "
+            f"WHERE item_id IN ({marks(items)}) AND id <> %s LIMIT {_EARLIER_ITEMS * 4}",
             [*items, task.pk],
         )
     }
@@ -612,7 +598,7 @@ def earlier_decisions(task: ReviewTask, *, limit: int = 10) -> list[Decision]:
         return []
     decisions = list(
         Decision.objects.raw(
-            f"SELECT * FROM {_table(Decision)} WHERE task_id IN ({_marks(tasks)}) "
+            f"SELECT * FROM {table(Decision)} WHERE task_id IN ({marks(tasks)}) "
             f"ORDER BY created_at DESC, id DESC LIMIT {int(limit)}",
             list(tasks),
         )
@@ -623,10 +609,10 @@ def earlier_decisions(task: ReviewTask, *, limit: int = 10) -> list[Decision]:
     # other field read later is loaded then (``_partial``).
     job_ids = {tasks[d.task_id][1] for d in decisions}
     jobs: dict[int, Job] = {}
-    for job_id, version_id, number, policy_id, name in _fetch(
-        f"SELECT j.id, v.id, v.number, p.id, p.name FROM {_table(Job)} j "
-        f"JOIN {_table(Version)} v ON v.id = j.version_id "
-        f"JOIN {_table(Policy)} p ON p.id = v.policy_id WHERE j.id IN ({_marks(job_ids)})",
+    for job_id, version_id, number, policy_id, name in fetch(
+        f"SELECT j.id, v.id, v.number, p.id, p.name FROM {table(Job)} j "
+        f"JOIN {table(Version)} v ON v.id = j.version_id "
+        f"JOIN {table(Policy)} p ON p.id = v.policy_id WHERE j.id IN ({marks(job_ids)})",
         list(job_ids),
     ):
         policy = _partial(Policy, id=policy_id, name=name)
@@ -639,9 +625,9 @@ def earlier_decisions(task: ReviewTask, *, limit: int = 10) -> list[Decision]:
     reviewer_ids = {d.reviewer_id for d in decisions}
     reviewers = {
         pk: _partial(User, id=pk, **{name_field: username})
-        for pk, username in _fetch(
-            f"SELECT id, {connection.ops.quote_name(name_field)} FROM {_table(User)} "
-            f"WHERE id IN ({_marks(reviewer_ids)})",
+        for pk, username in fetch(
+            f"SELECT id, {connection.ops.quote_name(name_field)} FROM {table(User)} "
+            f"WHERE id IN ({marks(reviewer_ids)})",
             list(reviewer_ids),
         )
     }
@@ -702,23 +688,24 @@ def _same_texts_jobs(job: Job) -> list[int]:
 def _carry(pairs: list[tuple[int, Decision]]) -> int:
     """Resolve each open task with a copy of its earlier decision; how many were resolved.
 
-    The tasks are resolved with one conditional ``UPDATE … RETURNING`` (still open): a task a
-    reviewer claimed in the meantime stays theirs. The gold label is written only where none
-    exists: an older decision never overwrites a newer gold label. Three statements whatever
-    the number of tasks, none of them a join.
+    The tasks are resolved with one conditional ``UPDATE`` (still open; ``RETURNING`` the rows
+    it resolved where the database can): a task a reviewer claimed in the meantime stays
+    theirs. The gold label is written only where none exists: an older decision never
+    overwrites a newer gold label. A fixed number of statements whatever the number of tasks,
+    none of them a join.
     """
     if not pairs:
         return 0
     sources = dict(pairs)
     statement = (
-        f"UPDATE {_table(ReviewTask)} SET status = %s, resolved_at = %s, carried_over = %s "
-        f"WHERE id IN ({_marks(sources)}) AND status = %s"
+        f"UPDATE {table(ReviewTask)} SET status = %s, resolved_at = %s, carried_over = %s "
+        f"WHERE id IN ({marks(sources)}) AND status = %s"
     )
     params = [ReviewStatus.RESOLVED, _now_param(), True, *sources, ReviewStatus.OPEN]
     if update_returning():
         resolved = {
             task_id: (policy_id, item_id)
-            for task_id, policy_id, item_id in _fetch(
+            for task_id, policy_id, item_id in fetch(
                 f"{statement} RETURNING id, policy_id, item_id", params
             )
         }
@@ -728,9 +715,9 @@ def _carry(pairs: list[tuple[int, Decision]]) -> int:
             cursor.execute(statement, params)
         resolved = {
             task_id: (policy_id, item_id)
-            for task_id, policy_id, item_id in _fetch(
-                f"SELECT id, policy_id, item_id FROM {_table(ReviewTask)} "
-                f"WHERE id IN ({_marks(sources)}) AND carried_over = %s AND resolved_at = %s",
+            for task_id, policy_id, item_id in fetch(
+                f"SELECT id, policy_id, item_id FROM {table(ReviewTask)} "
+                f"WHERE id IN ({marks(sources)}) AND carried_over = %s AND resolved_at = %s",
                 [*sources, True, now],
             )
         }
@@ -817,10 +804,10 @@ def _carry_to_open_reruns(decision: Decision, task: ReviewTask) -> int:
     The reruns are found in one query on the (small) job table; only when there are some is the
     content's hash read (``task.item`` need not be loaded). Plain SQL, as in ``submit_decision``.
     """
-    jobs = _table(Job)
-    same = _fetch(
+    jobs = table(Job)
+    same = fetch(
         f"SELECT j.id, j.sample_set_id FROM {jobs} j "
-        f"JOIN {_table(Version)} v ON v.id = j.version_id JOIN {jobs} t ON t.id = %s "
+        f"JOIN {table(Version)} v ON v.id = j.version_id JOIN {jobs} t ON t.id = %s "
         "WHERE v.policy_id = %s AND j.text_a = t.text_a AND j.text_b = t.text_b AND j.id <> t.id",
         [task.job_id, task.policy_id],
     )
@@ -829,16 +816,16 @@ def _carry_to_open_reruns(decision: Decision, task: ReviewTask) -> int:
     if ReviewTask.item.is_cached(task):  # type: ignore[attr-defined]
         content_hash = task.item.content_hash
     else:
-        content_hash = _fetch(
-            f"SELECT content_hash FROM {_table(Item)} WHERE id = %s", [task.item_id]
+        content_hash = fetch(
+            f"SELECT content_hash FROM {table(Item)} WHERE id = %s", [task.item_id]
         )[0][0]
     sets = {sample_set for _pk, sample_set in same}
     # Ids first: a join with items costs more to plan than to run.
     item_ids = [
         row[0]
-        for row in _fetch(
-            f"SELECT id FROM {_table(Item)} WHERE content_hash = %s "
-            f"AND sample_set_id IN ({_marks(sets)}) LIMIT {_CARRY_BATCH}",
+        for row in fetch(
+            f"SELECT id FROM {table(Item)} WHERE content_hash = %s "
+            f"AND sample_set_id IN ({marks(sets)}) LIMIT {_CARRY_BATCH}",
             [content_hash, *sets],
         )
     ]
@@ -846,9 +833,9 @@ def _carry_to_open_reruns(decision: Decision, task: ReviewTask) -> int:
         return 0
     open_ids = [
         row[0]
-        for row in _fetch(
-            f"SELECT id FROM {_table(ReviewTask)} WHERE job_id IN ({_marks(same)}) "
-            f"AND status = %s AND item_id IN ({_marks(item_ids)}) LIMIT {_CARRY_BATCH}",
+        for row in fetch(
+            f"SELECT id FROM {table(ReviewTask)} WHERE job_id IN ({marks(same)}) "
+            f"AND status = %s AND item_id IN ({marks(item_ids)}) LIMIT {_CARRY_BATCH}",
             [*(pk for pk, _set in same), ReviewStatus.OPEN, *item_ids],
         )
     ]

@@ -38,7 +38,7 @@ from django.db.models import Case, Count, DateTimeField, F, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from cope_studio.lib.db import update_returning
+from cope_studio.lib.db import table, update_returning
 from labeling import agreement
 from labeling.comparisons import side_b
 from labeling.models import (
@@ -263,13 +263,13 @@ def _claim_next_chunks(job_id: int) -> int:
     chunks to fill them) and hands back what sending needs, so the send reads no chunk again.
     A database without ``UPDATE … RETURNING`` (SQLite before 3.35) picks, then marks.
     """
-    table = connection.ops.quote_name(JobChunk._meta.db_table)
+    chunks = table(JobChunk)
     window = chunks_in_flight()
     pick = f"""
-        SELECT id FROM {table}
+        SELECT id FROM {chunks}
         WHERE job_id = %s AND status = %s AND sent_at IS NULL
         ORDER BY "index", side
-        LIMIT (SELECT CASE WHEN COUNT(*) < %s THEN %s - COUNT(*) ELSE 0 END FROM {table}
+        LIMIT (SELECT CASE WHEN COUNT(*) < %s THEN %s - COUNT(*) ELSE 0 END FROM {chunks}
                WHERE job_id = %s AND status = %s AND sent_at IS NOT NULL)
     """
     pick_params: list[Any] = [
@@ -293,7 +293,7 @@ def _claim_next_chunks(job_id: int) -> int:
         return len(ids)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET sent_at = %s, attempts = attempts + 1 WHERE id IN ({pick}) "
+            f"UPDATE {chunks} SET sent_at = %s, attempts = attempts + 1 WHERE id IN ({pick}) "
             'RETURNING id, "index", side, item_ids, attempts',
             [now, *pick_params],
         )

@@ -16,9 +16,7 @@ from django.contrib.auth.models import Permission
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection
 
-
-def _table(model: Any) -> str:
-    return str(connection.ops.quote_name(model._meta.db_table))
+from cope_studio.lib.db import table
 
 
 def _read(user: Any) -> list[tuple[str, str]]:
@@ -28,7 +26,7 @@ def _read(user: Any) -> list[tuple[str, str]]:
     took longer than running it. Each link table is read once in a subquery, never the product
     of the two.
     """
-    perm, ctype = _table(Permission), _table(ContentType)
+    perm, ctype = table(Permission), table(ContentType)
     sql = (
         f"SELECT DISTINCT c.app_label, p.codename"
         f" FROM {perm} p JOIN {ctype} c ON c.id = p.content_type_id"
@@ -36,9 +34,9 @@ def _read(user: Any) -> list[tuple[str, str]]:
     if user.is_superuser:
         params: list[Any] = []
     else:
-        own = _table(Permission.user_set.through)
-        grouped = _table(Permission.group_set.through)
-        member = _table(type(user).groups.through)
+        own = table(Permission.user_set.through)
+        grouped = table(Permission.group_set.through)
+        member = table(type(user).groups.through)
         sql += (
             f" WHERE p.id IN (SELECT permission_id FROM {own} WHERE user_id = %s)"
             f" OR p.id IN (SELECT gp.permission_id FROM {grouped} gp"
