@@ -36,7 +36,7 @@ test-core: $(STAMP)
 	  -m "not browser and not celery_worker"
 	# The embedded default's transport: a real model worker over the filesystem broker.
 	env -u DATABASE_URL DJANGO_SECRET_KEY=test-only HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
-	  $(BIN)/pytest -p no:cacheprovider tests/labeling/test_celery.py -k real_workers_label_every_item_once
+	  $(BIN)/pytest -p no:cacheprovider tests/labeling/jobs/test_celery.py -k real_workers_label_every_item_once
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

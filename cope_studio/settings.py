@@ -47,7 +47,7 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
-# --- g-deploy: HTTPS behind a proxy. Off by default (the embedded default serves plain HTTP on
+# --- HTTPS behind a proxy. Off by default (the embedded default serves plain HTTP on
 # 127.0.0.1); docs/deploy.md and .env.example give the production values, and
 # tests/test_deploy_settings.py runs `check --deploy --fail-level WARNING` with them.
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
@@ -234,7 +234,7 @@ COPE_MAX_CHUNK_ATTEMPTS = env_int("COPE_MAX_CHUNK_ATTEMPTS", 3, minimum=1)
 COPE_RESUME_AFTER_SECONDS = env_int(
     "COPE_RESUME_AFTER_SECONDS", CELERY_TASK_TIME_LIMIT + 60, minimum=1
 )
-# e-jobs: flow control and lost-chunk detection.
+# Flow control and lost-chunk detection.
 # Chunks of one job sent to the model workers and not answered yet; more are sent as results
 # come back, so the broker holds a few messages per job, not the whole job. At least twice the
 # number of model workers keeps each busy with one chunk waiting behind the one it scores.
@@ -254,7 +254,7 @@ CELERY_BEAT_SCHEDULE = {
         # A tick that waited longer than the next one (worker down) is dropped, not piled up.
         "options": {"queue": "default", "expires": max(1, COPE_RESUME_EVERY_SECONDS - 5)},
     },
-    # f-import: fail imports whose worker was lost, delete uploads nobody imported.
+    # Fail imports whose worker was lost, delete uploads nobody imported.
     "clean-uploads": {
         "task": "labeling.clean_uploads",
         "schedule": 3600.0,
@@ -262,7 +262,7 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
-# --- c-live: live scoring (Try box, labeling API) ------------------------------------------
+# --- Live scoring (Try box, labeling API) ------------------------------------------
 # django-ninja serves the API docs page's JavaScript and CSS from our static files (it uses a
 # CDN only when it is not an installed app).
 INSTALLED_APPS += ["ninja"]
@@ -308,10 +308,10 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
 
-# --- g-deploy: model worker heartbeats (labeling.workers). A worker silent for longer than this
+# --- Model worker heartbeats (labeling.workers). A worker silent for longer than this
 # is shown as down on the Workers page, and a job waiting for the gpu queue says so.
 COPE_WORKER_DOWN_AFTER_SECONDS = env_int("COPE_WORKER_DOWN_AFTER_SECONDS", 60, minimum=5)
-# a-policies: a twin with fewer words changed than this share (0-1) of the text is "nearly a
+# A twin with fewer words changed than this share (0-1) of the text is "nearly a
 # copy": the version page says agreement will be flattering, and finalize refuses it.
 COPE_TWIN_MIN_CHANGED_WORDS = env_float(
     "COPE_TWIN_MIN_CHANGED_WORDS", 0.20, minimum=0.0, maximum=1.0

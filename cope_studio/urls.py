@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from labeling.api import api
+from labeling.api.endpoints import api
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/policies/", permanent=False)),
@@ -12,9 +12,9 @@ urlpatterns = [
     path("policies/", include("policies.urls")),
     path("labeling/", include("labeling.urls")),
     path("admin/", admin.site.urls),
-    # c-live: the labeling API, /api/v1/ (docs at /api/v1/docs) and the compatible /v1/label
+    # The labeling API, /api/v1/ (docs at /api/v1/docs) and the compatible /v1/label
     path("", api.urls),
 ]
 
-# f-import: a clear page for a form over the size limit (pasted text), not a bare 400.
+# A clear page for a form over the size limit (pasted text), not a bare 400.
 handler400 = "cope_studio.lib.errors.bad_request"

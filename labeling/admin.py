@@ -112,7 +112,7 @@ class GoldLabelAdmin(ReadOnlyAdmin):
     raw_id_fields = ["policy", "item", "decision", "decided_by"]
 
 
-# c-live: API keys are created and revoked on their own page (the key is shown once there).
+# API keys are created and revoked on their own page (the key is shown once there).
 @admin.register(ApiKey)
 class ApiKeyAdmin(ReadOnlyAdmin):
     list_display = ["name", "prefix", "owner", "can_read", "can_label", "created_at", "revoked_at"]

@@ -29,7 +29,7 @@ class SampleSet(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    # f-import: the import runs as a task; jobs take only a READY set. Rows made before the
+    # The import runs as a task; jobs take only a READY set. Rows made before the
     # background import existed are complete, hence the default.
     status = models.CharField(
         max_length=10, choices=SampleSetStatus.choices, default=SampleSetStatus.READY
@@ -78,7 +78,7 @@ class Item(models.Model):
         ]
         indexes = [
             models.Index(fields=["content_hash"]),
-            # d-review: earlier decisions on near-identical content look items up by the start
+            # Earlier decisions on near-identical content look items up by the start
             # of their text (labeling.review.NEAR_PREFIX characters) through this index.
             models.Index(Substr("text", 1, 64), name="item_text_prefix"),
         ]
@@ -102,7 +102,6 @@ class Side(models.TextChoices):
     B = "B", "B (twin)"
 
 
-# b-gold
 class CompareKind(models.TextChoices):
     """What side B of a job was: the version's twin, another version's text, or pasted text."""
 
@@ -145,16 +144,16 @@ class Job(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    # e-jobs: set once the background task has sampled the items and created the chunks.
+    # Set once the background task has sampled the items and created the chunks.
     prepared_at = models.DateTimeField(null=True, blank=True)
-    # b-gold: what side B was (text_b holds its frozen text in every case).
+    # What side B was (text_b holds its frozen text in every case).
     compare_kind = models.CharField(
         max_length=10, choices=CompareKind.choices, default=CompareKind.TWIN
     )
     compare_version = models.ForeignKey(
         Version, on_delete=models.PROTECT, null=True, blank=True, related_name="compared_in"
     )
-    # a-policies: set when this job decided a finalize (same transaction, under the row lock).
+    # Set when this job decided a finalize (same transaction, under the row lock).
     # A frozen job's labels, statistics and review tasks never change: late chunk results,
     # retries and resumes are ignored or refused (labeling.services checks it).
     frozen_at = models.DateTimeField(null=True, blank=True)
@@ -212,13 +211,13 @@ class JobChunk(models.Model):
         ]
         indexes = [
             models.Index(fields=["job", "status"]),
-            # e-jobs: the few chunks in flight (sent, no answer yet) across all jobs.
+            # The few chunks in flight (sent, no answer yet) across all jobs.
             models.Index(
                 fields=["job", "sent_at"],
                 name="chunk_in_flight",
                 condition=Q(status="queued", sent_at__isnull=False),
             ),
-            # e-jobs: a job's next chunks to send, in order.
+            # A job's next chunks to send, in order.
             models.Index(
                 fields=["job", "index", "side"],
                 name="chunk_unsent",
@@ -248,7 +247,7 @@ class Label(models.Model):
             models.UniqueConstraint(fields=["job", "item", "side"], name="label_unique"),
         ]
         indexes = [
-            # e-jobs: the items a job lost, by side (the job page's reasons, "Retry failed").
+            # The items a job lost, by side (the job page's reasons, "Retry failed").
             models.Index(
                 fields=["job", "side"], name="label_failed", condition=Q(label__isnull=True)
             ),
@@ -288,7 +287,7 @@ class ReviewTask(models.Model):
     skipped_by = models.JSONField(default=list, blank=True)  # user ids who skipped it
     created_at = models.DateTimeField(auto_now_add=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
-    # d-review: resolved without asking, with the decision made on the same content under the
+    # Resolved without asking, with the decision made on the same content under the
     # same two texts in an earlier job (see labeling.review.carry_over_decisions).
     carried_over = models.BooleanField(default=False)
 
@@ -305,7 +304,7 @@ class ReviewTask(models.Model):
                 name="review_claimed_expiry",
                 condition=Q(status="claimed"),
             ),
-            # d-review: the queue walks open tasks in id order (whole queue, one policy, one
+            # The queue walks open tasks in id order (whole queue, one policy, one
             # job) without stepping over the resolved history; a reviewer's live claim is
             # found among claims, not among every task they ever resolved.
             models.Index(fields=["id"], name="review_open_id", condition=Q(status="open")),
@@ -349,7 +348,7 @@ class Decision(models.Model):
     quote = models.TextField(blank=True)  # the ambiguous clause, quoted from the policy
     note = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
-    # d-review: the earlier decision this one repeats (carried over automatically, or reused
+    # The earlier decision this one repeats (carried over automatically, or reused
     # by the reviewer with the `r` key); None for a decision made afresh.
     carried_from = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -359,7 +358,6 @@ class Decision(models.Model):
         return f"Decision on task {self.task_id}: {self.label}/{self.wording}"
 
 
-# b-gold
 class GoldSource(models.TextChoices):
     IMPORT = "import", "expected label at import"
     REVIEW = "review", "reviewer's decision"
@@ -375,7 +373,7 @@ class GoldLabel(models.Model):
     decision = models.ForeignKey(Decision, on_delete=models.SET_NULL, null=True, blank=True)
     decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     updated_at = models.DateTimeField(auto_now=True)
-    # b-gold: where it came from (GoldSource); an import's expected label needs no row.
+    # Where it came from (GoldSource); an import's expected label needs no row.
     source = models.CharField(max_length=10, choices=GoldSource.choices, default=GoldSource.REVIEW)
 
     class Meta:
@@ -387,7 +385,7 @@ class GoldLabel(models.Model):
         return f"Gold {self.policy_id}/{self.item_id} = {self.label}"
 
 
-# --- g-deploy: model worker heartbeats -------------------------------------------------------
+# --- Model worker heartbeats -------------------------------------------------------
 
 
 class WorkerHeartbeat(models.Model):
@@ -425,7 +423,7 @@ class WorkerHeartbeat(models.Model):
         return f"{self.name} ({self.state})"
 
 
-# b-gold: comparisons, evaluation set, gold sources and policy settings audit -----------------
+# Comparisons, evaluation set, gold sources and policy settings audit -----------------
 
 
 class PolicyEvaluation(models.Model):
@@ -467,7 +465,7 @@ class PolicySettingChange(models.Model):
         return f"{self.field}: {self.old_value} → {self.new_value}"
 
 
-# --- c-live: API keys -----------------------------------------------------------------------
+# --- API keys -----------------------------------------------------------------------
 
 
 class ApiKey(models.Model):

@@ -8,8 +8,8 @@ from typing import Any
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from labeling import services
-from labeling.workers import record_heartbeat_task  # noqa: F401  (g-deploy: registers it)
+from labeling.jobs import services
+from labeling.workers.services import record_heartbeat_task  # noqa: F401  (registers it)
 from worker.contract import RECORD_CHUNK_TASK, ContractError, ScoreResult
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def resume_stalled_jobs() -> int:
     return sum(resent.values())
 
 
-# f-import: sample-set imports run here, not in the request ---------------------------------
+# Sample-set imports run here, not in the request ---------------------------------
 
 RUN_IMPORT_TASK = "labeling.run_import"
 CLEAN_UPLOADS_TASK = "labeling.clean_uploads"  # scheduled in settings.CELERY_BEAT_SCHEDULE
@@ -87,7 +87,7 @@ CLEAN_UPLOADS_TASK = "labeling.clean_uploads"  # scheduled in settings.CELERY_BE
 def run_import(sample_set_id: int) -> str:
     """Read an uploaded file into its sample set (``importing.run_import``): ready, or failed
     with the reason and nothing kept. A redelivered task starts the set again from empty."""
-    from labeling import importing
+    from labeling.samples import services as importing
 
     outcome = importing.run_import(sample_set_id=sample_set_id)
     log.info("sample set %s: import %s", sample_set_id, outcome)
@@ -98,6 +98,6 @@ def run_import(sample_set_id: int) -> str:
 def clean_uploads() -> dict[str, int]:
     """Run by Celery beat every hour: fail imports whose worker was lost, delete uploads
     nobody imported (``importing.clean_abandoned_imports``)."""
-    from labeling import importing
+    from labeling.samples import services as importing
 
     return importing.clean_abandoned_imports()

@@ -40,7 +40,7 @@ _ADMIN = [
     "policies.finalize_version",
     "policies.delete_policy",
     "labeling.delete_sampleset",
-    "labeling.change_policyevaluation",  # b-gold: threshold, minimum sample, evaluation set
+    "labeling.change_policyevaluation",  # Threshold, minimum sample, evaluation set
 ]
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {

@@ -323,7 +323,7 @@ def celery_workers(
                 Path(options[key]).mkdir(parents=True, exist_ok=True)
             env.update(CELERY_BROKER_URL="filesystem://", COPE_BROKER_DIR=str(broker))
             # Shared-cache SQLite fails a read at once while another thread writes: no heartbeat
-            # writes behind the tests' backs (tests/labeling/test_workers.py turns them on).
+            # writes behind the tests' backs (tests/labeling/workers/test_workers.py turns them on).
             gpu_env["COPE_HEARTBEAT_SECONDS"] = "0"
             env.pop("DATABASE_URL", None)
             (broker / "results").mkdir(parents=True, exist_ok=True)

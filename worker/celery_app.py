@@ -51,9 +51,9 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     DESCRIBE_TASK: {"queue": GPU_QUEUE},
     RECORD_CHUNK_TASK: {"queue": DEFAULT_QUEUE},
     RECORD_TWIN_TASK: {"queue": DEFAULT_QUEUE},
-    SCORE_LIVE_TASK: {"queue": LIVE_QUEUE},  # c-live: consumed before GPU_QUEUE
+    SCORE_LIVE_TASK: {"queue": LIVE_QUEUE},  # Consumed before GPU_QUEUE
 }
-# c-live: the queues a model worker consumes, in the order it looks at them (-Q).
+# The queues a model worker consumes, in the order it looks at them (-Q).
 WORKER_QUEUES = f"{LIVE_QUEUE},{GPU_QUEUE}"
 
 
@@ -66,7 +66,7 @@ def celery_settings(config: WorkerConfig) -> dict[str, Any]:
         # With late acks an unacked task is redelivered after the visibility timeout: keep it
         # above the hard time limit so a long chunk is not handed to a second worker.
         transport_options = {"visibility_timeout": max(3600, 2 * config.task_time_limit)}
-        # c-live: look at the queues in -Q order (gpu_live first), not in turns.
+        # Look at the queues in -Q order (gpu_live first), not in turns.
         transport_options["queue_order_strategy"] = "priority"
     result_backend = config.effective_result_backend()
     if result_backend and result_backend.startswith("file://"):
@@ -98,7 +98,7 @@ def celery_settings(config: WorkerConfig) -> dict[str, Any]:
     if config.uses_filesystem_broker:
         from worker.broker import TRANSPORT
 
-        settings["broker_transport"] = TRANSPORT  # c-live: strict queue order (gpu_live first)
+        settings["broker_transport"] = TRANSPORT  # Strict queue order (gpu_live first)
     return settings
 
 

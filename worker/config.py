@@ -95,10 +95,10 @@ class WorkerConfig:
     # Touched after every heartbeat sent, for a container health check (``python -m worker
     # health``); empty for none.
     heartbeat_file: str = ""
-    # e-jobs: how long a new pool process may take to load the model before Celery gives up on
+    # How long a new pool process may take to load the model before Celery gives up on
     # it (``worker_proc_alive_timeout``); a real CoPE model takes minutes.
     model_load_timeout: int = 1800
-    # c-live: how often a worker looks for messages on the filesystem broker (Redis pushes).
+    # How often a worker looks for messages on the filesystem broker (Redis pushes).
     broker_poll_seconds: float = 0.05
 
     @classmethod

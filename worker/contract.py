@@ -263,7 +263,7 @@ class Heartbeat:
         )
 
 
-# Live scoring (c-live): the Try box and the labeling API ------------------------------------
+# Live scoring: the Try box and the labeling API ------------------------------------
 # A live request waits for its answer, so it has its own queue that every model worker consumes
 # *first* (``-Q gpu_live,gpu``): it jumps ahead of bulk chunks instead of queueing behind them.
 # Its result comes back through the Celery result backend (Redis, or files next to the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import template
 
-from labeling.workers import QueueStatus, queue_status
+from labeling.workers.services import QueueStatus, queue_status
 
 register = template.Library()
 

@@ -16,7 +16,7 @@ from labeling.agreement import Confusion, agreement_from_confusion
 from labeling.models import Job, ReviewStatus
 from policies.models import Policy, TwinOrigin, Version
 from tests.conftest import POLICY_TEXT, TWIN_TEXT
-from tests.labeling.test_review import make_job
+from tests.labeling.review.test_review import make_job
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

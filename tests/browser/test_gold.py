@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from labeling import items as items_module
+from labeling.gold import items as items_module
 from labeling.models import GoldLabel, GoldSource, Item, PolicySettingChange, SampleSet
-from tests.labeling.test_gold import build_job
-from tests.labeling.test_review import make_policy, make_version
+from tests.labeling.gold.test_gold import build_job
+from tests.labeling.review.test_review import make_policy, make_version
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

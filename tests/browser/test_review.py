@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from labeling.models import Decision, GoldLabel, ReviewStatus
-from tests.labeling.test_review import make_job
+from tests.labeling.review.test_review import make_job
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -108,8 +108,8 @@ def test_skip_and_enter_from_the_keyboard(
 def test_r_reuses_the_earlier_decision_and_the_next_content_stays_in_view(
     page: Any, live_server: Any, login: Any, screenshot: Any, author: Any, reviewer: Any
 ) -> None:
-    from labeling.review import claim_next_task, submit_decision
-    from tests.labeling.test_review_history import rerun
+    from labeling.review.services import claim_next_task, submit_decision
+    from tests.labeling.review.test_review_history import rerun
 
     job = make_job(
         author=author,

@@ -69,7 +69,7 @@ def test_run_job_from_version_panel_and_watch_it_finish(
         "Critique of the minister's budget.",
     ] * 4
     sample_set = make_sample_set(author, texts, name="Browser sample")
-    # b-gold: the chart draws deciding jobs only (at least the minimum sample labeled).
+    # The chart draws deciding jobs only (at least the minimum sample labeled).
     type(version.policy).objects.filter(pk=version.policy_id).update(min_sample_size=24)
     page = login(author)
     page.goto(f"{live_server.url}/labeling/versions/{version.pk}/panel/")

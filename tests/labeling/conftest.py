@@ -32,8 +32,8 @@ def make_version(author: Any, *, name: str = "Harassment", number: int = 1, twin
 
 
 def make_sample_set(author: Any, texts: list[str], *, name: str = "Sample") -> Any:
-    from labeling.importing import content_hash
     from labeling.models import Item, SampleSet
+    from labeling.samples.services import content_hash
 
     sample_set = SampleSet.objects.create(
         name=name, source_format="pasted", item_count=len(texts), created_by=author
@@ -87,7 +87,7 @@ def fake_result(request: dict[str, Any], *, error: str = "") -> dict[str, Any]:
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Score requests captured instead of sent to a broker; a job's preparation runs inline
     (``start_job``'s on-commit callback calls ``prepare_job`` instead of queueing it)."""
-    from labeling import services
+    from labeling.jobs import services
 
     requests: list[dict[str, Any]] = []
     monkeypatch.setattr(services, "send_score_request", requests.append)
@@ -105,7 +105,7 @@ class FakeBroker:
         self.model_workers: int | None = 1
 
     def look(self) -> Any:
-        from labeling.broker import BrokerView
+        from labeling.jobs.broker import BrokerView
 
         held = None if self.held is None else frozenset(self.held)
         return BrokerView(frozenset(self.queued), held, self.model_workers)
@@ -113,7 +113,7 @@ class FakeBroker:
 
 @pytest.fixture
 def broker(monkeypatch: pytest.MonkeyPatch) -> FakeBroker:
-    from labeling import broker as broker_module
+    from labeling.jobs import broker as broker_module
 
     fake = FakeBroker()
     monkeypatch.setattr(broker_module, "look", fake.look)

@@ -185,8 +185,8 @@ def test_demo_samples_are_short_labeled_and_mixed(demo: DemoPolicy) -> None:
 
 @pytest.mark.django_db
 def test_seed_ships_gold_labels_and_an_evaluation_set() -> None:
-    from labeling.evaluation import evaluation_choice
-    from labeling.gold import job_gold_report
+    from labeling.gold.services import job_gold_report
+    from labeling.jobs.evaluation import evaluation_choice
     from labeling.models import Job, Label, PolicyEvaluation
 
     _seed()

@@ -1,6 +1,6 @@
 """The heartbeat sender of a model worker process: what it reports, and that it stops cleanly
 with a last ``stopped`` heartbeat. Sending through a real broker to the web side is covered by
-tests/labeling/test_workers.py with real workers."""
+tests/labeling/workers/test_workers.py with real workers."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Shared by ``bench_try`` and ``bench_api``: a real model worker subprocess on a real broker,
-and this process's Celery app pointed at it (c-live)."""
+and this process's Celery app pointed at it."""
 
 from __future__ import annotations
 

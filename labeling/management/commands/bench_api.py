@@ -28,7 +28,7 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
-from labeling import api_keys
+from labeling.api import keys as api_keys
 from labeling.management.commands._live_bench import REPO, BrokerSetup, percentiles
 from labeling.management.commands.bench_try import CONTENTS, texts
 from labeling.models import ApiKey

@@ -30,8 +30,8 @@ from django.db import connection
 from django.test import Client, override_settings
 from django.urls import reverse
 
-from labeling.importing import run_import
 from labeling.models import SampleSet, SampleSetStatus
+from labeling.samples.services import run_import
 from policies.roles import AUTHOR, ensure_roles
 
 WORDS = (

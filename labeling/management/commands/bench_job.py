@@ -36,9 +36,9 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
-from labeling import services
-from labeling.importing import content_hash
+from labeling.jobs import services
 from labeling.models import Item, Job, SampleSet
+from labeling.samples.services import content_hash
 from policies.models import Policy, TwinOrigin, Version
 
 DEMO = Path(__file__).resolve().parents[3] / "cope_studio" / "demo"

@@ -20,7 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from labeling import live
+from labeling.api import live
 from labeling.management.commands._live_bench import BrokerSetup, percentiles
 
 DEMO = Path(__file__).resolve().parents[3] / "cope_studio" / "demo"

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from labeling import exports
+from labeling.release import exports
 from policies.models import Policy
 
 TWIN_SECTION = "\n\n<!-- ===== twin (B) ===== -->\n\n"

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from labeling.services import resume_stalled_jobs
+from labeling.jobs.services import resume_stalled_jobs
 
 
 class Command(BaseCommand):

@@ -1,0 +1,77 @@
+"""Forms of the Try box and the API key pages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth import get_user_model
+
+from labeling.api.keys import SCOPES
+
+MAX_TRY_CHARS = 200_000
+
+
+class TryForm(forms.Form):
+    """Contents to try, and what to try them under: a saved version, or the editor's unsaved
+    ``text`` and ``twin_text`` (the editor's own field names, so htmx can include them)."""
+
+    contents = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4}), max_length=MAX_TRY_CHARS, strip=False
+    )
+    mode = forms.ChoiceField(
+        choices=[("lines", "One content per line"), ("block", "The whole box is one content")],
+        initial="lines",
+        required=False,
+    )
+    version = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    text = forms.CharField(required=False, strip=False, max_length=MAX_TRY_CHARS)
+    twin_text = forms.CharField(required=False, strip=False, max_length=MAX_TRY_CHARS)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        raw = (data.get("contents") or "").replace("\r\n", "\n")
+        if data.get("mode") == "block":
+            contents = [raw.strip()] if raw.strip() else []
+        else:
+            contents = [line.strip() for line in raw.split("\n") if line.strip()]
+        limit = settings.COPE_TRY_MAX_ITEMS
+        if not contents:
+            self.add_error("contents", "Paste at least one content to try.")
+        elif len(contents) > limit:
+            self.add_error(
+                "contents",
+                f"{len(contents)} contents: Try takes at most {limit} at once "
+                "(COPE_TRY_MAX_ITEMS). For more, import a sample set and run a job.",
+            )
+        data["content_list"] = contents
+        data["text"] = (data.get("text") or "").replace("\r\n", "\n")
+        data["twin_text"] = (data.get("twin_text") or "").replace("\r\n", "\n")
+        if not data["text"].strip() and not data.get("version"):
+            self.add_error(None, "There is no policy text to try: write one, or save a version.")
+        return data
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What will use it, e.g. “moderation-svc”.")
+    scopes = forms.MultipleChoiceField(
+        choices=[(s, s) for s in SCOPES],
+        widget=forms.CheckboxSelectMultiple,
+        initial=["read"],
+        help_text="read: list policies and versions. label: label content.",
+    )
+    owner = forms.ModelChoiceField(
+        queryset=get_user_model().objects.filter(is_active=True).order_by("username"),
+        required=False,
+        help_text="Admins may create a key for someone else.",
+    )
+
+    def __init__(self, *args: Any, can_choose_owner: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not can_choose_owner:
+            del self.fields["owner"]
+
+
+class ApiKeyRevokeForm(forms.Form):
+    """Revoking takes no input; the form keeps every POST on the same path (and CSRF)."""

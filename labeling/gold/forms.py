@@ -1,0 +1,54 @@
+"""Forms for comparisons, the items page, typed gold labels and a policy's settings."""
+
+from __future__ import annotations
+
+from django import forms
+
+from labeling.models import GoldChoice
+
+SIDE_SAID_ONE = [
+    ("", "any"),
+    ("a", "A said 1"),
+    ("b", "B said 1"),
+    ("both", "both said 1"),
+    ("only_a", "only A said 1"),
+    ("only_b", "only B said 1"),
+    ("none", "neither said 1"),
+]
+
+
+WRONG = [
+    ("", "any"),
+    ("a", "A wrong vs gold"),
+    ("b", "B wrong vs gold"),
+    ("either", "A or B wrong"),
+    ("a_fp", "A false positives"),
+    ("a_fn", "A false negatives"),
+    ("b_fp", "B false positives"),
+    ("b_fn", "B false negatives"),
+    ("no_gold", "no gold label"),
+]
+
+
+class ItemFilterForm(forms.Form):
+    """The items page's filters (GET); every field optional."""
+
+    mismatch = forms.BooleanField(required=False, label="Mismatches only")
+    wrong = forms.ChoiceField(required=False, choices=WRONG, label="Against gold")
+    said = forms.ChoiceField(required=False, choices=SIDE_SAID_ONE, label="Side that said 1")
+    margin = forms.FloatField(
+        required=False,
+        min_value=0.0,
+        max_value=0.5,
+        label="Margin below",
+        help_text="|p(1) − 0.5| under A or B below this (0–0.5): the model was unsure.",
+    )
+    after = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+    before = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+
+
+class GoldForm(forms.Form):
+    """A gold label typed on the items page."""
+
+    item = forms.IntegerField(widget=forms.HiddenInput)
+    label = forms.ChoiceField(choices=GoldChoice.choices)

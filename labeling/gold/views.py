@@ -1,0 +1,130 @@
+"""A job's items page (filters, keyset pages, CSV, typed gold), the compare-versions view and a
+policy's settings page.
+
+Permissions: anyone who may view jobs sees the items and comparisons; typing a gold label needs
+``labeling.add_goldlabel`` (reviewers, admins); changing a policy's settings needs
+``labeling.change_policyevaluation`` (admins).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from cope_studio.lib.permissions import require_perms
+from labeling.gold import items
+from labeling.gold import services as gold
+from labeling.gold.forms import GoldForm, ItemFilterForm
+from labeling.jobs import comparisons
+from labeling.models import GoldSource, Item, Job
+
+
+def _get_job(request: HttpRequest, pk: int, *perms: str) -> Job:
+    require_perms(request, "labeling.view_job", *perms)
+    return get_object_or_404(
+        Job.objects.select_related("version__policy", "sample_set", "compare_version"), pk=pk
+    )
+
+
+def _filters(request: HttpRequest) -> tuple[ItemFilterForm, dict[str, Any]]:
+    form = ItemFilterForm(request.GET or None)
+    if form.is_bound and form.is_valid():
+        return form, form.cleaned_data
+    return form, {}
+
+
+def _query(filters: dict[str, Any], **cursor: Any) -> str:
+    """The page's filters as a query string, with the given cursor."""
+    from urllib.parse import urlencode
+
+    params = {
+        k: ("on" if v is True else v)
+        for k, v in filters.items()
+        if k not in ("after", "before") and v not in (None, "", False)
+    }
+    params.update({k: v for k, v in cursor.items() if v is not None})
+    return urlencode(params)
+
+
+def _items_context(request: HttpRequest, job: Job) -> dict[str, Any]:
+    form, filters = _filters(request)
+    page = items.item_page(job, filters)
+    return {
+        "job": job,
+        "form": form,
+        "page": page,
+        "filtered": any(
+            filters.get(k) not in (None, "", False)
+            for k in ItemFilterForm.base_fields
+            if k not in ("after", "before")
+        ),
+        "next_query": _query(filters, after=page.next_after) if page.next_after else "",
+        "prev_query": _query(filters, before=page.prev_before) if page.prev_before else "",
+        "filter_query": _query(filters),
+        "can_gold": request.user.has_perm("labeling.add_goldlabel"),
+        "gold_url": reverse("labeling:job_gold_set", args=[job.pk]),
+        "gold_choices": GoldForm.base_fields["label"].choices,  # type: ignore[attr-defined]
+        "label_b_name": comparisons.side_b_name(job),
+        "form_errors": form.errors if form.is_bound else {},
+    }
+
+
+@login_required
+@require_GET
+def job_items(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _get_job(request, pk, "labeling.view_label")
+    context = _items_context(request, job)
+    if request.htmx:
+        return render(request, "labeling/gold/job_items.html#items-table", context)
+    return render(request, "labeling/gold/job_items.html", context)
+
+
+@login_required
+@require_GET
+def job_items_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
+    job = _get_job(request, pk, "labeling.view_label")
+    _, filters = _filters(request)
+    response = StreamingHttpResponse(
+        items.csv_lines(job, filters), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-items.csv"'
+    return response
+
+
+@login_required
+@require_POST
+def job_gold_set(request: HttpRequest, pk: int) -> HttpResponse:
+    """Type the gold label of one item of the job (htmx swaps its row's gold cell)."""
+    job = _get_job(request, pk, "labeling.add_goldlabel")
+    form = GoldForm(request.POST)
+    if not form.is_valid():
+        return HttpResponse("Choose 0, 1 or “policy can't decide”.", status=400)
+    item = get_object_or_404(Item, pk=form.cleaned_data["item"], labels__job=job, labels__side="A")
+    gold.set_gold(
+        policy=job.version.policy,
+        item=item,
+        label=form.cleaned_data["label"],
+        source=GoldSource.TYPED,
+        by=request.user,
+    )
+    if request.htmx:
+        row = {"item_id": item.pk, "gold": form.cleaned_data["label"], "gold_source": "typed"}
+        context = {
+            "job": job,
+            "row": row,
+            "can_gold": True,
+            "gold_url": reverse("labeling:job_gold_set", args=[job.pk]),
+            "gold_choices": GoldForm.base_fields["label"].choices,  # type: ignore[attr-defined]
+            "saved": True,
+        }
+        return render(request, "labeling/gold/job_items.html#gold-cell", context)
+    messages.success(request, f"Gold label of {item.external_id} saved.")
+    back = request.POST.get("back", "")
+    url = reverse("labeling:job_items", args=[job.pk])
+    return redirect(f"{url}?{back}" if back and not back.startswith(("/", "http")) else url)

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from typing import Any
+
+
+def _pct(x: float | None, digits: int = 1) -> str:
+    return "—" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def stats_display(stats: dict[str, Any]) -> dict[str, Any] | None:
+    """Job.stats as the strings the job page shows."""
+    if not stats or "n" not in stats:
+        return None
+    c = stats["confusion"]
+    kappa = stats.get("kappa")
+    return {
+        "n": stats["n"],
+        "agree": stats["agree"],
+        "disagree": stats["disagree"],
+        "p_o": _pct(stats.get("p_o")),
+        "kappa": "n/a" if kappa is None else f"{kappa:.3f}",
+        "kappa_note": stats.get("kappa_note", ""),
+        "ci": (
+            f"{_pct(stats['ci_low'])} – {_pct(stats['ci_high'])}"
+            if stats.get("ci_low") is not None
+            else "—"
+        ),
+        "pos_a": _pct(stats.get("positive_rate_a")),
+        "pos_b": _pct(stats.get("positive_rate_b")),
+        "confusion": c,
+        "excluded": sorted(stats.get("excluded", {}).items()),
+        "excluded_count": stats.get("excluded_count", 0),
+        "total": stats.get("total", stats["n"]),
+    }
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"

@@ -1,0 +1,133 @@
+"""Forms for sample-set import and labeling jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from labeling.models import CompareKind, SampleSet, SampleSetStatus
+from policies.models import Version
+
+
+class JobStartForm(forms.Form):
+    sample_set = forms.ModelChoiceField(queryset=SampleSet.objects.none(), empty_label=None)
+    sample_size = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Random sample of N items (optional)",
+        help_text="Leave empty to label every item.",
+    )
+    seed = forms.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=2**31 - 1,
+        label="Seed (optional)",
+        help_text="The same seed picks the same sample.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        qs = SampleSet.objects.filter(item_count__gt=0, status=SampleSetStatus.READY).order_by(
+            "-created_at"
+        )
+        self.fields["sample_set"].queryset = qs  # type: ignore[attr-defined]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        sample_set, size = data.get("sample_set"), data.get("sample_size")
+        if sample_set is not None and size and size > sample_set.item_count:
+            self.add_error(
+                "sample_size",
+                f"“{sample_set.name}” has only {sample_set.item_count:,} items; "
+                "leave this empty to label all of them.",
+            )
+        return data
+
+
+class JobActionForm(forms.Form):
+    """The job page's Cancel, Resume and Retry buttons. They choose nothing, but every POST goes
+    through a form: the hidden field makes a stray POST (a crawler, a replayed request without
+    the button's field) a 400 instead of an action."""
+
+    confirm = forms.BooleanField(widget=forms.HiddenInput, initial=True)
+
+
+class CompareForm(forms.Form):
+    """What the run form compares A with: the twin, another version, or pasted text."""
+
+    compare_kind = forms.ChoiceField(
+        label="Compare A with",
+        required=False,  # a POST without it (older pages, scripts) compares with the twin
+        choices=CompareKind.choices,
+        initial=CompareKind.TWIN,
+        widget=forms.RadioSelect,
+    )
+    compare_version = forms.ModelChoiceField(
+        queryset=Version.objects.none(),
+        required=False,
+        label="Other version",
+        empty_label="— choose a version —",
+    )
+    compare_text = forms.CharField(
+        required=False,
+        label="Pasted text B",
+        widget=forms.Textarea(attrs={"rows": 4, "class": "mono"}),
+        strip=False,
+    )
+
+    def __init__(self, *args: Any, version: Version, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        others = Version.objects.filter(policy_id=version.policy_id).exclude(pk=version.pk)
+        field = self.fields["compare_version"]
+        field.queryset = others.order_by("-number")  # type: ignore[attr-defined]
+        field.label_from_instance = lambda v: f"v{v.number}"  # type: ignore[attr-defined]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        kind = data["compare_kind"] = data.get("compare_kind") or CompareKind.TWIN
+        if kind == CompareKind.VERSION and not data.get("compare_version"):
+            self.add_error("compare_version", "Choose the version to compare with.")
+        if kind == CompareKind.PASTED and not (data.get("compare_text") or "").strip():
+            self.add_error("compare_text", "Paste the wording to compare with.")
+        return data
+
+    def job_kwargs(self) -> dict[str, Any]:
+        """The ``start_job`` keyword arguments for the chosen side B."""
+        kind = self.cleaned_data["compare_kind"]
+        if kind == CompareKind.VERSION:
+            return {"compare_version": self.cleaned_data["compare_version"]}
+        if kind == CompareKind.PASTED:
+            return {"compare_text": self.cleaned_data["compare_text"]}
+        return {}
+
+
+class PolicySettingsForm(forms.Form):
+    """A policy's agreement threshold, minimum sample and evaluation set."""
+
+    agreement_threshold = forms.DecimalField(
+        label="Agreement threshold (%)",
+        min_value=50,
+        max_value=100,
+        decimal_places=1,
+        help_text="Agreement between the two wordings needed to finalize (50–100%).",
+    )
+    min_sample_size = forms.IntegerField(
+        label="Minimum sample",
+        min_value=1,
+        max_value=10_000_000,
+        help_text="Items a job must label on both sides to decide the chart and finalize.",
+    )
+    evaluation_set = forms.ModelChoiceField(
+        queryset=SampleSet.objects.none(),
+        required=False,
+        label="Evaluation set",
+        empty_label="— automatic: the first set a job reached the minimum sample on —",
+        help_text="The sample set versions are compared on; the chart and finalize read only "
+        "jobs on it.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        sets = SampleSet.objects.filter(item_count__gt=0).order_by("-created_at")
+        self.fields["evaluation_set"].queryset = sets  # type: ignore[attr-defined]

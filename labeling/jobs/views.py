@@ -1,0 +1,388 @@
+"""Sample sets, labeling jobs, and the job panels the policy pages include.
+
+Permissions: authors and admins import sample sets and run jobs (``labeling.add_sampleset``,
+``labeling.add_job``, ``labeling.change_job``); reviewers can look (``view_*``); anyone else
+gets 403. The review queue lives in ``review_views``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import BadRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from cope_studio.lib.htmx import htmx_redirect
+from cope_studio.lib.permissions import require_perms
+from labeling.gold import services as gold
+from labeling.gold.summary import gold_context
+from labeling.jobs import comparisons, evaluation, services
+from labeling.jobs.charts import ChartPoint, agreement_chart
+from labeling.jobs.display import _duration, _pct, stats_display
+from labeling.jobs.forms import CompareForm, JobActionForm, JobStartForm, PolicySettingsForm
+from labeling.models import (
+    ChunkStatus,
+    Job,
+    JobStatus,
+)
+from labeling.scoring import FEW_GOLD
+from policies.models import Policy, Version
+
+
+def _get_job_for_user(request: HttpRequest, pk: int, *perms: str) -> Job:
+    require_perms(request, "labeling.view_job", *perms)
+    return get_object_or_404(
+        Job.objects.select_related("version__policy", "sample_set", "created_by"), pk=pk
+    )
+
+
+def _policy_chart(
+    policy: Policy, versions: list[Version] | None = None, known: dict[int, Any] | None = None
+) -> Any:
+    """Agreement, kappa and F1 against gold of each version's deciding job (only jobs
+    on the evaluation set at the minimum sample; see ``labeling.evaluation``)."""
+    versions = versions if versions is not None else list(policy.versions.order_by("number"))
+    latest = evaluation.deciding_jobs(policy, versions)
+    points = []
+    for v in sorted(versions, key=lambda v: v.number):
+        job = latest.get(v.pk)
+        stats = job.stats if job else {}
+        report = (known or {}).get(job.pk) if job else None  # The job page's own
+        if job and report is None:
+            report = gold.job_gold_report(job, sides=("A",))
+        score = report.sides["A"].score if report else None
+        points.append(
+            ChartPoint(
+                version_number=v.number,
+                p_o=stats.get("p_o"),
+                kappa=stats.get("kappa"),
+                n=stats.get("n", 0),
+                job_id=job.pk if job else None,
+                f1=score.f1 if score else None,
+                gold_n=score.n if score else 0,
+            )
+        )
+    return agreement_chart(
+        points,
+        policy.agreement_threshold,
+        title=f"{policy.name}: agreement between the wordings by version",
+    )
+
+
+@login_required
+@require_POST
+def job_start(request: HttpRequest, version_id: int) -> HttpResponse:
+    require_perms(request, "labeling.add_job", "policies.view_version")
+    version = get_object_or_404(Version.objects.select_related("policy"), pk=version_id)
+    form = JobStartForm(request.POST)
+    compare = CompareForm(request.POST, version=version)  # What side B is
+    if form.is_valid() and compare.is_valid():
+        try:
+            job = services.start_job(
+                version=version,
+                sample_set=form.cleaned_data["sample_set"],
+                sample_size=form.cleaned_data["sample_size"],
+                seed=form.cleaned_data["seed"],
+                by=request.user,
+                **compare.job_kwargs(),
+            )
+        except services.JobError as exc:
+            form.add_error(None, str(exc))
+        else:
+            return htmx_redirect(request, reverse("labeling:job_detail", args=[job.pk]))
+    return _render_version_panel(request, version, form, status=400, compare=compare)
+
+
+def _job_context(request: HttpRequest, job: Job) -> dict[str, Any]:
+    progress = services.job_progress(job)
+    gold_part = gold_context(job)  # Figures against gold
+    known = {job.pk: gold_part["gold"]} if gold_part.get("gold") else {}
+    failed_chunks = list(
+        job.chunks.filter(status=ChunkStatus.FAILED).order_by("index", "side")[:50]
+    )
+    # What each side lost and why, grouped when the job finished (``Job.stats``).
+    lost = (job.stats or {}).get("lost")
+    if lost and not (lost["A"]["count"] or lost["B"]["count"]):
+        lost = None
+    return {
+        "lost": lost,
+        "lost_sides": [("A (primary text)", lost["A"]), ("B (twin)", lost["B"])] if lost else [],
+        "can_retry": request.user.has_perm("labeling.change_job")
+        and not job.is_active
+        and job.status != JobStatus.CANCELLED
+        and (job.errors_a + job.errors_b) > 0,
+        "job": job,
+        "progress": progress,
+        "eta": _duration(progress.eta_seconds),
+        "stats": stats_display(job.stats),
+        "weak": job.is_weak,
+        "weak_note": services.WEAK_NOTE,
+        "failed_chunks": failed_chunks,
+        "can_change": request.user.has_perm("labeling.change_job"),
+        "action_form": JobActionForm(auto_id=False),
+        "open_reviews": job.review_tasks.filter(status__in=["open", "claimed"]).count(),
+        "chart": None if job.is_active else _policy_chart(job.version.policy, known=known),
+        "threshold": _pct(job.version.policy.agreement_threshold, 0),
+        **gold_part,
+    }
+
+
+@login_required
+@require_GET
+def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _get_job_for_user(request, pk)
+    context = _job_context(request, job)
+    if request.htmx:
+        return render(request, "labeling/jobs/job_detail.html#job-status", context)
+    return render(request, "labeling/jobs/job_detail.html", context)
+
+
+def _get_job_for_action(request: HttpRequest, pk: int) -> Job:
+    """The job for a Cancel/Resume/Retry POST; a POST not from its button is a 400."""
+    job = _get_job_for_user(request, pk, "labeling.change_job")
+    if not JobActionForm(request.POST).is_valid():
+        raise BadRequest("This action needs its button on the job page.")
+    return job
+
+
+@login_required
+@require_POST
+def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _get_job_for_action(request, pk)
+    if services.cancel_job(job):
+        messages.info(request, "Job cancelled. Chunks already with a worker are discarded.")
+    else:
+        messages.warning(request, "The job had already finished.")
+    return htmx_redirect(request, reverse("labeling:job_detail", args=[job.pk]))
+
+
+@login_required
+@require_POST
+def job_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _get_job_for_action(request, pk)
+    n = services.resume_job_now(job)
+    messages.info(request, f"Re-sent {n} chunk{'s' if n != 1 else ''} to the workers.")
+    return htmx_redirect(request, reverse("labeling:job_detail", args=[job.pk]))
+
+
+@login_required
+@require_POST
+def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _get_job_for_action(request, pk)
+    try:
+        n = services.retry_failed_chunks(job)
+    except services.JobError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.info(request, f"Retrying {n} failed item{'s' if n != 1 else ''}.")
+    return htmx_redirect(request, reverse("labeling:job_detail", args=[job.pk]))
+
+
+def _rerun_initial(version: Version) -> dict[str, Any]:
+    """Start from the sample the policy's most recent job used, so that versions compare on
+    the same items (same set, size and seed) unless the author picks otherwise."""
+    last = (
+        Job.objects.filter(
+            version__policy_id=version.policy_id, version__number__lte=version.number
+        )
+        .order_by("-version__number", "-created_at")
+        .first()
+    )
+    if last is None:
+        return {}
+    return {
+        "sample_set": last.sample_set_id,
+        "sample_size": last.sample_size,
+        "seed": last.sample_seed,
+    }
+
+
+def _render_version_panel(
+    request: HttpRequest,
+    version: Version,
+    form: JobStartForm | None = None,
+    status: int = 200,
+    compare: CompareForm | None = None,
+) -> HttpResponse:
+    jobs = list(
+        version.jobs.select_related("sample_set", "compare_version").order_by("-created_at")[:20]
+    )
+    deciding = evaluation.deciding_job(version)
+    context = {
+        "version": version,
+        "policy": version.policy,
+        "jobs": [(job, stats_display(job.stats)) for job in jobs],
+        "compare_form": compare or CompareForm(version=version),
+        "deciding": deciding,
+        "evaluation": evaluation.evaluation_choice(version.policy),
+        "any_weak": any(j.is_weak for j in jobs),
+        "weak_note": services.WEAK_NOTE,
+        "form": form or JobStartForm(initial=_rerun_initial(version)),
+        "can_run": request.user.has_perm("labeling.add_job"),
+        "threshold": _pct(version.policy.agreement_threshold, 0),
+    }
+    template = "labeling/jobs/version_panel.html"
+    if request.htmx:
+        template += "#panel"
+    return render(request, template, context, status=status)
+
+
+@login_required
+@require_GET
+def version_panel(request: HttpRequest, version_id: int) -> HttpResponse:
+    require_perms(request, "labeling.view_job", "policies.view_version")
+    version = get_object_or_404(Version.objects.select_related("policy"), pk=version_id)
+    return _render_version_panel(request, version)
+
+
+@login_required
+@require_GET
+def policy_panel(request: HttpRequest, policy_id: int) -> HttpResponse:
+    require_perms(request, "labeling.view_job", "policies.view_policy")
+    policy = get_object_or_404(Policy, pk=policy_id)
+    versions = list(policy.versions.order_by("-number"))
+    jobs_by_version: dict[int, list[Job]] = {v.pk: [] for v in versions}
+    jobs = Job.objects.filter(version__policy=policy).select_related("sample_set")
+    for job in jobs.order_by("-created_at")[:200]:
+        jobs_by_version[job.version_id].append(job)
+    open_reviews = services.open_reviews_by_version(versions)
+    rows = [
+        {
+            "version": v,
+            "jobs": [(j, stats_display(j.stats)) for j in jobs_by_version[v.pk][:5]],
+            "open_reviews": open_reviews.get(v.pk, 0),
+        }
+        for v in versions
+    ]
+    context = {
+        "policy": policy,
+        "rows": rows,
+        "chart": _policy_chart(policy, versions),
+        "evaluation": evaluation.evaluation_choice(policy),
+        "any_weak": any(j.is_weak for js in jobs_by_version.values() for j in js),
+        "weak_note": services.WEAK_NOTE,
+        "threshold": _pct(policy.agreement_threshold, 0),
+        "active_statuses": [JobStatus.QUEUED, JobStatus.RUNNING],
+    }
+    template = "labeling/jobs/policy_panel.html"
+    if request.htmx:
+        template += "#panel"
+    return render(request, template, context)
+
+
+@login_required
+@require_GET
+def version_compare(request: HttpRequest, policy_id: int) -> HttpResponse:
+    require_perms(request, "labeling.view_job", "policies.view_version")
+    policy = get_object_or_404(Policy, pk=policy_id)
+    versions = list(policy.versions.order_by("-number"))
+    by_id = {str(v.pk): v for v in versions}
+    left = by_id.get(request.GET.get("a", "")) or (versions[0] if versions else None)
+    right = by_id.get(request.GET.get("b", "")) or (versions[1] if len(versions) > 1 else None)
+    result = None
+    if left is not None and right is not None and left != right:
+        result = comparisons.compare_versions(policy=policy, left=left, right=right)
+    return render(
+        request,
+        "labeling/jobs/version_compare.html",
+        {
+            "policy": policy,
+            "versions": versions,
+            "left": left,
+            "right": right,
+            "result": result,
+            "choice": evaluation.evaluation_choice(policy),
+            "few_gold": FEW_GOLD,
+            "flips_shown": comparisons.FLIPS,
+            **_compare_display(result),
+        },
+    )
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _compare_display(result: comparisons.VersionComparison | None) -> dict[str, Any]:
+    from labeling.jobs.display import stats_display
+
+    if result is None:
+        return {}
+
+    def score(s: Any) -> dict[str, str]:
+        return {k: _fmt(getattr(s, k)) for k in ("f1", "precision", "recall", "accuracy")}
+
+    return {
+        "left_stats": stats_display(result.left_job.stats) or {},
+        "right_stats": stats_display(result.right_job.stats) or {},
+        "left_score": score(result.left_score),
+        "right_score": score(result.right_score),
+        "pair": stats_display(result.agreement.to_dict()) or {},
+    }
+
+
+def _settings_context(
+    request: HttpRequest, policy: Policy, form: PolicySettingsForm
+) -> dict[str, Any]:
+    return {
+        "policy": policy,
+        "form": form,
+        "choice": evaluation.evaluation_choice(policy),
+        "changes": evaluation.recent_setting_changes(policy),
+        "can_edit": request.user.has_perm("labeling.change_policyevaluation"),
+    }
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def policy_settings(request: HttpRequest, policy_id: int) -> HttpResponse:
+    require_perms(request, "policies.view_policy", "labeling.view_job")
+    policy = get_object_or_404(Policy, pk=policy_id)
+    choice = evaluation.evaluation_choice(policy)
+    initial = {
+        "agreement_threshold": round(policy.agreement_threshold * 100, 1),
+        "min_sample_size": policy.min_sample_size,
+        "evaluation_set": choice.sample_set if choice.chosen else None,
+    }
+    form = PolicySettingsForm(request.POST or None, initial=initial)
+    status = 200
+    if request.method == "POST":
+        require_perms(request, "labeling.change_policyevaluation")
+        if form.is_valid():
+            data = form.cleaned_data
+            changes = evaluation.update_policy_settings(
+                policy=policy,
+                agreement_threshold=float(data["agreement_threshold"]) / 100,
+                min_sample_size=data["min_sample_size"],
+                evaluation_set=data["evaluation_set"],
+                by=request.user,
+            )
+            messages.success(
+                request,
+                f"Saved {len(changes)} change{'s' if len(changes) != 1 else ''}."
+                if changes
+                else "Nothing changed.",
+            )
+            if not request.htmx:
+                return redirect("labeling:policy_settings", policy_id=policy.pk)
+            form = PolicySettingsForm(
+                initial={
+                    "agreement_threshold": round(policy.agreement_threshold * 100, 1),
+                    "min_sample_size": policy.min_sample_size,
+                    "evaluation_set": evaluation.evaluation_choice(policy).sample_set
+                    if evaluation.evaluation_choice(policy).chosen
+                    else None,
+                }
+            )
+        elif not request.htmx:
+            status = 400  # htmx swaps only 2xx answers: the fragment with the errors is a 200
+    context = _settings_context(request, policy, form)
+    template = "labeling/jobs/policy_settings.html"
+    if request.htmx:
+        template += "#settings"
+    return render(request, template, context, status=status)

@@ -1,0 +1,214 @@
+"""Finalizing a version: which conditions its deciding job still misses, and the act itself.
+
+The *deciding job* is ``labeling.evaluation.deciding_job``: the version's latest succeeded twin
+job on the policy's evaluation set that labeled at least the minimum sample. Finalize refuses,
+each time saying which condition failed, when
+
+* there is no deciding job (no job on the evaluation set, too small, another comparison);
+* its agreement is below the policy's threshold, or a mismatch is not reviewed;
+* its labels come from a weak backend (the CPU baseline), unless an admin states a reason;
+* the policy text or its twin is over CoPE's token budget with the prompt template;
+* the twin is nearly a copy of the text (fewer words changed than ``COPE_TWIN_MIN_CHANGED_WORDS``).
+
+Finalizing freezes the deciding job: in one transaction, with the version and job rows locked,
+the version gets its finalized time, override reason and evidence, and the job its
+``frozen_at``. ``labeling.services`` then ignores late results and refuses retries on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.utils import timezone
+
+from labeling.jobs.evaluation import deciding_job, evaluation_set
+from labeling.jobs.services import latest_finished_job
+from labeling.models import CompareKind, Job, JobStatus, ReviewStatus
+from labeling.release.exports import job_evidence
+from policies import services as policy_services
+from policies.models import Version
+from policies.tokens import count_policy_tokens
+
+
+class NotReady(Exception):
+    """Finalizing was asked for a version that does not meet the conditions yet."""
+
+    def __init__(self, readiness: Readiness) -> None:
+        super().__init__(" ".join(readiness.missing))
+        self.readiness = readiness
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ok: bool
+    missing: list[str]
+    job: Job | None = None
+    already_finalized: bool = False
+    # The deciding job's labels come from a weak backend: the one condition an admin may
+    # override with a stated reason. ``overridable`` is True when it is the only one missing.
+    weak: bool = False
+    overridable: bool = False
+
+
+def weak_message(job: Job) -> str:
+    return (
+        f"Job #{job.pk} was labeled by the CPU baseline ({job.backend or 'weak backend'}), not "
+        "CoPE: its agreement says little about how CoPE reads the policy. Run the job on a CoPE "
+        "worker, or an admin may finalize anyway with a stated reason."
+    )
+
+
+def _no_deciding_job(version: Version) -> list[str]:
+    """Why the version has no deciding job, naming the job that came closest."""
+    policy = version.policy
+    sample_set = evaluation_set(policy)
+    latest = latest_finished_job(version)
+    where = (
+        f"the evaluation set “{sample_set.name}”"
+        if sample_set is not None
+        else "an evaluation set (none is chosen yet)"
+    )
+    if latest is None:
+        return [
+            f"Version has no finished job yet: run a job comparing it with its twin on {where} "
+            f"with at least {policy.min_sample_size} items."
+        ]
+    n = int((latest.stats or {}).get("n") or 0)
+    if latest.compare_kind != CompareKind.TWIN:
+        return [
+            f"Job #{latest.pk} compared v{version.number} with {latest.get_compare_kind_display()},"
+            " not with its twin: only a twin job can decide a finalize."
+        ]
+    if sample_set is not None and latest.sample_set_id != sample_set.pk:
+        return [
+            f"Job #{latest.pk} ran on “{latest.sample_set.name}”, not on {where}: only a job on "
+            "the evaluation set can decide a finalize."
+        ]
+    if n < policy.min_sample_size:
+        return [
+            f"Job #{latest.pk} labeled only {n} items on both sides; the policy needs at least "
+            f"{policy.min_sample_size}."
+        ]
+    return [f"Version has no succeeded job on {where}."]
+
+
+def _text_problems(version: Version) -> list[str]:
+    missing: list[str] = []
+    for what, text in (("policy text", version.text), ("twin", version.twin_text)):
+        if not text.strip():
+            continue
+        tokens = count_policy_tokens(text)
+        if tokens.over_budget:
+            missing.append(
+                f"The {what} uses {tokens.display} of CoPE's {tokens.limit:,} with the prompt "
+                "template, before any content: CoPE cannot read it. Shorten it."
+            )
+    closeness = policy_services.twin_closeness(version.text, version.twin_text)
+    if closeness is not None and closeness.nearly_copy:
+        missing.append(
+            f"The twin is nearly a copy of the text: {closeness.percent:.1f}% of words changed, "
+            f"below the floor of {closeness.floor_percent:.0f}%, so agreement is flattering. "
+            "Write a twin that rewords the text (a new version)."
+        )
+    return missing
+
+
+def finalize_readiness(version: Version) -> Readiness:
+    """Which of the finalizing conditions the version's deciding job still misses."""
+    policy = version.policy
+    job = deciding_job(version)
+    if version.is_finalized:
+        frozen = Job.objects.filter(version=version, frozen_at__isnull=False).first()
+        return Readiness(
+            ok=False,
+            missing=["Version is already finalized."],
+            job=frozen or job,
+            already_finalized=True,
+        )
+    missing = _text_problems(version)
+    if job is None:
+        return Readiness(ok=False, missing=_no_deciding_job(version) + missing)
+    stats = job.stats or {}
+    # Agreement.to_dict() writes p_o as a fraction (0–1).
+    agreement = stats.get("p_o")
+    if agreement is None:
+        missing.append(f"Job #{job.pk} has no agreement figure yet.")
+    elif agreement < policy.agreement_threshold:
+        missing.append(
+            f"Agreement {agreement * 100:.1f}% is below the policy's threshold of "
+            f"{policy.agreement_threshold * 100:.1f}%."
+        )
+    unreviewed = job.review_tasks.exclude(status=ReviewStatus.RESOLVED).count()
+    if unreviewed:
+        noun = "mismatch" if unreviewed == 1 else "mismatches"
+        verb = "is" if unreviewed == 1 else "are"
+        missing.append(f"{unreviewed} {noun} of job #{job.pk} {verb} not reviewed yet.")
+    weak = job.is_weak
+    if weak:
+        missing.append(weak_message(job))
+    return Readiness(
+        ok=not missing,
+        missing=missing,
+        job=job,
+        weak=weak,
+        overridable=weak and len(missing) == 1,
+    )
+
+
+def finalize(
+    *, version: Version, by: Any, override_reason: str = "", job_id: int | None = None
+) -> Version:
+    """Finalize the version and freeze its deciding job, if the user may and every condition
+    holds (a weak backend only with ``override_reason``). ``job_id``: the deciding job the admin
+    saw; if another job decides now, nothing happens."""
+    if not by.has_perm("policies.finalize_version"):
+        raise PermissionDenied("Only admins can finalize a version.")
+
+    override_reason = override_reason.strip()
+    with transaction.atomic():
+        # Lock the version, then the job: a concurrent finalize waits here and then finds the
+        # version finalized; a late chunk result waits for the job lock and then finds it frozen.
+        locked = Version.objects.select_for_update().select_related("policy").get(pk=version.pk)
+        readiness = finalize_readiness(locked)
+        job = readiness.job
+        if job is not None and not readiness.already_finalized:
+            job = Job.objects.select_for_update().get(pk=job.pk)
+            if job.status != JobStatus.SUCCEEDED or job.frozen_at is not None:
+                readiness = finalize_readiness(locked)  # changed under us: say what it is now
+        if job_id is not None and job is not None and job.pk != job_id:
+            raise NotReady(
+                Readiness(
+                    ok=False,
+                    missing=[f"Job #{job.pk} decides now, not job #{job_id}; check it first."],
+                    job=job,
+                )
+            )
+        if not readiness.ok and not (readiness.overridable and override_reason):
+            if readiness.overridable:
+                readiness = Readiness(
+                    ok=False,
+                    missing=[*readiness.missing, "No override reason was given."],
+                    job=job,
+                    weak=True,
+                    overridable=True,
+                )
+            raise NotReady(readiness)
+        assert job is not None
+        evidence = job_evidence(job, override_reason=override_reason if job.is_weak else "")
+        finalized = policy_services.finalize_version(
+            version=locked,
+            by=by,
+            override_reason=override_reason if job.is_weak else "",
+            evidence=evidence,
+        )
+        frozen = Job.objects.filter(pk=job.pk, frozen_at__isnull=True).update(
+            frozen_at=timezone.now()
+        )
+        if frozen != 1:
+            raise NotReady(
+                Readiness(ok=False, missing=[f"Job #{job.pk} is already frozen."], job=job)
+            )
+    return finalized

@@ -1,0 +1,120 @@
+"""Forms for the review queue: which part of the queue, the decision, finalizing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.db.models import Exists, OuterRef
+
+from labeling.models import Decision, GoldChoice, Job, ReviewTask, Wording
+from labeling.review.services import QueueFilter
+from policies.models import Policy
+
+
+class QueueFilterForm(forms.Form):
+    """Read from the query string; an invalid value is reported and treated as "any"."""
+
+    job = forms.ModelChoiceField(queryset=Job.objects.none(), required=False, empty_label="Any job")
+    policy = forms.ModelChoiceField(
+        queryset=Policy.objects.all(), required=False, empty_label="Any policy"
+    )
+    side = forms.ChoiceField(
+        required=False,
+        label="Side that said 1",
+        choices=[("", "Either side"), ("A", "A said 1"), ("B", "B said 1")],
+    )
+    max_margin = forms.FloatField(
+        required=False,
+        min_value=0.0,
+        max_value=1.0,
+        label="Probability margin at most",
+        help_text="|p(1) under A − p(1) under B|; small margins are the close calls.",
+        widget=forms.NumberInput(attrs={"step": "0.05", "placeholder": "any"}),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Only jobs that produced mismatches are worth picking.
+        self.fields["job"].queryset = (
+            Job.objects.filter(Exists(ReviewTask.objects.filter(job=OuterRef("pk"))))
+            .select_related("version__policy", "sample_set")
+            .only("pk", "version__number", "version__policy__name", "sample_set__name")
+            .order_by("-created_at")
+        )
+        self.fields["job"].label_from_instance = lambda job: (
+            f"#{job.pk} · {job.version} · {job.sample_set}"
+        )
+
+    def scope(self) -> QueueFilter:
+        if not self.is_valid():
+            return QueueFilter()
+        data = self.cleaned_data
+        return QueueFilter(
+            job=data.get("job"),
+            policy=data.get("policy"),
+            side_said_1=data.get("side") or None,
+            max_margin=data.get("max_margin"),
+        )
+
+
+class DecisionForm(forms.Form):
+    label = forms.ChoiceField(choices=GoldChoice.choices, widget=forms.RadioSelect)
+    wording = forms.ChoiceField(choices=Wording.choices, widget=forms.RadioSelect)
+    quote = forms.CharField(
+        required=False,
+        max_length=2000,
+        label="Ambiguous clause (optional)",
+        help_text="Quote the words of the policy that made this hard.",
+    )
+    note = forms.CharField(
+        required=False,
+        max_length=5000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="What was unclear, for the next version's author.",
+    )
+
+    # Set when the reviewer repeats an earlier decision (the `r` key): kept as its provenance.
+    reused = forms.ModelChoiceField(
+        queryset=Decision.objects.all(), required=False, widget=forms.HiddenInput
+    )
+
+    def clean_quote(self) -> str:
+        return " ".join(self.cleaned_data["quote"].split())
+
+    def clean_note(self) -> str:
+        return self.cleaned_data["note"].strip()
+
+
+class ReuseForm(forms.Form):
+    """The `r` key: repeat an earlier decision as it was (label, wording, quote and note)."""
+
+    reused = forms.ModelChoiceField(queryset=Decision.objects.all(), widget=forms.HiddenInput)
+
+    def decision_data(self) -> dict[str, Any]:
+        earlier = self.cleaned_data["reused"]
+        return {
+            "label": earlier.label,
+            "wording": earlier.wording,
+            "quote": earlier.quote,
+            "note": earlier.note,
+            "reused": earlier,
+        }
+
+
+class NotesPageForm(forms.Form):
+    """Which page of the review notes: a page of clauses, or one clause's decisions."""
+
+    page = forms.IntegerField(required=False, min_value=1)
+    clause = forms.CharField(required=False, max_length=2000, strip=False)
+
+    def page_and_clause(self) -> tuple[int, str | None]:
+        if not self.is_valid():
+            return 1, None
+        clause = self.cleaned_data.get("clause")
+        has_clause = self.data.get("clause") is not None
+        return self.cleaned_data.get("page") or 1, (clause or "") if has_clause else None
+
+
+class SkipForm(forms.Form):
+    """No fields: the task comes from the URL; the form keeps every POST on one path."""

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+
+from labeling.samples.services import (
+    DEFAULT_MAX_CHARS,
+    DELIMITERS,
+    ImportFileError,
+    format_for_filename,
+)
+
+_DELIMITER_CHOICES = [
+    ("", "detect"),
+    ("comma", "comma ( , )"),
+    ("semicolon", "semicolon ( ; )"),
+    ("tab", "tab"),
+    ("pipe", "pipe ( | )"),
+]
+
+
+class UploadForm(forms.Form):
+    """Step 1 of an import: a file, or pasted lines (one item per line)."""
+
+    file = forms.FileField(
+        required=False,
+        help_text="CSV or TSV with a header row, JSON Lines (.jsonl), or Parquet; UTF-8.",
+    )
+    pasted = forms.CharField(
+        required=False,
+        label="…or paste items, one per line",
+        widget=forms.Textarea(attrs={"rows": 6, "class": "mono"}),
+        strip=False,
+    )
+
+    def clean_file(self) -> Any:
+        upload = self.cleaned_data.get("file")
+        if upload is None:
+            return None
+        try:
+            format_for_filename(upload.name or "")
+        except ImportFileError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        limit_mb = settings.COPE_MAX_UPLOAD_MB
+        if upload.size > limit_mb * 1024 * 1024:
+            raise forms.ValidationError(
+                f"The file is {upload.size / 1024 / 1024:.1f} MB; the limit is {limit_mb} MB "
+                "(COPE_MAX_UPLOAD_MB). Split it, or ask an admin to raise the limit."
+            )
+        if upload.size == 0:
+            raise forms.ValidationError("The file is empty.")
+        return upload
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        has_file = bool(data.get("file"))
+        has_text = bool((data.get("pasted") or "").strip())
+        if has_file and has_text:
+            raise forms.ValidationError("Upload a file or paste lines, not both.")
+        if not has_file and not has_text and not self.errors:
+            raise forms.ValidationError("Choose a file to upload, or paste one item per line.")
+        return data
+
+
+class ImportConfirmForm(forms.Form):
+    """Step 2: name the set and choose its columns (choices come from the preview)."""
+
+    name = forms.CharField(max_length=200)
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    text_column = forms.ChoiceField(label="Text column")
+    id_column = forms.ChoiceField(
+        label="Id column",
+        required=False,
+        help_text="Leave empty to number the items by row (row-1, row-2, …).",
+    )
+    label_column = forms.ChoiceField(label="Expected label column (0/1, optional)", required=False)
+    max_chars = forms.IntegerField(
+        label="Report items longer than (characters)",
+        min_value=1,
+        initial=DEFAULT_MAX_CHARS,
+        help_text="Long items are imported and reported; at scoring time an item over the "
+        "model's token budget gets its own error and is left out of the agreement.",
+    )
+
+    delimiter = forms.ChoiceField(
+        choices=_DELIMITER_CHOICES, required=False, widget=forms.HiddenInput
+    )
+
+    def __init__(self, *args: Any, columns: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        choices = [(c, c) for c in columns]
+        self.fields["text_column"].choices = choices
+        self.fields["id_column"].choices = [("", "— generate from row numbers —"), *choices]
+        self.fields["label_column"].choices = [("", "— none —"), *choices]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        text = data.get("text_column")
+        for name in ("id_column", "label_column"):
+            if text and data.get(name) == text:
+                self.add_error(name, "Choose a column other than the text column.")
+        if data.get("id_column") and data.get("id_column") == data.get("label_column"):
+            self.add_error("label_column", "The id and label columns must differ.")
+        return data
+
+
+class SeparatorForm(forms.Form):
+    """The preview's "read with another separator" (GET): CSV and TSV only."""
+
+    delimiter = forms.ChoiceField(choices=_DELIMITER_CHOICES, required=False, label="Separator")
+
+    def delimiter_char(self) -> str | None:
+        if not self.is_valid():
+            return None
+        return DELIMITERS.get(self.cleaned_data.get("delimiter") or "")

@@ -1,0 +1,113 @@
+"""Real Celery: the web-side worker and the GPU-side worker (embedding backend) label a job."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db.models import Count
+
+from labeling.jobs import services
+from labeling.models import Job, JobChunk, JobStatus, Label, ReviewTask
+from tests.labeling.conftest import make_sample_set, make_version, retry_locked, wait_for
+
+pytestmark = pytest.mark.celery_worker
+
+TEXTS = [
+    "You are a worthless idiot, Sam, and everyone hates you.",
+    "I will hurt you, Jordan, if you show up tomorrow.",
+    "The paper's methodology is weak and the conclusions do not follow.",
+    "Lovely weather in Lisbon today.",
+    "Critique of the minister's published budget: the numbers do not add up.",
+    "Shut up, you pathetic loser Alex.",
+    "Our team shipped the release on time.",
+    "That argument is nonsense, but I respect you.",
+]
+
+
+def _job_done(job: Job) -> bool:
+    job.refresh_from_db()
+    return not job.is_active
+
+
+@pytest.mark.django_db(transaction=True)
+def test_real_workers_label_every_item_once(celery_workers: Any, author: Any) -> None:
+    version = make_version(author)
+    sample_set = make_sample_set(author, TEXTS * 3)
+    job = services.start_job(
+        version=version, sample_set=sample_set, sample_size=None, by=author, chunk_size=8
+    )
+    wait_for(lambda: _job_done(job), timeout=120, what="the job to finish", workers=celery_workers)
+    assert job.status == JobStatus.SUCCEEDED, celery_workers.log_tail()
+    assert job.done_a == job.done_b == 24 and job.errors_a == job.errors_b == 0
+    assert job.backend == "embedding" and job.weak_backend and job.model_id
+    labels = Label.objects.filter(job=job)
+    assert labels.count() == 48
+    assert not labels.values("item", "side").annotate(n=Count("pk")).filter(n__gt=1).exists()
+    assert job.stats["n"] == 24
+    mismatches = {
+        item
+        for item in sample_set.items.values_list("pk", flat=True)
+        if len(set(labels.filter(item_id=item).values_list("label", flat=True))) == 2
+    }
+    assert set(ReviewTask.objects.filter(job=job).values_list("item_id", flat=True)) == mismatches
+    assert job.stats["disagree"] == len(mismatches)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_gpu_worker_killed_mid_job_then_resumed(celery_workers: Any, author: Any) -> None:
+    version = make_version(author)
+    sample_set = make_sample_set(author, TEXTS * 2)
+    job = services.start_job(
+        version=version, sample_set=sample_set, sample_size=None, by=author, chunk_size=2
+    )
+    chunks = JobChunk.objects.filter(job=job)
+    wait_for(
+        lambda: chunks.exclude(status="queued").exists(),
+        timeout=90,
+        what="a first chunk result",
+        workers=celery_workers,
+        interval=0.02,
+    )
+    celery_workers.kill_gpu()
+    done_at_kill = retry_locked(lambda: chunks.exclude(status="queued").count())
+    assert done_at_kill < chunks.count()  # killed mid-job
+    celery_workers.start_gpu()
+    # Redis keeps the killed worker's unacked message until its visibility timeout; resume
+    # re-sends the chunks no queue and no worker has (those of the killed worker).
+    retry_locked(lambda: services.resume_job(job, stale_after=timedelta(0)))
+    wait_for(lambda: _job_done(job), timeout=240, what="the resumed job", workers=celery_workers)
+    assert job.status == JobStatus.SUCCEEDED
+    labels = Label.objects.filter(job=job)
+    assert labels.count() == 32
+    assert not labels.values("item", "side").annotate(n=Count("pk")).filter(n__gt=1).exists()
+    assert job.done_a == job.done_b == 16  # counted once, however often a chunk was delivered
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancelled_job_stays_cancelled(celery_workers: Any, author: Any) -> None:
+    version = make_version(author)
+    sample_set = make_sample_set(author, TEXTS * 2)
+    job = services.start_job(
+        version=version, sample_set=sample_set, sample_size=None, by=author, chunk_size=2
+    )
+    assert services.cancel_job(job)
+    # A fast worker may record the first chunks before the cancel commits: what counts is
+    # that nothing changes after it.
+    job.refresh_from_db()
+    done_at_cancel = (job.done_a, job.done_b)
+    labels_at_cancel = Label.objects.filter(job=job).count()
+    assert labels_at_cancel < 2 * len(TEXTS * 4), "the job finished before it was cancelled"
+    wait_for(
+        lambda: not JobChunk.objects.filter(job=job, sent_at__isnull=True).exists(),
+        timeout=10,
+        what="chunks sent",
+    )
+    # Give the workers time to score what was queued; their results must be ignored.
+    import time
+
+    time.sleep(3)
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED and (job.done_a, job.done_b) == done_at_cancel
+    assert Label.objects.filter(job=job).count() == labels_at_cancel
