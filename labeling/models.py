@@ -79,7 +79,7 @@ class Item(models.Model):
         indexes = [
             models.Index(fields=["content_hash"]),
             # Earlier decisions on near-identical content look items up by the start
-            # of their text (labeling.review.NEAR_PREFIX characters) through this index.
+            # of their text (labeling.review.earlier.NEAR_PREFIX characters) through this index.
             models.Index(Substr("text", 1, 64), name="item_text_prefix"),
         ]
 
@@ -155,7 +155,7 @@ class Job(models.Model):
     )
     # Set when this job decided a finalize (same transaction, under the row lock).
     # A frozen job's labels, statistics and review tasks never change: late chunk results,
-    # retries and resumes are ignored or refused (labeling.services checks it).
+    # retries and resumes are ignored or refused (labeling.jobs checks it).
     frozen_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -288,7 +288,7 @@ class ReviewTask(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
     # Resolved without asking, with the decision made on the same content under the
-    # same two texts in an earlier job (see labeling.review.carry_over_decisions).
+    # same two texts in an earlier job (see labeling.review.carry_over).
     carried_over = models.BooleanField(default=False)
 
     class Meta:
@@ -312,6 +312,13 @@ class ReviewTask(models.Model):
                 fields=["policy", "id"], name="review_open_policy", condition=Q(status="open")
             ),
             models.Index(fields=["job", "id"], name="review_open_job", condition=Q(status="open")),
+            # A policy's claim counts over the card: without it SQLite (which keeps no
+            # statistics) walks every task the policy ever had through the policy key.
+            models.Index(
+                fields=["policy", "claim_expires_at"],
+                name="review_claimed_policy",
+                condition=Q(status="claimed"),
+            ),
             models.Index(
                 fields=["claimed_by"], name="review_claimed_by", condition=Q(status="claimed")
             ),
@@ -430,7 +437,7 @@ class PolicyEvaluation(models.Model):
     """The sample set a policy's versions are compared on (the chart and finalize read it).
 
     Labeling owns it (policies never imports labeling). Without a row, or with no set chosen,
-    ``labeling.evaluation.evaluation_set`` falls back to the first set a job of the policy ran
+    ``labeling.jobs.evaluation.evaluation_set`` falls back to the first set a job of the policy ran
     on at the minimum sample.
     """
 

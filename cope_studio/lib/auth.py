@@ -13,39 +13,28 @@ from typing import Any
 
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Permission
-from django.contrib.contenttypes.models import ContentType
-from django.db import connection
+from django.db.models import Q, QuerySet
 
-from cope_studio.lib.db import table
+
+def _permissions(user: Any) -> QuerySet[Permission]:
+    """Every permission the user has, own or through a group: each link table is read once, in
+    its own subquery, never the product of the two."""
+    if user.is_superuser:
+        return Permission.objects.all()
+    own = Permission.user_set.through.objects.filter(user_id=user.pk).values("permission_id")
+    member = type(user).groups.through.objects.filter(user_id=user.pk).values("group_id")
+    grouped = Permission.group_set.through.objects.filter(group_id__in=member).values(
+        "permission_id"
+    )
+    return Permission.objects.filter(Q(id__in=own) | Q(id__in=grouped))
 
 
 def _read(user: Any) -> list[tuple[str, str]]:
-    """(app label, codename) of every permission the user has, own or through a group.
-
-    Written as SQL: every page asks this first, and building the same query through the ORM
-    took longer than running it. Each link table is read once in a subquery, never the product
-    of the two.
-    """
-    perm, ctype = table(Permission), table(ContentType)
-    sql = (
-        f"SELECT DISTINCT c.app_label, p.codename"
-        f" FROM {perm} p JOIN {ctype} c ON c.id = p.content_type_id"
+    """(app label, codename) of every permission the user has."""
+    rows = (
+        _permissions(user).order_by().values_list("content_type__app_label", "codename").distinct()
     )
-    if user.is_superuser:
-        params: list[Any] = []
-    else:
-        own = table(Permission.user_set.through)
-        grouped = table(Permission.group_set.through)
-        member = table(type(user).groups.through)
-        sql += (
-            f" WHERE p.id IN (SELECT permission_id FROM {own} WHERE user_id = %s)"
-            f" OR p.id IN (SELECT gp.permission_id FROM {grouped} gp"
-            f" JOIN {member} ug ON ug.group_id = gp.group_id WHERE ug.user_id = %s)"
-        )
-        params = [user.pk, user.pk]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [(str(app), str(codename)) for app, codename in cursor.fetchall()]
+    return [(str(app), str(codename)) for app, codename in rows]
 
 
 class StudioModelBackend(ModelBackend):

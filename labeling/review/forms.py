@@ -8,14 +8,27 @@ from django import forms
 from django.db.models import Exists, OuterRef
 
 from labeling.models import Decision, GoldChoice, Job, ReviewTask, Wording
-from labeling.review.services import QueueFilter
+from labeling.review.claim import QueueFilter
 from policies.models import Policy
+
+
+class _JobChoiceField(forms.ModelChoiceField[Job]):
+    def label_from_instance(self, obj: Job) -> str:
+        return f"#{obj.pk} · {obj.version} · {obj.sample_set}"
 
 
 class QueueFilterForm(forms.Form):
     """Read from the query string; an invalid value is reported and treated as "any"."""
 
-    job = forms.ModelChoiceField(queryset=Job.objects.none(), required=False, empty_label="Any job")
+    # Only jobs that produced mismatches are worth picking (each form reads its own copy).
+    job = _JobChoiceField(
+        queryset=Job.objects.filter(Exists(ReviewTask.objects.filter(job=OuterRef("pk"))))
+        .select_related("version__policy", "sample_set")
+        .only("pk", "version__number", "version__policy__name", "sample_set__name")
+        .order_by("-created_at"),
+        required=False,
+        empty_label="Any job",
+    )
     policy = forms.ModelChoiceField(
         queryset=Policy.objects.all(), required=False, empty_label="Any policy"
     )
@@ -32,19 +45,6 @@ class QueueFilterForm(forms.Form):
         help_text="|p(1) under A − p(1) under B|; small margins are the close calls.",
         widget=forms.NumberInput(attrs={"step": "0.05", "placeholder": "any"}),
     )
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Only jobs that produced mismatches are worth picking.
-        self.fields["job"].queryset = (
-            Job.objects.filter(Exists(ReviewTask.objects.filter(job=OuterRef("pk"))))
-            .select_related("version__policy", "sample_set")
-            .only("pk", "version__number", "version__policy__name", "sample_set__name")
-            .order_by("-created_at")
-        )
-        self.fields["job"].label_from_instance = lambda job: (
-            f"#{job.pk} · {job.version} · {job.sample_set}"
-        )
 
     def scope(self) -> QueueFilter:
         if not self.is_valid():
@@ -80,10 +80,12 @@ class DecisionForm(forms.Form):
     )
 
     def clean_quote(self) -> str:
-        return " ".join(self.cleaned_data["quote"].split())
+        quote: str = self.cleaned_data["quote"]
+        return " ".join(quote.split())
 
     def clean_note(self) -> str:
-        return self.cleaned_data["note"].strip()
+        note: str = self.cleaned_data["note"]
+        return note.strip()
 
 
 class ReuseForm(forms.Form):

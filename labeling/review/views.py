@@ -7,29 +7,29 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ObjectDoesNotExist
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_POST
 
+from cope_studio.lib.htmx import AuthedHttpRequest
 from cope_studio.lib.permissions import require_perms
 from labeling.models import Job, ReviewTask
-from labeling.review.diff import wording_diff
-from labeling.review.forms import DecisionForm, NotesPageForm, QueueFilterForm, ReuseForm, SkipForm
-from labeling.review.services import (
+from labeling.review.claim import (
     QueueFilter,
     ReviewError,
     claim_next_task,
-    earlier_decisions,
     load_task,
-    queue_counts,
-    reusable_decision,
-    review_notes,
     skip_task,
-    submit_decision,
     unskip_tasks,
 )
+from labeling.review.counts import queue_counts
+from labeling.review.decisions import submit_decision
+from labeling.review.diff import wording_diff
+from labeling.review.earlier import earlier_decisions, reusable_decision
+from labeling.review.forms import DecisionForm, NotesPageForm, QueueFilterForm, ReuseForm, SkipForm
+from labeling.review.notes import review_notes
 
 QUEUE = "labeling/review/review_queue.html"
 NOTES = "labeling/review/review_notes.html"
@@ -46,7 +46,7 @@ def _filter_query(request: HttpRequest) -> str:
 
 
 def _queue_context(
-    request: HttpRequest,
+    request: AuthedHttpRequest,
     scope: QueueFilter,
     task: ReviewTask | None,
     form: DecisionForm | None = None,
@@ -54,7 +54,6 @@ def _queue_context(
 ) -> dict[str, Any]:
     earlier = earlier_decisions(task) if task else []
     return {
-        "nav": "review",
         "task": task,
         "form": form or DecisionForm(),
         "scope": scope,
@@ -69,7 +68,7 @@ def _queue_context(
 
 
 def _next_task_response(
-    request: HttpRequest, *, form: DecisionForm | None = None, notice: str = ""
+    request: AuthedHttpRequest, *, form: DecisionForm | None = None, notice: str = ""
 ) -> HttpResponse:
     filter_form = QueueFilterForm(request.GET or None)
     scope = filter_form.scope()
@@ -89,13 +88,13 @@ def _next_task_response(
 
 @login_required
 @require_GET
-def review_queue(request: HttpRequest) -> HttpResponse:
+def review_queue(request: AuthedHttpRequest) -> HttpResponse:
     """Claims the reviewer's next task on GET: a reviewer holds one task, so reloads are safe."""
     require_perms(request, "labeling.add_decision")
     return _next_task_response(request)
 
 
-def _held_task(request: HttpRequest, task_id: int) -> ReviewTask:
+def _held_task(request: AuthedHttpRequest, task_id: int) -> ReviewTask:
     """The task row alone: a decision or a skip needs nothing else (``load_task`` for the card)."""
     require_perms(request, "labeling.add_decision")
     try:
@@ -111,7 +110,7 @@ def _card_task(task_id: int) -> ReviewTask:
         raise Http404("No such review task.") from None
 
 
-def _after_action(request: HttpRequest, notice: str = "") -> HttpResponse:
+def _after_action(request: AuthedHttpRequest, notice: str = "") -> HttpResponse:
     if request.htmx:
         return _next_task_response(request, notice=notice)
     if notice:
@@ -119,9 +118,15 @@ def _after_action(request: HttpRequest, notice: str = "") -> HttpResponse:
     return redirect(reverse("labeling:queue") + _filter_query(request))
 
 
+def _refused(form: SkipForm) -> HttpResponse:
+    """A skip whose form failed: nothing changed, and the reason in plain text."""
+    reason = " ".join(str(error) for error in form.non_field_errors()) or "the form was not valid."
+    return HttpResponseBadRequest(f"Nothing was changed: {reason}")
+
+
 @login_required
 @require_POST
-def review_submit(request: HttpRequest, task_id: int) -> HttpResponse:
+def review_submit(request: AuthedHttpRequest, task_id: int) -> HttpResponse:
     task = _held_task(request, task_id)
     if "reused" in request.POST and "label" not in request.POST:
         reuse = ReuseForm(request.POST)
@@ -144,9 +149,11 @@ def review_submit(request: HttpRequest, task_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def review_skip(request: HttpRequest, task_id: int) -> HttpResponse:
+def review_skip(request: AuthedHttpRequest, task_id: int) -> HttpResponse:
     task = _held_task(request, task_id)
-    SkipForm(request.POST).is_valid()
+    form = SkipForm(request.POST)
+    if not form.is_valid():
+        return _refused(form)
     try:
         skip_task(task=task, reviewer=request.user)
     except ReviewError as exc:
@@ -156,10 +163,12 @@ def review_skip(request: HttpRequest, task_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def review_unskip(request: HttpRequest) -> HttpResponse:
+def review_unskip(request: AuthedHttpRequest) -> HttpResponse:
     """Bring back the tasks this reviewer skipped (in the current filter)."""
     require_perms(request, "labeling.add_decision")
-    SkipForm(request.POST).is_valid()
+    form = SkipForm(request.POST)
+    if not form.is_valid():
+        return _refused(form)
     scope = QueueFilterForm(request.GET or None).scope()
     count = unskip_tasks(reviewer=request.user, scope=scope)
     return _after_action(request, "" if count else "You had skipped no open task here.")
@@ -167,7 +176,7 @@ def review_unskip(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def review_notes_view(request: HttpRequest, job_id: int) -> HttpResponse:
+def review_notes_view(request: AuthedHttpRequest, job_id: int) -> HttpResponse:
     """What reviewers said about a job's mismatches; the policy editor loads the fragment."""
     require_perms(request, "labeling.view_decision")
     job = get_object_or_404(Job.objects.select_related("version__policy", "sample_set"), pk=job_id)
@@ -177,7 +186,6 @@ def review_notes_view(request: HttpRequest, job_id: int) -> HttpResponse:
         "job": job,
         "version": job.version,
         "notes": review_notes(job, page=page, clause=clause),
-        "nav": "review",
     }
     template = f"{NOTES}#notes" if request.htmx else NOTES
     return render(request, template, context)
@@ -185,10 +193,10 @@ def review_notes_view(request: HttpRequest, job_id: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def review_full(request: HttpRequest, task_id: int) -> HttpResponse:
+def review_full(request: AuthedHttpRequest, task_id: int) -> HttpResponse:
     """A task's whole content and both whole wordings, on demand (the card shows them cut)."""
     require_perms(request, "labeling.view_decision")
     task = get_object_or_404(
         ReviewTask.objects.select_related("item", "job__version__policy"), pk=task_id
     )
-    return render(request, FULL, {"task": task, "nav": "review"})
+    return render(request, FULL, {"task": task})

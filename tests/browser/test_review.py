@@ -108,7 +108,8 @@ def test_skip_and_enter_from_the_keyboard(
 def test_r_reuses_the_earlier_decision_and_the_next_content_stays_in_view(
     page: Any, live_server: Any, login: Any, screenshot: Any, author: Any, reviewer: Any
 ) -> None:
-    from labeling.review.services import claim_next_task, submit_decision
+    from labeling.review.claim import claim_next_task
+    from labeling.review.decisions import submit_decision
     from tests.labeling.review.test_review_history import rerun
 
     job = make_job(

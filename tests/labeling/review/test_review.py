@@ -25,16 +25,18 @@ from labeling.models import (
     ReviewTask,
     SampleSet,
 )
-from labeling.review.services import (
+from labeling.review import claim
+from labeling.review.claim import (
     QueueFilter,
     ReviewError,
     claim_next_task,
-    earlier_decisions,
-    queue_counts,
-    review_notes,
     skip_task,
-    submit_decision,
+    unskip_tasks,
 )
+from labeling.review.counts import queue_counts
+from labeling.review.decisions import submit_decision
+from labeling.review.earlier import earlier_decisions
+from labeling.review.notes import review_notes
 from policies.models import Policy, Version
 from tests.conftest import POLICY_TEXT, TWIN_TEXT
 
@@ -155,6 +157,35 @@ def test_two_reviewers_never_get_the_same_task(
 
     assert mine is not None and theirs is not None
     assert mine.pk != theirs.pk
+
+
+def test_a_task_taken_between_pick_and_update_stays_with_its_taker(
+    author: Any, reviewer: Any, second_reviewer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim's guarantee is its conditional update: a row that stopped being claimable
+    after it was picked is not taken, and the next one is. Here another reviewer claims the
+    picked row in between, every time, on both databases. (On PostgreSQL the pick's row lock
+    keeps other connections out, so the other claim runs on the same connection: the one way
+    the row can change there between pick and update.)"""
+    job = make_job(author=author, mismatches=[(1, 0.9, 0.1)] * 2, texts=["x", "y"])
+    first, second = tasks_of(job)
+    real_pick = claim._pick
+    theirs: list[ReviewTask | None] = []
+
+    def pick_then_lose_it(*args: Any, **kwargs: Any) -> ReviewTask | None:
+        picked = real_pick(*args, **kwargs)
+        if not theirs:  # once: the other reviewer's claim, while ours is between its two steps
+            theirs.append(None)
+            theirs[0] = claim_next_task(reviewer=second_reviewer)
+        return picked
+
+    monkeypatch.setattr(claim, "_pick", pick_then_lose_it)
+    mine = claim_next_task(reviewer=reviewer)
+
+    assert theirs[0] is not None and theirs[0].pk == first.pk
+    assert mine is not None and mine.pk == second.pk
+    first.refresh_from_db()
+    assert first.claimed_by == second_reviewer
 
 
 def test_reviewer_gets_their_still_valid_claim_back_first(author: Any, reviewer: Any) -> None:
@@ -311,8 +342,6 @@ def test_skipped_task_is_not_offered_again_to_that_reviewer(
 def test_a_reviewer_can_bring_back_what_they_skipped(
     author: Any, reviewer: Any, second_reviewer: Any
 ) -> None:
-    from labeling.review.services import QueueFilter, unskip_tasks
-
     job = make_job(author=author, mismatches=[(1, 0.9, 0.1), (0, 0.2, 0.7)])
     first, _second = tasks_of(job)
     ReviewTask.objects.filter(pk=first.pk).update(skipped_by=[reviewer.pk, second_reviewer.pk])
@@ -438,18 +467,18 @@ def test_earlier_decisions_on_the_same_content_are_found(
     )
     same, nearly, unrelated = tasks_of(later)
 
-    assert [d.note for d in earlier_decisions(same)] == ["insult, counts"]
-    assert [d.note for d in earlier_decisions(nearly)] == ["near twin"]
+    assert [e.decision.note for e in earlier_decisions(same)] == ["insult, counts"]
+    assert [e.decision.note for e in earlier_decisions(nearly)] == ["near twin"]
     assert earlier_decisions(unrelated) == []
     assert first.pk != near.pk
-    # What the card shows is read at once; anything else read later comes from the database,
-    # never a blank default.
+    # What the card shows is read at once; a job field not read is loaded when used, never a
+    # blank default.
     shown = earlier_decisions(same)[0]
-    assert str(shown.task.job.version) == f"{first.version.policy.name} v{first.version.number}"
-    assert shown.reviewer.get_username() == reviewer.get_username()
-    assert shown.task.job.status == first.status and shown.task.job.text_a == first.text_a
-    assert shown.task.item.external_id == first.sample_set.items.get().external_id
-    assert shown.reviewer.email == reviewer.email and shown.task.policy.slug
+    assert str(shown.job.version) == f"{first.version.policy.name} v{first.version.number}"
+    assert shown.decision.reviewer.get_username() == reviewer.get_username()
+    assert shown.job.status == first.status and shown.job.text_a == first.text_a
+    assert (shown.snippet, shown.policy_id) == ("Go   away, loser", first.version.policy_id)
+    assert shown.content_hash == first.sample_set.items.get().content_hash
     held = claim_next_task(reviewer=second_reviewer, job=later)
     assert held is not None and held.job.sample_set_id == later.sample_set_id
     assert held.job.version.text == later.version.text and held.policy.name == "Other"

@@ -12,30 +12,23 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from labeling.jobs.services import maybe_finish_job
+from labeling.jobs.results import maybe_finish_job
 from labeling.models import (
     Decision,
     GoldLabel,
-    Item,
     Job,
     JobStatus,
     Label,
     ReviewStatus,
     ReviewTask,
 )
+from labeling.review.carry_over import carry_over_decisions
+from labeling.review.claim import QueueFilter, claim_next_task
+from labeling.review.counts import queue_counts
+from labeling.review.decisions import submit_decision
 from labeling.review.diff import MAX_CHARS, wording_diff
-from labeling.review.services import (
-    NOTES_GROUPS_PER_PAGE,
-    NOTES_SAMPLES_PER_GROUP,
-    QueueFilter,
-    carry_over_decisions,
-    claim_next_task,
-    earlier_decisions,
-    queue_counts,
-    reusable_decision,
-    review_notes,
-    submit_decision,
-)
+from labeling.review.earlier import earlier_decisions, reusable_decision
+from labeling.review.notes import NOTES_GROUPS_PER_PAGE, NOTES_SAMPLES_PER_GROUP, review_notes
 from policies import services as policy_services
 from tests.conftest import POLICY_TEXT, TWIN_TEXT
 from tests.labeling.review.test_review import decide, make_job, make_policy, make_version, tasks_of
@@ -102,12 +95,12 @@ def test_rerun_under_the_same_texts_is_not_asked_again(author: Any, reviewer: An
 
 
 @pytest.mark.parametrize("returning", [True, False])
-def test_carry_over_with_or_without_update_returning(
+def test_carry_over_with_or_without_keys_returned_by_bulk_insert(
     author: Any, reviewer: Any, monkeypatch: pytest.MonkeyPatch, returning: bool
 ) -> None:
-    from labeling.review import services as review
-
-    monkeypatch.setattr(review, "update_returning", lambda: returning)
+    # A database that cannot return the new rows' keys: the carried decisions' keys are read.
+    features = type(connection.features)
+    monkeypatch.setattr(features, "can_return_rows_from_bulk_insert", returning)
     job = make_job(author=author, mismatches=[(1, 0.9, 0.1), (0, 0.2, 0.7)])
     for _ in range(2):
         decide(claim_next_task(reviewer=reviewer), reviewer, label="1", note="seen")
@@ -146,7 +139,8 @@ def test_changed_text_is_asked_again_with_the_earlier_decision_to_reuse(
     assert carry_over_decisions(job_id=again.pk) == 0
     task = claim_next_task(reviewer=reviewer, job=again)
     assert task is not None
-    assert reusable_decision(task) == earlier
+    reusable = reusable_decision(task)
+    assert reusable is not None and reusable.decision == earlier
     reused = decide(
         task, reviewer, label=earlier.label, wording=earlier.wording, note="unclear", reused=earlier
     )
@@ -217,8 +211,8 @@ def test_counts_over_the_cap_are_not_read_again_for_a_few_seconds(
     with CaptureQueriesContext(connection) as queries:
         again = queue_counts(scope, cap=3)
     assert again.open_over_cap and again.claimed == 0
-    sql = queries.captured_queries[0]["sql"]
-    assert sql.count("AS capped_") == 4 and "'open'" not in sql  # open was not read again
+    counted = [q["sql"] for q in queries.captured_queries]
+    assert len(counted) == 4 and not any("'open'" in sql for sql in counted)  # open: not read
     # Under the cap, every count is exact at once.
     task = claim_next_task(reviewer=reviewer, job=job)
     assert task is not None
@@ -232,118 +226,6 @@ def test_queue_page_shows_capped_counts(settings: Any, author: Any, reviewer: An
     make_job(author=author, mismatches=[(1, 0.9, 0.1)] * 5)
     html = client_for(reviewer).get(reverse("labeling:queue")).content.decode()
     assert "2+ open" in html and "counts stop at 2" in html
-
-
-def _plan(sql: str, params: Any) -> str:
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")  # a tiny table would be scanned anyway
-        cursor.execute(f"EXPLAIN {sql}", params)
-        return "\n".join(row[0] for row in cursor.fetchall())
-
-
-def test_earlier_decision_lookup_and_claim_use_indexes(
-    author: Any, reviewer: Any, django_user_model: Any
-) -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("reads PostgreSQL's query plans")
-    long_text = "a long content " * 10
-    make_job(author=author, mismatches=[(1, 0.9, 0.1)] * 2, texts=[long_text, "other"])
-    task = claim_next_task(reviewer=reviewer)
-    with CaptureQueriesContext(connection) as queries:
-        earlier_decisions(task)
-    item_query = next(q["sql"] for q in queries.captured_queries if "SUBSTRING" in q["sql"])
-    plan = _plan(item_query, None)
-    assert "item_text_prefix" in plan and "content_hash" in plan
-    # Each filter's claim is one statement that walks a partial index holding only open tasks
-    # (which one is the planner's choice on a table this small, and its statistics are what
-    # earlier tests left; the next test checks the choice on a realistic queue), never a walk
-    # over every task ever made.
-    for n, scope in enumerate(({"job": task.job}, {"policy": task.policy}, {})):
-        other = django_user_model.objects.create_user(f"claims_{n}")  # holds nothing yet
-        with CaptureQueriesContext(connection) as queries:
-            claim_next_task(reviewer=other, **scope)
-        claim_sql = [q["sql"] for q in queries.captured_queries if "SKIP LOCKED" in q["sql"]]
-        assert len(claim_sql) == 1 and claim_sql[0].startswith("UPDATE"), claim_sql
-        plan = _plan(claim_sql[0], None)
-        assert any(f"review_open_{i}" in plan for i in ("job", "policy", "id")), (scope, plan)
-
-
-def _tasks(job: Job, count: int, status: str) -> None:
-    items = Item.objects.bulk_create(
-        Item(
-            sample_set=job.sample_set,
-            external_id=f"bulk-{job.pk}-{i}",
-            text=f"task {i} of job {job.pk}",
-            content_hash=f"{job.pk:08x}{i:056x}",
-            row_number=1000 + i,
-        )
-        for i in range(count)
-    )
-    ReviewTask.objects.bulk_create(
-        ReviewTask(
-            job=job,
-            item=item,
-            policy=job.version.policy,
-            label_a=1,
-            label_b=0,
-            p1_a=0.9,
-            p1_b=0.1,
-            status=status,
-        )
-        for item in items
-    )
-
-
-def test_a_claim_in_a_filter_starts_at_the_filters_own_open_tasks(
-    author: Any, reviewer: Any
-) -> None:
-    """A policy's open tasks come in runs of ids, one run per job, and every policy's jobs are
-    interleaved in time. Ordered by id, the planner walks the whole queue's open tasks from the
-    oldest, filtering (it takes each policy's tasks to be spread evenly): here 900 of other
-    policies' before the first of ours. The claim must start on the index that fits the
-    filter."""
-    if connection.vendor != "postgresql":
-        pytest.skip("reads PostgreSQL's query plans")
-    versions = [make_version(make_policy(author), author) for _ in range(10)]
-    for status in (ReviewStatus.RESOLVED, ReviewStatus.RESOLVED, ReviewStatus.OPEN):
-        for version in versions:
-            _tasks(make_job(author=author, version=version, mismatches=[]), 100, status)
-    ours = Job.objects.filter(version=versions[-1]).latest("id")
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE labeling_reviewtask")
-    for scope, index in (
-        ({"job": ours}, "review_open_job"),
-        ({"policy": ours.version.policy}, "review_open_policy"),
-    ):
-        with CaptureQueriesContext(connection) as queries:
-            task = claim_next_task(reviewer=reviewer, **scope)
-        assert task is not None and task.job_id == ours.pk
-        claim = next(q["sql"] for q in queries.captured_queries if "SKIP LOCKED" in q["sql"])
-        with connection.cursor() as cursor:
-            cursor.execute(f"EXPLAIN {claim}")
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-        assert index in plan and "review_open_id" not in plan, plan
-        submit_decision(task=task, reviewer=reviewer, label="1", wording="a")
-
-
-def test_the_card_never_joins_the_large_tables(author: Any, reviewer: Any) -> None:
-    # On PostgreSQL a join of tasks, items or decisions is planned by probing the ends of their
-    # indexes, milliseconds per query once the tables hold dead rows: the card reads each large
-    # table by key instead.
-    make_job(author=author, mismatches=[(1, 0.9, 0.1)] * 2, texts=["same words", "same words"])
-    first = claim_next_task(reviewer=reviewer)
-    assert first is not None
-    submit_decision(task=first, reviewer=reviewer, label="1", wording="a")
-    large = ("labeling_reviewtask", "labeling_item", "labeling_decision", "labeling_label")
-    with CaptureQueriesContext(connection) as queries:
-        task = claim_next_task(reviewer=reviewer)
-        assert task is not None
-        earlier = earlier_decisions(task)
-    assert earlier and earlier[0].task.item.text == "same words"
-    assert earlier[0].task.job.version.policy == task.policy
-    for query in queries.captured_queries:
-        tables = [t for t in large if f'"{t}"' in query["sql"]]
-        assert len(tables) <= 1 or "JOIN" not in query["sql"], query["sql"]
 
 
 def test_long_content_is_cut_on_the_card_and_whole_on_demand(author: Any, reviewer: Any) -> None:
@@ -473,14 +355,15 @@ def test_policy_list_queries_do_not_grow_with_versions_and_jobs(
 
 
 def test_policy_list_figure_skips_jobs_without_an_agreement(author: Any, admin_user: Any) -> None:
-    policy = make_policy(author, "Figures")
+    policy = make_policy(author, "Figures", min_sample_size=4)
     v1 = make_version(policy, author)
     make_job(author=author, version=v1, stats={"p_o": 0.8, "n": 4})
     v2 = make_version(policy, author, POLICY_TEXT + "\nv2\n")
     make_job(author=author, version=v2, stats={"p_o": None, "n": 0})
     make_job(author=author, version=v2, stats={})
     row = next(r for r in policy_services.summarize_policies() if r.policy.pk == policy.pk)
-    assert row.agreement_version == 1 and row.agreement["p_o"] == 0.8
+    assert row.figure is not None and row.figure.version_number == 1
+    assert row.figure.stats["p_o"] == 0.8
     assert row.status == "in review" and row.latest == v2
 
 

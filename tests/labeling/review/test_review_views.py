@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.test import Client
 from django.urls import reverse
 
 from labeling.models import Decision, GoldLabel, ReviewStatus, ReviewTask
-from labeling.review.services import claim_next_task, submit_decision
+from labeling.review.claim import claim_next_task
+from labeling.review.decisions import submit_decision
+from labeling.review.forms import SkipForm
 from tests.labeling.review.test_review import make_job, tasks_of
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -232,6 +235,28 @@ def test_skip_gives_the_task_back_and_shows_the_next(reviewer: Any, job: Any) ->
     assert first.skipped_by == [reviewer.pk] and first.status == ReviewStatus.OPEN
     plain = client.post(reverse("labeling:review_skip", args=[second.pk]))
     assert plain.status_code == 302
+
+
+def test_a_skip_whose_form_fails_changes_nothing(
+    reviewer: Any, job: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(form: SkipForm) -> dict[str, Any]:
+        raise ValidationError("This request came from an old page.")
+
+    monkeypatch.setattr(SkipForm, "clean", refuse)
+    client = client_for(reviewer)
+    client.get(reverse("labeling:queue"))
+    first = tasks_of(job)[0]
+    ReviewTask.objects.filter(job=job).exclude(pk=first.pk).update(skipped_by=[reviewer.pk])
+
+    skip = client.post(reverse("labeling:review_skip", args=[first.pk]), **HTMX)
+    unskip = client.post(reverse("labeling:review_unskip"))
+
+    assert skip.status_code == 400 and "came from an old page" in skip.content.decode()
+    assert unskip.status_code == 400
+    first.refresh_from_db()
+    assert first.status == ReviewStatus.CLAIMED and first.skipped_by == []
+    assert ReviewTask.objects.exclude(pk=first.pk).get().skipped_by == [reviewer.pk]
 
 
 def test_queue_only_answers_get_and_decisions_only_post(reviewer: Any, job: Any) -> None:

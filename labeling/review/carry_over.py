@@ -1,0 +1,166 @@
+"""Carrying decisions over to reruns: content decided under the same two texts is not asked
+again."""
+
+from __future__ import annotations
+
+from django.db import connection, transaction
+from django.db.models import Subquery
+from django.utils import timezone
+
+from cope_studio.lib.db import any_of
+from labeling.models import Decision, GoldLabel, Item, Job, ReviewStatus, ReviewTask
+
+# Open tasks examined per query when a job's mismatches are matched with earlier decisions.
+_CARRY_BATCH = 1000
+
+
+def _same_texts_jobs(job: Job) -> list[int]:
+    """Other jobs of the job's policy that labeled with exactly the same two texts."""
+    return list(
+        Job.objects.filter(
+            version__policy_id=job.version.policy_id, text_a=job.text_a, text_b=job.text_b
+        )
+        .exclude(pk=job.pk)
+        .values_list("pk", flat=True)
+    )
+
+
+def _carried_copies(sources: dict[int, Decision], task_ids: list[int]) -> list[Decision]:
+    """The decisions that resolve ``task_ids``, each a copy of its source, saved with their ids."""
+    carried = [
+        Decision(
+            task_id=task_id,
+            reviewer_id=sources[task_id].reviewer_id,
+            label=sources[task_id].label,
+            wording=sources[task_id].wording,
+            quote=sources[task_id].quote,
+            note=sources[task_id].note,
+            carried_from_id=sources[task_id].carried_from_id or sources[task_id].pk,
+        )
+        for task_id in task_ids
+    ]
+    Decision.objects.bulk_create(carried)
+    if not connection.features.can_return_rows_from_bulk_insert:
+        keys = dict(
+            Decision.objects.filter(any_of("task_id", task_ids)).values_list("task_id", "id")
+        )
+        for decision in carried:
+            decision.pk = keys[decision.task_id]
+    return carried
+
+
+def _carry(pairs: list[tuple[int, Decision]]) -> int:
+    """Resolve each open task with a copy of its earlier decision; how many were resolved.
+
+    The tasks still open are locked (PostgreSQL; SQLite lets one writer in at a time), then
+    resolved with one conditional ``update()``: a task a reviewer claimed in the meantime stays
+    theirs. The gold label is written only where none exists: an older decision never
+    overwrites a newer gold label. A fixed number of statements whatever the number of tasks,
+    none of them a join.
+    """
+    if not pairs:
+        return 0
+    sources = dict(pairs)
+    with transaction.atomic(savepoint=False):
+        still_open = {
+            pk: (policy_id, item_id)
+            for pk, policy_id, item_id in ReviewTask.objects.filter(
+                any_of("id", sources), status=ReviewStatus.OPEN
+            )
+            .select_for_update()
+            .values_list("id", "policy_id", "item_id")
+        }
+        if not still_open:
+            return 0
+        resolved = ReviewTask.objects.filter(
+            any_of("id", still_open), status=ReviewStatus.OPEN
+        ).update(status=ReviewStatus.RESOLVED, resolved_at=timezone.now(), carried_over=True)
+        if resolved != len(still_open):
+            raise RuntimeError("Open tasks changed while locked; nothing was carried over.")
+        carried = _carried_copies(sources, list(still_open))
+        GoldLabel.objects.bulk_create(
+            [
+                GoldLabel(
+                    policy_id=still_open[d.task_id][0],
+                    item_id=still_open[d.task_id][1],
+                    label=d.label,
+                    decision_id=d.pk,
+                    decided_by_id=d.reviewer_id,
+                )
+                for d in carried
+            ],
+            ignore_conflicts=True,
+        )
+    return len(carried)
+
+
+def carry_over_decisions(*, job_id: int) -> int:
+    """Resolve the job's open mismatches that were decided under the same two texts.
+
+    A rerun (same policy, same text A, same text B) must not ask a reviewer again about
+    content they already decided: each open task whose content (by content hash) has a decision
+    in such an earlier job is resolved with a copy of the newest one, marked carried over.
+    Called where a job's review tasks are created; returns how many were carried over.
+    """
+    job = Job.objects.select_related("version").get(pk=job_id)
+    same = _same_texts_jobs(job)
+    if not same:
+        return 0
+    total = 0
+    after = 0
+    with transaction.atomic():
+        while True:
+            batch = list(
+                ReviewTask.objects.filter(job_id=job_id, status=ReviewStatus.OPEN, id__gt=after)
+                .order_by("id")
+                .values_list("id", "item__content_hash")[:_CARRY_BATCH]
+            )
+            if not batch:
+                break
+            after = batch[-1][0]
+            newest: dict[str, Decision] = {}
+            for decision in (
+                Decision.objects.filter(
+                    task__job_id__in=same,
+                    task__item__content_hash__in={h for _pk, h in batch},
+                )
+                .select_related("task__item")
+                .order_by("created_at", "id")
+            ):
+                newest[decision.task.item.content_hash] = decision
+            total += _carry([(pk, newest[h]) for pk, h in batch if h in newest])
+    return total
+
+
+def carry_to_open_reruns(decision: Decision, task: ReviewTask) -> int:
+    """A decision also settles the same content's open tasks in jobs with the same two texts.
+
+    Reruns whose tasks were created before this decision was made would otherwise ask again.
+    The reruns are found in one query on the (small) job and version tables; only when there are
+    some are the content's items looked up (by hash, then their open tasks by item id: a join
+    of items and tasks costs more to plan than to run).
+    """
+    texts = Job.objects.filter(pk=task.job_id)
+    same = dict(
+        Job.objects.filter(
+            version__policy_id=task.policy_id,
+            text_a=Subquery(texts.values("text_a")),
+            text_b=Subquery(texts.values("text_b")),
+        )
+        .exclude(pk=task.job_id)
+        .values_list("pk", "sample_set_id")
+    )
+    if not same:
+        return 0
+    content_hash = Item.objects.filter(pk=task.item_id).values("content_hash")
+    items = list(
+        Item.objects.filter(
+            content_hash=Subquery(content_hash), sample_set_id__in=set(same.values())
+        ).values_list("id", flat=True)[:_CARRY_BATCH]
+    )
+    if not items:
+        return 0
+    open_tasks = ReviewTask.objects.filter(
+        any_of("job_id", same), any_of("item_id", items), status=ReviewStatus.OPEN
+    ).values_list("id", flat=True)[:_CARRY_BATCH]
+    return _carry([(pk, decision) for pk in open_tasks])

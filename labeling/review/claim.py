@@ -1,0 +1,274 @@
+"""Claiming the queue's next task, giving a task back (skip), and the card's read of a task.
+
+Two reviewers must never hold the same task. A claim picks a row, then takes it with a
+conditional ``update()`` that changes the row only while it is still claimable, and checks that
+exactly one row changed (otherwise it picks again): that update is the guarantee, on every
+database. On PostgreSQL the pick also locks the row (``select_for_update(skip_locked=True)``),
+so concurrent reviewers walk past each other's rows instead of all trying the oldest one; SQLite
+has no row locks, and there the conditional update alone decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import connection, transaction
+from django.db.models import F, Q, QuerySet
+from django.db.models.functions import Abs
+from django.db.models.lookups import LessThanOrEqual
+from django.utils import timezone
+
+from cope_studio.lib.db import any_of
+from labeling.models import Item, Job, ReviewStatus, ReviewTask
+from policies.models import Policy
+
+# How many picks one claim makes before giving up on a busy queue (each failed pick means
+# another reviewer took that row between our read and our update).
+_CLAIM_ATTEMPTS = 20
+# Rows read per page when skipped tasks are stepped over in Python (SQLite has no JSON
+# containment).
+_CANDIDATE_PAGE = 50
+# What the card shows of a task's job: both texts (their diff), whether the labeler was the weak
+# baseline, the version's number and the policy's name.
+_CARD_JOB_FIELDS = (
+    "text_a",
+    "text_b",
+    "backend",
+    "weak_backend",
+    "version",
+    "version__number",
+    "version__policy",
+    "version__policy__name",
+)
+
+
+class ReviewError(Exception):
+    """A review action that cannot happen as asked (lost claim, already resolved)."""
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """Which part of the queue a reviewer works on. Empty fields mean "any"."""
+
+    job: Job | None = None
+    policy: Policy | None = None
+    side_said_1: str | None = None  # "A" or "B": the side whose label was 1
+    max_margin: float | None = None  # |p1_a - p1_b| at most this
+
+    def apply(self, tasks: QuerySet[ReviewTask]) -> QuerySet[ReviewTask]:
+        if self.job is not None:
+            tasks = tasks.filter(job=self.job)
+        if self.policy is not None:
+            tasks = tasks.filter(policy=self.policy)
+        if self.side_said_1 == "A":
+            tasks = tasks.filter(label_a=1)
+        elif self.side_said_1 == "B":
+            tasks = tasks.filter(label_b=1)
+        elif self.side_said_1 is not None:
+            raise ValueError(f"side_said_1 must be 'A' or 'B', not {self.side_said_1!r}")
+        if self.max_margin is not None:
+            tasks = tasks.filter(LessThanOrEqual(Abs(F("p1_a") - F("p1_b")), self.max_margin))
+        return tasks
+
+
+def _claimable(now: datetime) -> Q:
+    """Open, or claimed by someone whose claim has run out."""
+    return Q(status=ReviewStatus.OPEN) | Q(status=ReviewStatus.CLAIMED, claim_expires_at__lt=now)
+
+
+def _groups(scope: QueueFilter, now: datetime) -> list[QuerySet[ReviewTask]]:
+    """Where the next task is looked for, in this order, each oldest first.
+
+    Abandoned claims (expired) come before open tasks: they are older work somebody dropped, and
+    looking them up apart keeps each query on one partial index (claims by expiry, then open
+    tasks by id, by policy and id, or by job and id) instead of an ``OR`` the planner cannot walk
+    in id order. Those indexes hold only live work, so the resolved history is never stepped
+    over.
+
+    For a policy, open tasks are read from the (policy, id) index. With ``policy_id = 6`` and
+    ``ORDER BY id`` PostgreSQL walks the whole queue's index instead, filtering (it takes a
+    policy's tasks to be spread evenly over ids; they come in runs, one per job, and every
+    policy's jobs interleave in time), stepping over every older open task of other policies.
+    Written as ``policy_id = ANY(array)`` the filter makes no equivalence class, so ``ORDER BY
+    policy_id, id`` is read in order from the (policy, id) index, starting at the policy's first
+    open task. A job's tasks are one run, which the planner sees: ``job_id = …`` with ``ORDER BY
+    id`` walks the (job, id) index.
+    """
+    tasks = scope.apply(ReviewTask.objects.all())
+    expired = tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__lt=now).order_by("id")
+    if scope.policy is not None and scope.job is None:
+        open_tasks = (
+            replace(scope, policy=None)
+            .apply(ReviewTask.objects.filter(status=ReviewStatus.OPEN))
+            .filter(any_of("policy_id", [scope.policy.pk]))
+            .order_by("policy_id", "id")
+        )
+    else:
+        open_tasks = tasks.filter(status=ReviewStatus.OPEN).order_by("id")
+    return [expired, open_tasks]
+
+
+def _first_not_skipped(group: QuerySet[ReviewTask], reviewer_id: int) -> ReviewTask | None:
+    """The group's first task this reviewer has not skipped.
+
+    PostgreSQL filters skipped tasks in the query (JSON containment) and locks the row, walking
+    past rows other reviewers are locking. SQLite has neither: skipped tasks are stepped over
+    here, a page at a time, and the row is read unlocked (the conditional update decides).
+    """
+    if connection.features.supports_json_field_contains:
+        return (
+            group.exclude(skipped_by__contains=[reviewer_id])
+            .select_for_update(skip_locked=True)
+            .first()
+        )
+    after = 0
+    while True:
+        rows = list(group.filter(id__gt=after).values_list("id", "skipped_by")[:_CANDIDATE_PAGE])
+        if not rows:
+            return None
+        for pk, skipped in rows:
+            if reviewer_id not in (skipped or []):
+                return ReviewTask.objects.get(pk=pk)
+        after = rows[-1][0]
+
+
+def _pick(scope: QueueFilter, reviewer_id: int, now: datetime) -> ReviewTask | None:
+    """The task a claim tries next, or None when nothing in the filter is claimable."""
+    for group in _groups(scope, now):
+        task = _first_not_skipped(group, reviewer_id)
+        if task is not None:
+            return task
+    return None
+
+
+def _take(task: ReviewTask, reviewer: User, now: datetime, expires: datetime) -> bool:
+    """Claim the picked task if it is still claimable; whether this reviewer got it."""
+    taken = ReviewTask.objects.filter(_claimable(now), pk=task.pk).update(
+        status=ReviewStatus.CLAIMED, claimed_by=reviewer, claim_expires_at=expires
+    )
+    if taken != 1:
+        return False
+    task.status = ReviewStatus.CLAIMED
+    task.claimed_by = reviewer
+    task.claim_expires_at = expires
+    return True
+
+
+def _renew_held_claim(
+    scope: QueueFilter, reviewer: User, now: datetime, expires: datetime
+) -> int | None:
+    """The id of the reviewer's still-valid claim inside the filter, renewed; any claim they hold
+    outside it goes back to the queue. Usually they hold nothing (right after a decision): one
+    query on the partial index of claims."""
+    mine = list(
+        ReviewTask.objects.filter(status=ReviewStatus.CLAIMED, claimed_by=reviewer)
+        .order_by()
+        .values_list("id", "claim_expires_at")
+    )
+    if not mine:
+        return None
+    held_by_reviewer = ReviewTask.objects.filter(status=ReviewStatus.CLAIMED, claimed_by=reviewer)
+    with transaction.atomic():
+        valid = [pk for pk, until in mine if until is not None and until >= now]
+        held = (
+            scope.apply(ReviewTask.objects.filter(pk__in=valid))
+            .order_by("id")
+            .values_list("id", flat=True)
+            .first()
+            if valid
+            else None
+        )
+        if held is not None and held_by_reviewer.filter(pk=held).update(claim_expires_at=expires):
+            return held
+        held_by_reviewer.filter(pk__in=[pk for pk, _until in mine]).update(
+            status=ReviewStatus.OPEN, claimed_by=None, claim_expires_at=None
+        )
+    return None
+
+
+def claim_next_task(
+    *,
+    reviewer: User,
+    job: Job | None = None,
+    policy: Policy | None = None,
+    side_said_1: str | None = None,
+    max_margin: float | None = None,
+) -> ReviewTask | None:
+    """Give the reviewer the next task to review, claimed for ``COPE_CLAIM_MINUTES``.
+
+    A reviewer holds one task at a time: a still-valid claim inside the filter comes back first
+    (its claim renewed); a claim outside the filter is given back to the queue.
+    """
+    scope = QueueFilter(job=job, policy=policy, side_said_1=side_said_1, max_margin=max_margin)
+    now = timezone.now()
+    expires = now + timedelta(minutes=settings.COPE_CLAIM_MINUTES)
+    held = _renew_held_claim(scope, reviewer, now, expires)
+    if held is not None:
+        return load_task(held)
+    claimed = None
+    with transaction.atomic():
+        for _attempt in range(_CLAIM_ATTEMPTS):
+            task = _pick(scope, reviewer.pk, now)
+            if task is None:
+                break
+            if _take(task, reviewer, now, expires):
+                claimed = task
+                break
+    return _attach_item_and_job(claimed) if claimed is not None else None
+
+
+def load_task(pk: int) -> ReviewTask:
+    """The task with what its card shows: item, job (texts included: the card shows their diff),
+    version and policy.
+
+    The large tables are read by primary key, one per query: a join of tasks with items costs
+    PostgreSQL milliseconds of planning on tables with many dead rows (it probes the join keys'
+    index ends), a lookup by key a fraction of one.
+    """
+    return _attach_item_and_job(ReviewTask.objects.get(pk=pk))
+
+
+def _attach_item_and_job(task: ReviewTask) -> ReviewTask:
+    task.item = Item.objects.get(pk=task.item_id)
+    task.job = (
+        Job.objects.select_related("version__policy").only(*_CARD_JOB_FIELDS).get(pk=task.job_id)
+    )
+    task.policy = task.job.version.policy
+    return task
+
+
+def skip_task(*, task: ReviewTask, reviewer: User) -> None:
+    """Give a claimed task back; it is not offered to this reviewer again."""
+    with transaction.atomic():
+        held = ReviewTask.objects.filter(
+            pk=task.pk, status=ReviewStatus.CLAIMED, claimed_by=reviewer
+        )
+        current = held.select_for_update().values_list("skipped_by", flat=True).first()
+        if current is None:
+            raise ReviewError("You do not hold this task any more; nothing to skip.")
+        skipped = list(current or [])
+        if reviewer.pk not in skipped:
+            skipped.append(reviewer.pk)
+        changed = held.update(
+            status=ReviewStatus.OPEN, claimed_by=None, claim_expires_at=None, skipped_by=skipped
+        )
+        if changed != 1:
+            raise ReviewError("You do not hold this task any more; nothing to skip.")
+
+
+def unskip_tasks(*, reviewer: User, scope: QueueFilter) -> int:
+    """Offer the reviewer the open tasks they skipped in this filter again; how many."""
+    tasks = scope.apply(ReviewTask.objects.filter(status=ReviewStatus.OPEN))
+    if connection.features.supports_json_field_contains:
+        tasks = tasks.filter(skipped_by__contains=[reviewer.pk])
+    count = 0
+    with transaction.atomic():
+        for pk, skipped in tasks.select_for_update().values_list("id", "skipped_by"):
+            if reviewer.pk in (skipped or []):
+                remaining = [user for user in skipped if user != reviewer.pk]
+                ReviewTask.objects.filter(pk=pk).update(skipped_by=remaining)
+                count += 1
+    return count
