@@ -8,7 +8,9 @@ from typing import Any
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from labeling.jobs import services
+from labeling.jobs import results, services
+from labeling.jobs.broker import PREPARE_JOB_TASK
+from labeling.samples import services as samples
 from labeling.workers.services import record_heartbeat_task  # noqa: F401  (registers it)
 from worker.contract import RECORD_CHUNK_TASK, ContractError, ScoreResult
 
@@ -21,7 +23,7 @@ RESUME_STALLED_TASK = "labeling.resume_stalled_jobs"  # scheduled in settings.CE
 DATABASE_GONE = (OperationalError, InterfaceError)
 
 
-@shared_task(
+@shared_task(  # type: ignore[untyped-decorator]
     name=RECORD_CHUNK_TASK,
     acks_late=True,
     autoretry_for=DATABASE_GONE,
@@ -37,7 +39,7 @@ def record_chunk(result_dict: dict[str, Any]) -> str:
         # Retrying a malformed message cannot help; log it and drop it.
         log.error("labeling.record_chunk: unusable result (%s): %.300r", exc, result_dict)
         return "rejected"
-    outcome = services.record_chunk_result(result)
+    outcome = results.record_chunk_result(result)
     log.info(
         "job %s chunk %s side %s: %s%s",
         result.job_id,
@@ -49,8 +51,8 @@ def record_chunk(result_dict: dict[str, Any]) -> str:
     return outcome.action
 
 
-@shared_task(
-    name=services.PREPARE_JOB_TASK,
+@shared_task(  # type: ignore[untyped-decorator]
+    name=PREPARE_JOB_TASK,
     acks_late=True,
     autoretry_for=DATABASE_GONE,
     retry_backoff=True,
@@ -62,11 +64,11 @@ def prepare_job(job_id: int) -> bool:
     return services.prepare_job(int(job_id))
 
 
-@shared_task(name=RESUME_STALLED_TASK, ignore_result=True)
+@shared_task(name=RESUME_STALLED_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
 def resume_stalled_jobs() -> int:
     """Run by Celery beat every ``COPE_RESUME_EVERY_SECONDS``: re-send the chunks no queue and
-    no model worker has (``services.lost_chunks``), fill each job's window, and queue again a
-    lost preparation. Returns the number of chunks re-sent."""
+    no model worker has (``labeling.jobs.services.lost_chunks``), fill each job's window, and
+    queue again a lost preparation. Returns the number of chunks re-sent."""
     resent = services.resume_stalled_jobs()
     for job_id, n in resent.items():
         log.warning("job %s: re-sent %s lost chunk%s", job_id, n, "" if n == 1 else "s")
@@ -75,29 +77,22 @@ def resume_stalled_jobs() -> int:
 
 # Sample-set imports run here, not in the request ---------------------------------
 
-RUN_IMPORT_TASK = "labeling.run_import"
-CLEAN_UPLOADS_TASK = "labeling.clean_uploads"  # scheduled in settings.CELERY_BEAT_SCHEDULE
 
-
-@shared_task(
-    name=RUN_IMPORT_TASK,
+@shared_task(  # type: ignore[untyped-decorator]
+    name=samples.RUN_IMPORT_TASK,
     acks_late=True,
     ignore_result=True,
 )
 def run_import(sample_set_id: int) -> str:
-    """Read an uploaded file into its sample set (``importing.run_import``): ready, or failed
+    """Read an uploaded file into its sample set (``samples.run_import``): ready, or failed
     with the reason and nothing kept. A redelivered task starts the set again from empty."""
-    from labeling.samples import services as importing
-
-    outcome = importing.run_import(sample_set_id=sample_set_id)
+    outcome = samples.run_import(sample_set_id=sample_set_id)
     log.info("sample set %s: import %s", sample_set_id, outcome)
     return outcome
 
 
-@shared_task(name=CLEAN_UPLOADS_TASK, ignore_result=True)
+@shared_task(name=samples.CLEAN_UPLOADS_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
 def clean_uploads() -> dict[str, int]:
     """Run by Celery beat every hour: fail imports whose worker was lost, delete uploads
-    nobody imported (``importing.clean_abandoned_imports``)."""
-    from labeling.samples import services as importing
-
-    return importing.clean_abandoned_imports()
+    nobody imported (``samples.clean_abandoned_imports``)."""
+    return samples.clean_abandoned_imports()

@@ -4,13 +4,12 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
 
-from labeling.samples.services import (
-    DEFAULT_MAX_CHARS,
-    DELIMITERS,
-    ImportFileError,
-    format_for_filename,
-)
+from labeling.samples.csv_reader import DELIMITERS
+from labeling.samples.errors import ImportFileError
+from labeling.samples.services import DEFAULT_MAX_CHARS, ImportOptions
+from labeling.samples.uploads import format_for_filename
 
 _DELIMITER_CHOICES = [
     ("", "detect"),
@@ -19,6 +18,12 @@ _DELIMITER_CHOICES = [
     ("tab", "tab"),
     ("pipe", "pipe ( | )"),
 ]
+
+
+def _set_choices(field: forms.Field, choices: list[tuple[str, str]]) -> None:
+    if not isinstance(field, forms.ChoiceField):
+        raise TypeError(f"{field!r} is not a choice field")
+    field.choices = choices
 
 
 class UploadForm(forms.Form):
@@ -35,26 +40,28 @@ class UploadForm(forms.Form):
         strip=False,
     )
 
-    def clean_file(self) -> Any:
+    def clean_file(self) -> UploadedFile[bytes] | None:
         upload = self.cleaned_data.get("file")
-        if upload is None:
+        if not isinstance(upload, UploadedFile):
             return None
         try:
             format_for_filename(upload.name or "")
         except ImportFileError as exc:
             raise forms.ValidationError(str(exc)) from None
         limit_mb = settings.COPE_MAX_UPLOAD_MB
-        if upload.size > limit_mb * 1024 * 1024:
+        size = upload.size
+        if size is not None and size > limit_mb * 1024 * 1024:
             raise forms.ValidationError(
-                f"The file is {upload.size / 1024 / 1024:.1f} MB; the limit is {limit_mb} MB "
+                f"The file is {size / 1024 / 1024:.1f} MB; the limit is {limit_mb} MB "
                 "(COPE_MAX_UPLOAD_MB). Split it, or ask an admin to raise the limit."
             )
-        if upload.size == 0:
+        if size == 0:
             raise forms.ValidationError("The file is empty.")
         return upload
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         has_file = bool(data.get("file"))
         has_text = bool((data.get("pasted") or "").strip())
         if has_file and has_text:
@@ -62,6 +69,14 @@ class UploadForm(forms.Form):
         if not has_file and not has_text and not self.errors:
             raise forms.ValidationError("Choose a file to upload, or paste one item per line.")
         return data
+
+    def uploaded_file(self) -> UploadedFile[bytes] | None:
+        """The file chosen, once the form is valid; None when lines were pasted."""
+        upload = self.cleaned_data.get("file")
+        return upload if isinstance(upload, UploadedFile) else None
+
+    def pasted_text(self) -> str:
+        return str(self.cleaned_data.get("pasted") or "")
 
 
 class ImportConfirmForm(forms.Form):
@@ -91,12 +106,13 @@ class ImportConfirmForm(forms.Form):
     def __init__(self, *args: Any, columns: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         choices = [(c, c) for c in columns]
-        self.fields["text_column"].choices = choices
-        self.fields["id_column"].choices = [("", "— generate from row numbers —"), *choices]
-        self.fields["label_column"].choices = [("", "— none —"), *choices]
+        _set_choices(self.fields["text_column"], choices)
+        _set_choices(self.fields["id_column"], [("", "— generate from row numbers —"), *choices])
+        _set_choices(self.fields["label_column"], [("", "— none —"), *choices])
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         text = data.get("text_column")
         for name in ("id_column", "label_column"):
             if text and data.get(name) == text:
@@ -104,6 +120,18 @@ class ImportConfirmForm(forms.Form):
         if data.get("id_column") and data.get("id_column") == data.get("label_column"):
             self.add_error("label_column", "The id and label columns must differ.")
         return data
+
+    def import_options(self, *, delimiter: str | None) -> ImportOptions:
+        """The chosen columns and limit, once the form is valid; ``delimiter`` is the one the
+        preview read the file with."""
+        data = self.cleaned_data
+        return ImportOptions(
+            text_column=str(data["text_column"]),
+            id_column=str(data.get("id_column") or ""),
+            label_column=str(data.get("label_column") or ""),
+            max_chars=int(data["max_chars"]),
+            delimiter=delimiter or None,
+        )
 
 
 class SeparatorForm(forms.Form):

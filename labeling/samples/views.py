@@ -4,22 +4,22 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
+from cope_studio.lib.htmx import AuthedHttpRequest
 from cope_studio.lib.permissions import require_perms
 from labeling.models import SampleSet, SampleSetStatus
+from labeling.samples.csv_reader import DELIMITER_NAMES
+from labeling.samples.errors import ImportFileError
 from labeling.samples.forms import ImportConfirmForm, SeparatorForm, UploadForm
-from labeling.samples.services import (
-    DELIMITER_NAMES,
-    ImportFileError,
-    ImportOptions,
+from labeling.samples.preview import Preview, preview_upload
+from labeling.samples.services import begin_import
+from labeling.samples.uploads import (
     StoredUpload,
-    begin_import,
     discard_upload,
     load_upload,
-    preview_upload,
     store_pasted,
     store_upload,
 )
@@ -27,23 +27,23 @@ from labeling.samples.services import (
 
 @login_required
 @require_GET
-def sampleset_list(request: HttpRequest) -> HttpResponse:
+def sampleset_list(request: AuthedHttpRequest) -> HttpResponse:
     require_perms(request, "labeling.view_sampleset")
     sets = SampleSet.objects.select_related("created_by").order_by("-created_at")
     return render(
         request,
         "labeling/samples/sampleset_list.html",
-        {"sample_sets": sets, "nav": "samples", "can_import": _can_import(request)},
+        {"sample_sets": sets, "can_import": _can_import(request)},
     )
 
 
-def _can_import(request: HttpRequest) -> bool:
+def _can_import(request: AuthedHttpRequest) -> bool:
     return request.user.has_perm("labeling.add_sampleset")
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def sampleset_import(request: HttpRequest) -> HttpResponse:
+def sampleset_import(request: AuthedHttpRequest) -> HttpResponse:
     require_perms(request, "labeling.add_sampleset")
     form = UploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
@@ -61,10 +61,8 @@ def sampleset_import(request: HttpRequest) -> HttpResponse:
 
 def _store_and_check(form: UploadForm) -> StoredUpload:
     """Store the upload and preview it once: a file the preview refuses is deleted at once."""
-    if form.cleaned_data.get("file"):
-        upload = store_upload(form.cleaned_data["file"])
-    else:
-        upload = store_pasted(form.cleaned_data["pasted"])
+    uploaded = form.uploaded_file()
+    upload = store_upload(uploaded) if uploaded is not None else store_pasted(form.pasted_text())
     try:
         preview_upload(upload)
     except ImportFileError:
@@ -77,82 +75,69 @@ def _import_context(form: UploadForm, error: str = "") -> dict[str, Any]:
     return {
         "form": form,
         "import_error": error,
-        "nav": "samples",
         "max_upload_mb": settings.COPE_MAX_UPLOAD_MB,
     }
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def sampleset_preview(request: HttpRequest, token: str) -> HttpResponse:
+def sampleset_preview(request: AuthedHttpRequest, token: str) -> HttpResponse:
     """Columns and first rows of an upload; confirming starts the import in the background.
 
     The preview reads a bounded head of the file, so this costs the same for any size."""
     require_perms(request, "labeling.add_sampleset")
+    status = 400 if request.method == "POST" else 200
     separator = SeparatorForm(request.POST if request.method == "POST" else request.GET)
-    chosen = separator.delimiter_char()
     try:
-        upload = load_upload(token)
+        upload, preview = _load_and_preview(token, separator.delimiter_char())
     except ImportFileError as exc:
-        return render(
-            request,
-            "labeling/samples/sampleset_import.html",
-            _import_context(UploadForm(), error=str(exc)),
-            status=400 if request.method == "POST" else 200,
+        context = _import_context(UploadForm(), error=str(exc))
+        return render(request, "labeling/samples/sampleset_import.html", context, status=status)
+    initial = _confirm_initial(upload, preview)
+    form = ImportConfirmForm(request.POST or None, columns=preview.columns, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        sample_set = begin_import(
+            upload=upload,
+            name=str(form.cleaned_data["name"]),
+            description=str(form.cleaned_data["description"]),
+            options=form.import_options(delimiter=preview.delimiter),
+            by=request.user,
         )
+        return redirect("labeling:sampleset_detail", pk=sample_set.pk)
+    context = {
+        "form": form,
+        "preview": preview,
+        "upload": upload,
+        "separator_form": SeparatorForm(initial={"delimiter": initial["delimiter"]}),
+    }
+    return render(request, "labeling/samples/sampleset_preview.html", context, status=status)
+
+
+def _load_and_preview(token: str, delimiter: str | None) -> tuple[StoredUpload, Preview]:
+    """The upload and its preview; a file the preview refuses is deleted, unless only the
+    separator someone chose is wrong."""
+    upload = load_upload(token)
     try:
-        preview = preview_upload(upload, delimiter=chosen)
-    except ImportFileError as exc:
-        if chosen is None:  # the file itself is refused; a wrong separator choice is not
+        return upload, preview_upload(upload, delimiter=delimiter)
+    except ImportFileError:
+        if delimiter is None:
             discard_upload(upload)
-        return render(
-            request,
-            "labeling/samples/sampleset_import.html",
-            _import_context(UploadForm(), error=str(exc)),
-            status=400 if request.method == "POST" else 200,
-        )
-    initial = {
+        raise
+
+
+def _confirm_initial(upload: StoredUpload, preview: Preview) -> dict[str, str]:
+    return {
         "name": upload.original_name.rsplit(".", 1)[0][:200] or "Pasted items",
         "text_column": preview.text_column,
         "id_column": preview.id_column,
         "label_column": preview.label_column,
         "delimiter": DELIMITER_NAMES.get(preview.delimiter, ""),
     }
-    form = ImportConfirmForm(request.POST or None, columns=preview.columns, initial=initial)
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        sample_set = begin_import(
-            upload=upload,
-            name=data["name"],
-            description=data["description"],
-            options=ImportOptions(
-                text_column=data["text_column"],
-                id_column=data["id_column"] or "",
-                label_column=data["label_column"] or "",
-                max_chars=data["max_chars"],
-                delimiter=preview.delimiter or None,
-            ),
-            by=request.user,
-        )
-        return redirect("labeling:sampleset_detail", pk=sample_set.pk)
-    separator_form = SeparatorForm(initial={"delimiter": initial["delimiter"]})
-    return render(
-        request,
-        "labeling/samples/sampleset_preview.html",
-        {
-            "form": form,
-            "preview": preview,
-            "upload": upload,
-            "separator_form": separator_form,
-            "nav": "samples",
-        },
-        status=400 if request.method == "POST" else 200,
-    )
 
 
 @login_required
 @require_GET
-def sampleset_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def sampleset_detail(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     """The set's report and first items; while it imports, its progress (htmx polls the
     ``import-status`` fragment, and the page reloads itself when the import ends)."""
     require_perms(request, "labeling.view_sampleset")
@@ -179,6 +164,5 @@ def sampleset_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "report": sample_set.report or {},
             "items": items,
             "jobs": jobs,
-            "nav": "samples",
         },
     )

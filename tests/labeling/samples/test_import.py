@@ -12,16 +12,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from labeling.models import Item, SampleSet, SampleSetStatus
-from labeling.samples.services import (
-    ImportFileError,
-    content_hash,
-    import_sample_set,
-    load_upload,
-    preview_upload,
-    run_import,
-    store_pasted,
-    store_upload,
-)
+from labeling.samples.errors import ImportFileError
+from labeling.samples.preview import preview_upload
+from labeling.samples.services import import_sample_set, run_import
+from labeling.samples.uploads import load_upload, store_pasted, store_upload
+from labeling.samples.values import content_hash
 from tests.conftest import PASSWORD
 
 
@@ -283,3 +278,20 @@ def test_cells_beyond_the_header_are_kept_and_reported(author: Any) -> None:
         {"row": 4, "cells": 2},
     ]
     assert report["message"].startswith("2 rows had more cells than the header")
+
+
+def test_every_samples_page_marks_the_sample_sets_tab(client: Any, author: Any) -> None:
+    """The views set no ``nav``: the context processor derives it from the URL's name."""
+    client.login(username=author.username, password=PASSWORD)
+    up = upload("posts.csv", CSV)
+    s = do_import(up, author)
+    tab = f'<a href="{reverse("labeling:sampleset_list")}" aria-current="page">Sample sets</a>'
+    for url in (
+        reverse("labeling:sampleset_list"),
+        reverse("labeling:sampleset_import"),
+        reverse("labeling:sampleset_preview", args=[up.token]),
+        reverse("labeling:sampleset_detail", args=[s.pk]),
+    ):
+        page = client.get(url).content.decode()
+        assert tab in page, url
+        assert page.count('aria-current="page"') == 1, url

@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from labeling.models import SampleSet, SampleSetStatus
-from labeling.samples import services as importing
+from labeling.samples import text_reader
 from tests.labeling.conftest import retry_locked, wait_for
 
 pytestmark = pytest.mark.celery_worker
@@ -76,7 +76,7 @@ def test_worker_fails_a_damaged_file_and_keeps_nothing(
 ) -> None:
     client.force_login(author)
     # The damage lies past what the preview reads: the preview accepts, the import refuses.
-    monkeypatch.setattr(importing, "HEAD_BYTES", 4096)
+    monkeypatch.setattr(text_reader, "HEAD_BYTES", 4096)
     rows = "".join(f"r{i},row {i}\n" for i in range(1, 3000))
     data = ("id,text\n" + rows + 'r3000,"never closed\nr3001,x\n').encode()
     pk, url = _upload_and_confirm(client, "late.csv", data, text_column="text", id_column="id")

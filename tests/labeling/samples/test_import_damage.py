@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +21,18 @@ from django.urls import reverse
 from labeling.jobs import services
 from labeling.jobs.forms import JobStartForm
 from labeling.models import Item, SampleSet, SampleSetStatus
-from labeling.samples import services as importing
+from labeling.samples import parquet_reader, text_reader, uploads
+from labeling.samples import services as import_service
+from labeling.samples.errors import ImportFileError
+from labeling.samples.preview import preview_upload
 from labeling.samples.services import (
-    ImportFileError,
     ImportOptions,
     begin_import,
     clean_abandoned_imports,
     import_sample_set,
-    preview_upload,
     run_import,
-    store_pasted,
-    store_upload,
 )
+from labeling.samples.uploads import store_pasted, store_upload
 from tests.conftest import PASSWORD
 from tests.labeling.conftest import make_version
 from tests.labeling.samples.test_import import do_import, upload
@@ -141,7 +142,9 @@ def test_parquet_that_expands_to_300_mb_is_refused_in_bounded_memory(
     preview = preview_upload(up)  # the first rows are fine to show
     assert preview.text_column == "text"
     writes: list[int] = []
-    monkeypatch.setattr(importing, "_writer", lambda: lambda pk, batch: writes.append(len(batch)))
+    monkeypatch.setattr(
+        import_service, "item_writer", lambda: lambda pk, rows: writes.append(len(rows))
+    )
     tracemalloc.start()
     try:
         with pytest.raises(ImportFileError, match=r"more than \d+ MB of data once decompressed"):
@@ -161,12 +164,12 @@ def test_parquet_metadata_over_the_limits_is_refused_before_reading(
     import pyarrow as pa
 
     data = parquet_bytes(pa.table({"text": [f"row {i}" for i in range(50)]}))
-    monkeypatch.setattr(importing, "PARQUET_MAX_ROWS", 10)
+    monkeypatch.setattr(parquet_reader, "PARQUET_MAX_ROWS", 10)
     with pytest.raises(ImportFileError, match="declares 50 rows; at most 10"):
         preview_upload(upload("rows.parquet", data))
-    monkeypatch.setattr(importing, "PARQUET_MAX_ROWS", 1000)
+    monkeypatch.setattr(parquet_reader, "PARQUET_MAX_ROWS", 1000)
     up = upload("size.parquet", data)
-    monkeypatch.setattr(importing, "max_upload_bytes", lambda: 100)
+    monkeypatch.setattr(uploads, "max_upload_bytes", lambda: 100)
     with pytest.raises(ImportFileError, match="once decompressed"):
         preview_upload(up)
 
@@ -176,7 +179,7 @@ def test_parquet_value_over_the_field_limit_is_refused(
 ) -> None:
     import pyarrow as pa
 
-    monkeypatch.setattr(importing, "MAX_FIELD_CHARS", 100)
+    monkeypatch.setattr(parquet_reader, "MAX_FIELD_CHARS", 100)
     up = upload("big.parquet", parquet_bytes(pa.table({"text": ["ok", "y" * 500]})))
     with pytest.raises(ImportFileError, match="one item can hold at most 100 characters"):
         import_sample_set(upload=up, name="x", by=author, text_column="text")
@@ -271,8 +274,8 @@ def test_a_chosen_separator_overrides_the_sniffed_one(client: Any, author: Any) 
 def test_damage_past_the_preview_fails_the_background_import_and_keeps_nothing(
     author: Any, monkeypatch: pytest.MonkeyPatch, data_dir: Path
 ) -> None:
-    monkeypatch.setattr(importing, "HEAD_BYTES", 200)
-    monkeypatch.setattr(importing, "BATCH_SIZE", 5)
+    monkeypatch.setattr(text_reader, "HEAD_BYTES", 200)
+    monkeypatch.setattr(import_service, "BATCH_SIZE", 5)
     rows = "".join(f"r{i},row number {i}\n" for i in range(1, 60))
     up = upload("late.csv", "id,text\n" + rows + 'r60,"never closed\nr61,x\n')
     preview = preview_upload(up)
@@ -344,13 +347,11 @@ def test_abandoned_uploads_and_stalled_imports_are_cleaned(author: Any, data_dir
     s = begin_import(upload=running, name="r", by=author, options=ImportOptions("text"))
     stalled = upload("stalled.csv", "text\nstalled\n")
     dead = begin_import(upload=stalled, name="d", by=author, options=ImportOptions("text"))
-    ago = time.time() - importing.UPLOAD_TTL_SECONDS - 10
+    ago = time.time() - uploads.UPLOAD_TTL_SECONDS - 10
     for up in (old, running, stalled):
         for path in (up.path, up.path.with_suffix(".json")):
             os.utime(path, (ago, ago))
-    SampleSet.objects.filter(pk=dead.pk).update(
-        progress_at=dead.progress_at - importing.timezone.timedelta(hours=2)
-    )
+    SampleSet.objects.filter(pk=dead.pk).update(progress_at=dead.progress_at - timedelta(hours=2))
     Item.objects.create(
         sample_set=dead, external_id="x", text="half", content_hash="h", row_number=1
     )
@@ -441,7 +442,7 @@ def test_confirming_twice_starts_one_import(client: Any, author: Any) -> None:
 
 
 def test_preview_reads_a_bounded_head(monkeypatch: pytest.MonkeyPatch, author: Any) -> None:
-    monkeypatch.setattr(importing, "HEAD_BYTES", 1000)
+    monkeypatch.setattr(text_reader, "HEAD_BYTES", 1000)
     rows = "".join(f"r{i},text {i}\n" for i in range(5000))
     up = upload("long.csv", "id,text\n" + rows)
     preview = preview_upload(up)

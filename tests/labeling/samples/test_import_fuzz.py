@@ -15,14 +15,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from labeling.models import Item
-from labeling.samples.services import (
-    ImportFileError,
-    StoredUpload,
-    import_sample_set,
-    preview_upload,
-    store_pasted,
-    store_upload,
-)
+from labeling.samples.errors import ImportFileError
+from labeling.samples.preview import preview_upload
+from labeling.samples.services import import_sample_set
+from labeling.samples.uploads import StoredUpload, store_pasted, store_upload
 
 FUZZ = settings(
     max_examples=120,
