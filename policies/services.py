@@ -17,6 +17,8 @@ from django.db import transaction
 from django.db.models import Exists, Max, OuterRef, Subquery
 from django.utils import timezone
 
+from cope_studio.celery import app as celery_app
+from policies import hooks
 from policies.diff import diff_stats
 from policies.models import Policy, TwinJob, TwinJobStatus, TwinOrigin, Version
 from worker.contract import GENERATE_TWIN_TASK, GPU_QUEUE, TwinRequest, TwinResult
@@ -70,8 +72,8 @@ def _check_length(text: str, what: str) -> None:
 
 
 def version_has_jobs(version: Version) -> bool:
-    # ``jobs`` is the labeling app's reverse relation; policies never imports labeling.
-    return bool(version.jobs.exists())  # type: ignore[attr-defined]
+    """Whether labeling has jobs of this version (asked through ``policies.hooks``)."""
+    return version.pk in hooks.versions_with_jobs([version.pk])
 
 
 def create_policy(
@@ -182,10 +184,8 @@ def twin_generation_enabled() -> bool:
 
 
 def _send_twin_request(twinjob_id: int, policy_text: str) -> None:
-    from cope_studio.celery import app
-
     request = TwinRequest(request_id=twinjob_id, policy=policy_text)
-    app.send_task(GENERATE_TWIN_TASK, args=[request.to_dict()], queue=GPU_QUEUE)
+    celery_app.send_task(GENERATE_TWIN_TASK, args=[request.to_dict()], queue=GPU_QUEUE)
 
 
 def request_twin(*, version: Version, by: User) -> TwinJob:
@@ -351,73 +351,51 @@ class PolicyRow:
     policy: Policy
     status: str  # "draft", "in review", "finalized"
     latest: Version | None
-    agreement: dict[str, Any] | None  # stats of the newest job that has an agreement figure
-    agreement_version: int | None  # the number of the version that job labeled
-
-
-def _job_model() -> Any:
-    # The labeling app's Job, reached through the reverse relation so policies never imports it.
-    return Version._meta.get_field("jobs").related_model
+    # The policy's agreement as labeling decides it: the deciding job of the newest version
+    # that has one (``policies.hooks``); None until a version has a deciding job.
+    figure: hooks.AgreementFigure | None
 
 
 def summarize_policies() -> list[PolicyRow]:
-    """Every policy with its status, latest version and latest agreement: 3 queries.
+    """Every policy with its status, latest version and agreement figure.
 
     Status: finalized if any version is; "in review" if the latest version has jobs; else draft.
-    The latest version and the newest job with an agreement figure are picked per policy by
-    subqueries, so the rows loaded are one per policy (plus one version and one job each),
-    whatever the number of versions and jobs.
+    The latest version is picked per policy by a subquery, so the rows loaded are one per policy
+    and one version each; jobs and figures come from labeling in one call each (a fixed number
+    of queries), whatever the number of policies, versions and jobs.
     """
-    job_model = _job_model()
     finalized = Version.objects.filter(policy=OuterRef("pk"), finalized_at__isnull=False)
     latest_version = Version.objects.filter(policy=OuterRef("pk")).order_by("-number")
-    # The newest job whose stats hold an agreement figure (p_o present and not JSON null).
-    with_figure = (
-        job_model.objects.filter(version__policy=OuterRef("pk"), stats__has_key="p_o")
-        .exclude(stats__p_o=None)
-        .order_by("-created_at", "-pk")
-    )
     policies = list(
         Policy.objects.annotate(
             is_finalized=Exists(finalized),
             latest_version_id=Subquery(latest_version.values("pk")[:1]),
-            figure_job_id=Subquery(with_figure.values("pk")[:1]),
-        ).annotate(
-            latest_has_jobs=Exists(
-                job_model.objects.filter(version_id=OuterRef("latest_version_id"))
-            )
         )
     )
+    latest_ids = [p.latest_version_id for p in policies if p.latest_version_id]
     versions = {
         v.pk: v
-        for v in Version.objects.filter(
-            pk__in=[p.latest_version_id for p in policies if p.latest_version_id]  # type: ignore[attr-defined]
-        )
+        for v in Version.objects.filter(pk__in=latest_ids)
         .select_related("author")
         .defer("text", "twin_text", "twin_prompt")
     }
-    figures = {
-        pk: (stats, number)
-        for pk, stats, number in job_model.objects.filter(
-            pk__in=[p.figure_job_id for p in policies if p.figure_job_id]  # type: ignore[attr-defined]
-        ).values_list("pk", "stats", "version__number")
-    }
+    with_jobs = hooks.versions_with_jobs(latest_ids)
+    figures = hooks.agreement_figures(policies)
     rows = []
     for policy in policies:
-        if policy.is_finalized:  # type: ignore[attr-defined]
+        latest_id = policy.latest_version_id
+        if policy.is_finalized:
             status = "finalized"
-        elif policy.latest_has_jobs:  # type: ignore[attr-defined]
+        elif latest_id in with_jobs:
             status = "in review"
         else:
             status = "draft"
-        stats, number = figures.get(policy.figure_job_id, (None, None))  # type: ignore[attr-defined]
         rows.append(
             PolicyRow(
                 policy=policy,
                 status=status,
-                latest=versions.get(policy.latest_version_id),  # type: ignore[attr-defined]
-                agreement=stats,
-                agreement_version=number,
+                latest=versions.get(latest_id),
+                figure=figures.get(policy.pk),
             )
         )
     return rows

@@ -7,10 +7,11 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Max
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from cope_studio.lib.htmx import AuthedHttpRequest
 from cope_studio.lib.permissions import require_perms
 from policies import services
 from policies.bundle import BundleError, import_bundle, read_bundle
@@ -32,13 +33,13 @@ VIEW, EDIT = "policies.view_policy", "policies.add_version"
 EDIT_TWIN, GENERATE_TWIN = "policies.change_version", "policies.add_twinjob"
 
 
-def _get_policy_for_user(request: HttpRequest, pk: int, *, perm: str = VIEW) -> Policy:
+def _get_policy_for_user(request: AuthedHttpRequest, pk: int, *, perm: str = VIEW) -> Policy:
     require_perms(request, VIEW)
     require_perms(request, perm)
     return get_object_or_404(Policy, pk=pk)
 
 
-def _get_version_for_user(request: HttpRequest, pk: int, *, perm: str = VIEW) -> Version:
+def _get_version_for_user(request: AuthedHttpRequest, pk: int, *, perm: str = VIEW) -> Version:
     require_perms(request, VIEW)
     require_perms(request, perm)
     return get_object_or_404(Version.objects.select_related("policy", "author", "parent"), pk=pk)
@@ -55,7 +56,6 @@ def _editor_context(policy: Policy, form: VersionForm, **extra: Any) -> dict[str
     twin = (source.get("twin_text") or "")[: services.MAX_POLICY_CHARS]
     latest = policy.versions.aggregate(n=Max("number"))["n"] or 0
     return {
-        "nav": "policies",
         "policy": policy,
         "form": form,
         "next_number": latest + 1,
@@ -73,13 +73,12 @@ def _lint_context(text: str, twin: str) -> dict[str, Any]:
     }
 
 
-def _version_context(request: HttpRequest, version: Version, **extra: Any) -> dict[str, Any]:
+def _version_context(request: AuthedHttpRequest, version: Version, **extra: Any) -> dict[str, Any]:
     user = request.user
     twin_form = extra.pop("twin_form", None) or TwinForm(
         version=version, initial={"twin_text": version.twin_text}
     )
     return {
-        "nav": "policies",
         "policy": version.policy,
         "version": version,
         "rendered_text": render_markdown(version.text),
@@ -100,14 +99,13 @@ def _version_context(request: HttpRequest, version: Version, **extra: Any) -> di
 
 @login_required
 @require_GET
-def policy_list(request: HttpRequest) -> HttpResponse:
+def policy_list(request: AuthedHttpRequest) -> HttpResponse:
     require_perms(request, VIEW)
     rows = services.summarize_policies()
     return render(
         request,
         "policies/policy_list.html",
         {
-            "nav": "policies",
             "rows": rows,
             "can_create": request.user.has_perm("policies.add_policy"),
         },
@@ -116,19 +114,19 @@ def policy_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def policy_create(request: HttpRequest) -> HttpResponse:
+def policy_create(request: AuthedHttpRequest) -> HttpResponse:
     require_perms(request, "policies.add_policy")
     form = PolicyForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         policy = services.create_policy(**form.cleaned_data, created_by=request.user)
         messages.success(request, f"Policy “{policy.name}” created. Write its first version.")
         return redirect("policies:version_create", pk=policy.pk)
-    return render(request, "policies/policy_form.html", {"nav": "policies", "form": form})
+    return render(request, "policies/policy_form.html", {"form": form})
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def policy_import(request: HttpRequest) -> HttpResponse:
+def policy_import(request: AuthedHttpRequest) -> HttpResponse:
     """Admins: recreate a policy from a bundle exported by another CoPE Studio."""
     require_perms(request, "policies.add_policy", "policies.finalize_version")
     form = BundleImportForm(request.POST or None, request.FILES or None)
@@ -144,17 +142,16 @@ def policy_import(request: HttpRequest) -> HttpResponse:
             return redirect(result.policy)
     if form.errors:
         status = 422
-    context = {"nav": "policies", "form": form}
+    context = {"form": form}
     return render(request, "policies/policy_import.html", context, status=status)
 
 
 @login_required
 @require_GET
-def policy_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def policy_detail(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     policy = _get_policy_for_user(request, pk)
     versions = policy.versions.select_related("author", "parent").defer("text", "twin_prompt")
     context = {
-        "nav": "policies",
         "policy": policy,
         "versions": versions,
         "status": services.policy_status(policy),
@@ -173,7 +170,7 @@ def _starting_point(policy: Policy, parent_pk: str | None) -> dict[str, Any]:
     return {"text": parent.text, "twin_text": parent.twin_text, "parent": parent}
 
 
-def _save_version(request: HttpRequest, policy: Policy, form: VersionForm) -> Version | None:
+def _save_version(request: AuthedHttpRequest, policy: Policy, form: VersionForm) -> Version | None:
     try:
         return services.create_version(policy=policy, author=request.user, **form.cleaned_data)
     except services.TwinRejected as exc:
@@ -185,7 +182,7 @@ def _save_version(request: HttpRequest, policy: Policy, form: VersionForm) -> Ve
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def version_create(request: HttpRequest, pk: int) -> HttpResponse:
+def version_create(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     """The editor. Saving creates version max+1; "Check" re-renders lint and preview (no JS)."""
     policy = _get_policy_for_user(request, pk, perm=EDIT)
     if request.method == "GET":
@@ -209,7 +206,7 @@ def version_create(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def editor_lint(request: HttpRequest) -> HttpResponse:
+def editor_lint(request: AuthedHttpRequest) -> HttpResponse:
     """htmx: lint and preview for the editor's current text (and twin)."""
     require_perms(request, EDIT)
     form = LintForm(request.POST)
@@ -224,14 +221,14 @@ def editor_lint(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def version_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def version_detail(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     version = _get_version_for_user(request, pk)
     return render(request, "policies/version_detail.html", _version_context(request, version))
 
 
 @login_required
 @require_POST
-def twin_update(request: HttpRequest, pk: int) -> HttpResponse:
+def twin_update(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     version = _get_version_for_user(request, pk, perm=EDIT_TWIN)
     form = TwinForm(request.POST, version=version)
     if form.is_valid():
@@ -250,7 +247,7 @@ def twin_update(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def twin_generate(request: HttpRequest, pk: int) -> HttpResponse:
+def twin_generate(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     version = _get_version_for_user(request, pk, perm=GENERATE_TWIN)
     error = ""
     try:
@@ -272,7 +269,7 @@ def twin_generate(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def twinjob_status(request: HttpRequest, pk: int) -> HttpResponse:
+def twinjob_status(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     """htmx polling target while a twin job is queued; plain requests go to the version."""
     require_perms(request, VIEW)
     twinjob = get_object_or_404(TwinJob.objects.select_related("version"), pk=pk)
@@ -289,11 +286,11 @@ def twinjob_status(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def policy_diff(request: HttpRequest, pk: int) -> HttpResponse:
+def policy_diff(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     policy = _get_policy_for_user(request, pk)
     data = request.GET or _latest_pair(policy)
     form = DiffForm(data or None, policy=policy)
-    context: dict[str, Any] = {"nav": "policies", "policy": policy, "form": form}
+    context: dict[str, Any] = {"policy": policy, "form": form}
     if form.is_valid():
         a, b = form.cleaned_data["a"], form.cleaned_data["b"]
         context.update(
@@ -312,10 +309,9 @@ def _latest_pair(policy: Policy) -> dict[str, str]:
 
 @login_required
 @require_GET
-def twin_diff(request: HttpRequest, pk: int) -> HttpResponse:
+def twin_diff(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     version = _get_version_for_user(request, pk)
     context = {
-        "nav": "policies",
         "policy": version.policy,
         "version": version,
         "a_label": f"v{version.number} text (A)",

@@ -29,7 +29,6 @@ from ninja.security import HttpBearer
 from labeling.api import keys as api_keys
 from labeling.api import live
 from labeling.jobs.evaluation import deciding_job
-from labeling.jobs.services import latest_finished_job
 from labeling.models import ApiKey, Job
 from policies.models import Policy, Version
 
@@ -157,8 +156,10 @@ class VersionSummary(Schema):
 class FiguresOut(Schema):
     job_id: int
     deciding: bool = Field(
-        description="True: the deciding job (evaluation set, minimum sample); false: only the "
-        "version's latest succeeded job, which cannot finalize it"
+        True,
+        description="Always true: the API shows only the version's deciding job (its latest "
+        "succeeded twin job on the evaluation set at the minimum sample), the one figure every "
+        "page and finalize read",
     )
     sample_set: str
     items: int
@@ -181,7 +182,7 @@ class VersionOut(VersionSummary):
     text: str
     twin_text: str
     figures: FiguresOut | None = Field(
-        description="From the version's deciding job, else its latest succeeded job; or null"
+        description="The version's deciding job's figures; null while no job decides"
     )
 
 
@@ -317,13 +318,14 @@ def _label_version(slug: str, number: int | None, *, allow_draft: bool) -> Versi
     return version
 
 
-def _figures(job: Job | None, *, deciding: bool) -> FiguresOut | None:
+def _figures(job: Job | None) -> FiguresOut | None:
+    """The deciding job's figures, or None while no job decides."""
     if job is None:
         return None
     stats = job.stats or {}
     return FiguresOut(
         job_id=job.pk,
-        deciding=deciding,
+        deciding=True,
         sample_set=job.sample_set.name,
         items=job.item_count,
         backend=job.backend,
@@ -395,8 +397,6 @@ def get_version(request: HttpRequest, slug: str, number: int) -> Any:
     if version is None:
         raise ApiError(404, "not_found", f"Policy {slug!r} has no version {number}.")
     job = deciding_job(version)
-    deciding = job is not None
-    job = job or latest_finished_job(version)
     if job is not None:
         job = Job.objects.select_related("sample_set").get(pk=job.pk)
     return {
@@ -404,7 +404,7 @@ def get_version(request: HttpRequest, slug: str, number: int) -> Any:
         "policy": policy.slug,
         "text": version.text,
         "twin_text": version.twin_text,
-        "figures": _figures(job, deciding=deciding),
+        "figures": _figures(job),
     }
 
 

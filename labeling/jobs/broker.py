@@ -1,10 +1,15 @@
-"""What the broker and the model workers hold right now, for telling lost chunks from slow ones.
+"""The jobs' side of the broker: what is sent to it, and what it and the workers hold.
 
-A chunk sent to the model workers is somewhere: waiting in the ``gpu`` queue, held by a model
-worker (prefetched or being scored), its result waiting in the ``default`` queue, or lost (a
-broker restarted empty, a worker killed outright). ``look()`` answers the first three for every
-chunk at once. With flow control only a few chunks per job are out, so the queues are short and
-reading them is cheap.
+Sending: ``send_score_request`` hands a chunk to the model workers on the ``gpu`` queue and
+``send_prepare_job`` queues a job's preparation on ``default``. Every send of the jobs package
+goes through these two, so a test replaces them here to capture or run what would be sent.
+
+Looking: ``look()`` says what the broker and the model workers hold right now, for telling
+lost chunks from slow ones. A chunk sent to the model workers is somewhere: waiting in the
+``gpu`` queue, held by a model worker (prefetched or being scored), its result waiting in the
+``default`` queue, or lost (a broker restarted empty, a worker killed outright). ``look()``
+answers the first three for every chunk at once. With flow control only a few chunks per job
+are out, so the queues are short and reading them is cheap.
 
 Queues are read on Redis and on the filesystem transport; the workers are asked over Celery's
 broadcast (``inspect``). Whatever cannot be read is ``None`` (unknown), and the caller falls
@@ -20,11 +25,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worker.contract import DEFAULT_QUEUE, GPU_QUEUE
+from cope_studio.celery import app as celery_app
+from worker.contract import DEFAULT_QUEUE, GPU_QUEUE, SCORE_CHUNK_TASK
 
 log = logging.getLogger(__name__)
 
 INSPECT_TIMEOUT = 1.0
+PREPARE_JOB_TASK = "labeling.prepare_job"
+
+
+def send_score_request(request: dict[str, Any]) -> None:
+    """Hand one chunk (a ``ScoreRequest`` as a dict) to the model workers."""
+    celery_app.send_task(SCORE_CHUNK_TASK, args=[request], queue=GPU_QUEUE)
+
+
+def send_prepare_job(job_id: int) -> None:
+    """Queue ``prepare_job`` on ``default``."""
+    celery_app.send_task(PREPARE_JOB_TASK, args=[job_id], queue=DEFAULT_QUEUE)
 
 
 @dataclass(frozen=True)
@@ -121,10 +138,8 @@ def look() -> BrokerView:
     """Queues, then workers, then queues again: a chunk that moves on while we look (queue →
     worker → result queue → database) is seen at one of these steps, so only a chunk that is
     nowhere counts as lost. Read the database's chunks in flight after this."""
-    from cope_studio.celery import app
-
-    before = queued_chunks(app)
-    held, workers = held_chunks(app)
-    after = queued_chunks(app)
+    before = queued_chunks(celery_app)
+    held, workers = held_chunks(celery_app)
+    after = queued_chunks(celery_app)
     queued = None if before is None or after is None else before | after
     return BrokerView(queued=queued, held=held, model_workers=workers)

@@ -37,64 +37,93 @@ def _fmt(x: float) -> str:
     return f"{x:.1f}"
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """Where a value and a version's place land in the plot area."""
+
+    count: int  # versions shown
+    y_min: float
+    y_max: float = 1.0
+
+    @property
+    def plot_w(self) -> int:
+        return WIDTH - LEFT - RIGHT
+
+    def x_at(self, i: int) -> float:
+        if self.count == 1:
+            return LEFT + self.plot_w / 2
+        return LEFT + self.plot_w * i / (self.count - 1)
+
+    def y_at(self, v: float) -> float:
+        plot_h = HEIGHT - TOP - BOTTOM
+        return TOP + plot_h * (self.y_max - v) / (self.y_max - self.y_min)
+
+
 def agreement_chart(points: list[ChartPoint], threshold: float, *, title: str = "") -> SafeString:
-    """An SVG line chart; versions without a finished job are left out (with a note)."""
+    """An SVG line chart; versions without a deciding job are left out (with a note)."""
     shown = [p for p in points if p.p_o is not None]
     label = title or "Agreement between the wordings, by version"
     if not shown:
         return mark_safe(
             '<p class="muted chart-empty">No deciding job yet: the chart shows, for each '
-            "version, its latest finished job against its twin on the policy's evaluation set "
+            "version, its latest succeeded job against its twin on the policy's evaluation set "
             "with at least the minimum sample labeled.</p>"
         )
     values = [p.p_o for p in shown if p.p_o is not None]
     values += [p.kappa for p in shown if p.kappa is not None]
     values += [p.f1 for p in shown if p.f1 is not None]
-    y_min = min(0.0, math.floor(min(values) * 10) / 10)
-    y_max = 1.0
-    plot_w = WIDTH - LEFT - RIGHT
-    plot_h = HEIGHT - TOP - BOTTOM
-
-    def x_at(i: int) -> float:
-        if len(shown) == 1:
-            return LEFT + plot_w / 2
-        return LEFT + plot_w * i / (len(shown) - 1)
-
-    def y_at(v: float) -> float:
-        return TOP + plot_h * (y_max - v) / (y_max - y_min)
-
+    frame = _Frame(count=len(shown), y_min=min(0.0, math.floor(min(values) * 10) / 10))
     parts = [
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
         f'aria-label="{escape(label)}" xmlns="http://www.w3.org/2000/svg">',
         f"<title>{escape(label)}</title>",
+        *_grid(frame, threshold),
+        *_version_labels(frame, shown),
+        *_series(frame, shown),
+        *_legend(threshold, with_f1=any(p.f1 is not None for p in shown)),
+        "</svg>",
     ]
-    tick = y_min
-    while tick <= y_max + 1e-9:
-        y = y_at(tick)
+    return mark_safe("".join(parts))  # noqa: S308 - numbers and escaped text only
+
+
+def _grid(frame: _Frame, threshold: float) -> list[str]:
+    parts = []
+    tick = frame.y_min
+    while tick <= frame.y_max + 1e-9:
+        y = frame.y_at(tick)
         parts.append(
-            f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{_fmt(y)}" y2="{_fmt(y)}" '
+            f'<line x1="{LEFT}" x2="{LEFT + frame.plot_w}" y1="{_fmt(y)}" y2="{_fmt(y)}" '
             'stroke="#dfe3ea" stroke-width="1"/>'
             f'<text x="{LEFT - 6}" y="{_fmt(y + 4)}" text-anchor="end" font-size="11" '
             f'fill="#5d6677">{tick:.1f}</text>'
         )
-        tick = round(tick + 0.2, 10) if y_max - y_min > 0.6 else round(tick + 0.1, 10)
-    ty = y_at(threshold)
+        wide = frame.y_max - frame.y_min > 0.6
+        tick = round(tick + 0.2, 10) if wide else round(tick + 0.1, 10)
+    ty = frame.y_at(threshold)
     parts.append(
-        f'<line class="threshold" x1="{LEFT}" x2="{LEFT + plot_w}" y1="{_fmt(ty)}" '
+        f'<line class="threshold" x1="{LEFT}" x2="{LEFT + frame.plot_w}" y1="{_fmt(ty)}" '
         f'y2="{_fmt(ty)}" stroke="{THRESHOLD_COLOR}" stroke-width="1.5" stroke-dasharray="6 4"/>'
     )
-    for i, p in enumerate(shown):
-        parts.append(
-            f'<text x="{_fmt(x_at(i))}" y="{HEIGHT - BOTTOM + 18}" text-anchor="middle" '
-            f'font-size="12" fill="#1d2330">v{p.version_number}</text>'
-        )
+    return parts
+
+
+def _version_labels(frame: _Frame, shown: list[ChartPoint]) -> list[str]:
+    return [
+        f'<text x="{_fmt(frame.x_at(i))}" y="{HEIGHT - BOTTOM + 18}" text-anchor="middle" '
+        f'font-size="12" fill="#1d2330">v{p.version_number}</text>'
+        for i, p in enumerate(shown)
+    ]
+
+
+def _series(frame: _Frame, shown: list[ChartPoint]) -> list[str]:
+    parts = []
     for key, color, name in (
         ("p_o", AGREEMENT_COLOR, "agreement"),
         ("kappa", KAPPA_COLOR, "kappa"),
         ("f1", F1_COLOR, "f1"),
     ):
         coords = [
-            (x_at(i), y_at(getattr(p, key)), p)
+            (frame.x_at(i), frame.y_at(getattr(p, key)), p)
             for i, p in enumerate(shown)
             if getattr(p, key) is not None
         ]
@@ -115,8 +144,12 @@ def agreement_chart(points: list[ChartPoint], threshold: float, *, title: str = 
                 f'fill="{color}"><title>v{p.version_number} {what}: {shown_value} '
                 f"(n={n}{few})</title></circle>"
             )
-    lx = LEFT + plot_w + 14
-    parts.append(
+    return parts
+
+
+def _legend(threshold: float, *, with_f1: bool) -> list[str]:
+    lx = LEFT + WIDTH - LEFT - RIGHT + 14
+    parts = [
         f'<line x1="{lx}" x2="{lx + 22}" y1="{TOP + 10}" y2="{TOP + 10}" '
         f'stroke="{AGREEMENT_COLOR}" stroke-width="2.5"/>'
         f'<text x="{lx + 28}" y="{TOP + 14}" font-size="12" fill="#1d2330">% agreement</text>'
@@ -127,13 +160,12 @@ def agreement_chart(points: list[ChartPoint], threshold: float, *, title: str = 
         f'stroke="{THRESHOLD_COLOR}" stroke-width="1.5" stroke-dasharray="6 4"/>'
         f'<text x="{lx + 28}" y="{TOP + 54}" font-size="12" fill="#1d2330">'
         f"threshold {threshold:.0%}</text>"
-    )
-    if any(p.f1 is not None for p in shown):
+    ]
+    if with_f1:
         parts.append(
             f'<line x1="{lx}" x2="{lx + 22}" y1="{TOP + 70}" y2="{TOP + 70}" '
             f'stroke="{F1_COLOR}" stroke-width="2.5"/>'
             f'<text x="{lx + 28}" y="{TOP + 74}" font-size="12" fill="#1d2330">'
             "F1 of A vs gold</text>"
         )
-    parts.append("</svg>")
-    return mark_safe("".join(parts))  # noqa: S308 - numbers and escaped text only
+    return parts

@@ -3,7 +3,7 @@
 A job compares the version's text (A) with its twin, with another version of the same policy
 ("v4 vs v3": what did my edit change?), or with pasted text. ``Job.text_b`` freezes B's text
 in every case; ``Job.compare_kind`` and ``Job.compare_version`` say what it was. Only twin
-jobs can decide the chart and finalize (``labeling.evaluation``).
+jobs can decide the chart and finalize (``evaluation``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,12 @@ from typing import Any
 from django.db.models import Count, F, FilteredRelation, Q
 
 from labeling.agreement import Agreement, Confusion, agreement_from_confusion
+from labeling.gold.services import with_gold
+from labeling.jobs.errors import JobError
+from labeling.jobs.evaluation import deciding_job
+from labeling.models import CompareKind, Job, JobStatus, Label, Side
 from labeling.scoring import GoldScore, score_from_counts
-from policies.models import Version
+from policies.models import Policy, Version
 
 
 def _normalised(text: str) -> str:
@@ -26,9 +30,6 @@ def side_b(
     *, version: Version, compare_version: Version | None, compare_text: str | None
 ) -> tuple[str, str]:
     """``(compare kind, text B)`` for a job of ``version``; a JobError when meaningless."""
-    from labeling.jobs.services import JobError
-    from labeling.models import CompareKind
-
     if compare_version is not None and compare_text:
         raise JobError("Compare with another version or with pasted text, not both.")
     if compare_version is not None:
@@ -53,10 +54,8 @@ def side_b(
     return kind, text
 
 
-def side_b_name(job: Any) -> str:
+def side_b_name(job: Job) -> str:
     """What side B of the job was, in the words of the pages: "twin", "v3", "pasted text"."""
-    from labeling.models import CompareKind
-
     if job.compare_kind == CompareKind.VERSION and job.compare_version is not None:
         return f"v{job.compare_version.number}"
     if job.compare_kind == CompareKind.PASTED:
@@ -71,8 +70,8 @@ def side_b_name(job: Any) -> str:
 class VersionComparison:
     """Two versions' jobs on the same sample set, scored on the items both labeled."""
 
-    left_job: Any
-    right_job: Any
+    left_job: Job
+    right_job: Job
     on_evaluation_set: bool
     common: int  # items labeled under A by both jobs
     left_score: GoldScore
@@ -85,10 +84,7 @@ class VersionComparison:
     note: str = ""
 
 
-def _jobs_to_compare(policy: Any, left: Version, right: Version) -> tuple[Any, Any, bool]:
-    from labeling.jobs.evaluation import deciding_job
-    from labeling.models import CompareKind, Job, JobStatus
-
+def _jobs_to_compare(left: Version, right: Version) -> tuple[Job | None, Job | None, bool]:
     lj, rj = deciding_job(left), deciding_job(right)
     if lj is not None and rj is not None:
         return lj, rj, True
@@ -103,16 +99,13 @@ def _jobs_to_compare(policy: Any, left: Version, right: Version) -> tuple[Any, A
     return lj, rj, False
 
 
-def compare_versions(*, policy: Any, left: Version, right: Version) -> VersionComparison | None:
+def compare_versions(*, policy: Policy, left: Version, right: Version) -> VersionComparison | None:
     """Both versions' figures on the same items, and the items whose label flipped.
 
     One grouped query counts (gold, left label, right label) over the items both jobs labeled
     under A; two bounded queries list the first flips each way.
     """
-    from labeling.gold.services import with_gold
-    from labeling.models import Label, Side
-
-    left_job, right_job, on_eval = _jobs_to_compare(policy, left, right)
+    left_job, right_job, on_eval = _jobs_to_compare(left, right)
     if left_job is None or right_job is None or left_job.sample_set_id != right_job.sample_set_id:
         return None
     rows = (

@@ -1,9 +1,13 @@
+"""How the job pages write a job's figures: percentages, durations, the stats table."""
+
 from __future__ import annotations
 
 from typing import Any
 
+WEAK_NOTE = "labels from the embedding baseline, a weak classifier, not CoPE"
 
-def _pct(x: float | None, digits: int = 1) -> str:
+
+def pct(x: float | None, digits: int = 1) -> str:
     return "—" if x is None else f"{100 * x:.{digits}f}%"
 
 
@@ -17,16 +21,16 @@ def stats_display(stats: dict[str, Any]) -> dict[str, Any] | None:
         "n": stats["n"],
         "agree": stats["agree"],
         "disagree": stats["disagree"],
-        "p_o": _pct(stats.get("p_o")),
+        "p_o": pct(stats.get("p_o")),
         "kappa": "n/a" if kappa is None else f"{kappa:.3f}",
         "kappa_note": stats.get("kappa_note", ""),
         "ci": (
-            f"{_pct(stats['ci_low'])} – {_pct(stats['ci_high'])}"
+            f"{pct(stats['ci_low'])} – {pct(stats['ci_high'])}"
             if stats.get("ci_low") is not None
             else "—"
         ),
-        "pos_a": _pct(stats.get("positive_rate_a")),
-        "pos_b": _pct(stats.get("positive_rate_b")),
+        "pos_a": pct(stats.get("positive_rate_a")),
+        "pos_b": pct(stats.get("positive_rate_b")),
         "confusion": c,
         "excluded": sorted(stats.get("excluded", {}).items()),
         "excluded_count": stats.get("excluded_count", 0),
@@ -34,7 +38,7 @@ def stats_display(stats: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
     if seconds is None:
         return "—"
     seconds = int(round(seconds))

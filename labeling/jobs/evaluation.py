@@ -1,6 +1,6 @@
 """Which job speaks for a version: the policy's evaluation set and each version's deciding job.
 
-The chart and finalize read only the *deciding job* of a version: its latest job that
+Every figure shown for a version is its *deciding job*'s: its latest job that
 
 * succeeded (a partial, failed or cancelled job never decides),
 * compared A with the version's own twin (a "v4 vs v3" or pasted-text comparison answers
@@ -8,7 +8,9 @@ The chart and finalize read only the *deciding job* of a version: its latest job
 * ran on the policy's evaluation set, and
 * labeled at least the policy's minimum sample on both sides (``stats["n"]``).
 
-So a 1-item test run, or a run on another set, never moves the chart or finalize readiness.
+So a 1-item test run, a partial job, or a run on another set, never moves a version's figure:
+the chart, the panels, the policy list (through ``policies.hooks``), finalize and the API all
+read it here.
 
 The evaluation set is chosen once per policy (settings page). Until someone chooses one, it is
 the first sample set on which a job of the policy reached the minimum sample: the first honest
@@ -17,12 +19,15 @@ measurement fixes where later versions are compared. The pages say which rule ap
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import Exists, F, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from labeling.models import (
@@ -34,10 +39,12 @@ from labeling.models import (
     SampleSet,
 )
 from policies import services as policy_services
+from policies.hooks import AgreementFigure
 from policies.models import Policy, Version
 
 # NULLs last: PostgreSQL sorts NULL first in a plain descending order, SQLite last.
 _LATEST_FIRST = (F("finished_at").desc(nulls_last=True), F("id").desc())
+_FIRST_FIRST = (F("finished_at").asc(nulls_last=True), F("id").asc())
 
 
 @dataclass(frozen=True)
@@ -64,13 +71,26 @@ class EvaluationChoice:
         )
 
 
-def _qualifying_jobs(policy: Policy) -> QuerySet[Job]:
-    return Job.objects.filter(
-        version__policy=policy,
-        status=JobStatus.SUCCEEDED,
-        compare_kind=CompareKind.TWIN,
-        stats__n__gte=policy.min_sample_size,
+# The rules, written once -----------------------------------------------------------------------
+# Each takes the policy and its minimum sample either as values (one policy) or as ``OuterRef``s
+# (a subquery per policy, for pages that list many).
+
+
+def _measured(policy: Policy | OuterRef, min_sample: int | OuterRef) -> QuerySet[Job]:
+    """The policy's jobs that can speak for their version anywhere: succeeded, against the
+    version's own twin, with at least the minimum sample labeled on both sides."""
+    return (
+        Job.objects.filter(
+            version__policy=policy, status=JobStatus.SUCCEEDED, compare_kind=CompareKind.TWIN
+        )
+        .alias(labeled_both=Cast(KT("stats__n"), IntegerField()))
+        .filter(labeled_both__gte=min_sample)
     )
+
+
+def _first_measured(policy: Policy | OuterRef, min_sample: int | OuterRef) -> QuerySet[Job]:
+    """The automatic evaluation set's rule: the first measured job's sample set."""
+    return _measured(policy, min_sample).order_by(*_FIRST_FIRST)
 
 
 def evaluation_choice(policy: Policy) -> EvaluationChoice:
@@ -86,12 +106,7 @@ def evaluation_choice(policy: Policy) -> EvaluationChoice:
             chosen_by=row.chosen_by.get_username() if row.chosen_by else "",
             chosen_at=row.chosen_at,
         )
-    first = (
-        _qualifying_jobs(policy)
-        .order_by(F("finished_at").asc(nulls_last=True), "id")
-        .select_related("sample_set")
-        .first()
-    )
+    first = _first_measured(policy, policy.min_sample_size).select_related("sample_set").first()
     return EvaluationChoice(sample_set=first.sample_set if first else None, chosen=False)
 
 
@@ -100,22 +115,17 @@ def evaluation_set(policy: Policy) -> SampleSet | None:
     return evaluation_choice(policy).sample_set
 
 
-def _deciding_jobs_qs(policy: Policy, sample_set: SampleSet) -> QuerySet[Job]:
-    return _qualifying_jobs(policy).filter(sample_set=sample_set)
+# Deciding jobs ---------------------------------------------------------------------------------
 
 
 def deciding_job(version: Version) -> Job | None:
-    """The job that speaks for the version on the chart and for finalizing, or None."""
+    """The job that speaks for the version on every page, for finalizing and in the API."""
     policy = version.policy
     sample_set = evaluation_set(policy)
     if sample_set is None:
         return None
-    return (
-        _deciding_jobs_qs(policy, sample_set)
-        .filter(version=version)
-        .order_by(*_LATEST_FIRST)
-        .first()
-    )
+    jobs = _measured(policy, policy.min_sample_size).filter(sample_set=sample_set)
+    return jobs.filter(version=version).order_by(*_LATEST_FIRST).first()
 
 
 def deciding_jobs(policy: Policy, versions: Iterable[Version]) -> dict[int, Job]:
@@ -125,10 +135,68 @@ def deciding_jobs(policy: Policy, versions: Iterable[Version]) -> dict[int, Job]
         return {}
     ids = [v.pk for v in versions]
     latest: dict[int, Job] = {}
-    jobs = _deciding_jobs_qs(policy, sample_set).filter(version_id__in=ids)
-    for job in jobs.order_by("version_id", *_LATEST_FIRST):
+    jobs = _measured(policy, policy.min_sample_size).filter(sample_set=sample_set)
+    for job in jobs.filter(version_id__in=ids).order_by("version_id", *_LATEST_FIRST):
         latest.setdefault(job.version_id, job)
     return latest
+
+
+def _latest_deciding_job_ids(policies: Sequence[Policy]) -> dict[int, int]:
+    """For each policy, the deciding job of its newest version that has one: one query of one
+    row per policy, the rules above as subqueries."""
+    policy, min_sample = OuterRef("pk"), OuterRef("min_sample_size")
+    chosen = PolicyEvaluation.objects.filter(policy=policy, sample_set__isnull=False)
+    automatic = _first_measured(policy, min_sample)
+    deciding = (
+        _measured(policy, min_sample)
+        .filter(sample_set_id=OuterRef("evaluation_set_id"))
+        .order_by("-version__number", *_LATEST_FIRST)
+    )
+    rows = (
+        Policy.objects.filter(pk__in=[p.pk for p in policies])
+        .annotate(
+            evaluation_set_id=Coalesce(
+                Subquery(chosen.values("sample_set_id")[:1]),
+                Subquery(automatic.values("sample_set_id")[:1]),
+            )
+        )
+        .annotate(deciding_id=Subquery(deciding.values("pk")[:1]))
+        .values_list("pk", "deciding_id")
+    )
+    return {policy_id: job_id for policy_id, job_id in rows if job_id is not None}
+
+
+def agreement_figures(policies: Sequence[Policy]) -> dict[int, AgreementFigure]:
+    """The figure the policy list shows for each policy, by policy id (two queries): the
+    deciding job of its newest version that has one. Registered with ``policies.hooks``."""
+    by_job = {job_id: policy_id for policy_id, job_id in _latest_deciding_job_ids(policies).items()}
+    rows = Job.objects.filter(pk__in=list(by_job)).values_list(
+        "pk", "stats", "version_id", "version__number"
+    )
+    return {
+        by_job[pk]: AgreementFigure(
+            version_id=version_id, version_number=number, job_id=pk, stats=stats
+        )
+        for pk, stats, version_id, number in rows
+    }
+
+
+def versions_with_jobs(version_ids: Collection[int]) -> set[int]:
+    """The ids among ``version_ids`` of versions that have jobs (one query, one probe each).
+    Registered with ``policies.hooks``."""
+    has_jobs = Exists(Job.objects.filter(version_id=OuterRef("pk")))
+    versions = Version.objects.filter(pk__in=list(version_ids)).filter(has_jobs)
+    return set(versions.values_list("pk", flat=True))
+
+
+def latest_finished_job(version: Version) -> Job | None:
+    """The version's most recent succeeded job, whatever it compared and wherever it ran.
+
+    Not the version's agreement (that is ``deciding_job``): finalize names it to explain why no
+    job decides yet (too small, another comparison, another sample set).
+    """
+    jobs = Job.objects.filter(version=version, status=JobStatus.SUCCEEDED)
+    return jobs.order_by(*_LATEST_FIRST).first()
 
 
 # Settings -----------------------------------------------------------------------------------
@@ -140,7 +208,7 @@ def update_policy_settings(
     agreement_threshold: float,
     min_sample_size: int,
     evaluation_set: SampleSet | None,
-    by: Any,
+    by: User,
 ) -> list[PolicySettingChange]:
     """Change a policy's threshold, minimum sample and evaluation set; one audit row per change.
 

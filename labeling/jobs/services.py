@@ -1,81 +1,47 @@
-"""Labeling jobs: start, prepare, send, record results, finish, cancel, resume and retry.
+"""What a person (or beat) does to a job: start, prepare, cancel, resume and retry.
 
 The ``Job`` row is the truth the UI reads. Starting a job only creates that row (texts read from
-the locked version row); ``labeling.prepare_job`` on ``default`` samples the items and creates
-the chunks. Chunks go to the model workers by task name on the ``gpu`` queue, at most
-``COPE_CHUNKS_IN_FLIGHT`` per job at a time (flow control): each result sends the job's next
-chunk, so the broker holds a few messages per job whatever its size, and jobs running together
-share the workers (each job's next chunk joins the back of the queue). Results come back as
-``labeling.record_chunk`` tasks on ``default`` and are written here idempotently: labels are
-upserted on (job, item, side), a chunk moves queued → done/failed with a conditional UPDATE,
-and only the delivery that moved it counts.
+the locked version row); ``labeling.prepare_job`` on ``default`` samples the items, creates the
+chunks and sends the first ones (``dispatch``, flow control). Results are written by
+``results``; the figures come from ``stats``; which job speaks for a version is ``evaluation``.
 
-Outcomes are honest: a job ends **succeeded** only when every item has a label under both
-wordings, **partial** when some items failed (the page says how many per side and why), and
-**failed** when none was labeled. Only a succeeded job is a version's latest finished job.
-
-Every writer of a job's chunk statuses (recording a result, finishing, sending, retrying,
-giving up on a chunk) first locks the job row (``select_for_update``), so "no chunk is queued
-any more" cannot change between the check and the finish. SQLite has no row locks, but its
-IMMEDIATE transactions (see settings) serialise writers, which gives the same order.
+Chunks can get lost (a broker restarted empty, a worker killed outright): ``lost_chunks`` tells
+them from slow ones by asking the broker (``broker.look``), and the resumes send them again. A
+retry sends exactly the items without a label again, in new chunks.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import random
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
-from django.db.models import Case, Count, DateTimeField, F, Value, When
-from django.db.models.functions import Coalesce
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
-from cope_studio.lib.db import table, update_returning
-from labeling import agreement
+from labeling.jobs import broker
 from labeling.jobs.comparisons import side_b
-from labeling.models import (
-    ChunkStatus,
-    Item,
-    Job,
-    JobChunk,
-    JobStatus,
-    Label,
-    ReviewStatus,
-    ReviewTask,
-    SampleSet,
-    Side,
+from labeling.jobs.dispatch import (
+    ACTIVE,
+    FINISHED,
+    claim_next_chunks,
+    fill_window,
+    give_up_on_chunks,
+    send_chunks,
+    take_bookkeeping,
 )
-from labeling.review.services import carry_over_decisions
+from labeling.jobs.errors import JobError
+from labeling.jobs.results import maybe_finish_job
+from labeling.models import ChunkStatus, Item, Job, JobChunk, JobStatus, Label, SampleSet, Side
 from policies.models import Version
-from worker.contract import (
-    GPU_QUEUE,
-    SCORE_CHUNK_TASK,
-    ScoreItem,
-    ScoreRequest,
-    ScoreResult,
-)
 
-log = logging.getLogger(__name__)
-
-# When the job page offers "Resume stalled chunks" (a person decides; see ``resume_job_now``).
-STALE_AFTER = timedelta(minutes=10)
-# What the button re-sends: chunks in flight not heard of for a minute.
+# What "Resume stalled chunks" re-sends: chunks in flight not heard of for a minute.
 MANUAL_STALE_AFTER = timedelta(minutes=1)
-WEAK_NOTE = "labels from the embedding baseline, a weak classifier, not CoPE"
-PREPARE_JOB_TASK = "labeling.prepare_job"
-ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
-FINISHED = (JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.FAILED)
-# Reasons an item failed, as many as the job page lists per side.
-REASONS_SHOWN = 8
-
 
 # A job that decided a finalize is frozen; retries are refused with this message.
 FROZEN_MESSAGE = (
@@ -83,23 +49,8 @@ FROZEN_MESSAGE = (
     "and review tasks no longer change. Start a new job (on a new version) instead."
 )
 
-
-class JobError(ValueError):
-    """A job cannot be started or changed; the message is shown to the user."""
-
-
-def send_score_request(request: dict[str, Any]) -> None:
-    """Hand one chunk to the GPU workers (tests replace this to capture requests)."""
-    from cope_studio.celery import app
-
-    app.send_task(SCORE_CHUNK_TASK, args=[request], queue=GPU_QUEUE)
-
-
-def send_prepare_job(job_id: int) -> None:
-    """Queue ``prepare_job`` on ``default`` (tests replace this to run it inline)."""
-    from cope_studio.celery import app
-
-    app.send_task(PREPARE_JOB_TASK, args=[job_id], queue="default")
+# A chunk in flight: (chunk, job, side, items, sent_at, attempts).
+InFlight = tuple[int, int, str, list[int], datetime, int]
 
 
 def max_chunk_attempts() -> int:
@@ -114,25 +65,7 @@ def resend_grace() -> timedelta:
     return timedelta(seconds=settings.COPE_RESEND_GRACE_SECONDS)
 
 
-def chunks_in_flight() -> int:
-    return int(settings.COPE_CHUNKS_IN_FLIGHT)
-
-
-# Web-side seconds spent on a job after its last counters update (sending chunks after a
-# commit, finishing), added to ``bookkeeping_seconds`` by the job's next update in this process
-# rather than by an UPDATE and a commit of their own for each chunk.
-_unrecorded: dict[int, float] = {}
-
-
-def _add_bookkeeping(job_id: int, started: float) -> None:
-    _unrecorded[job_id] = _unrecorded.get(job_id, 0.0) + time.perf_counter() - started
-
-
-def _take_bookkeeping(job_id: int, started: float) -> float:
-    return _unrecorded.pop(job_id, 0.0) + time.perf_counter() - started
-
-
-# Starting and preparing ---------------------------------------------------------------------
+# Starting and preparing ----------------------------------------------------------------------
 
 
 def start_job(
@@ -140,7 +73,7 @@ def start_job(
     version: Version,
     sample_set: SampleSet,
     sample_size: int | None,
-    by: Any,
+    by: User,
     seed: int | None = None,
     chunk_size: int | None = None,
     compare_version: Version | None = None,
@@ -152,7 +85,7 @@ def start_job(
     the same moment is either in this job entirely or not at all. ``sample_size`` picks a
     random sample of that many items (seeded, in file order); ``None`` or a size at least the
     set's labels every item. Side B is the version's twin, or ``compare_version``'s text, or
-    ``compare_text`` (see ``labeling.comparisons``).
+    ``compare_text`` (see ``comparisons``).
     """
     if sample_size is not None and sample_size < 1:
         raise JobError("The sample size must be at least 1.")
@@ -189,7 +122,7 @@ def start_job(
             created_by=by,
         )
         job_id = job.pk
-        transaction.on_commit(lambda: send_prepare_job(job_id))
+        transaction.on_commit(lambda: broker.send_prepare_job(job_id))
     return job
 
 
@@ -242,518 +175,14 @@ def prepare_job(job_id: int) -> bool:
             ],
             batch_size=2000,
         )
-        _claim_next_chunks(job_id)
+        claim_next_chunks(job_id)
         row.update(
             item_count=len(item_ids),
             chunk_count=len(slices),
             prepared_at=now,
-            bookkeeping_seconds=F("bookkeeping_seconds") + _take_bookkeeping(job_id, started),
+            bookkeeping_seconds=F("bookkeeping_seconds") + take_bookkeeping(job_id, started),
         )
     return True
-
-
-# Sending (flow control) ---------------------------------------------------------------------
-
-
-def _claim_next_chunks(job_id: int) -> int:
-    """Mark the job's next unsent chunks sent, up to ``COPE_CHUNKS_IN_FLIGHT`` in flight, and
-    send them once committed. The caller holds the job row's lock. Returns how many.
-
-    One ``UPDATE … RETURNING`` picks them (the window's free places and the next unsent
-    chunks to fill them) and hands back what sending needs, so the send reads no chunk again.
-    A database without ``UPDATE … RETURNING`` (SQLite before 3.35) picks, then marks.
-    """
-    chunks = table(JobChunk)
-    window = chunks_in_flight()
-    pick = f"""
-        SELECT id FROM {chunks}
-        WHERE job_id = %s AND status = %s AND sent_at IS NULL
-        ORDER BY "index", side
-        LIMIT (SELECT CASE WHEN COUNT(*) < %s THEN %s - COUNT(*) ELSE 0 END FROM {chunks}
-               WHERE job_id = %s AND status = %s AND sent_at IS NOT NULL)
-    """
-    pick_params: list[Any] = [
-        job_id,
-        ChunkStatus.QUEUED,
-        window,
-        window,
-        job_id,
-        ChunkStatus.QUEUED,
-    ]
-    now = connection.ops.adapt_datetimefield_value(timezone.now())  # as the ORM writes it
-    if not update_returning():
-        with connection.cursor() as cursor:
-            cursor.execute(pick, pick_params)
-            ids = [int(row[0]) for row in cursor.fetchall()]
-        if ids:
-            JobChunk.objects.filter(pk__in=ids).update(
-                sent_at=timezone.now(), attempts=F("attempts") + 1
-            )
-            transaction.on_commit(lambda: _send_chunks(job_id, ids))
-        return len(ids)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {chunks} SET sent_at = %s, attempts = attempts + 1 WHERE id IN ({pick}) "
-            'RETURNING id, "index", side, item_ids, attempts',
-            [now, *pick_params],
-        )
-        rows = cursor.fetchall()
-    if rows:
-        picked = [
-            # jsonb comes back decoded (psycopg), SQLite's JSON as text.
-            (int(pk), str(side), ids if isinstance(ids, list) else json.loads(ids), int(attempts))
-            for pk, _index, side, ids, attempts in sorted(rows, key=lambda r: (r[1], r[2]))
-        ]
-        transaction.on_commit(lambda: _send_chunks(job_id, [pk for pk, *_ in picked], picked))
-    return len(rows)
-
-
-def fill_window(job_id: int) -> int:
-    """Send an active job's next chunks if fewer than ``COPE_CHUNKS_IN_FLIGHT`` are out."""
-    with transaction.atomic():
-        job = Job.objects.select_for_update().filter(pk=job_id).values("status").first()
-        if job is None or job["status"] not in ACTIVE:
-            return 0
-        return _claim_next_chunks(job_id)
-
-
-def _send_chunks(
-    job_id: int,
-    chunk_ids: list[int],
-    chunks: list[tuple[int, str, list[int], int]] | None = None,
-) -> int:
-    """Send chunks already marked sent (``sent_at``, ``attempts``) with their texts: one query
-    for the policy texts the chunks' sides need, one for the chunks (unless ``chunks`` gives
-    them, as (id, side, item ids, attempts)), one for their items. A broker that refuses is
-    logged, not raised: the chunks look lost to the periodic resume, which sends them again.
-    Returns how many went."""
-    started = time.perf_counter()
-    if chunks is None:
-        chunks = list(
-            JobChunk.objects.filter(pk__in=chunk_ids, status=ChunkStatus.QUEUED)
-            .order_by("index", "side")
-            .values_list("pk", "side", "item_ids", "attempts")
-        )
-    sides = {side for _, side, _, _ in chunks}
-    # Only the texts sent: a policy can be tens of kilobytes, and a chunk carries one side.
-    columns = [f"text_{side.lower()}" for side in sorted(sides)]
-    row = Job.objects.filter(pk=job_id).values_list(*columns).first() if columns else None
-    if row is None:
-        return 0
-    policy_text = dict(zip(sorted(sides), row, strict=True))
-    wanted = {i for _, _, ids, _ in chunks for i in ids}
-    # order_by(): Item's default ordering would join the sample set for nothing.
-    item_texts = dict(Item.objects.filter(pk__in=wanted).order_by().values_list("pk", "text"))
-    sent = 0
-    try:
-        for pk, side, item_ids, attempts in chunks:
-            request = ScoreRequest(
-                job_id=job_id,
-                chunk_id=pk,
-                side=side,
-                policy=policy_text[side],
-                items=[ScoreItem(i, item_texts[i]) for i in item_ids if i in item_texts],
-                attempt=max(1, attempts),  # the worker gives up on a chunk that kills it
-            )
-            send_score_request(request.to_dict())
-            sent += 1
-    except Exception:
-        log.warning(
-            "job %s: the broker refused chunks; they will be re-sent", job_id, exc_info=True
-        )
-    _add_bookkeeping(job_id, started)
-    return sent
-
-
-def _give_up_on_chunks(job_id: int, chunks: list[tuple[int, str, list[int]]], cap: int) -> None:
-    """Fail queued chunks that were sent ``cap`` times without an answer (job row locked)."""
-    error = (
-        f"Sent to the workers {cap} times without an answer (COPE_MAX_CHUNK_ATTEMPTS={cap}). "
-        "A worker may be dying on it (out of memory, a CUDA error). Check the model worker's "
-        "log, then retry the failed items."
-    )
-    # The caller read these chunks as queued under the job's lock: all of them move.
-    JobChunk.objects.filter(pk__in=[pk for pk, _, _ in chunks], status=ChunkStatus.QUEUED).update(
-        status=ChunkStatus.FAILED, finished_at=timezone.now(), error=error
-    )
-    counters: dict[str, Any] = {"failed_chunks": F("failed_chunks") + len(chunks)}
-    labels = []
-    for _, side, item_ids in chunks:
-        errors = f"errors_{side.lower()}"
-        counters[errors] = counters.get(errors, F(errors)) + len(item_ids)
-        labels += [Label(job_id=job_id, item_id=i, side=side, error=error) for i in item_ids]
-    Label.objects.bulk_create(
-        labels,
-        update_conflicts=True,
-        unique_fields=["job", "item", "side"],
-        update_fields=["label", "p1", "error"],
-        batch_size=2000,
-    )
-    Job.objects.filter(pk=job_id).update(**counters)
-
-
-# Recording results --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RecordOutcome:
-    """What ``record_chunk_result`` did, for logs and tests."""
-
-    action: str  # "recorded", "failed", "duplicate", "ignored"
-    finished: bool = False
-
-
-def _upsert_labels(
-    job_id: int,
-    side: str,
-    outcomes: dict[int, tuple[int | None, float | None, str]],
-    now: Any,
-) -> None:
-    """Insert or overwrite one chunk's labels on the (job, item, side) key.
-
-    On PostgreSQL one ``INSERT … SELECT unnest(…) ON CONFLICT`` statement: building a model
-    instance per label was most of a chunk's bookkeeping time.
-    """
-    if connection.vendor != "postgresql":
-        Label.objects.bulk_create(
-            [
-                Label(job_id=job_id, item_id=i, side=side, label=lab, p1=p1, error=err)
-                for i, (lab, p1, err) in outcomes.items()
-            ],
-            update_conflicts=True,
-            unique_fields=["job", "item", "side"],
-            update_fields=["label", "p1", "error"],
-            batch_size=2000,
-        )
-        return
-    items, labels, p1s, errors = [], [], [], []
-    for item_id, (label, p1, error) in outcomes.items():
-        items.append(item_id)
-        labels.append(label)
-        p1s.append(p1)
-        errors.append(error)
-    table = Label._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            INSERT INTO {table} (job_id, item_id, side, label, p1, error, created_at)
-            SELECT %s, t.item_id, %s, t.label, t.p1, t.error, %s
-            FROM unnest(%s::bigint[], %s::smallint[], %s::double precision[], %s::text[])
-                AS t(item_id, label, p1, error)
-            ON CONFLICT (job_id, item_id, side)
-            DO UPDATE SET label = EXCLUDED.label, p1 = EXCLUDED.p1, error = EXCLUDED.error
-            """,
-            [job_id, side, now, items, labels, p1s, errors],
-        )
-
-
-def record_chunk_result(result: ScoreResult) -> RecordOutcome:
-    """Write one chunk's result, idempotently, and send the job's next chunk.
-
-    A success moves a queued chunk to done, and also a failed one: when a re-sent chunk's copies
-    disagree (one worker died or erred, another scored it) the labels win, whichever arrives
-    first; a job that already finished with that failure is reopened and finished again. A
-    failure only moves a queued chunk: it never replaces labels. A redelivered success for a done
-    chunk, or any result for a chunk whose items were retried in new chunks, changes nothing.
-    """
-    started = time.perf_counter()
-    now = timezone.now()
-    with transaction.atomic():
-        job = (
-            Job.objects.select_for_update()
-            .filter(pk=result.job_id)
-            .values("status", "backend", "frozen_at")
-            .first()
-        )
-        if job is None or job["status"] == JobStatus.CANCELLED:
-            return RecordOutcome("ignored")  # cancelled or deleted
-        if job["frozen_at"] is not None:
-            return RecordOutcome("ignored")  # decided a finalize: frozen for good
-        chunk = (
-            JobChunk.objects.filter(pk=result.chunk_id, job_id=result.job_id)
-            .values("side", "item_ids", "status")
-            .first()
-        )
-        if chunk is None:
-            return RecordOutcome("ignored")
-        was = chunk["status"]
-        if was in (ChunkStatus.DONE, ChunkStatus.RETRIED) or (
-            result.error and was != ChunkStatus.QUEUED
-        ):
-            return RecordOutcome("duplicate")
-        active = job["status"] in ACTIVE
-        if not active and was != ChunkStatus.FAILED:
-            return RecordOutcome("ignored")  # cannot happen: a finished job has no queued chunk
-        side = chunk["side"]
-        item_ids: list[int] = chunk["item_ids"]
-
-        if result.error:
-            JobChunk.objects.filter(pk=result.chunk_id, status=was).update(
-                status=ChunkStatus.FAILED,
-                finished_at=now,
-                error=result.error[:5000],
-                model_seconds=result.model_seconds,
-            )
-            outcomes: dict[int, tuple[int | None, float | None, str]] = {
-                i: (None, None, result.error[:2000]) for i in item_ids
-            }
-            done, errors, failed = 0, len(item_ids), 1
-        else:
-            JobChunk.objects.filter(pk=result.chunk_id, status=was).update(
-                status=ChunkStatus.DONE,
-                finished_at=now,
-                model_seconds=result.model_seconds,
-                error="",
-            )
-            wanted = set(item_ids)
-            outcomes = {
-                o.item_id: (o.label, o.p1, o.error[:2000])
-                for o in result.outcomes
-                if o.item_id in wanted  # a worker cannot write labels outside its chunk
-            }
-            for i in item_ids:
-                if i not in outcomes:
-                    outcomes[i] = (None, None, "no result for this item from the worker")
-                elif outcomes[i][0] is None and not outcomes[i][2]:
-                    outcomes[i] = (None, None, "the worker returned no label")
-            errors = sum(1 for label, _, _ in outcomes.values() if label is None)
-            done, failed = len(item_ids) - errors, 0
-            if was == ChunkStatus.FAILED:
-                # Take back what the failure counted: every item an error, one failed chunk.
-                errors -= len(item_ids)
-                failed = -1
-        _upsert_labels(result.job_id, side, outcomes, now)
-        worker = result.worker
-        counters: dict[str, Any] = {
-            f"done_{side.lower()}": F(f"done_{side.lower()}") + done,
-            f"errors_{side.lower()}": F(f"errors_{side.lower()}") + errors,
-            "failed_chunks": F("failed_chunks") + failed,
-            "model_seconds": F("model_seconds") + result.model_seconds,
-            "status": Case(
-                When(status=JobStatus.QUEUED, then=Value(JobStatus.RUNNING)),
-                default=F("status"),
-            ),
-            "started_at": Coalesce(F("started_at"), Value(now, output_field=DateTimeField())),
-        }
-        if not active:
-            # Finished with this chunk failed: reopen, so that the finish below recomputes the
-            # agreement with its labels and adds review tasks for its mismatches.
-            counters.update(status=JobStatus.RUNNING, finished_at=None, error="", stats={})
-        if not job["backend"] and worker.backend:
-            counters.update(
-                backend=worker.backend[:40],
-                model_id=worker.model_id[:500],
-                model_revision=worker.model_revision[:100],
-                device=worker.device[:100],
-                weak_backend=worker.weak or worker.backend == "embedding",
-            )
-        sent_more = _claim_next_chunks(result.job_id)
-        counters["bookkeeping_seconds"] = F("bookkeeping_seconds") + _take_bookkeeping(
-            result.job_id, started
-        )
-        Job.objects.filter(pk=result.job_id).update(**counters)
-        status_now = (
-            JobStatus.RUNNING
-            if not active or job["status"] == JobStatus.QUEUED
-            else str(job["status"])
-        )
-        # Chunks just sent are queued: the job cannot finish yet, nothing to count.
-        finished = not sent_more and maybe_finish_job(result.job_id, locked_status=status_now)
-    return RecordOutcome("failed" if result.error else "recorded", finished=finished)
-
-
-# Finishing ----------------------------------------------------------------------------------
-
-
-def maybe_finish_job(job_id: int, *, locked_status: str | None = None) -> bool:
-    """Finish the job when no chunk is queued: succeeded if every item has a label under both
-    wordings, partial if some do, failed if none does.
-
-    The job row is locked before the chunks are counted, so a retry cannot put a chunk back in
-    the queue between the count and the finish (it waits for the lock, then reopens the job).
-    """
-    started = time.perf_counter()
-    # No savepoint: inside ``record_chunk_result`` a failure here rolls the whole result back.
-    with transaction.atomic(savepoint=False):
-        if locked_status is not None:
-            # The caller holds the job row's lock and has read it (not frozen) in this
-            # transaction: its status is known.
-            if locked_status != JobStatus.RUNNING:
-                return False
-        else:
-            status = (
-                Job.objects.select_for_update()
-                .filter(pk=job_id)
-                .values("status", "frozen_at")
-                .first()
-            )
-            if status is None or status["status"] != JobStatus.RUNNING:
-                return False
-            if status["frozen_at"] is not None:
-                return False  # a frozen job's stats and review tasks never change
-        if JobChunk.objects.filter(job_id=job_id, status=ChunkStatus.QUEUED).exists():
-            return False
-        job = Job.objects.select_related("version").get(pk=job_id)
-        transaction.on_commit(lambda: analyze_after_job(job.item_count))
-        stats, mismatches = compute_job_stats(job)
-        labeled = stats["labeled"]
-        if labeled["A"] == labeled["B"] == job.item_count:
-            final, error = JobStatus.SUCCEEDED, ""
-        elif labeled["A"] + labeled["B"] == 0:
-            final, error = JobStatus.FAILED, "No item got a label; see the reasons below."
-        else:
-            final = JobStatus.PARTIAL
-            error = (
-                f"{job.item_count - labeled['A']:,} items failed under A and "
-                f"{job.item_count - labeled['B']:,} under B; see the reasons below. "
-                "Agreement counts only items labeled under both wordings."
-            )
-        ReviewTask.objects.bulk_create(
-            [
-                ReviewTask(
-                    job_id=job_id,
-                    item_id=item_id,
-                    policy_id=job.version.policy_id,
-                    label_a=la,
-                    label_b=lb,
-                    p1_a=pa if pa is not None else float(la),
-                    p1_b=pb if pb is not None else float(lb),
-                )
-                for item_id, la, lb, pa, pb in mismatches
-            ],
-            ignore_conflicts=True,
-            batch_size=2000,
-        )
-        carry_over_decisions(job_id=job_id)  # reruns do not ask twice
-        Job.objects.filter(pk=job_id).update(
-            status=final,
-            finished_at=timezone.now(),
-            stats=stats,
-            error=error,
-            bookkeeping_seconds=F("bookkeeping_seconds") + _take_bookkeeping(job_id, started),
-        )
-    return True
-
-
-# Tables a finished job has just added many rows to.
-_ANALYZED_AFTER_JOBS = ("labeling_label", "labeling_reviewtask")
-
-
-def analyze_after_job(items: int) -> bool:
-    """Refresh PostgreSQL's statistics of the label and review tables after a large job.
-
-    The planner sizes a job's rows from statistics taken before the job wrote them; where
-    autovacuum's autoanalyze is off or behind, the pages that read one job (items page, gold
-    figures, comparisons, the review queue) would be planned as if it had a handful of rows.
-    ``ANALYZE`` reads a fixed-size sample (a fraction of a second), so it runs after every job
-    of ``COPE_ANALYZE_AFTER_ITEMS`` items or more. Returns whether it ran.
-    """
-    if connection.vendor != "postgresql" or items < settings.COPE_ANALYZE_AFTER_ITEMS:
-        return False
-    started = time.perf_counter()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(f"ANALYZE {', '.join(_ANALYZED_AFTER_JOBS)}")
-    except DatabaseError:
-        log.warning("ANALYZE after a job failed; the planner keeps older statistics", exc_info=True)
-        return False
-    log.info("ANALYZE after a job of %s items: %.2f s", items, time.perf_counter() - started)
-    return True
-
-
-def compute_job_stats(
-    job: Job,
-) -> tuple[dict[str, Any], list[tuple[int, int, int, float | None, float | None]]]:
-    """Agreement stats of a job, and its mismatches as (item, label A, label B, p1 A, p1 B).
-
-    Computed in SQL: the confusion counts grouped in the database, the mismatches (the review
-    tasks to create) joined there, and the failed items' reasons grouped per side. Stats add
-    ``labeled`` (items with a label, per side) and ``lost`` (per side: count and reasons).
-    """
-    table = Label._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT la, lb, COUNT(*) FROM (
-                SELECT item_id,
-                       MAX(CASE WHEN side = 'A' THEN label END) AS la,
-                       MAX(CASE WHEN side = 'B' THEN label END) AS lb
-                FROM {table} WHERE job_id = %s GROUP BY item_id
-            ) AS per_item GROUP BY la, lb
-            """,
-            [job.pk],
-        )
-        cells = cursor.fetchall()
-        # One pass over the job's labels grouped per item, not a self-join: with statistics
-        # taken before the job wrote its labels (no autoanalyze since), PostgreSQL planned the
-        # join as a nested loop over both sides, quadratic in the job's size (hours at 100,000
-        # items). A grouped scan stays linear whatever the planner believes.
-        cursor.execute(
-            f"""
-            SELECT item_id, la, lb, pa, pb FROM (
-                SELECT item_id,
-                       MAX(CASE WHEN side = 'A' THEN label END) AS la,
-                       MAX(CASE WHEN side = 'B' THEN label END) AS lb,
-                       MAX(CASE WHEN side = 'A' THEN p1 END) AS pa,
-                       MAX(CASE WHEN side = 'B' THEN p1 END) AS pb
-                FROM {table} WHERE job_id = %s GROUP BY item_id
-            ) AS per_item
-            WHERE la <> lb
-            ORDER BY item_id
-            """,
-            [job.pk],
-        )
-        mismatches = [(int(i), int(la), int(lb), pa, pb) for i, la, lb, pa, pb in cursor]
-    counts = {"a1b1": 0, "a1b0": 0, "a0b1": 0, "a0b0": 0}
-    only_a = only_b = both = 0
-    labeled = {"A": 0, "B": 0}
-    seen = 0
-    for la, lb, n in cells:
-        seen += n
-        labeled["A"] += n if la is not None else 0
-        labeled["B"] += n if lb is not None else 0
-        if la is None and lb is None:
-            both += n
-        elif la is None:
-            only_a += n
-        elif lb is None:
-            only_b += n
-        else:
-            counts[f"a{1 if la else 0}b{1 if lb else 0}"] += n
-    confusion = agreement.Confusion(**counts)
-    result = agreement.agreement_from_confusion(
-        confusion,
-        {
-            agreement.EXCLUDED_A: only_a,
-            agreement.EXCLUDED_B: only_b,
-            agreement.EXCLUDED_BOTH: both,
-        },
-    )
-    stats = result.to_dict()
-    missing = job.item_count - seen
-    if missing > 0:
-        stats["excluded"]["no label under either wording"] = missing
-        stats["excluded_count"] += missing
-        stats["total"] += missing
-    stats["labeled"] = labeled
-    stats["lost"] = lost_items(job)
-    return stats, mismatches
-
-
-def lost_items(job: Job) -> dict[str, dict[str, Any]]:
-    """Per side: how many items have no label, and the most common reasons with their counts."""
-    lost: dict[str, dict[str, Any]] = {}
-    failed = Label.objects.filter(job=job, label__isnull=True)
-    for side in (Side.A, Side.B):
-        rows = (
-            failed.filter(side=side).values("error").annotate(n=Count("pk")).order_by("-n", "error")
-        )
-        reasons = [[r["error"] or "no reason given", r["n"]] for r in rows[: REASONS_SHOWN + 1]]
-        count = failed.filter(side=side).count() if len(reasons) > REASONS_SHOWN else None
-        shown = reasons[:REASONS_SHOWN]
-        total = count if count is not None else sum(n for _, n in shown)
-        lost[side] = {"count": total, "reasons": shown, "other": total - sum(n for _, n in shown)}
-    return lost
 
 
 def cancel_job(job: Job) -> bool:
@@ -769,23 +198,23 @@ def cancel_job(job: Job) -> bool:
 # Lost chunks, resume and retry --------------------------------------------------------------
 
 
-def _in_flight(job_ids: list[int] | None = None) -> list[tuple[int, int, str, list[int], Any, int]]:
+def _in_flight(job_ids: list[int] | None = None) -> list[InFlight]:
     """(chunk, job, side, items, sent_at, attempts) of chunks sent and not answered."""
     chunks = JobChunk.objects.filter(
         status=ChunkStatus.QUEUED, sent_at__isnull=False, job__status__in=ACTIVE
     )
     if job_ids is not None:
         chunks = chunks.filter(job_id__in=job_ids)
-    return list(
-        chunks.order_by("job_id", "index", "side").values_list(
-            "pk", "job_id", "side", "item_ids", "sent_at", "attempts"
-        )
+    rows = chunks.order_by("job_id", "index", "side").values_list(
+        "pk", "job_id", "side", "item_ids", "sent_at", "attempts"
     )
+    # ``sent_at`` is never None here (filtered above); the check tells the type checker so.
+    return [(pk, job, side, ids, at, n) for pk, job, side, ids, at, n in rows if at is not None]
 
 
 def lost_chunks(
     *, job_ids: list[int] | None = None, grace: timedelta | None = None
-) -> tuple[list[tuple[int, int, str, list[int], Any, int]], bool]:
+) -> tuple[list[InFlight], bool]:
     """Chunks in flight that no one has: not in the ``gpu`` queue, no result waiting in
     ``default``, not held by any model worker, and sent more than ``grace``
     (``COPE_RESEND_GRACE_SECONDS``) ago. Where the broker cannot say what the workers hold, a
@@ -793,8 +222,6 @@ def lost_chunks(
 
     Returns (lost chunks, whether a model worker is known to be alive or might be).
     """
-    from labeling.jobs import broker
-
     view = broker.look()
     now = timezone.now()
     grace = resend_grace() if grace is None else grace
@@ -814,7 +241,7 @@ def lost_chunks(
     return lost, view.model_workers != 0
 
 
-def _resend(lost: list[tuple[int, int, str, list[int], Any, int]], *, count: bool) -> int:
+def _resend(lost: list[InFlight], *, count: bool) -> int:
     """Send lost chunks again; ``count``: a model worker was there to lose them, so the send
     counts towards ``COPE_MAX_CHUNK_ATTEMPTS`` (a chunk at the cap is failed instead)."""
     cap = max_chunk_attempts()
@@ -838,16 +265,16 @@ def _resend(lost: list[tuple[int, int, str, list[int], Any, int]], *, count: boo
             ]
             again = [pk for pk, _, _, attempts in chunks if not (count and attempts >= cap)]
             if spent:
-                _give_up_on_chunks(job_id, spent, cap)
+                give_up_on_chunks(job_id, spent, cap)
             if again:
                 JobChunk.objects.filter(pk__in=again).update(
                     sent_at=timezone.now(),
                     attempts=F("attempts") + 1 if count else F("attempts"),
                 )
-                transaction.on_commit(partial(_send_chunks, job_id, again))
+                transaction.on_commit(partial(send_chunks, job_id, again))
             resent += len(again)
             if spent:
-                _claim_next_chunks(job_id)
+                claim_next_chunks(job_id)
                 maybe_finish_job(job_id)
     return resent
 
@@ -915,26 +342,7 @@ def retry_failed_chunks(job: Job) -> int:
         by_side: dict[str, list[int]] = {Side.A: [], Side.B: []}
         for side, item_id in failed:
             by_side[side].append(item_id)
-        size = current["chunk_size"]
-        start = (
-            JobChunk.objects.filter(job=job)
-            .order_by("-index")
-            .values_list("index", flat=True)
-            .first()
-            or 0
-        ) + 1
-        new = []
-        for side, ids in by_side.items():
-            for n, first in enumerate(range(0, len(ids), size)):
-                new.append(
-                    JobChunk(
-                        job_id=job.pk,
-                        side=side,
-                        index=start + n,
-                        item_ids=ids[first : first + size],
-                    )
-                )
-        JobChunk.objects.bulk_create(new, batch_size=2000)
+        _add_chunks(job.pk, by_side, size=current["chunk_size"])
         counters: dict[str, Any] = {
             "failed_chunks": 0,
             "errors_a": F("errors_a") - len(by_side[Side.A]),
@@ -943,8 +351,25 @@ def retry_failed_chunks(job: Job) -> int:
         if current["status"] in FINISHED:
             counters.update(status=JobStatus.RUNNING, finished_at=None, error="", stats={})
         row.update(**counters)
-        _claim_next_chunks(job.pk)
+        claim_next_chunks(job.pk)
     return len(failed)
+
+
+def _add_chunks(job_id: int, by_side: dict[str, list[int]], *, size: int) -> None:
+    """New chunks of ``size`` items for these items, numbered after the job's last chunk."""
+    last = (
+        JobChunk.objects.filter(job_id=job_id)
+        .order_by("-index")
+        .values_list("index", flat=True)
+        .first()
+    )
+    start = (last or 0) + 1
+    new = [
+        JobChunk(job_id=job_id, side=side, index=start + n, item_ids=ids[first : first + size])
+        for side, ids in by_side.items()
+        for n, first in enumerate(range(0, len(ids), size))
+    ]
+    JobChunk.objects.bulk_create(new, batch_size=2000)
 
 
 def resume_stalled_jobs(*, stale_after: timedelta | None = None) -> dict[int, int]:
@@ -957,7 +382,7 @@ def resume_stalled_jobs(*, stale_after: timedelta | None = None) -> dict[int, in
         prepared_at__isnull=True,
         created_at__lte=timezone.now() - grace,
     ).values_list("pk", flat=True):
-        send_prepare_job(job_id)
+        broker.send_prepare_job(job_id)
     lost, worker_alive = lost_chunks(grace=stale_after)
     resent: dict[int, int] = {}
     for chunk in lost:
@@ -968,91 +393,3 @@ def resume_stalled_jobs(*, stale_after: timedelta | None = None) -> dict[int, in
     ):
         fill_window(job_id)
     return resent
-
-
-# Reading, for the pages ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Progress:
-    total: int
-    done_a: int
-    done_b: int
-    errors_a: int
-    errors_b: int
-    items_per_s: float | None
-    eta_seconds: float | None
-    percent: float
-    stalled: bool
-
-
-def job_progress(job: Job, *, stale_after: timedelta = STALE_AFTER) -> Progress:
-    """Counters for the page. The speed is items (both sides done) over the job's wall time
-    from its start (``created_at``, preparation included) to its finish, or to now."""
-    finished = job.done_a + job.done_b + job.errors_a + job.errors_b
-    total = job.item_count * 2
-    rate = eta = None
-    if finished:
-        end = job.finished_at or timezone.now()
-        elapsed = max((end - job.created_at).total_seconds(), 1e-3)
-        rate = finished / 2 / elapsed
-        if job.is_active and rate > 0:
-            eta = (total - finished) / 2 / rate
-    stalled = (
-        job.is_active
-        and JobChunk.objects.filter(
-            job=job,
-            status=ChunkStatus.QUEUED,
-            sent_at__isnull=False,
-            sent_at__lte=timezone.now() - stale_after,
-        ).exists()
-    )
-    return Progress(
-        total=job.item_count,
-        done_a=job.done_a,
-        done_b=job.done_b,
-        errors_a=job.errors_a,
-        errors_b=job.errors_b,
-        items_per_s=rate,
-        eta_seconds=eta,
-        percent=100.0 * finished / total if total else 0.0,
-        stalled=stalled,
-    )
-
-
-# The latest finished job decides a version's agreement (charts, panels, finalizing). NULLs
-# last: PostgreSQL sorts NULL first in a plain descending order, SQLite last.
-_LATEST_FIRST = (F("finished_at").desc(nulls_last=True), F("id").desc())
-
-
-def latest_finished_job(version: Version) -> Job | None:
-    """The version's most recent succeeded job: never a partial or failed one, whose agreement
-    leaves items out."""
-    return (
-        Job.objects.filter(version=version, status=JobStatus.SUCCEEDED)
-        .order_by(*_LATEST_FIRST)
-        .first()
-    )
-
-
-def latest_finished_jobs(versions: Iterable[Version]) -> dict[int, Job]:
-    """``latest_finished_job`` of each version, by version id."""
-    ids = [v.pk for v in versions]
-    latest: dict[int, Job] = {}
-    for job in Job.objects.filter(version_id__in=ids, status=JobStatus.SUCCEEDED).order_by(
-        "version_id", *_LATEST_FIRST
-    ):
-        latest.setdefault(job.version_id, job)
-    return latest
-
-
-def open_reviews_by_version(versions: Iterable[Version]) -> dict[int, int]:
-    ids = [v.pk for v in versions]
-    rows = (
-        ReviewTask.objects.filter(
-            job__version_id__in=ids, status__in=[ReviewStatus.OPEN, ReviewStatus.CLAIMED]
-        )
-        .values("job__version_id")
-        .annotate(n=Count("pk"))
-    )
-    return {r["job__version_id"]: r["n"] for r in rows}

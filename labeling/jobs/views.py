@@ -2,7 +2,7 @@
 
 Permissions: authors and admins import sample sets and run jobs (``labeling.add_sampleset``,
 ``labeling.add_job``, ``labeling.change_job``); reviewers can look (``view_*``); anyone else
-gets 403. The review queue lives in ``review_views``.
+gets 403. The review queue lives in ``labeling.review``.
 """
 
 from __future__ import annotations
@@ -12,29 +12,28 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from cope_studio.lib.htmx import htmx_redirect
+from cope_studio.lib.htmx import AuthedHttpRequest, htmx_redirect
 from cope_studio.lib.permissions import require_perms
 from labeling.gold import services as gold
 from labeling.gold.summary import gold_context
 from labeling.jobs import comparisons, evaluation, services
 from labeling.jobs.charts import ChartPoint, agreement_chart
-from labeling.jobs.display import _duration, _pct, stats_display
+from labeling.jobs.display import WEAK_NOTE, duration, pct, stats_display
+from labeling.jobs.errors import JobError
 from labeling.jobs.forms import CompareForm, JobActionForm, JobStartForm, PolicySettingsForm
-from labeling.models import (
-    ChunkStatus,
-    Job,
-    JobStatus,
-)
-from labeling.scoring import FEW_GOLD
+from labeling.jobs.stats import job_progress, open_reviews_by_version
+from labeling.models import ChunkStatus, Job, JobStatus
+from labeling.scoring import FEW_GOLD, GoldScore
 from policies.models import Policy, Version
 
 
-def _get_job_for_user(request: HttpRequest, pk: int, *perms: str) -> Job:
+def _get_job_for_user(request: AuthedHttpRequest, pk: int, *perms: str) -> Job:
     require_perms(request, "labeling.view_job", *perms)
     return get_object_or_404(
         Job.objects.select_related("version__policy", "sample_set", "created_by"), pk=pk
@@ -42,12 +41,16 @@ def _get_job_for_user(request: HttpRequest, pk: int, *perms: str) -> Job:
 
 
 def _policy_chart(
-    policy: Policy, versions: list[Version] | None = None, known: dict[int, Any] | None = None
-) -> Any:
+    policy: Policy,
+    versions: list[Version] | None = None,
+    known: dict[int, gold.GoldReport] | None = None,
+    deciding: dict[int, Job] | None = None,
+) -> SafeString:
     """Agreement, kappa and F1 against gold of each version's deciding job (only jobs
-    on the evaluation set at the minimum sample; see ``labeling.evaluation``)."""
+    on the evaluation set at the minimum sample; see ``evaluation``). ``deciding``: the
+    versions' deciding jobs when the caller has them already."""
     versions = versions if versions is not None else list(policy.versions.order_by("number"))
-    latest = evaluation.deciding_jobs(policy, versions)
+    latest = deciding if deciding is not None else evaluation.deciding_jobs(policy, versions)
     points = []
     for v in sorted(versions, key=lambda v: v.number):
         job = latest.get(v.pk)
@@ -76,7 +79,7 @@ def _policy_chart(
 
 @login_required
 @require_POST
-def job_start(request: HttpRequest, version_id: int) -> HttpResponse:
+def job_start(request: AuthedHttpRequest, version_id: int) -> HttpResponse:
     require_perms(request, "labeling.add_job", "policies.view_version")
     version = get_object_or_404(Version.objects.select_related("policy"), pk=version_id)
     form = JobStartForm(request.POST)
@@ -91,15 +94,15 @@ def job_start(request: HttpRequest, version_id: int) -> HttpResponse:
                 by=request.user,
                 **compare.job_kwargs(),
             )
-        except services.JobError as exc:
+        except JobError as exc:
             form.add_error(None, str(exc))
         else:
             return htmx_redirect(request, reverse("labeling:job_detail", args=[job.pk]))
     return _render_version_panel(request, version, form, status=400, compare=compare)
 
 
-def _job_context(request: HttpRequest, job: Job) -> dict[str, Any]:
-    progress = services.job_progress(job)
+def _job_context(request: AuthedHttpRequest, job: Job) -> dict[str, Any]:
+    progress = job_progress(job)
     gold_part = gold_context(job)  # Figures against gold
     known = {job.pk: gold_part["gold"]} if gold_part.get("gold") else {}
     failed_chunks = list(
@@ -118,23 +121,23 @@ def _job_context(request: HttpRequest, job: Job) -> dict[str, Any]:
         and (job.errors_a + job.errors_b) > 0,
         "job": job,
         "progress": progress,
-        "eta": _duration(progress.eta_seconds),
+        "eta": duration(progress.eta_seconds),
         "stats": stats_display(job.stats),
         "weak": job.is_weak,
-        "weak_note": services.WEAK_NOTE,
+        "weak_note": WEAK_NOTE,
         "failed_chunks": failed_chunks,
         "can_change": request.user.has_perm("labeling.change_job"),
         "action_form": JobActionForm(auto_id=False),
         "open_reviews": job.review_tasks.filter(status__in=["open", "claimed"]).count(),
         "chart": None if job.is_active else _policy_chart(job.version.policy, known=known),
-        "threshold": _pct(job.version.policy.agreement_threshold, 0),
+        "threshold": pct(job.version.policy.agreement_threshold, 0),
         **gold_part,
     }
 
 
 @login_required
 @require_GET
-def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def job_detail(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     job = _get_job_for_user(request, pk)
     context = _job_context(request, job)
     if request.htmx:
@@ -142,7 +145,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "labeling/jobs/job_detail.html", context)
 
 
-def _get_job_for_action(request: HttpRequest, pk: int) -> Job:
+def _get_job_for_action(request: AuthedHttpRequest, pk: int) -> Job:
     """The job for a Cancel/Resume/Retry POST; a POST not from its button is a 400."""
     job = _get_job_for_user(request, pk, "labeling.change_job")
     if not JobActionForm(request.POST).is_valid():
@@ -152,7 +155,7 @@ def _get_job_for_action(request: HttpRequest, pk: int) -> Job:
 
 @login_required
 @require_POST
-def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+def job_cancel(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     job = _get_job_for_action(request, pk)
     if services.cancel_job(job):
         messages.info(request, "Job cancelled. Chunks already with a worker are discarded.")
@@ -163,7 +166,7 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def job_resume(request: HttpRequest, pk: int) -> HttpResponse:
+def job_resume(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     job = _get_job_for_action(request, pk)
     n = services.resume_job_now(job)
     messages.info(request, f"Re-sent {n} chunk{'s' if n != 1 else ''} to the workers.")
@@ -172,11 +175,11 @@ def job_resume(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
+def job_retry(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     job = _get_job_for_action(request, pk)
     try:
         n = services.retry_failed_chunks(job)
-    except services.JobError as exc:
+    except JobError as exc:
         messages.error(request, str(exc))
     else:
         messages.info(request, f"Retrying {n} failed item{'s' if n != 1 else ''}.")
@@ -203,7 +206,7 @@ def _rerun_initial(version: Version) -> dict[str, Any]:
 
 
 def _render_version_panel(
-    request: HttpRequest,
+    request: AuthedHttpRequest,
     version: Version,
     form: JobStartForm | None = None,
     status: int = 200,
@@ -219,12 +222,13 @@ def _render_version_panel(
         "jobs": [(job, stats_display(job.stats)) for job in jobs],
         "compare_form": compare or CompareForm(version=version),
         "deciding": deciding,
+        "deciding_stats": stats_display(deciding.stats) if deciding else None,
         "evaluation": evaluation.evaluation_choice(version.policy),
         "any_weak": any(j.is_weak for j in jobs),
-        "weak_note": services.WEAK_NOTE,
+        "weak_note": WEAK_NOTE,
         "form": form or JobStartForm(initial=_rerun_initial(version)),
         "can_run": request.user.has_perm("labeling.add_job"),
-        "threshold": _pct(version.policy.agreement_threshold, 0),
+        "threshold": pct(version.policy.agreement_threshold, 0),
     }
     template = "labeling/jobs/version_panel.html"
     if request.htmx:
@@ -234,7 +238,7 @@ def _render_version_panel(
 
 @login_required
 @require_GET
-def version_panel(request: HttpRequest, version_id: int) -> HttpResponse:
+def version_panel(request: AuthedHttpRequest, version_id: int) -> HttpResponse:
     require_perms(request, "labeling.view_job", "policies.view_version")
     version = get_object_or_404(Version.objects.select_related("policy"), pk=version_id)
     return _render_version_panel(request, version)
@@ -242,7 +246,7 @@ def version_panel(request: HttpRequest, version_id: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def policy_panel(request: HttpRequest, policy_id: int) -> HttpResponse:
+def policy_panel(request: AuthedHttpRequest, policy_id: int) -> HttpResponse:
     require_perms(request, "labeling.view_job", "policies.view_policy")
     policy = get_object_or_404(Policy, pk=policy_id)
     versions = list(policy.versions.order_by("-number"))
@@ -250,11 +254,13 @@ def policy_panel(request: HttpRequest, policy_id: int) -> HttpResponse:
     jobs = Job.objects.filter(version__policy=policy).select_related("sample_set")
     for job in jobs.order_by("-created_at")[:200]:
         jobs_by_version[job.version_id].append(job)
-    open_reviews = services.open_reviews_by_version(versions)
+    open_reviews = open_reviews_by_version(versions)
+    deciding = evaluation.deciding_jobs(policy, versions)
     rows = [
         {
             "version": v,
             "jobs": [(j, stats_display(j.stats)) for j in jobs_by_version[v.pk][:5]],
+            "deciding_id": deciding[v.pk].pk if v.pk in deciding else None,
             "open_reviews": open_reviews.get(v.pk, 0),
         }
         for v in versions
@@ -262,11 +268,11 @@ def policy_panel(request: HttpRequest, policy_id: int) -> HttpResponse:
     context = {
         "policy": policy,
         "rows": rows,
-        "chart": _policy_chart(policy, versions),
+        "chart": _policy_chart(policy, versions, deciding=deciding),
         "evaluation": evaluation.evaluation_choice(policy),
         "any_weak": any(j.is_weak for js in jobs_by_version.values() for j in js),
-        "weak_note": services.WEAK_NOTE,
-        "threshold": _pct(policy.agreement_threshold, 0),
+        "weak_note": WEAK_NOTE,
+        "threshold": pct(policy.agreement_threshold, 0),
         "active_statuses": [JobStatus.QUEUED, JobStatus.RUNNING],
     }
     template = "labeling/jobs/policy_panel.html"
@@ -277,7 +283,7 @@ def policy_panel(request: HttpRequest, policy_id: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def version_compare(request: HttpRequest, policy_id: int) -> HttpResponse:
+def version_compare(request: AuthedHttpRequest, policy_id: int) -> HttpResponse:
     require_perms(request, "labeling.view_job", "policies.view_version")
     policy = get_object_or_404(Policy, pk=policy_id)
     versions = list(policy.versions.order_by("-number"))
@@ -309,12 +315,10 @@ def _fmt(x: float | None) -> str:
 
 
 def _compare_display(result: comparisons.VersionComparison | None) -> dict[str, Any]:
-    from labeling.jobs.display import stats_display
-
     if result is None:
         return {}
 
-    def score(s: Any) -> dict[str, str]:
+    def score(s: GoldScore) -> dict[str, str]:
         return {k: _fmt(getattr(s, k)) for k in ("f1", "precision", "recall", "accuracy")}
 
     return {
@@ -327,7 +331,7 @@ def _compare_display(result: comparisons.VersionComparison | None) -> dict[str, 
 
 
 def _settings_context(
-    request: HttpRequest, policy: Policy, form: PolicySettingsForm
+    request: AuthedHttpRequest, policy: Policy, form: PolicySettingsForm
 ) -> dict[str, Any]:
     return {
         "policy": policy,
@@ -340,45 +344,18 @@ def _settings_context(
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def policy_settings(request: HttpRequest, policy_id: int) -> HttpResponse:
+def policy_settings(request: AuthedHttpRequest, policy_id: int) -> HttpResponse:
     require_perms(request, "policies.view_policy", "labeling.view_job")
     policy = get_object_or_404(Policy, pk=policy_id)
-    choice = evaluation.evaluation_choice(policy)
-    initial = {
-        "agreement_threshold": round(policy.agreement_threshold * 100, 1),
-        "min_sample_size": policy.min_sample_size,
-        "evaluation_set": choice.sample_set if choice.chosen else None,
-    }
-    form = PolicySettingsForm(request.POST or None, initial=initial)
+    form = PolicySettingsForm(request.POST or None, initial=_settings_initial(policy))
     status = 200
     if request.method == "POST":
         require_perms(request, "labeling.change_policyevaluation")
         if form.is_valid():
-            data = form.cleaned_data
-            changes = evaluation.update_policy_settings(
-                policy=policy,
-                agreement_threshold=float(data["agreement_threshold"]) / 100,
-                min_sample_size=data["min_sample_size"],
-                evaluation_set=data["evaluation_set"],
-                by=request.user,
-            )
-            messages.success(
-                request,
-                f"Saved {len(changes)} change{'s' if len(changes) != 1 else ''}."
-                if changes
-                else "Nothing changed.",
-            )
+            _save_settings(request, policy, form)
             if not request.htmx:
                 return redirect("labeling:policy_settings", policy_id=policy.pk)
-            form = PolicySettingsForm(
-                initial={
-                    "agreement_threshold": round(policy.agreement_threshold * 100, 1),
-                    "min_sample_size": policy.min_sample_size,
-                    "evaluation_set": evaluation.evaluation_choice(policy).sample_set
-                    if evaluation.evaluation_choice(policy).chosen
-                    else None,
-                }
-            )
+            form = PolicySettingsForm(initial=_settings_initial(policy))
         elif not request.htmx:
             status = 400  # htmx swaps only 2xx answers: the fragment with the errors is a 200
     context = _settings_context(request, policy, form)
@@ -386,3 +363,26 @@ def policy_settings(request: HttpRequest, policy_id: int) -> HttpResponse:
     if request.htmx:
         template += "#settings"
     return render(request, template, context, status=status)
+
+
+def _settings_initial(policy: Policy) -> dict[str, Any]:
+    choice = evaluation.evaluation_choice(policy)
+    return {
+        "agreement_threshold": round(policy.agreement_threshold * 100, 1),
+        "min_sample_size": policy.min_sample_size,
+        "evaluation_set": choice.sample_set if choice.chosen else None,
+    }
+
+
+def _save_settings(request: AuthedHttpRequest, policy: Policy, form: PolicySettingsForm) -> None:
+    data = form.cleaned_data
+    changes = evaluation.update_policy_settings(
+        policy=policy,
+        agreement_threshold=float(data["agreement_threshold"]) / 100,
+        min_sample_size=data["min_sample_size"],
+        evaluation_set=data["evaluation_set"],
+        by=request.user,
+    )
+    n = len(changes)
+    saved = f"Saved {n} change{'s' if n != 1 else ''}." if n else "Nothing changed."
+    messages.success(request, saved)

@@ -1,6 +1,6 @@
 """Finalizing a version: which conditions its deciding job still misses, and the act itself.
 
-The *deciding job* is ``labeling.evaluation.deciding_job``: the version's latest succeeded twin
+The *deciding job* is ``labeling.jobs.evaluation.deciding_job``: the version's latest succeeded twin
 job on the policy's evaluation set that labeled at least the minimum sample. Finalize refuses,
 each time saying which condition failed, when
 
@@ -12,20 +12,19 @@ each time saying which condition failed, when
 
 Finalizing freezes the deciding job: in one transaction, with the version and job rows locked,
 the version gets its finalized time, override reason and evidence, and the job its
-``frozen_at``. ``labeling.services`` then ignores late results and refuses retries on it.
+``frozen_at``. ``labeling.jobs`` then ignores late results and refuses retries on it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
-from labeling.jobs.evaluation import deciding_job, evaluation_set
-from labeling.jobs.services import latest_finished_job
+from labeling.jobs.evaluation import deciding_job, evaluation_set, latest_finished_job
 from labeling.models import CompareKind, Job, JobStatus, ReviewStatus
 from labeling.release.exports import job_evidence
 from policies import services as policy_services
@@ -159,7 +158,7 @@ def finalize_readiness(version: Version) -> Readiness:
 
 
 def finalize(
-    *, version: Version, by: Any, override_reason: str = "", job_id: int | None = None
+    *, version: Version, by: User, override_reason: str = "", job_id: int | None = None
 ) -> Version:
     """Finalize the version and freeze its deciding job, if the user may and every condition
     holds (a weak backend only with ``override_reason``). ``job_id``: the deciding job the admin

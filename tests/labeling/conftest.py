@@ -33,7 +33,7 @@ def make_version(author: Any, *, name: str = "Harassment", number: int = 1, twin
 
 def make_sample_set(author: Any, texts: list[str], *, name: str = "Sample") -> Any:
     from labeling.models import Item, SampleSet
-    from labeling.samples.services import content_hash
+    from labeling.samples.values import content_hash
 
     sample_set = SampleSet.objects.create(
         name=name, source_format="pasted", item_count=len(texts), created_by=author
@@ -87,16 +87,16 @@ def fake_result(request: dict[str, Any], *, error: str = "") -> dict[str, Any]:
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Score requests captured instead of sent to a broker; a job's preparation runs inline
     (``start_job``'s on-commit callback calls ``prepare_job`` instead of queueing it)."""
-    from labeling.jobs import services
+    from labeling.jobs import broker, services
 
     requests: list[dict[str, Any]] = []
-    monkeypatch.setattr(services, "send_score_request", requests.append)
-    monkeypatch.setattr(services, "send_prepare_job", services.prepare_job)
+    monkeypatch.setattr(broker, "send_score_request", requests.append)
+    monkeypatch.setattr(broker, "send_prepare_job", services.prepare_job)
     return requests
 
 
 class FakeBroker:
-    """What ``labeling.broker.look`` reports, set by a test: chunk ids in a queue, chunk ids a
+    """What ``labeling.jobs.broker.look`` reports, set by a test: chunk ids in a queue, chunk ids a
     model worker holds, and how many model workers answered."""
 
     def __init__(self) -> None:

@@ -36,6 +36,18 @@ def make_job(version: Version, user: Any, stats: dict[str, Any] | None = None) -
     )
 
 
+def make_deciding_job(version: Version, user: Any, stats: dict[str, Any]) -> Any:
+    """A job that decides its version's agreement (``labeling.jobs.evaluation``): succeeded,
+    against the twin, at the policy's minimum sample on its only (so evaluation) sample set."""
+    from django.utils import timezone
+
+    from labeling.models import Job, JobStatus
+
+    job = make_job(version, user, {"n": version.policy.min_sample_size, **stats})
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED, finished_at=timezone.now())
+    return job
+
+
 @pytest.fixture
 def policy(author: Any) -> Policy:
     return make_policy(author)

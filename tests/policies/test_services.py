@@ -6,7 +6,7 @@ from django.db import IntegrityError, transaction
 from policies import services
 from policies.models import TwinJob, TwinJobStatus, TwinOrigin, Version
 from tests.conftest import TWIN_TEXT as TWIN
-from tests.policies.conftest import make_job, make_policy, make_version
+from tests.policies.conftest import make_deciding_job, make_job, make_policy, make_version
 
 
 def test_versions_are_numbered_in_order_with_parent(policy, author, policy_text, twin_text):
@@ -172,15 +172,16 @@ def test_summary_status_and_agreement(author, admin_user, policy_text, twin_text
     make_version(draft, author, policy_text)
     reviewing = make_policy(author, "Reviewing")
     v1 = make_version(reviewing, author, policy_text, twin_text)
-    make_job(v1, author, stats={"p_o": 0.9, "kappa": 0.7})
+    make_deciding_job(v1, author, stats={"p_o": 0.9, "kappa": 0.7})
     done = make_policy(author, "Done")
     services.finalize_version(version=make_version(done, author, policy_text), by=admin_user)
     empty = make_policy(author, "Empty")
     rows = {row.policy.name: row for row in services.summarize_policies()}
-    assert rows["Draft"].status == "draft" and rows["Draft"].agreement is None
+    assert rows["Draft"].status == "draft" and rows["Draft"].figure is None
     assert rows["Reviewing"].status == "in review"
-    assert rows["Reviewing"].agreement == {"p_o": 0.9, "kappa": 0.7}
-    assert rows["Reviewing"].agreement_version == 1
+    figure = rows["Reviewing"].figure
+    assert figure is not None and figure.version_number == 1
+    assert figure.stats == {"p_o": 0.9, "kappa": 0.7, "n": reviewing.min_sample_size}
     assert rows["Done"].status == "finalized"
     assert rows["Empty"].latest is None and rows["Empty"].status == "draft"
     assert services.policy_status(reviewing) == "in review"
@@ -188,7 +189,7 @@ def test_summary_status_and_agreement(author, admin_user, policy_text, twin_text
     # A newer version without jobs is a draft again; the latest agreement is still shown.
     make_version(reviewing, author, policy_text + "\n", parent=v1)
     row = next(r for r in services.summarize_policies() if r.policy.name == "Reviewing")
-    assert row.status == "draft" and row.agreement_version == 1
+    assert row.status == "draft" and row.figure is not None and row.figure.version_number == 1
 
 
 def test_slug_is_set_from_the_name_and_suffixed_on_a_clash(author):

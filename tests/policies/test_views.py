@@ -5,7 +5,7 @@ from django.urls import reverse
 
 from policies.models import Policy, TwinJob, TwinOrigin
 from tests.conftest import PASSWORD
-from tests.policies.conftest import make_job, make_version
+from tests.policies.conftest import make_deciding_job, make_job, make_version
 
 HX = {"HTTP_HX_REQUEST": "true"}
 
@@ -17,7 +17,7 @@ def as_author(client, author):
 
 
 def test_list_shows_status_version_and_agreement(as_author, version, author):
-    make_job(version, author, stats={"p_o": 0.9612, "kappa": 0.81})
+    make_deciding_job(version, author, stats={"p_o": 0.9612, "kappa": 0.81})
     response = as_author.get(reverse("policies:list"))
     body = response.content.decode()
     assert response.status_code == 200

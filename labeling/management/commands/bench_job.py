@@ -31,15 +31,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
+from django.test import Client
+from django.urls import reverse
 
+from cope_studio.celery import app as celery_app
 from labeling.jobs import services
+from labeling.jobs.dispatch import ACTIVE
 from labeling.models import Item, Job, SampleSet
-from labeling.samples.services import content_hash
+from labeling.samples.values import content_hash
 from policies.models import Policy, TwinOrigin, Version
+from policies.roles import AUTHOR, ensure_roles
 
 DEMO = Path(__file__).resolve().parents[3] / "cope_studio" / "demo"
 REPO = Path(__file__).resolve().parents[3]
@@ -53,6 +60,41 @@ def _database_url() -> str:
         auth += ":" + s["PASSWORD"]
     port = f":{s['PORT']}" if s.get("PORT") else ""
     return f"postgresql://{auth}@{s.get('HOST') or '127.0.0.1'}{port}/{s['NAME']}"
+
+
+def _report(job: Job, tmp: Path, *, start_ms: float, peak: int) -> dict[str, Any]:
+    """The printed figures: the job's counters and the web side's share of model time."""
+    web_seconds = sum(
+        float(m.group(2))
+        for m in _SUCCEEDED.finditer((tmp / "web.log").read_text(errors="replace"))
+        if m.group(1) != "labeling.resume_stalled_jobs"
+    )
+    wall = (job.finished_at - job.created_at).total_seconds() if job.finished_at else None
+    return {
+        "items": job.item_count,
+        "labels": job.done_a + job.done_b,
+        "errors": job.errors_a + job.errors_b,
+        "chunks": job.chunk_count * 2,
+        "chunk_size": job.chunk_size,
+        "chunks_in_flight": settings.COPE_CHUNKS_IN_FLIGHT,
+        "status": job.status,
+        "backend": job.backend,
+        "model_id": job.model_id,
+        "start_ms": round(start_ms, 1),
+        "wall_seconds": round(wall, 2) if wall else None,
+        "items_per_s": round(job.item_count / wall, 1) if wall else None,
+        "model_seconds": round(job.model_seconds, 2),
+        "web_seconds": round(web_seconds, 2),
+        "web_share_of_model": round(web_seconds / job.model_seconds, 4)
+        if job.model_seconds
+        else None,
+        "web_share_of_wall": round(web_seconds / wall, 4) if wall else None,
+        "job_bookkeeping_seconds": round(job.bookkeeping_seconds, 2),
+        "broker_peak_messages": peak,
+        "agreement": job.stats.get("p_o"),
+        "database": connection.vendor,
+        "broker": "redis",
+    }
 
 
 class Command(BaseCommand):
@@ -78,14 +120,10 @@ class Command(BaseCommand):
                 "bench_job measures the production shape: set DATABASE_URL to PostgreSQL and "
                 "CELERY_BROKER_URL (or --broker) to Redis."
             )
-        import redis
-
-        from cope_studio.celery import app
-
         redis.Redis.from_url(broker).flushdb()
-        app.conf.broker_url = broker
-        app.conf.broker_transport_options = {}
-        app.conf.broker_transport = None  # the URL's (settings may name the filesystem one)
+        celery_app.conf.broker_url = broker
+        celery_app.conf.broker_transport_options = {}
+        celery_app.conf.broker_transport = None  # the URL's (settings may name the filesystem one)
         version, sample_set, policy = self._data(options["items"])
         if options["start_only"]:
             try:
@@ -97,36 +135,15 @@ class Command(BaseCommand):
                 redis.Redis.from_url(broker).flushdb()
             return
         tmp = Path(tempfile.mkdtemp(prefix="bench_job-"))
-        env = {**os.environ, "CELERY_BROKER_URL": broker, "DATABASE_URL": _database_url()}
-        env.setdefault("HF_HUB_OFFLINE", "1")
-        env.setdefault("COPE_DEVICE", "cpu")
-        procs = []
+        procs = self._start_workers(tmp, broker)
         try:
-            from worker.celery_app import celery_worker_argv
-
-            web = [sys.executable, "-m", "celery", "-A", "cope_studio", "worker", "-Q", "default"]
-            web += ["--concurrency", "1", "-n", "bench-web@%h", "-l", "info"]
-            gpu = [sys.executable, "-m", *celery_worker_argv(), "-n", "bench-gpu@%h"]
-            for name, argv in (("web", web), ("gpu", gpu)):
-                log = (tmp / f"{name}.log").open("wb")
-                procs.append(
-                    subprocess.Popen(
-                        argv,
-                        cwd=REPO,
-                        env=env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                )
             self._wait_ready(tmp, procs)
-            user = version.author
             started = time.perf_counter()
             job = services.start_job(
                 version=version,
                 sample_set=sample_set,
                 sample_size=None,
-                by=user,
+                by=version.author,
                 chunk_size=options["chunk_size"],
             )
             start_ms = (time.perf_counter() - started) * 1000
@@ -139,53 +156,44 @@ class Command(BaseCommand):
                     proc.wait(timeout=30)
                 except (ProcessLookupError, subprocess.TimeoutExpired):
                     os.killpg(proc.pid, signal.SIGKILL)
-        web_seconds = sum(
-            float(m.group(2))
-            for m in _SUCCEEDED.finditer((tmp / "web.log").read_text(errors="replace"))
-            if m.group(1) != "labeling.resume_stalled_jobs"
-        )
-        wall = (job.finished_at - job.created_at).total_seconds() if job.finished_at else None
-        out = {
-            "items": job.item_count,
-            "labels": job.done_a + job.done_b,
-            "errors": job.errors_a + job.errors_b,
-            "chunks": job.chunk_count * 2,
-            "chunk_size": job.chunk_size,
-            "chunks_in_flight": settings.COPE_CHUNKS_IN_FLIGHT,
-            "status": job.status,
-            "backend": job.backend,
-            "model_id": job.model_id,
-            "start_ms": round(start_ms, 1),
-            "wall_seconds": round(wall, 2) if wall else None,
-            "items_per_s": round(job.item_count / wall, 1) if wall else None,
-            "model_seconds": round(job.model_seconds, 2),
-            "web_seconds": round(web_seconds, 2),
-            "web_share_of_model": round(web_seconds / job.model_seconds, 4)
-            if job.model_seconds
-            else None,
-            "web_share_of_wall": round(web_seconds / wall, 4) if wall else None,
-            "job_bookkeeping_seconds": round(job.bookkeeping_seconds, 2),
-            "broker_peak_messages": peak,
-            "agreement": job.stats.get("p_o"),
-            "database": connection.vendor,
-            "broker": "redis",
-        }
+        out = _report(job, tmp, start_ms=start_ms, peak=peak)
         if not options["keep"]:
             job.delete()
             sample_set.delete()
             policy.delete()
         self.stdout.write(json.dumps(out))
 
+    def _start_workers(self, tmp: Path, broker: str) -> list[subprocess.Popen[bytes]]:
+        """The bookkeeping worker on ``default`` and one model worker, as ``bin/run-studio``."""
+        # Imported here: importing worker.celery_app creates the model worker's Celery app and
+        # makes it this process's current app; only its command line is needed.
+        from worker.celery_app import celery_worker_argv
+
+        env = {**os.environ, "CELERY_BROKER_URL": broker, "DATABASE_URL": _database_url()}
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("COPE_DEVICE", "cpu")
+        web = [sys.executable, "-m", "celery", "-A", "cope_studio", "worker", "-Q", "default"]
+        web += ["--concurrency", "1", "-n", "bench-web@%h", "-l", "info"]
+        gpu = [sys.executable, "-m", *celery_worker_argv(), "-n", "bench-gpu@%h"]
+        procs = []
+        for name, argv in (("web", web), ("gpu", gpu)):
+            log = (tmp / f"{name}.log").open("wb")
+            procs.append(
+                subprocess.Popen(
+                    argv,
+                    cwd=REPO,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        return procs
+
     def _start_requests(self, version: Version, sample_set: SampleSet) -> dict[str, Any]:
         """The run form's POST as an author sends it, timed over HTTP through the real view:
         what the person waits for before the job page (sampling and sending continue as tasks
         on the ``default`` queue, not run here)."""
-        from django.contrib.auth.models import Group
-        from django.test import Client
-        from django.urls import reverse
-
-        from policies.roles import AUTHOR, ensure_roles
-
         ensure_roles()
         version.author.groups.add(Group.objects.get(name=AUTHOR))
         client = Client(HTTP_HOST="127.0.0.1")
@@ -198,7 +206,7 @@ class Command(BaseCommand):
             times.append((time.perf_counter() - started) * 1000)
             if response.status_code not in (200, 302):
                 raise CommandError(f"the run form answered {response.status_code}")
-            for job in Job.objects.filter(version=version, status__in=services.ACTIVE):
+            for job in Job.objects.filter(version=version, status__in=ACTIVE):
                 services.cancel_job(job)
         times.sort()
         return {
@@ -263,15 +271,13 @@ class Command(BaseCommand):
         procs: list[subprocess.Popen[bytes]],
         tmp: Path,
     ) -> int:
-        import redis
-
         client = redis.Redis.from_url(broker)
         peak = 0
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             peak = max(peak, int(client.llen("gpu")))
             status = Job.objects.filter(pk=job.pk).values_list("status", flat=True).first()
-            if status not in services.ACTIVE:
+            if status not in ACTIVE:
                 return peak
             if any(p.poll() is not None for p in procs):
                 raise CommandError(f"a worker exited; logs in {tmp}")

@@ -9,7 +9,7 @@ import pytest
 from django.db.models import Count
 
 from labeling.jobs import services
-from labeling.models import Job, JobChunk, JobStatus, Label, ReviewTask
+from labeling.models import ChunkStatus, Job, JobChunk, JobStatus, Label, ReviewTask
 from tests.labeling.conftest import make_sample_set, make_version, retry_locked, wait_for
 
 pytestmark = pytest.mark.celery_worker
@@ -87,27 +87,40 @@ def test_gpu_worker_killed_mid_job_then_resumed(celery_workers: Any, author: Any
 
 @pytest.mark.django_db(transaction=True)
 def test_cancelled_job_stays_cancelled(celery_workers: Any, author: Any) -> None:
+    """Results of the chunks in flight when a job is cancelled change nothing when they come."""
     version = make_version(author)
-    sample_set = make_sample_set(author, TEXTS * 2)
-    job = services.start_job(
-        version=version, sample_set=sample_set, sample_size=None, by=author, chunk_size=2
+    # No model worker while the job starts: every chunk sent is still unscored at the cancel.
+    celery_workers.stop_gpu()
+    try:
+        job = services.start_job(
+            version=version,
+            sample_set=make_sample_set(author, TEXTS * 2),
+            sample_size=None,
+            by=author,
+            chunk_size=2,
+        )
+        in_flight = JobChunk.objects.filter(job=job, sent_at__isnull=False)
+        wait_for(lambda: in_flight.exists(), timeout=60, what="chunks sent", workers=celery_workers)
+        assert services.cancel_job(job)
+    finally:
+        celery_workers.start_gpu()
+    sent = set(retry_locked(lambda: list(in_flight.values_list("pk", flat=True))))
+    assert sent and not Label.objects.filter(job=job).exists()
+    # A job started now queues behind the cancelled job's chunks on the model worker, and its
+    # results behind theirs on the bookkeeping worker: each takes one message at a time, in
+    # queue order. When it has finished, every result of the cancelled job has been handled.
+    after = services.start_job(
+        version=version,
+        sample_set=make_sample_set(author, TEXTS[:2], name="After the cancel"),
+        sample_size=None,
+        by=author,
+        chunk_size=2,
     )
-    assert services.cancel_job(job)
-    # A fast worker may record the first chunks before the cancel commits: what counts is
-    # that nothing changes after it.
+    wait_for(lambda: _job_done(after), timeout=120, what="the next job", workers=celery_workers)
+    assert after.status == JobStatus.SUCCEEDED, celery_workers.log_tail()
     job.refresh_from_db()
-    done_at_cancel = (job.done_a, job.done_b)
-    labels_at_cancel = Label.objects.filter(job=job).count()
-    assert labels_at_cancel < 2 * len(TEXTS * 4), "the job finished before it was cancelled"
-    wait_for(
-        lambda: not JobChunk.objects.filter(job=job, sent_at__isnull=True).exists(),
-        timeout=10,
-        what="chunks sent",
-    )
-    # Give the workers time to score what was queued; their results must be ignored.
-    import time
-
-    time.sleep(3)
-    job.refresh_from_db()
-    assert job.status == JobStatus.CANCELLED and (job.done_a, job.done_b) == done_at_cancel
-    assert Label.objects.filter(job=job).count() == labels_at_cancel
+    assert job.status == JobStatus.CANCELLED and (job.done_a, job.done_b) == (0, 0)
+    assert not Label.objects.filter(job=job).exists()
+    # Its chunks are as the cancel left them: none recorded, none sent after it.
+    assert set(in_flight.values_list("pk", flat=True)) == sent
+    assert not JobChunk.objects.filter(job=job).exclude(status=ChunkStatus.QUEUED).exists()

@@ -10,7 +10,8 @@ import pytest
 from django.db import transaction
 from django.urls import reverse
 
-from labeling.jobs import services
+from labeling.jobs import broker, evaluation, results, services, sql, stats
+from labeling.jobs.errors import JobError
 from labeling.models import ChunkStatus, Job, JobChunk, JobStatus, Label, ReviewTask
 from labeling.tasks import record_chunk
 from tests.conftest import PASSWORD
@@ -77,7 +78,7 @@ def test_nothing_is_sent_if_the_transaction_rolls_back(
 
 def test_job_needs_a_twin(author: Any, sample_set: Any) -> None:
     version = make_version(author, twin="")
-    with pytest.raises(services.JobError, match="no twin"):
+    with pytest.raises(JobError, match="no twin"):
         services.start_job(version=version, sample_set=sample_set, sample_size=None, by=author)
 
 
@@ -115,7 +116,7 @@ def test_results_finish_the_job_with_stats_and_review_tasks_for_mismatches(
         "other": 0,
     }
     assert job.stats["labeled"] == {"A": 7, "B": 7}
-    assert services.latest_finished_job(version) is None
+    assert evaluation.latest_finished_job(version) is None
     assert (job.done_a, job.done_b, job.errors_a, job.errors_b) == (7, 7, 1, 1)
     assert job.backend == "fake" and job.model_id == "tests/fake" and not job.weak_backend
     assert job.model_seconds == pytest.approx(3.0) and job.bookkeeping_seconds > 0
@@ -145,7 +146,7 @@ def test_chunks_flow_through_a_small_window_with_or_without_update_returning(
 ) -> None:
     """Each result sends the next chunk (one in flight), by ``UPDATE … RETURNING`` or, on a
     database without it (SQLite before 3.35), by picking then marking: the same job either way."""
-    monkeypatch.setattr(services, "update_returning", lambda: returning)
+    monkeypatch.setattr(sql, "update_returning", lambda: returning)
     settings.COPE_CHUNKS_IN_FLIGHT = 1
     job = start(version, sample_set, author, django_capture_on_commit_callbacks)
     assert len(sent) == 1
@@ -211,7 +212,7 @@ def test_failed_chunks_make_the_job_partial_and_retry_runs_exactly_the_failed_it
     assert (job.done_a, job.done_b, job.errors_a, job.errors_b) == (4, 7, 3, 0)
     assert job.stats["lost"]["A"]["reasons"] == [["CUDA out of memory", 3]]
     assert job.stats["lost"]["B"]["count"] == 0
-    assert services.latest_finished_job(version) is None  # a partial job never decides
+    assert evaluation.latest_finished_job(version) is None  # a partial job never decides
     chunk = JobChunk.objects.get(pk=failing["chunk_id"])
     assert chunk.status == ChunkStatus.FAILED and chunk.error == "CUDA out of memory"
 
@@ -230,7 +231,7 @@ def test_failed_chunks_make_the_job_partial_and_retry_runs_exactly_the_failed_it
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED and not job.error
     assert (job.done_a, job.done_b, job.errors_a, job.errors_b) == (7, 7, 0, 0)
-    assert job.stats["n"] == 7 and services.latest_finished_job(version) == job
+    assert job.stats["n"] == 7 and evaluation.latest_finished_job(version) == job
 
 
 def test_an_item_that_failed_alone_is_retried_alone(
@@ -620,7 +621,7 @@ def test_finish_waits_for_a_retry_that_holds_the_job(
     thread = threading.Thread(target=retry)
     thread.start()
     assert retried.wait(10)
-    finished = services.maybe_finish_job(job.pk)
+    finished = results.maybe_finish_job(job.pk)
     thread.join(10)
     job.refresh_from_db()
     assert not finished and job.status == JobStatus.RUNNING
@@ -768,7 +769,7 @@ def test_starting_only_creates_the_job_and_preparing_happens_in_a_task(
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     queued: list[int] = []
-    monkeypatch.setattr(services, "send_prepare_job", queued.append)
+    monkeypatch.setattr(broker, "send_prepare_job", queued.append)
     with django_capture_on_commit_callbacks(execute=True):
         job = services.start_job(
             version=version, sample_set=sample_set, sample_size=None, by=author
@@ -790,7 +791,7 @@ def test_the_job_reads_both_texts_from_the_locked_version_row(
     job = services.start_job(version=version, sample_set=sample_set, sample_size=None, by=author)
     assert job.text_b == "A twin saved a moment ago." and job.text_a == version.text
     Version.objects.filter(pk=version.pk).update(twin_text="  ")
-    with pytest.raises(services.JobError, match="no twin"):
+    with pytest.raises(JobError, match="no twin"):
         services.start_job(version=version, sample_set=sample_set, sample_size=None, by=author)
 
 
@@ -828,7 +829,7 @@ def test_the_speed_shown_is_items_over_the_jobs_wall_time(finished_job: Job) -> 
         started_at=finished_job.finished_at - td(seconds=1),  # first result: not the start
     )
     finished_job.refresh_from_db()
-    progress = services.job_progress(finished_job)
+    progress = stats.job_progress(finished_job)
     assert progress.items_per_s == pytest.approx(7 / 70)
 
 
@@ -866,9 +867,9 @@ def test_a_finished_job_refreshes_the_planner_statistics(
 
     settings.COPE_ANALYZE_AFTER_ITEMS = 8
     ran: list[tuple[int, bool]] = []
-    real = services.analyze_after_job
+    real = stats.analyze_after_job
     monkeypatch.setattr(
-        services, "analyze_after_job", lambda items: ran.append((items, real(items))) or True
+        stats, "analyze_after_job", lambda items: ran.append((items, real(items))) or True
     )
     job = start(version, sample_set, author, django_capture_on_commit_callbacks)
     with django_capture_on_commit_callbacks(execute=True):
