@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
 from cope_studio.lib.env import (
@@ -23,6 +24,10 @@ from cope_studio.lib.env import (
     env_str,
 )
 from cope_studio.lib.secret_key import weak_secret_key_reason
+
+# Django's generic classes take a type argument at run time as they do for mypy
+# (``forms.ModelForm[Policy]``, ``admin.ModelAdmin[Job]``): django-stubs' documented way.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("COPE_DATA_DIR", str(BASE_DIR / "var"))).resolve()
@@ -229,7 +234,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 COPE_MAX_CHUNK_ATTEMPTS = env_int("COPE_MAX_CHUNK_ATTEMPTS", 3, minimum=1)
 # Celery beat re-sends lost chunks of active jobs. A chunk counts as lost only after this long,
 # which by default is above the task time limit, so a chunk still being scored is never sent
-# twice (see labeling.services.stale_chunks for how a chunk still waiting in the queue is told
+# twice (see labeling.jobs.services.lost_chunks for how a chunk still waiting in the queue is told
 # apart).
 COPE_RESUME_AFTER_SECONDS = env_int(
     "COPE_RESUME_AFTER_SECONDS", CELERY_TASK_TIME_LIMIT + 60, minimum=1
@@ -243,7 +248,7 @@ COPE_RESUME_AFTER_SECONDS = env_int(
 COPE_ANALYZE_AFTER_ITEMS = env_int("COPE_ANALYZE_AFTER_ITEMS", 10_000, minimum=1)
 COPE_CHUNKS_IN_FLIGHT = env_int("COPE_CHUNKS_IN_FLIGHT", 8, minimum=1)
 # A chunk sent this long ago that is neither in a queue nor held by a model worker (asked over
-# the broker) is lost and sent again; see labeling.services.lost_chunks.
+# the broker) is lost and sent again; see labeling.jobs.services.lost_chunks.
 COPE_RESEND_GRACE_SECONDS = env_int("COPE_RESEND_GRACE_SECONDS", 60, minimum=1)
 # How often Celery beat looks for lost chunks.
 COPE_RESUME_EVERY_SECONDS = env_int("COPE_RESUME_EVERY_SECONDS", 60, minimum=1)

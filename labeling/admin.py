@@ -5,9 +5,10 @@ keep the job counters, the queue's claims and the gold labels consistent; an edi
 bypass them. The admin shows them, and may delete a job or a sample set it no longer needs.
 """
 
-from typing import Any
+from typing import TypeVar
 
 from django.contrib import admin
+from django.db.models import Model
 from django.http import HttpRequest
 
 from labeling.models import (
@@ -22,46 +23,49 @@ from labeling.models import (
     SampleSet,
 )
 
+_M = TypeVar("_M", bound=Model)
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+
+class ReadOnlyAdmin(admin.ModelAdmin[_M]):
     """Viewable (and deletable where the model allows it), never added or changed here."""
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: _M | None = None) -> bool:
         return False
 
 
 @admin.register(SampleSet)
-class SampleSetAdmin(admin.ModelAdmin):
+class SampleSetAdmin(admin.ModelAdmin[SampleSet]):
     list_display = ["name", "source_format", "item_count", "created_by", "created_at"]
     search_fields = ["name", "source_name"]
     readonly_fields = ["report", "item_count", "created_at"]
 
 
 @admin.register(Item)
-class ItemAdmin(ReadOnlyAdmin):
+class ItemAdmin(ReadOnlyAdmin[Item]):
     list_display = ["external_id", "sample_set", "row_number", "expected_label"]
     list_select_related = ["sample_set"]
     search_fields = ["external_id", "content_hash"]
     raw_id_fields = ["sample_set"]
 
 
-class JobChunkInline(admin.TabularInline):
+class JobChunkInline(admin.TabularInline[JobChunk, Job]):
     model = JobChunk
-    fields = ["side", "index", "status", "attempts", "sent_at", "finished_at", "error"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "side", "index", "status", "attempts", "sent_at", "finished_at", "error"
+    )  # fmt: skip
     extra = 0
     can_delete = False
     show_change_link = False
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
         return False
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(admin.ModelAdmin[Job]):
     """Everything read-only: status and counters move only through the services (cancel,
     resume and retry are buttons on the job page). A job can be deleted."""
 
@@ -71,7 +75,7 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ["=id", "version__policy__name", "sample_set__name"]
     inlines = [JobChunkInline]
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_readonly_fields(self, request: HttpRequest, obj: Job | None = None) -> list[str]:
         return [f.name for f in Job._meta.concrete_fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -79,14 +83,14 @@ class JobAdmin(admin.ModelAdmin):
 
 
 @admin.register(Label)
-class LabelAdmin(ReadOnlyAdmin):
+class LabelAdmin(ReadOnlyAdmin[Label]):
     list_display = ["job", "item", "side", "label", "p1", "error"]
     list_filter = ["side"]
     raw_id_fields = ["job", "item"]
 
 
 @admin.register(ReviewTask)
-class ReviewTaskAdmin(ReadOnlyAdmin):
+class ReviewTaskAdmin(ReadOnlyAdmin[ReviewTask]):
     list_display = ["pk", "job", "item", "policy", "label_a", "label_b", "status", "claimed_by"]
     list_filter = ["status"]
     list_select_related = ["job", "item", "policy", "claimed_by"]
@@ -95,7 +99,7 @@ class ReviewTaskAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Decision)
-class DecisionAdmin(ReadOnlyAdmin):
+class DecisionAdmin(ReadOnlyAdmin[Decision]):
     list_display = ["pk", "task", "reviewer", "label", "wording", "created_at"]
     list_filter = ["label", "wording"]
     list_select_related = ["task", "reviewer"]
@@ -104,7 +108,7 @@ class DecisionAdmin(ReadOnlyAdmin):
 
 
 @admin.register(GoldLabel)
-class GoldLabelAdmin(ReadOnlyAdmin):
+class GoldLabelAdmin(ReadOnlyAdmin[GoldLabel]):
     list_display = ["policy", "item", "label", "decided_by", "updated_at"]
     list_filter = ["label"]
     list_select_related = ["policy", "item", "decided_by"]
@@ -114,7 +118,7 @@ class GoldLabelAdmin(ReadOnlyAdmin):
 
 # API keys are created and revoked on their own page (the key is shown once there).
 @admin.register(ApiKey)
-class ApiKeyAdmin(ReadOnlyAdmin):
+class ApiKeyAdmin(ReadOnlyAdmin[ApiKey]):
     list_display = ["name", "prefix", "owner", "can_read", "can_label", "created_at", "revoked_at"]
     list_filter = ["can_label", "revoked_at"]
     search_fields = ["name", "prefix", "owner__username"]

@@ -1,22 +1,25 @@
 from django.contrib import admin
+from django.forms import ModelForm
+from django.http import HttpRequest
 
 from policies.models import Policy, TwinJob, Version
 
 
-class VersionInline(admin.TabularInline):
+class VersionInline(admin.TabularInline[Version, Policy]):
     model = Version
-    fields = ["number", "author", "created_at", "change_note", "twin_origin", "finalized_at"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "number", "author", "created_at", "change_note", "twin_origin", "finalized_at"
+    )  # fmt: skip
     extra = 0
     can_delete = False
     show_change_link = True
 
-    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Policy | None = None) -> bool:
         return False  # versions are created in the editor, never here
 
 
 @admin.register(Policy)
-class PolicyAdmin(admin.ModelAdmin):
+class PolicyAdmin(admin.ModelAdmin[Policy]):
     list_display = [
         "name",
         "slug",
@@ -29,14 +32,17 @@ class PolicyAdmin(admin.ModelAdmin):
     readonly_fields = ["slug", "created_by", "created_at", "updated_at"]
     inlines = [VersionInline]
 
-    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
-        if not change:
+    def save_model(
+        self, request: HttpRequest, obj: Policy, form: ModelForm[Policy], change: bool
+    ) -> None:
+        # The admin site lets only signed-in staff in, so the user is never anonymous.
+        if not change and request.user.is_authenticated:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
 
 
 @admin.register(Version)
-class VersionAdmin(admin.ModelAdmin):
+class VersionAdmin(admin.ModelAdmin[Version]):
     list_display = ["__str__", "author", "created_at", "twin_origin", "finalized_at"]
     list_filter = ["twin_origin", "policy"]
     search_fields = ["policy__name", "change_note"]
@@ -48,12 +54,12 @@ class VersionAdmin(admin.ModelAdmin):
         "finalized_at", "finalized_by",
     ]  # fmt: skip
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
 
 @admin.register(TwinJob)
-class TwinJobAdmin(admin.ModelAdmin):
+class TwinJobAdmin(admin.ModelAdmin[TwinJob]):
     list_display = ["pk", "version", "status", "requested_by", "created_at", "finished_at"]
     list_filter = ["status"]
     list_select_related = ["version__policy", "requested_by"]

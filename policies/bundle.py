@@ -1,4 +1,4 @@
-"""Reading a policy bundle back (``labeling.exports.iter_bundle`` writes it).
+"""Reading a policy bundle back (``labeling.release.exports.iter_bundle`` writes it).
 
 ``import_bundle`` recreates the policy (by slug) with every version, its texts, twin, change
 note, author, timestamps, finalize state, override reason and frozen evidence. It is
@@ -26,7 +26,7 @@ from policies.models import SLUG_MAX_LENGTH, Policy, TwinOrigin, Version
 from policies.services import MAX_POLICY_CHARS, PolicyError
 
 BUNDLE_FORMAT = "cope-studio.policy-bundle"
-BUNDLE_FORMAT_VERSION = 1  # the newest this code reads; labeling.exports writes the same
+BUNDLE_FORMAT_VERSION = 1  # the newest this code reads; labeling.release.exports writes the same
 MAX_BUNDLE_BYTES = 50 * 1024 * 1024
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.conf import settings
@@ -30,7 +30,7 @@ def _text_field(*, required: bool, label: str) -> forms.CharField:
     )
 
 
-class PolicyForm(forms.ModelForm):
+class PolicyForm(forms.ModelForm[Policy]):
     class Meta:
         model = Policy
         fields = ["name", "description", "agreement_threshold", "min_sample_size"]
@@ -47,7 +47,8 @@ class PolicyForm(forms.ModelForm):
         ].help_text = "Share of items both wordings must label alike, 0.5–1.0 (95 is read as 0.95)."
 
     def clean_name(self) -> str:
-        return " ".join(self.cleaned_data["name"].split())
+        name: str = self.cleaned_data["name"]
+        return " ".join(name.split())
 
     def clean_agreement_threshold(self) -> float:
         value = float(self.cleaned_data["agreement_threshold"])
@@ -75,21 +76,25 @@ class VersionForm(forms.Form):
     def __init__(self, *args: Any, policy: Policy, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.policy = policy
-        self.fields["parent"].queryset = policy.versions.all()
+        parent = cast(forms.ModelChoiceField[Version], self.fields["parent"])
+        parent.queryset = policy.versions.all()
         self.needs_note = policy.versions.exists()
         self.fields["change_note"].required = self.needs_note
 
     def clean_text(self) -> str:
-        text = self.cleaned_data["text"].replace("\r\n", "\n")
+        text: str = self.cleaned_data["text"]
+        text = text.replace("\r\n", "\n")
         if not text.strip():
             raise forms.ValidationError("The policy text is empty.")
         return text
 
     def clean_twin_text(self) -> str:
-        return self.cleaned_data["twin_text"].replace("\r\n", "\n")
+        twin: str = self.cleaned_data["twin_text"]
+        return twin.replace("\r\n", "\n")
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         text, twin = data.get("text"), data.get("twin_text", "")
         if text and twin and twin.strip():
             problems = twin_problems(text, twin)
@@ -119,23 +124,28 @@ class TwinForm(forms.Form):
         self.version = version
 
     def clean_twin_text(self) -> str:
-        twin = self.cleaned_data["twin_text"].replace("\r\n", "\n")
+        twin: str = self.cleaned_data["twin_text"]
+        twin = twin.replace("\r\n", "\n")
         problems = twin_problems(self.version.text, twin)
         if problems:
             raise forms.ValidationError([forms.ValidationError(p) for p in problems])
         return twin
 
 
+class _VersionChoiceField(forms.ModelChoiceField[Version]):
+    def label_from_instance(self, obj: Version) -> str:
+        return f"v{obj.number}"
+
+
 class DiffForm(forms.Form):
-    a = forms.ModelChoiceField(queryset=Version.objects.none(), label="From")
-    b = forms.ModelChoiceField(queryset=Version.objects.none(), label="To")
+    a = _VersionChoiceField(queryset=Version.objects.none(), label="From")
+    b = _VersionChoiceField(queryset=Version.objects.none(), label="To")
 
     def __init__(self, *args: Any, policy: Policy, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         versions = policy.versions.order_by("-number")
         for name in ("a", "b"):
-            self.fields[name].queryset = versions
-            self.fields[name].label_from_instance = lambda v: f"v{v.number}"
+            cast(_VersionChoiceField, self.fields[name]).queryset = versions
 
 
 class BundleImportForm(forms.Form):

@@ -14,7 +14,8 @@ from worker.contract import RECORD_TWIN_TASK, ContractError, TwinResult
 log = logging.getLogger(__name__)
 
 
-@shared_task(
+# Celery ships no type hints, so its decorator is untyped to mypy.
+@shared_task(  # type: ignore[untyped-decorator]
     name=RECORD_TWIN_TASK,
     autoretry_for=(OperationalError,),
     retry_backoff=True,

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
 
+from cope_studio.celery import app
+
 log = logging.getLogger(__name__)
 
 PATH = "/healthz"
@@ -33,8 +35,6 @@ def database_ok() -> bool:
 
 
 def broker_ok() -> bool:
-    from cope_studio.celery import app
-
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=0, timeout=TIMEOUT_SECONDS)

@@ -30,7 +30,8 @@ class TryForm(forms.Form):
     twin_text = forms.CharField(required=False, strip=False, max_length=MAX_TRY_CHARS)
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         raw = (data.get("contents") or "").replace("\r\n", "\n")
         if data.get("mode") == "block":
             contents = [raw.strip()] if raw.strip() else []

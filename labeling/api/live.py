@@ -17,8 +17,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from celery.exceptions import TimeoutError as CeleryTimeout
 from django.conf import settings
 
+from cope_studio.celery import app as celery_app
 from policies.tokens import _load_tokenizer, count_policy_tokens, estimate_tokens
 from worker.contract import (
     LIVE_QUEUE,
@@ -103,21 +105,14 @@ def budget_errors(policy: str, contents: list[str]) -> dict[int, str]:
 # The round trip ----------------------------------------------------------------------------
 
 
-def _celery_app() -> Any:
-    from cope_studio.celery import app
-
-    return app
-
-
 def _backend() -> Any:
     """This thread's result backend (Celery keeps one per thread)."""
-    app = _celery_app()
-    if not app.conf.result_backend:
+    if not celery_app.conf.result_backend:
         raise LiveError(
             "No result backend is configured (CELERY_RESULT_BACKEND), so a live answer cannot "
             "come back from the model workers."
         )
-    return app.backend
+    return celery_app.backend
 
 
 @dataclass(frozen=True)
@@ -137,7 +132,7 @@ def send(*, policy: str, contents: list[str], timeout: float | None = None) -> P
     _backend()
     started = time.perf_counter()
     try:
-        result = _celery_app().send_task(
+        result = celery_app.send_task(
             SCORE_LIVE_TASK,
             args=[LiveRequest(policy=policy, contents=contents).to_dict()],
             queue=LIVE_QUEUE,
@@ -167,8 +162,6 @@ def _stored(backend: Any, task_id: str) -> dict[str, Any] | None:
 def _wait_for_meta(backend: Any, pending: Pending) -> dict[str, Any] | None:
     remaining = pending.deadline - time.perf_counter()
     if hasattr(backend, "result_consumer"):  # Redis: woken by pub/sub, no polling
-        from celery.exceptions import TimeoutError as CeleryTimeout
-
         try:
             backend.app.AsyncResult(pending.task_id, backend=backend).get(
                 timeout=max(remaining, 0.001), propagate=False, disable_sync_subtasks=False

@@ -8,11 +8,12 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
+from cope_studio.lib.htmx import AuthedHttpRequest
 from cope_studio.lib.permissions import require_perms
 from labeling.api import keys as api_keys
 from labeling.api import live
@@ -23,11 +24,11 @@ from policies.models import Version
 VIEW = "policies.view_policy"
 
 
-def _is_key_admin(request: HttpRequest) -> bool:
+def _is_key_admin(request: AuthedHttpRequest) -> bool:
     return bool(request.user.has_perm(api_keys.ADMIN_PERM))
 
 
-def _get_key_for_user(request: HttpRequest, pk: int) -> ApiKey:
+def _get_key_for_user(request: AuthedHttpRequest, pk: int) -> ApiKey:
     require_perms(request, VIEW)
     api_key = get_object_or_404(ApiKey, pk=pk)
     if api_key.owner_id != request.user.pk and not _is_key_admin(request):
@@ -38,7 +39,7 @@ def _get_key_for_user(request: HttpRequest, pk: int) -> ApiKey:
 @never_cache  # the page that shows a new key once must not be kept by a browser or proxy
 @login_required
 @require_http_methods(["GET", "POST"])
-def apikey_list(request: HttpRequest) -> HttpResponse:
+def apikey_list(request: AuthedHttpRequest) -> HttpResponse:
     require_perms(request, VIEW)
     admin = _is_key_admin(request)
     form = ApiKeyForm(request.POST or None, can_choose_owner=admin)
@@ -60,7 +61,6 @@ def apikey_list(request: HttpRequest) -> HttpResponse:
         request.GET.get("page")
     )
     context: dict[str, Any] = {
-        "nav": "api",
         "form": form,
         "page": page,
         "new_key": new_key,
@@ -73,7 +73,7 @@ def apikey_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def apikey_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+def apikey_revoke(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     api_key = _get_key_for_user(request, pk)
     form = ApiKeyRevokeForm(request.POST)
     if form.is_valid() and api_keys.revoke_key(api_key=api_key, by=request.user):
@@ -86,7 +86,7 @@ def apikey_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 TRY_PERMS = ("policies.view_policy", "labeling.add_job")
 
 
-def _get_version_for_user(request: HttpRequest, pk: int | None) -> Version | None:
+def _get_version_for_user(request: AuthedHttpRequest, pk: int | None) -> Version | None:
     require_perms(request, *TRY_PERMS)
     if pk is None:
         return None
@@ -95,7 +95,7 @@ def _get_version_for_user(request: HttpRequest, pk: int | None) -> Version | Non
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def try_run(request: HttpRequest) -> HttpResponse:
+def try_run(request: AuthedHttpRequest) -> HttpResponse:
     """GET: the Try page for a version (``?version=``). POST: try the contents; htmx gets the
     results fragment, a plain POST the whole page with the results."""
     require_perms(request, *TRY_PERMS)
@@ -131,7 +131,6 @@ def _context(
     form: TryForm, version: Version | None, result: live.TryResult | None, *, unsaved: bool = False
 ) -> dict[str, Any]:
     return {
-        "nav": "policies",
         "try_form": form,
         "try_version": version,
         "try_result": result,

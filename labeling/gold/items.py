@@ -11,11 +11,12 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from django.db.models import F, OuterRef, Q, QuerySet, Subquery
+from django_stubs_ext import WithAnnotations
 
-from labeling.gold.services import add_item_fields, no_jit, with_gold_lookups
+from labeling.gold.services import GoldFields, add_item_fields, no_jit, with_gold_lookups
 from labeling.models import Job, Label, ReviewTask, Side
 
 PAGE_SIZE = 50
@@ -32,7 +33,17 @@ _COLUMNS = (
 )
 
 
-def job_rows(job: Job) -> QuerySet[Label]:
+class RowFields(GoldFields):
+    label_b: int | None
+    p1_b: float | None
+    error_b: str | None
+
+
+ItemRow: TypeAlias = "WithAnnotations[Label, RowFields]"
+"""Side A's label row of an item, with side B's label and the gold (``job_rows``)."""
+
+
+def job_rows(job: Job) -> QuerySet[ItemRow]:
     """One row per item of the job: side A's label row, with side B's label and the gold
     looked up per row (index lookups on ``label_unique`` and ``gold_label_unique``).
 
@@ -41,15 +52,15 @@ def job_rows(job: Job) -> QuerySet[Label]:
     once it has a page (or, under a rare filter, at the end of the job).
     """
     side_b = Label.objects.filter(job_id=job.pk, side=Side.B, item_id=OuterRef("item_id"))
-    rows = Label.objects.filter(job=job, side=Side.A).annotate(
+    rows = with_gold_lookups(Label.objects.filter(job=job, side=Side.A), job.version.policy_id)
+    return rows.annotate(
         label_b=Subquery(side_b.values("label")[:1]),
         p1_b=Subquery(side_b.values("p1")[:1]),
         error_b=Subquery(side_b.values("error")[:1]),
     )
-    return with_gold_lookups(rows, job.version.policy_id)
 
 
-def apply_filters(rows: QuerySet[Label], filters: dict[str, Any]) -> QuerySet[Label]:
+def apply_filters(rows: QuerySet[ItemRow], filters: dict[str, Any]) -> QuerySet[ItemRow]:
     """Narrow the rows by the items page's filters (``ItemFilterForm.cleaned_data``)."""
     if filters.get("mismatch"):
         rows = rows.filter(label__isnull=False, label_b__isnull=False).exclude(label=F("label_b"))
@@ -117,7 +128,7 @@ def _item_page(job: Job, filters: dict[str, Any], size: int) -> ItemPage:
         has_next = len(page) > size
         page = page[:size]
         has_prev = after is not None
-    _add_decisions(job, page)
+    page = _with_decisions(job, page)
     return ItemPage(
         rows=page,
         next_after=page[-1]["item_id"] if page and has_next else None,
@@ -126,10 +137,10 @@ def _item_page(job: Job, filters: dict[str, Any], size: int) -> ItemPage:
     )
 
 
-def _add_decisions(job: Job, rows: list[dict[str, Any]]) -> None:
-    """Each row's item text and id, and its review task and decision in this job (two queries
-    per page)."""
-    add_item_fields(rows)
+def _with_decisions(job: Job, page: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with their item's text and id, and their review task and decision in this job
+    (two queries per page)."""
+    rows = add_item_fields(page)
     ids = [r["item_id"] for r in rows]
     tasks = {
         t["item_id"]: t
@@ -152,6 +163,7 @@ def _add_decisions(job: Job, rows: list[dict[str, Any]]) -> None:
         )
         text = row["item__text"]
         row["text_shown"] = text if len(text) <= 400 else text[:399] + "…"
+    return rows
 
 
 def _margin(p_a: float | None, p_b: float | None) -> float | None:
@@ -205,8 +217,7 @@ def csv_lines(job: Job, filters: dict[str, Any], *, chunk: int = 2000) -> Iterat
             )
         if not rows:
             return
-        _add_decisions(job, rows)
-        for r in rows:
+        for r in _with_decisions(job, rows):
             yield writer.writerow(
                 guard_cell(v)
                 for v in (

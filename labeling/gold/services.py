@@ -5,7 +5,7 @@ Gold has three sources (``GoldSource``):
 * **import**: the item's expected-label column (``Item.expected_label``). It counts as gold for
   every policy whose job ran on the item. It needs no row: it is the oldest of the three (it
   exists from the import on), so any ``GoldLabel`` row for the (policy, item) is newer and wins;
-* **review**: a reviewer's "correct label" (``labeling.review.submit_decision``);
+* **review**: a reviewer's "correct label" (``labeling.review.decisions.submit_decision``);
 * **typed**: a label typed on a job's items page (``set_gold``).
 
 One ``GoldLabel`` row per (policy, item): a newer decision or typed label replaces it, so the
@@ -17,10 +17,10 @@ Scores are computed with one grouped SQL aggregate per job (never every label in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias, TypedDict
 
 from django.db import connection, transaction
 from django.db.models import (
@@ -36,7 +36,10 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.expressions import Combinable
 from django.db.models.functions import Cast, Coalesce
+from django.db.models.lookups import IsNull
+from django_stubs_ext import WithAnnotations
 
 from labeling.models import GoldChoice, GoldLabel, GoldSource, Item, Job, Label, Side
 from labeling.scoring import FEW_GOLD, GoldScore, score_from_counts
@@ -62,21 +65,38 @@ def set_gold(*, policy: Policy, item: Item, label: str, source: str, by: Any) ->
     return gold
 
 
-def with_gold(labels: QuerySet[Label], policy_id: int) -> QuerySet[Label]:
-    """Annotate label rows with their item's gold (``gold``: "0"/"1"/"u"/None) and source."""
+class GoldFields(TypedDict):
+    gold: str | None
+    gold_source: str
+
+
+GoldLabelled: TypeAlias = "WithAnnotations[Label, GoldFields]"
+"""A label row annotated by ``with_gold`` or ``with_gold_lookups``."""
+
+
+def gold_precedence(
+    row_label: Combinable, row_source: Combinable, expected: Combinable
+) -> tuple[Combinable, Combinable]:
+    """The one definition of gold precedence: a ``GoldLabel`` row (typed, reviewed) is newer than
+    the import's expected label and wins; ``gold`` is "0"/"1"/"u"/None and ``gold_source`` its
+    source ("" without gold), returned in that order. Every path that reads gold (figures,
+    items page, CSV, misses) annotates through this."""
+    gold = Coalesce(row_label, Cast(expected, output_field=CharField(max_length=1)))
+    source = Case(
+        When(IsNull(row_label, False), then=row_source),
+        When(IsNull(expected, False), then=Value(GoldSource.IMPORT)),
+        default=Value(""),
+        output_field=CharField(),
+    )
+    return gold, source
+
+
+def with_gold(labels: QuerySet[Label], policy_id: int) -> QuerySet[GoldLabelled]:
+    """Annotate label rows with their item's gold (``gold_precedence``), joined."""
+    gold, source = gold_precedence(F("g__label"), F("g__source"), F("item__expected_label"))
     return labels.annotate(
         g=FilteredRelation("item__gold_labels", condition=Q(item__gold_labels__policy_id=policy_id))
-    ).annotate(
-        gold=Coalesce(
-            F("g__label"), Cast("item__expected_label", output_field=CharField(max_length=1))
-        ),
-        gold_source=Case(
-            When(g__label__isnull=False, then=F("g__source")),
-            When(item__expected_label__isnull=False, then=Value(GoldSource.IMPORT)),
-            default=Value(""),
-            output_field=CharField(),
-        ),
-    )
+    ).annotate(gold=gold, gold_source=source)
 
 
 @contextmanager
@@ -91,27 +111,18 @@ def no_jit() -> Iterator[None]:
         yield
 
 
-def with_gold_lookups(labels: QuerySet[Label], policy_id: int) -> QuerySet[Label]:
+def with_gold_lookups(labels: QuerySet[Label], policy_id: int) -> QuerySet[GoldLabelled]:
     """``with_gold`` for paged reads: the gold is looked up per row (two index lookups), so a
     page walks the label index from its cursor and stops after a page, whatever the job's size.
     (``with_gold``'s joins suit whole-job aggregates, where PostgreSQL hashes the tables.)"""
     row = GoldLabel.objects.filter(policy_id=policy_id, item_id=OuterRef("item_id"))
     expected = Item.objects.filter(pk=OuterRef("item_id")).values("expected_label")[:1]
+    gold, source = gold_precedence(F("g_label"), F("g_source"), F("g_expected"))
     return labels.annotate(
         g_label=Subquery(row.values("label")[:1]),
         g_source=Subquery(row.values("source")[:1]),
-    ).annotate(
-        gold=Coalesce(
-            F("g_label"),
-            Cast(Subquery(expected), output_field=CharField(max_length=1)),
-        ),
-        gold_source=Case(
-            When(g_label__isnull=False, then=F("g_source")),
-            When(gold__isnull=False, then=Value(GoldSource.IMPORT)),
-            default=Value(""),
-            output_field=CharField(),
-        ),
-    )
+        g_expected=Subquery(expected),
+    ).annotate(gold=gold, gold_source=source)
 
 
 @dataclass(frozen=True)
@@ -201,14 +212,18 @@ def misses(job: Job, *, side: str, kind: str, limit: int = 10) -> list[dict[str,
     return add_item_fields(rows)
 
 
-def add_item_fields(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Add ``item__external_id`` and ``item__text`` to rows keyed by ``item_id`` (one query)."""
+def add_item_fields(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The rows (keyed by ``item_id``) with their item's ``item__external_id`` and
+    ``item__text`` added (one query)."""
+    listed = list(rows)
     items = {
         pk: (external_id, text)
         for pk, external_id, text in Item.objects.filter(
-            pk__in=[r["item_id"] for r in rows]
+            pk__in=[r["item_id"] for r in listed]
         ).values_list("pk", "external_id", "text")
     }
-    for row in rows:
-        row["item__external_id"], row["item__text"] = items.get(row["item_id"], ("", ""))
-    return rows
+    enriched = []
+    for row in listed:
+        external_id, text = items.get(row["item_id"], ("", ""))
+        enriched.append({**row, "item__external_id": external_id, "item__text": text})
+    return enriched

@@ -9,30 +9,32 @@ Permissions: anyone who may view jobs sees the items and comparisons; typing a g
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from cope_studio.lib.htmx import AuthedHttpRequest
 from cope_studio.lib.permissions import require_perms
 from labeling.gold import items
 from labeling.gold import services as gold
 from labeling.gold.forms import GoldForm, ItemFilterForm
 from labeling.jobs import comparisons
-from labeling.models import GoldSource, Item, Job
+from labeling.models import GoldChoice, GoldSource, Item, Job
 
 
-def _get_job(request: HttpRequest, pk: int, *perms: str) -> Job:
+def _get_job(request: AuthedHttpRequest, pk: int, *perms: str) -> Job:
     require_perms(request, "labeling.view_job", *perms)
     return get_object_or_404(
         Job.objects.select_related("version__policy", "sample_set", "compare_version"), pk=pk
     )
 
 
-def _filters(request: HttpRequest) -> tuple[ItemFilterForm, dict[str, Any]]:
+def _filters(request: AuthedHttpRequest) -> tuple[ItemFilterForm, dict[str, Any]]:
     form = ItemFilterForm(request.GET or None)
     if form.is_bound and form.is_valid():
         return form, form.cleaned_data
@@ -41,8 +43,6 @@ def _filters(request: HttpRequest) -> tuple[ItemFilterForm, dict[str, Any]]:
 
 def _query(filters: dict[str, Any], **cursor: Any) -> str:
     """The page's filters as a query string, with the given cursor."""
-    from urllib.parse import urlencode
-
     params = {
         k: ("on" if v is True else v)
         for k, v in filters.items()
@@ -52,7 +52,7 @@ def _query(filters: dict[str, Any], **cursor: Any) -> str:
     return urlencode(params)
 
 
-def _items_context(request: HttpRequest, job: Job) -> dict[str, Any]:
+def _items_context(request: AuthedHttpRequest, job: Job) -> dict[str, Any]:
     form, filters = _filters(request)
     page = items.item_page(job, filters)
     return {
@@ -69,7 +69,7 @@ def _items_context(request: HttpRequest, job: Job) -> dict[str, Any]:
         "filter_query": _query(filters),
         "can_gold": request.user.has_perm("labeling.add_goldlabel"),
         "gold_url": reverse("labeling:job_gold_set", args=[job.pk]),
-        "gold_choices": GoldForm.base_fields["label"].choices,  # type: ignore[attr-defined]
+        "gold_choices": GoldChoice.choices,
         "label_b_name": comparisons.side_b_name(job),
         "form_errors": form.errors if form.is_bound else {},
     }
@@ -77,7 +77,7 @@ def _items_context(request: HttpRequest, job: Job) -> dict[str, Any]:
 
 @login_required
 @require_GET
-def job_items(request: HttpRequest, pk: int) -> HttpResponse:
+def job_items(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     job = _get_job(request, pk, "labeling.view_label")
     context = _items_context(request, job)
     if request.htmx:
@@ -87,7 +87,7 @@ def job_items(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def job_items_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
+def job_items_csv(request: AuthedHttpRequest, pk: int) -> StreamingHttpResponse:
     job = _get_job(request, pk, "labeling.view_label")
     _, filters = _filters(request)
     response = StreamingHttpResponse(
@@ -99,7 +99,7 @@ def job_items_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
 
 @login_required
 @require_POST
-def job_gold_set(request: HttpRequest, pk: int) -> HttpResponse:
+def job_gold_set(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     """Type the gold label of one item of the job (htmx swaps its row's gold cell)."""
     job = _get_job(request, pk, "labeling.add_goldlabel")
     form = GoldForm(request.POST)
@@ -120,7 +120,7 @@ def job_gold_set(request: HttpRequest, pk: int) -> HttpResponse:
             "row": row,
             "can_gold": True,
             "gold_url": reverse("labeling:job_gold_set", args=[job.pk]),
-            "gold_choices": GoldForm.base_fields["label"].choices,  # type: ignore[attr-defined]
+            "gold_choices": GoldChoice.choices,
             "saved": True,
         }
         return render(request, "labeling/gold/job_items.html#gold-cell", context)

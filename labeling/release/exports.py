@@ -19,11 +19,12 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from django.db.models import CharField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
+from django_stubs_ext import WithAnnotations
 
 from labeling.gold import items
 from labeling.gold.services import job_gold_report
@@ -239,7 +240,11 @@ class TrainingSummary:
         }
 
 
-def _version_gold_items(version: Version) -> QuerySet[Item]:
+class _VersionGold(TypedDict):
+    gold: str
+
+
+def _version_gold_items(version: Version) -> QuerySet[WithAnnotations[Item, _VersionGold]]:
     """Items labeled in any job of ``version``, with their gold under that version.
 
     A reviewer's decision in a job of this version is its gold under this version (the wording

@@ -7,11 +7,12 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from cope_studio.lib.htmx import AuthedHttpRequest
 from cope_studio.lib.permissions import require_perms
 from labeling.release import exports
 from labeling.release.finalize import NotReady, finalize, finalize_readiness
@@ -22,7 +23,9 @@ from policies.services import PolicyError
 FINALIZE = "labeling/release/review_finalize.html"
 
 
-def _finalize_context(request: HttpRequest, version: Version, error: str = "") -> dict[str, Any]:
+def _finalize_context(
+    request: AuthedHttpRequest, version: Version, error: str = ""
+) -> dict[str, Any]:
     return {
         "version": version,
         "readiness": finalize_readiness(version),
@@ -33,7 +36,7 @@ def _finalize_context(request: HttpRequest, version: Version, error: str = "") -
     }
 
 
-def _version_lookup(request: HttpRequest, version_id: int, perm: str) -> Version:
+def _version_lookup(request: AuthedHttpRequest, version_id: int, perm: str) -> Version:
     require_perms(request, perm)
     return get_object_or_404(
         Version.objects.select_related("policy", "finalized_by"), pk=version_id
@@ -42,7 +45,7 @@ def _version_lookup(request: HttpRequest, version_id: int, perm: str) -> Version
 
 @login_required
 @require_GET
-def finalize_panel(request: HttpRequest, version_id: int) -> HttpResponse:
+def finalize_panel(request: AuthedHttpRequest, version_id: int) -> HttpResponse:
     """Readiness of a version: which condition is missing, and the button when none is."""
     version = _version_lookup(request, version_id, "policies.view_version")
     template = f"{FINALIZE}#finalize-panel" if request.htmx else FINALIZE
@@ -51,7 +54,7 @@ def finalize_panel(request: HttpRequest, version_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def finalize_view(request: HttpRequest, version_id: int) -> HttpResponse:
+def finalize_view(request: AuthedHttpRequest, version_id: int) -> HttpResponse:
     version = _version_lookup(request, version_id, "policies.finalize_version")
     form = FinalizeForm(request.POST)
     error = ""
@@ -94,14 +97,14 @@ _TYPES = {
 }
 
 
-def _download(chunks: Iterator[str] | str, name: str, extension: str) -> HttpResponse:
-    response: HttpResponse
+def _download(chunks: Iterator[str] | str, name: str, extension: str) -> HttpResponseBase:
+    response: HttpResponseBase
     if isinstance(chunks, str):
         response = HttpResponse(chunks.encode(), content_type=_TYPES[extension])
     else:
         response = StreamingHttpResponse(
             (chunk.encode() for chunk in chunks), content_type=_TYPES[extension]
-        )  # type: ignore[assignment]
+        )
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
 
@@ -112,7 +115,7 @@ def _refused(exc: Exception) -> HttpResponse:
 
 @login_required
 @require_GET
-def version_export(request: HttpRequest, version_id: int, fmt: str) -> HttpResponse:
+def version_export(request: AuthedHttpRequest, version_id: int, fmt: str) -> HttpResponseBase:
     """A finalized version: its text (md), its twin (twin.md) or its deciding job (csv)."""
     require_perms(request, "policies.view_version", "labeling.view_label")
     version = get_object_or_404(Version.objects.select_related("policy"), pk=version_id)
@@ -132,7 +135,7 @@ def version_export(request: HttpRequest, version_id: int, fmt: str) -> HttpRespo
 
 @login_required
 @require_GET
-def policy_export(request: HttpRequest, policy_id: int, fmt: str) -> HttpResponse:
+def policy_export(request: AuthedHttpRequest, policy_id: int, fmt: str) -> HttpResponseBase:
     """The whole policy: the JSON bundle (``json``) or the training JSONL (``jsonl``)."""
     require_perms(request, "policies.view_policy", "labeling.view_goldlabel")
     policy = get_object_or_404(Policy, pk=policy_id)

@@ -77,7 +77,8 @@ def record_heartbeat(beat: Heartbeat) -> bool:
     return True
 
 
-@shared_task(
+# Celery ships no type hints, so its decorator is untyped to mypy.
+@shared_task(  # type: ignore[untyped-decorator]
     name=RECORD_HEARTBEAT_TASK,
     ignore_result=True,
     autoretry_for=(OperationalError,),

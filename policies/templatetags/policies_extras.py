@@ -4,6 +4,9 @@ from typing import Any
 
 from django import template
 
+from policies.services import twin_closeness
+from worker.policy_text import twin_warnings
+
 register = template.Library()
 
 
@@ -24,9 +27,6 @@ def twin_checks(text: str, twin: str, saved_warnings: list[str] | None = None) -
     ``saved_warnings`` (a version's ``twin_warnings``) are shown when given; otherwise they are
     computed from the two texts (a job's frozen texts, say).
     """
-    from policies.services import twin_closeness
-    from worker.policy_text import twin_warnings
-
     if not (text.strip() and twin.strip()):
         return {"warnings": [], "closeness": None}
     warnings = twin_warnings(text, twin) if saved_warnings is None else saved_warnings

@@ -15,6 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis
+from django.conf import settings
+from kombu import pools
+
+from cope_studio.celery import app
+from worker.broker import TRANSPORT
+from worker.config import WorkerConfig
+
 REPO = Path(__file__).resolve().parents[3]
 CELERY = str(Path(sys.executable).with_name("celery"))
 
@@ -50,8 +58,6 @@ class BrokerSetup:
         self._undo: list[Any] = []
 
     def env(self) -> dict[str, str]:
-        from django.conf import settings
-
         env = {
             **os.environ,
             "CELERY_BROKER_URL": self.broker_url,
@@ -66,8 +72,6 @@ class BrokerSetup:
 
     def __enter__(self) -> BrokerSetup:
         if self.kind == "redis":
-            import redis
-
             redis.Redis.from_url(self.broker_url).flushdb()
         for name in ("messages", "control", "processed", "results"):
             (self.broker_dir / name).mkdir(parents=True, exist_ok=True)
@@ -90,12 +94,6 @@ class BrokerSetup:
         return self
 
     def _point_app(self) -> None:
-        from kombu import pools
-
-        from cope_studio.celery import app
-        from worker.broker import TRANSPORT
-        from worker.config import WorkerConfig
-
         old = (
             app.conf.broker_url,
             app.conf.broker_transport_options,
@@ -112,7 +110,7 @@ class BrokerSetup:
             app.conf.broker_url, app.conf.broker_transport_options = url, opts
             app.conf.result_backend = backend
             app.conf.broker_transport = kind
-            pools.reset()
+            pools.reset()  # type: ignore[no-untyped-call]  # kombu leaves it unannotated
             app._pool = None
             app.amqp._producer_pool = None
             app._backend_cache = None
@@ -132,7 +130,5 @@ class BrokerSetup:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
         if self.kind == "redis":
-            import redis
-
             redis.Redis.from_url(self.broker_url).flushdb()
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -12,6 +12,7 @@ created is deleted afterwards.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -21,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -37,6 +37,38 @@ from policies.roles import AUTHOR, ensure_roles
 from worker.config import WorkerConfig
 
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+# A dropped connection seen on sending: the server closed the idle keep-alive connection.
+_DROPPED = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
+
+class _Client:
+    """One keep-alive HTTP connection to the server, as an API client would hold it."""
+
+    def __init__(self, port: int) -> None:
+        self._conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+
+    def request(
+        self, method: str, path: str, *, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        payload = None if body is None else json.dumps(body).encode()
+        sent = dict(headers or {})
+        if payload is not None:
+            sent["Content-Type"] = "application/json"
+        try:
+            return self._send(method, path, payload, sent)
+        except _DROPPED:
+            self._conn.close()  # the next request opens a new connection
+            return self._send(method, path, payload, sent)
+
+    def _send(
+        self, method: str, path: str, payload: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        self._conn.request(method, path, body=payload, headers=headers)
+        response = self._conn.getresponse()
+        return response.status, response.read()
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 class Command(BaseCommand):
@@ -74,38 +106,12 @@ class Command(BaseCommand):
         argv = [GUNICORN, "cope_studio.wsgi", "--bind", f"127.0.0.1:{opts['port']}"]
         argv += ["--workers", "2", "--threads", "4", "--log-level", "warning", "--timeout", "600"]
         server = subprocess.Popen(argv, cwd=REPO, env=env)
-        base = f"http://127.0.0.1:{opts['port']}"
+        client = _Client(opts["port"])
         try:
-            with httpx.Client(base_url=base, timeout=600) as client:
-                self._wait_up(client)
-                headers = {"Authorization": f"Bearer {secret}"}
-
-                def call(contents: list[str]) -> tuple[float, float, float]:
-                    body = {"policy": slug, "contents": contents}
-                    started = time.perf_counter()
-                    response = client.post("/api/v1/label", json=body, headers=headers)
-                    seconds = time.perf_counter() - started
-                    if response.status_code != 200:
-                        raise RuntimeError(f"{response.status_code}: {response.text}")
-                    timing = response.json()["timing"]
-                    return seconds, timing["model_ms"] / 1000, timing["total_ms"] / 1000
-
-                # The worker's pool child loads the model after the parent says "ready": wait
-                # for the first answer before timing anything.
-                deadline = time.monotonic() + 300
-                while True:
-                    try:
-                        call(CONTENTS[:1])
-                        break
-                    except RuntimeError:
-                        if time.monotonic() > deadline:
-                            raise
-                for _ in range(5):
-                    call(CONTENTS[:1])
-                    call((CONTENTS * 8)[:64])
-                one = [call([CONTENTS[i % len(CONTENTS)]]) for i in range(opts["n"])]
-                batch = [call((CONTENTS * 8)[:64]) for _ in range(opts["n_batch"])]
+            self._wait_up(client)
+            one, batch = self._measure(client, secret, slug, opts)
         finally:
+            client.close()
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=20)
         return {
@@ -118,6 +124,40 @@ class Command(BaseCommand):
         }
 
     @staticmethod
+    def _measure(
+        client: _Client, secret: str, slug: str, opts: dict[str, Any]
+    ) -> tuple[list[tuple[float, float, float]], list[tuple[float, float, float]]]:
+        """(latency, model time, server total) of each one-item and each 64-item request."""
+        headers = {"Authorization": f"Bearer {secret}"}
+
+        def call(contents: list[str]) -> tuple[float, float, float]:
+            body = {"policy": slug, "contents": contents}
+            started = time.perf_counter()
+            status, answer = client.request("POST", "/api/v1/label", body=body, headers=headers)
+            seconds = time.perf_counter() - started
+            if status != 200:
+                raise RuntimeError(f"{status}: {answer.decode(errors='replace')}")
+            timing = json.loads(answer)["timing"]
+            return seconds, timing["model_ms"] / 1000, timing["total_ms"] / 1000
+
+        # The worker's pool child loads the model after the parent says "ready": wait for the
+        # first answer before timing anything.
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                call(CONTENTS[:1])
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+        for _ in range(5):
+            call(CONTENTS[:1])
+            call((CONTENTS * 8)[:64])
+        one = [call([CONTENTS[i % len(CONTENTS)]]) for i in range(opts["n"])]
+        batch = [call((CONTENTS * 8)[:64]) for _ in range(opts["n_batch"])]
+        return one, batch
+
+    @staticmethod
     def _summary(rows: list[tuple[float, float, float]]) -> dict[str, Any]:
         return {
             "latency": percentiles([r[0] for r in rows]),
@@ -127,12 +167,13 @@ class Command(BaseCommand):
         }
 
     @staticmethod
-    def _wait_up(client: httpx.Client) -> None:
+    def _wait_up(client: _Client) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                client.get("/api/v1/openapi.json")
+                client.request("GET", "/api/v1/openapi.json")
                 return
-            except httpx.TransportError:
+            except OSError:  # refused until gunicorn listens
+                client.close()
                 time.sleep(0.2)
         raise RuntimeError("the web server did not start")

@@ -107,8 +107,7 @@ class Command(BaseCommand):
             csv_url = reverse("labeling:job_items_csv", args=[job.pk])
             t0 = time.perf_counter()
             response = client.get(csv_url)
-            chunks: Any = response.streaming_content  # type: ignore[attr-defined]
-            size = sum(len(chunk) for chunk in chunks)
+            size = len(response.getvalue())
             self.stdout.write(
                 f"CSV of all {n:,} items: {time.perf_counter() - t0:.1f}s, {size / 1e6:.1f} MB "
                 "(streamed)"

@@ -20,8 +20,12 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from cope_studio.celery import app
 from labeling.api import live
 from labeling.management.commands._live_bench import BrokerSetup, percentiles
+from worker.config import WorkerConfig
+from worker.contract import GPU_QUEUE, SCORE_CHUNK_TASK, ScoreItem, ScoreRequest
+from worker.loader import load_scorer
 
 DEMO = Path(__file__).resolve().parents[3] / "cope_studio" / "demo"
 CONTENTS = [
@@ -67,9 +71,6 @@ class Command(BaseCommand):
 
     def _model_alone(self, a: str, b: str, contents: list[str], n: int) -> dict[str, Any]:
         """The scorer the worker loads, called directly: A then B, as one Try."""
-        from worker.config import WorkerConfig
-        from worker.loader import load_scorer
-
         scorer = load_scorer(WorkerConfig.from_env())
         for _ in range(3):
             scorer.score(a, contents), scorer.score(b, contents)
@@ -123,9 +124,6 @@ class Command(BaseCommand):
         return trips, model, overhead
 
     def _queue_bulk(self, policy: str, chunks: int) -> None:
-        from cope_studio.celery import app
-        from worker.contract import GPU_QUEUE, SCORE_CHUNK_TASK, ScoreItem, ScoreRequest
-
         items = [ScoreItem(i, CONTENTS[i % len(CONTENTS)]) for i in range(128)]
         for chunk in range(chunks):
             request = ScoreRequest(

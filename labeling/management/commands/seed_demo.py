@@ -22,8 +22,10 @@ from django.db import transaction
 from django.utils import timezone
 
 import cope_studio
-from labeling.models import PolicyEvaluation, SampleSet
-from labeling.samples.services import StoredUpload, import_sample_set
+from labeling.jobs.services import start_job
+from labeling.models import Job, PolicyEvaluation, SampleSet
+from labeling.samples.services import import_sample_set
+from labeling.samples.uploads import StoredUpload
 from policies.models import Policy
 from policies.roles import ADMIN, AUTHOR, REVIEWER, ensure_roles
 from policies.services import create_policy, create_version
@@ -233,9 +235,6 @@ def _ensure_evaluation_set(demo: DemoPolicy) -> int | None:
 def _ensure_first_job(demo: DemoPolicy, author: Any) -> Any:
     """Queue v1 × the demo samples when the policy has no job yet (the workers pick it up when
     they start); the job, or None if one existed or something is missing."""
-    from labeling.jobs.services import start_job
-    from labeling.models import Job
-
     policy = Policy.objects.filter(name=demo.name).first()
     sample_set = SampleSet.objects.filter(name=demo.sample_set_name).first()
     if policy is None or sample_set is None or not sample_set.is_ready:
