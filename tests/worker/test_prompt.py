@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.prompt import CONTEXT_LIMIT, build_prefix, build_prompt, split_prompt
+from worker.prompt import build_prefix, build_prompt, split_prompt
 
 EXPECTED = (
     b"INSTRUCTIONS\n============\n\nExamine the given POLICY and determine if the given CONTENT "
@@ -38,7 +38,3 @@ def test_braces_and_template_words_are_data() -> None:
     # The content stays in its slot: the real answer header still ends the prompt.
     assert suffix.startswith(content)
     assert prompt.endswith(content + "\n\n\nANSWER\n======\n\n")
-
-
-def test_context_limit_is_8192_tokens() -> None:
-    assert CONTEXT_LIMIT == 8192

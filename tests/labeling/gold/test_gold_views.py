@@ -249,7 +249,7 @@ def test_job_page_says_when_no_item_has_gold(client: Client, author: Any) -> Non
 def test_run_form_starts_a_comparison_with_another_version(
     client: Client, author: Any, monkeypatch: Any
 ) -> None:
-    monkeypatch.setattr("labeling.jobs.services.send_score_request", lambda request: None)
+    monkeypatch.setattr("labeling.jobs.broker.send_score_request", lambda request: None)
     policy = make_policy(author)
     v1 = make_version(policy, author, text="# Old\n\n## Overview\nOld wording.\n")
     v2 = make_version(policy, author)
@@ -283,7 +283,7 @@ def test_run_form_starts_a_comparison_with_another_version(
 
 
 def test_start_job_freezes_pasted_text_b(author: Any, monkeypatch: Any) -> None:
-    monkeypatch.setattr("labeling.jobs.services.send_score_request", lambda request: None)
+    monkeypatch.setattr("labeling.jobs.broker.send_score_request", lambda request: None)
     version = make_version(make_policy(author), author)
     sample_set = SampleSet.objects.create(name="s", item_count=1, created_by=author)
     Item.objects.create(

@@ -15,6 +15,8 @@ from django.utils import timezone
 from labeling.agreement import Confusion, agreement_from_confusion
 from labeling.models import Job, JobStatus, ReviewStatus, SampleSet
 from labeling.release.finalize import NotReady, finalize, finalize_readiness
+from labeling.review.claim import claim_next_task
+from labeling.review.decisions import submit_decision
 from tests.labeling.review.test_review import make_job, make_policy, make_version
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -106,6 +108,32 @@ def test_unreviewed_mismatches_are_named(version: Any, author: Any) -> None:
     assert finalize_readiness(version).missing == [
         f"1 mismatch of job #{job.pk} is not reviewed yet."
     ]
+
+
+def test_a_claimed_but_undecided_mismatch_is_not_reviewed(
+    version: Any, author: Any, reviewer: Any, admin_user: Any
+) -> None:
+    """A reviewer holding a task has not decided it: the version stays unfinalizable, both in
+    what the panel says and in ``finalize`` itself, until the decision is made."""
+    job = good_job(version, author)  # two mismatches
+    decided = claim_next_task(reviewer=reviewer, job=job)
+    assert decided is not None
+    submit_decision(task=decided, reviewer=reviewer, label="1", wording="a")
+    held = claim_next_task(reviewer=reviewer, job=job)
+    assert held is not None and held.status == ReviewStatus.CLAIMED
+
+    assert finalize_readiness(version).missing == [
+        f"1 mismatch of job #{job.pk} is not reviewed yet."
+    ]
+    with pytest.raises(NotReady) as caught:
+        finalize(version=version, by=admin_user)
+    assert caught.value.readiness.missing == [f"1 mismatch of job #{job.pk} is not reviewed yet."]
+    version.refresh_from_db()
+    job.refresh_from_db()
+    assert not version.is_finalized and job.frozen_at is None
+
+    submit_decision(task=held, reviewer=reviewer, label="0", wording="b")
+    assert finalize(version=version, by=admin_user).is_finalized
 
 
 def test_every_missing_condition_is_listed(version: Any, author: Any) -> None:

@@ -12,7 +12,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from labeling.jobs import services
+from labeling.jobs import results, services
+from labeling.jobs.errors import JobError
 from labeling.models import ChunkStatus, Job, JobChunk, JobStatus, Label, ReviewStatus, ReviewTask
 from labeling.release.finalize import NotReady, finalize, finalize_readiness
 from labeling.tasks import record_chunk
@@ -141,7 +142,7 @@ def test_a_late_result_after_finalize_is_ignored(decided: Job, sent: list) -> No
 def test_retry_on_a_frozen_job_is_refused_with_a_message(decided: Job, sent: list) -> None:
     JobChunk.objects.filter(job=decided).update(status=ChunkStatus.FAILED)
     before = snapshot(decided)
-    with pytest.raises(services.JobError, match="is frozen"):
+    with pytest.raises(JobError, match="is frozen"):
         services.retry_failed_chunks(decided)
     assert snapshot(decided) == before and sent == []
 
@@ -152,7 +153,7 @@ def test_resume_on_a_frozen_job_sends_nothing(decided: Job, sent: list) -> None:
     decided.refresh_from_db()
     assert services.resume_job_now(decided) == 0
     assert services.resume_job(decided, stale_after=timezone.timedelta(0)) == 0
-    assert services.maybe_finish_job(decided.pk) is False
+    assert results.maybe_finish_job(decided.pk) is False
     assert sent == []
 
 

@@ -14,7 +14,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from labeling.jobs import services
+from labeling.jobs import broker, services
 from labeling.models import Job, WorkerHeartbeat
 from labeling.workers.services import list_workers, queue_status, record_heartbeat
 from tests.conftest import PASSWORD
@@ -132,7 +132,7 @@ def test_worker_error_is_escaped_on_the_page(client: Any, author: Any) -> None:
 def queued_job(
     author: Any, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
 ) -> Job:
-    monkeypatch.setattr(services, "send_score_request", lambda request: None)
+    monkeypatch.setattr(broker, "send_score_request", lambda request: None)
     with django_capture_on_commit_callbacks(execute=True):
         return services.start_job(
             version=make_version(author),
