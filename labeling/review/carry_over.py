@@ -118,17 +118,18 @@ def carry_over_decisions(*, job_id: int) -> int:
             if not batch:
                 break
             after = batch[-1][0]
-            newest: dict[str, Decision] = {}
-            for decision in (
+            # The newest decision per content hash, read as (hash, id) pairs: the items'
+            # texts are never loaded, only the decisions that will be copied.
+            newest_id = dict(
                 Decision.objects.filter(
                     task__job_id__in=same,
                     task__item__content_hash__in={h for _pk, h in batch},
                 )
-                .select_related("task__item")
                 .order_by("created_at", "id")
-            ):
-                newest[decision.task.item.content_hash] = decision
-            total += _carry([(pk, newest[h]) for pk, h in batch if h in newest])
+                .values_list("task__item__content_hash", "id")
+            )
+            decisions = Decision.objects.in_bulk(newest_id.values())
+            total += _carry([(pk, decisions[newest_id[h]]) for pk, h in batch if h in newest_id])
     return total
 
 

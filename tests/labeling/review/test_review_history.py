@@ -94,6 +94,21 @@ def test_rerun_under_the_same_texts_is_not_asked_again(author: Any, reviewer: An
     assert notes.decided == 2 and notes.carried == 2
 
 
+def test_carry_over_copies_the_newest_decision_on_the_content(author: Any, reviewer: Any) -> None:
+    # The same content twice in one job: decided 0, then 1. A rerun gets the newer answer.
+    job = make_job(
+        author=author, mismatches=[(1, 0.9, 0.1)] * 2, texts=["the same words", "the same words"]
+    )
+    decide(claim_next_task(reviewer=reviewer, job=job), reviewer, label="0")
+    decide(claim_next_task(reviewer=reviewer, job=job), reviewer, label="1", note="second look")
+    again = rerun(job, author)
+
+    assert carry_over_decisions(job_id=again.pk) == 2
+
+    labels = {(t.decision.label, t.decision.note) for t in tasks_of(again)}
+    assert labels == {("1", "second look")}
+
+
 @pytest.mark.parametrize("returning", [True, False])
 def test_carry_over_with_or_without_keys_returned_by_bulk_insert(
     author: Any, reviewer: Any, monkeypatch: pytest.MonkeyPatch, returning: bool
