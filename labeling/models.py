@@ -355,6 +355,7 @@ class Decision(models.Model):
     quote = models.TextField(blank=True)  # the ambiguous clause, quoted from the policy
     note = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(null=True, blank=True)  # set when the decision is edited
     # The earlier decision this one repeats (carried over automatically, or reused
     # by the reviewer with the `r` key); None for a decision made afresh.
     carried_from = models.ForeignKey(
@@ -365,10 +366,37 @@ class Decision(models.Model):
         return f"Decision on task {self.task_id}: {self.label}/{self.wording}"
 
 
+class DecisionAction(models.TextChoices):
+    EDIT = "edit", "Edited"
+    UNDO = "undo", "Undone"
+
+
+class DecisionChange(models.Model):
+    """One correction of a review decision: the decision's fields before and after, who, when.
+
+    Kept against the task, not the decision, so an undone (deleted) decision keeps its history.
+    """
+
+    task = models.ForeignKey(ReviewTask, on_delete=models.CASCADE, related_name="decision_changes")
+    action = models.CharField(max_length=10, choices=DecisionAction.choices)
+    before = models.JSONField(default=dict)  # label, wording, quote, note, reviewer id
+    after = models.JSONField(default=dict, blank=True)  # empty for an undo
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    changed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+        indexes = [models.Index(fields=["task", "-changed_at"], name="decision_change_task")]
+
+    def __str__(self) -> str:
+        return f"{self.action} of the decision on task {self.task_id}"
+
+
 class GoldSource(models.TextChoices):
     IMPORT = "import", "expected label at import"
     REVIEW = "review", "reviewer's decision"
     TYPED = "typed", "typed on the items page"
+    AUDIT = "audit", "gold audit"
 
 
 class GoldLabel(models.Model):
@@ -390,6 +418,36 @@ class GoldLabel(models.Model):
 
     def __str__(self) -> str:
         return f"Gold {self.policy_id}/{self.item_id} = {self.label}"
+
+
+class GoldChange(models.Model):
+    """One change of an item's gold under a policy: old and new label and source, who, when.
+
+    Blank ``old_label`` means there was no gold before; blank ``new_label`` means it was removed.
+    """
+
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="gold_changes")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="gold_changes")
+    old_label = models.CharField(max_length=1, blank=True)
+    new_label = models.CharField(max_length=1, blank=True)
+    old_source = models.CharField(max_length=10, blank=True)
+    new_source = models.CharField(max_length=10, choices=GoldSource.choices)
+    decision = models.ForeignKey(
+        Decision, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True
+    )
+    changed_at = models.DateTimeField(auto_now_add=True)
+    note = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+        indexes = [models.Index(fields=["policy", "item", "-changed_at"], name="gold_change_item")]
+
+    def __str__(self) -> str:
+        change = f"{self.old_label or '—'} → {self.new_label or '—'}"
+        return f"Gold {self.policy_id}/{self.item_id}: {change}"
 
 
 # --- Model worker heartbeats -------------------------------------------------------
@@ -454,24 +512,6 @@ class PolicyEvaluation(models.Model):
         return f"Evaluation set of policy {self.policy_id}: {self.sample_set_id}"
 
 
-class PolicySettingChange(models.Model):
-    """One change of a policy's threshold, minimum sample or evaluation set: who, when, what."""
-
-    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="setting_changes")
-    field = models.CharField(max_length=40)
-    old_value = models.CharField(max_length=300, blank=True)
-    new_value = models.CharField(max_length=300, blank=True)
-    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
-    changed_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["-changed_at", "-id"]
-        indexes = [models.Index(fields=["policy", "-changed_at"])]
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.old_value} → {self.new_value}"
-
-
 # --- API keys -----------------------------------------------------------------------
 
 
@@ -488,6 +528,9 @@ class ApiKey(models.Model):
     key_hash = models.CharField(max_length=64, unique=True)
     can_read = models.BooleanField(default=True)
     can_label = models.BooleanField(default=False)
+    # Ad-hoc labeling with a ``policy_text`` that was never reviewed: its own scope, off unless
+    # granted, because it skips drafting, review and finalize.
+    can_label_text = models.BooleanField(default=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
@@ -511,4 +554,9 @@ class ApiKey(models.Model):
 
     @property
     def scopes(self) -> list[str]:
-        return [s for s, on in (("read", self.can_read), ("label", self.can_label)) if on]
+        flags = (
+            ("read", self.can_read),
+            ("label", self.can_label),
+            ("label_text", self.can_label_text),
+        )
+        return [s for s, on in flags if on]

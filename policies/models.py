@@ -46,6 +46,11 @@ class Policy(models.Model):
         validators=[MinValueValidator(1)],
         help_text="Items a job must label on both sides before a version can be finalized.",
     )
+    min_kappa = models.FloatField(
+        default=0.60,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Cohen's kappa between the two wordings needed to finalize (0.0–1.0).",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="policies_created"
     )
@@ -115,8 +120,15 @@ class Version(models.Model):
     )
     # An admin's reason for finalizing on labels that are not CoPE's (a weak backend).
     finalize_override = models.TextField(blank=True)
-    # The deciding job's evidence as it stood at finalize (exports carry it; imports restore it).
+    # The deciding job's evidence as it stood at finalize (exports carry it).
     finalize_evidence = models.JSONField(default=dict, blank=True)
+    # A version brought in from another studio's bundle: where from, and, when the file called it
+    # finalized there, that studio's finalizer (a name, never a local account), date and evidence.
+    # Kept apart from finalized_* on purpose: this studio never finalized it.
+    imported_from = models.CharField(max_length=200, blank=True)
+    imported_finalized_at = models.DateTimeField(null=True, blank=True)
+    imported_finalized_by = models.CharField(max_length=150, blank=True)
+    imported_evidence = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["policy", "-number"]
@@ -169,3 +181,33 @@ class TwinJob(models.Model):
 
     def __str__(self) -> str:
         return f"Twin job {self.pk} for {self.version} ({self.status})"
+
+
+class PolicySettingChange(models.Model):
+    """One change of a policy's gate settings or evaluation set: who, when, old and new value.
+
+    Written by the model layer (``Policy.save`` and labeling's evaluation-set choice), so every
+    path that changes a setting leaves a row; ``changed_by`` is empty where no user was known
+    (the shell, a script), and ``via`` says which path it was.
+    """
+
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="setting_changes")
+    field = models.CharField(max_length=40)
+    old_value = models.CharField(max_length=300, blank=True)
+    new_value = models.CharField(max_length=300, blank=True)
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True
+    )
+    via = models.CharField(max_length=20, blank=True)
+    changed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        # The table was created by labeling, which owned this model before; kept, not renamed.
+        db_table = "labeling_policysettingchange"
+        ordering = ["-changed_at", "-id"]
+        indexes = [
+            models.Index(fields=["policy", "-changed_at"], name="labeling_po_policy__7a273e_idx")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.old_value} → {self.new_value}"

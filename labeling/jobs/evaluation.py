@@ -35,12 +35,11 @@ from labeling.models import (
     Job,
     JobStatus,
     PolicyEvaluation,
-    PolicySettingChange,
     SampleSet,
 )
 from policies import services as policy_services
 from policies.hooks import AgreementFigure
-from policies.models import Policy, Version
+from policies.models import Policy, PolicySettingChange, Version
 
 # NULLs last: PostgreSQL sorts NULL first in a plain descending order, SQLite last.
 _LATEST_FIRST = (F("finished_at").desc(nulls_last=True), F("id").desc())

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from labeling.gold import items as items_module
-from labeling.models import GoldLabel, GoldSource, Item, PolicySettingChange, SampleSet
+from labeling.models import GoldLabel, GoldSource, Item, SampleSet
+from policies.models import PolicySettingChange
 from tests.labeling.gold.test_gold import build_job
 from tests.labeling.review.test_review import make_policy, make_version
 

@@ -21,9 +21,9 @@ from labeling.models import (
     Item,
     Job,
     PolicyEvaluation,
-    PolicySettingChange,
     SampleSet,
 )
+from policies.models import PolicySettingChange
 from tests.conftest import PASSWORD
 from tests.labeling.gold.test_gold import build_job
 from tests.labeling.review.test_review import make_policy, make_version
