@@ -3,6 +3,12 @@
 Structure (sections, labels) comes from ``worker.policy_text``, the same parser the twin
 generator checks its output with. The rules that need line numbers (intent words, bold terms)
 walk the lines here. Pure functions: the editor calls them on every pause in typing.
+
+Zentropi's published policies name each criterion in bold at the start of its list item
+(``- **Self-harm instructions**: ...``) and quote example content (``"I want to die"``): a
+criterion name is not a use of a defined term, and an example is not the policy's own wording,
+so the wording rules skip both. Structural findings (what makes the policy unusable) come
+first in the report, whatever their line, so they are never buried under wording notes.
 """
 
 from __future__ import annotations
@@ -38,6 +44,20 @@ _BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*|__(?=\S)(.+?)(?<=\S)__")
 _HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(\s[^<>]*)?/?>")
 _LINK = re.compile(r"\]\(\s*([^)\s]+)[^)]*\)")
 _SAFE_SCHEMES = ("http://", "https://", "mailto:")
+# A bold name opening a list item and followed by a colon or dash (or ending in a colon): the
+# criterion's name, as Zentropi writes it, not a defined term.
+_CRITERION_NAME = re.compile(
+    r"^\s*(?:[-*+]|\d+[.)])\s+"
+    r"(?:\*\*(?=\S)(?P<a>.+?)(?<=\S)\*\*|__(?=\S)(?P<b>.+?)(?<=\S)__)"
+    r"(?P<after>\s*[:\u2014\u2013]|\s+-\s)?"
+)
+# Quoted example content: code spans, then straight and curly double quotes, on one line.
+_QUOTED = re.compile(r"`[^`\n]+`|\"[^\"\n]*\"|\u201c[^\u201c\u201d\n]*\u201d")
+_BLOCKQUOTE = re.compile(r"^\s{0,3}>")
+# Findings about the policy's shape: listed before the wording notes.
+STRUCTURAL_RULES = frozenset(
+    {"missing-section", "no-labels", "label-includes", "label-excludes", "token-budget"}
+)
 # The starter template's placeholders: a policy that still has them is not written yet.
 PLACEHOLDERS = ("Policy name", "(CODE1) Label name", "**Term**")
 
@@ -49,6 +69,10 @@ class LintIssue:
     line: int | None = None
     column: int | None = None
     severity: str = WARNING
+
+    @property
+    def structural(self) -> bool:
+        return self.rule in STRUCTURAL_RULES
 
 
 @dataclass(frozen=True)
@@ -62,6 +86,14 @@ class LintReport:
     @property
     def errors(self) -> list[LintIssue]:
         return [i for i in self.issues if i.severity == ERROR]
+
+    @property
+    def structural(self) -> list[LintIssue]:
+        return [i for i in self.issues if i.structural]
+
+    @property
+    def wording(self) -> list[LintIssue]:
+        return [i for i in self.issues if not i.structural]
 
     @property
     def clean(self) -> bool:
@@ -97,10 +129,22 @@ def _lines_with_sections(text: str) -> list[tuple[int, str, str]]:
     return out
 
 
+def _blank(match: re.Match[str]) -> str:
+    return " " * len(match.group(0))
+
+
+def _own_words(line: str) -> str:
+    """``line`` with quoted examples (quotes, code spans, a blockquote) blanked out; columns
+    stay where they were."""
+    if _BLOCKQUOTE.match(line):
+        return " " * len(line)
+    return _QUOTED.sub(_blank, line)
+
+
 def _intent_issues(lines: list[tuple[int, str, str]]) -> list[LintIssue]:
     issues = []
     for number, _section, line in lines:
-        for match in _INTENT.finditer(line):
+        for match in _INTENT.finditer(_own_words(line)):
             phrase = re.sub(r"\s+", " ", match.group(1))
             issues.append(
                 LintIssue(
@@ -162,6 +206,21 @@ def _bold_terms(line: str) -> list[str]:
     return [m.group(1) or m.group(2) for m in _BOLD.finditer(line)]
 
 
+def _is_criterion_name(match: re.Match[str]) -> bool:
+    name = match.group("a") or match.group("b")
+    return match.group("after") is not None or name.endswith(":")
+
+
+def _term_uses(line: str) -> list[tuple[str, int]]:
+    """Bold terms the line uses (term, 1-based column): not a criterion's name, not in a quote."""
+    words = _own_words(line)
+    start = 0
+    name = _CRITERION_NAME.match(words)
+    if name is not None and _is_criterion_name(name):
+        start = name.end()
+    return [(m.group(1) or m.group(2), m.start() + 1) for m in _BOLD.finditer(words, start)]
+
+
 def _term_issues(lines: list[tuple[int, str, str]]) -> list[LintIssue]:
     defined = {
         _term_key(term)
@@ -173,7 +232,7 @@ def _term_issues(lines: list[tuple[int, str, str]]) -> list[LintIssue]:
     for number, section, line in lines:
         if not is_label_section(section) or _HEADING.match(line):
             continue
-        for term in _bold_terms(line):
+        for term, column in _term_uses(line):
             key = _term_key(term)
             if key in defined or key in seen:
                 continue
@@ -184,7 +243,7 @@ def _term_issues(lines: list[tuple[int, str, str]]) -> list[LintIssue]:
                     message=f"**{term}** is bold (a defined term) but not defined in "
                     "Definition of Terms.",
                     line=number,
-                    column=line.find(term) - 1,
+                    column=column,
                 )
             )
     return issues
@@ -245,7 +304,8 @@ def _token_issue(tokens: TokenCount) -> list[LintIssue]:
 
 
 def lint_policy(text: str) -> LintReport:
-    """Every lint issue in ``text``, ordered by line (whole-text issues first)."""
+    """Every lint issue in ``text``: structural findings first, then the rest; each group by
+    line (whole-text issues first)."""
     lines = _lines_with_sections(text)
     structure, label_count = _structure_issues(text)
     tokens = count_policy_tokens(text)
@@ -257,7 +317,7 @@ def lint_policy(text: str) -> LintReport:
         + _placeholder_issues(lines)
         + _token_issue(tokens)
     )
-    issues.sort(key=lambda i: (i.line is not None, i.line or 0, i.column or 0))
+    issues.sort(key=lambda i: (not i.structural, i.line is not None, i.line or 0, i.column or 0))
     return LintReport(issues=issues, tokens=tokens, label_count=label_count)
 
 

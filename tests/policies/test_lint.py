@@ -151,3 +151,112 @@ def test_missing_label_section_names_both_spellings() -> None:
     text = SINGLE_LABEL_POLICY.replace("## Definition of Label\n", "## Labels\n")
     messages = [i.message for i in lint_policy(text).issues if i.rule == "missing-section"]
     assert messages == ["Missing section: ## Definition of Labels (or ## Definition of Label)"]
+
+
+# --- Zentropi's own format: bold criterion names, quoted examples ---------------------------
+
+_CRITERIA_INCLUDES = [
+    ("Self-harm instructions", "Content that explains a **Method** of **Self-harm**."),
+    ("Encouragement", 'Urging someone toward **Self-harm**, such as "you should just do it".'),
+    ("Glorification", "Presenting **Self-harm** or **Suicide** as admirable or beautiful."),
+    ("Pro-eating-disorder coaching", 'Tips to hide **Self-harm** from family, "meant to help".'),
+    ("Suicide pacts", "Invitations to die together at a set time or place."),
+    ("Method comparisons", "Ranking one **Method** against another by effectiveness."),
+    ("Challenges", "Games or dares whose steps escalate into **Self-harm**."),
+    ("Live-streamed harm", "Requests to watch someone hurt themselves in real time."),
+    ("Goading", 'Replies like "do it, nobody cares" to a person in distress.'),
+    ("Concealment", "Advice on hiding wounds or scars caused by **Self-harm**."),
+    ("Acquisition", "Where to obtain the means for a **Method**."),
+    ("Dosage talk", "Amounts of a substance given as a **Method** of **Suicide**."),
+]
+_CRITERIA_EXCLUDES = [
+    ("Expressions of distress", 'Statements like "I want to die" without a **Method**.'),
+    ("Recovery content", 'Stories of recovery, e.g. "I used to want to hurt myself".'),
+    ("Help-seeking", "Asking where to find support, including crisis lines."),
+    ("Awareness", "Education about warning signs of **Suicide**, without a **Method**."),
+    ("News", "Reporting about **Suicide** that follows safe-messaging guidance."),
+    ("Fiction", 'Stories in which a character says "I am trying to end it all".'),
+    ("Medical", "Clinical discussion of **Self-harm** by professionals."),
+    ("Memorials", "Grief and remembrance of someone who died by **Suicide**."),
+]
+
+
+def _item(name: str, text: str, style: int) -> str:
+    # The spellings Zentropi's published policies use for a criterion's name.
+    return (
+        f"- **{name}**: {text}",
+        f"- **{name}:** {text}",
+        f"* **{name}** — {text}",
+        f"1. __{name}__ - {text}",
+    )[style % 4]
+
+
+def zentropi_policy(*, with_interpretation: bool = True) -> str:
+    includes = "\n".join(_item(n, t, i) for i, (n, t) in enumerate(_CRITERIA_INCLUDES))
+    excludes = "\n".join(_item(n, t, i) for i, (n, t) in enumerate(_CRITERIA_EXCLUDES))
+    interpretation = (
+        "## Interpretation of Language\n"
+        '- Read "I want to die" and `trying to end it` as distress unless a **Method** is given.\n'
+        "> Example post: I want to die, I am trying to sleep forever.\n\n"
+    )
+    return (
+        "# Self-Harm\n\n"
+        "## Overview\n"
+        "This policy finds content that helps or urges a person to hurt themselves.\n\n"
+        "## Definition of Terms\n"
+        "- **Self-harm**: deliberately injuring oneself.\n"
+        "- **Suicide**: ending one's own life.\n"
+        "- **Method**: a specific means or technique of self-injury.\n\n"
+        + (interpretation if with_interpretation else "")
+        + "## Definition of Labels\n\n"
+        "### (SH) Self-harm promotion\n"
+        "#### Includes\n" + includes + "\n#### Excludes\n" + excludes + "\n"
+    )
+
+
+def test_zentropi_criterion_names_and_quoted_examples_are_not_flagged() -> None:
+    report = lint_policy(zentropi_policy())
+    assert report.clean, [(i.rule, i.line, i.message) for i in report.issues]
+    assert report.label_count == 1
+
+
+def test_structural_findings_come_first_and_only_real_problems_remain() -> None:
+    text = zentropi_policy(with_interpretation=False)
+    # Two real wording problems in the policy's own words, early in the text.
+    text = text.replace(
+        "This policy finds content",
+        "This policy finds posts intended to hurt, and content",
+    ).replace(
+        "Ranking one **Method** against another",
+        "Ranking one **Method** against another **Lethality Chart**",
+    )
+    # A second label without Includes, far below both.
+    text += "\n### (SH2) Graphic wounds\n#### Excludes\n- **Medical images**: clinical photos.\n"
+    report = lint_policy(text)
+    found = [(i.rule, i.line) for i in report.issues]
+    lines = text.splitlines()
+    assert found == [
+        ("missing-section", None),
+        ("label-includes", lines.index("### (SH2) Graphic wounds") + 1),
+        ("intent-word", 4),
+        ("undefined-term", next(n for n, s in enumerate(lines, 1) if "Lethality" in s)),
+    ]
+    assert report.issues[0].message == "Missing section: ## Interpretation of Language"
+    assert [i.rule for i in report.structural] == ["missing-section", "label-includes"]
+    assert [i.rule for i in report.wording] == ["intent-word", "undefined-term"]
+
+
+def test_quotes_code_spans_and_blockquotes_hide_only_the_example() -> None:
+    text = POLICY_TEXT.replace(
+        "- Criticism of ideas or public work.",
+        '- Criticism of ideas, quoted as "I want to hurt you" or `trying to`, meant to '
+        "mock.\n> trying to be funny\n- “we want to win” is a slogan; **Fandom** chants.",
+    )
+    report = lint_policy(text)
+    assert [(i.rule, i.message.split("”")[0]) for i in report.issues] == [
+        ("intent-word", "“meant to"),
+        (
+            "undefined-term",
+            "**Fandom** is bold (a defined term) but not defined in Definition of Terms.",
+        ),
+    ]
