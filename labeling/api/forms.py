@@ -8,7 +8,8 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from labeling.api.keys import SCOPES
+from cope_studio.lib.text import validate_no_bidi_controls
+from labeling.api.keys import LABEL, LABEL_TEXT, READ, SCOPES
 
 MAX_TRY_CHARS = 200_000
 
@@ -54,13 +55,28 @@ class TryForm(forms.Form):
         return data
 
 
+SCOPE_LABELS = {
+    READ: "read: list policies and versions",
+    LABEL: "label: label content under a finalized version (a draft only with allow_draft)",
+    LABEL_TEXT: (
+        "label_text: label under any policy text sent with the request (policy_text, "
+        "criteria_text). That text was never reviewed or finalized: this skips drafting, "
+        "review and finalize. Grant it only to a service that must try texts, never for "
+        "production labeling."
+    ),
+}
+
+
 class ApiKeyForm(forms.Form):
-    name = forms.CharField(max_length=100, help_text="What will use it, e.g. “moderation-svc”.")
+    name = forms.CharField(
+        max_length=100,
+        help_text="What will use it, e.g. “moderation-svc”.",
+        validators=[validate_no_bidi_controls],
+    )
     scopes = forms.MultipleChoiceField(
-        choices=[(s, s) for s in SCOPES],
+        choices=[(s, SCOPE_LABELS[s]) for s in SCOPES],
         widget=forms.CheckboxSelectMultiple,
         initial=["read"],
-        help_text="read: list policies and versions. label: label content.",
     )
     owner = forms.ModelChoiceField(
         queryset=get_user_model().objects.filter(is_active=True).order_by("username"),
@@ -68,11 +84,24 @@ class ApiKeyForm(forms.Form):
         help_text="Admins may create a key for someone else.",
     )
 
-    def __init__(self, *args: Any, can_choose_owner: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        can_choose_owner: bool = False,
+        scopes: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``scopes``: the ones this user may grant (label_text: admins only)."""
         super().__init__(*args, **kwargs)
         if not can_choose_owner:
             del self.fields["owner"]
+        offered = [s for s in SCOPES if scopes is None or s in scopes]
+        field = self.fields["scopes"]
+        assert isinstance(field, forms.MultipleChoiceField)
+        field.choices = [(s, SCOPE_LABELS[s]) for s in offered]
 
 
 class ApiKeyRevokeForm(forms.Form):
-    """Revoking takes no input; the form keeps every POST on the same path (and CSRF)."""
+    """Revoking asks first: a POST without ``confirm`` shows the question instead."""
+
+    confirm = forms.BooleanField(required=True, widget=forms.HiddenInput)

@@ -27,12 +27,22 @@ KEY_PREFIX = "cope_"
 # ``last_used_at`` is written at most this often per key: a write on every request would cost
 # each API call a transaction (and on SQLite, the database's one write lock).
 LAST_USED_EVERY = timedelta(minutes=1)
-READ, LABEL = "read", "label"
-SCOPES = (READ, LABEL)
-# The admin role's own permission: admins create and revoke keys for anyone.
+READ, LABEL, LABEL_TEXT = "read", "label", "label_text"
+SCOPES = (READ, LABEL, LABEL_TEXT)
+# The admin role's own permission: admins create and revoke keys for anyone, and alone grant
+# ``label_text``.
 ADMIN_PERM = "policies.finalize_version"
-# The permission a key's owner needs for each scope, now and at every request.
-SCOPE_PERMS = {READ: "policies.view_policy", LABEL: "labeling.add_job"}
+# The permission a key's owner needs for each scope, now and at every request. ``label_text``
+# labels under a text sent with the request, one no one reviewed or finalized: an author may
+# hold it (the Try box already labels their unsaved text), but putting unreviewed text into a
+# platform skips the finalize gate, whose keeper is the admin, so only an admin grants it.
+SCOPE_PERMS = {
+    READ: "policies.view_policy",
+    LABEL: "labeling.add_job",
+    LABEL_TEXT: "labeling.add_job",
+}
+# Scopes only a holder of ADMIN_PERM may put on a key (anyone's, their own included).
+ADMIN_GRANTED = (LABEL_TEXT,)
 
 
 class ApiKeyError(ValueError):
@@ -44,10 +54,17 @@ def hash_key(key: str) -> str:
 
 
 def allowed_scopes(user: Any) -> list[str]:
-    """The scopes ``user``'s role allows: read for every role, label for authors and admins."""
+    """The scopes a key of ``user`` may carry: read for every role, label and label_text for
+    authors and admins (label_text only when an admin grants it)."""
     if not user.is_active:
         return []
     return [scope for scope in SCOPES if user.has_perm(SCOPE_PERMS[scope])]
+
+
+def grantable_scopes(by: Any) -> list[str]:
+    """The scopes ``by`` may put on a key: label_text only when ``by`` is an admin."""
+    admin = bool(by.has_perm(ADMIN_PERM))
+    return [scope for scope in SCOPES if admin or scope not in ADMIN_GRANTED]
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,11 @@ def create_key(*, owner: Any, name: str, scopes: list[str], by: Any) -> NewKey:
     wanted = [s for s in SCOPES if s in scopes]
     if not wanted:
         raise ApiKeyError("Choose at least one scope.")
+    if any(s not in grantable_scopes(by) for s in wanted):
+        raise ApiKeyError(
+            "Only an admin can grant the label_text scope: it labels under text no one has "
+            "reviewed or finalized."
+        )
     refused = [s for s in wanted if s not in allowed_scopes(owner)]
     if refused:
         raise ApiKeyError(
@@ -80,6 +102,7 @@ def create_key(*, owner: Any, name: str, scopes: list[str], by: Any) -> NewKey:
         key_hash=hash_key(secret),
         can_read=READ in wanted,
         can_label=LABEL in wanted,
+        can_label_text=LABEL_TEXT in wanted,
         created_by=by,
     )
     return NewKey(api_key=api_key, secret=secret)
@@ -120,7 +143,11 @@ def authenticate(key: str) -> ApiKey | None:
 
 def has_scope(api_key: ApiKey, scope: str) -> bool:
     """The key carries ``scope`` and its owner's role still allows it."""
-    granted = api_key.can_read if scope == READ else api_key.can_label
+    granted = {
+        READ: api_key.can_read,
+        LABEL: api_key.can_label,
+        LABEL_TEXT: api_key.can_label_text,
+    }[scope]
     return granted and bool(api_key.owner.has_perm(SCOPE_PERMS[scope]))
 
 

@@ -283,6 +283,10 @@ class TryRow:
     b: LiveItem | None
 
     @property
+    def too_long(self) -> bool:
+        return any(side is not None and side.too_long for side in (self.a, self.b))
+
+    @property
     def disagree(self) -> bool:
         return bool(self.a and self.b and self.a.ok and self.b.ok and self.a.label != self.b.label)
 
@@ -297,6 +301,30 @@ class TryResult:
     @property
     def disagreements(self) -> int:
         return sum(1 for row in self.rows if row.disagree)
+
+    def _labeled(self, row: TryRow) -> bool:
+        """Labeled on every side there is: A, and B when there is a twin."""
+        sides = [row.a] if self.b is None else [row.a, row.b]
+        return all(side is not None and side.ok for side in sides)
+
+    @property
+    def labeled(self) -> int:
+        """Rows labeled on both sides (on A when there is no twin): the only ones A and B can
+        agree or disagree on."""
+        return sum(1 for row in self.rows if self._labeled(row))
+
+    @property
+    def agreements(self) -> int:
+        return self.labeled - self.disagreements
+
+    @property
+    def too_long(self) -> int:
+        return sum(1 for row in self.rows if row.too_long)
+
+    @property
+    def not_labeled(self) -> int:
+        """Rows left unlabeled for another reason than length (an error, no answer)."""
+        return sum(1 for row in self.rows if not self._labeled(row) and not row.too_long)
 
     @property
     def worker(self) -> WorkerInfo | None:

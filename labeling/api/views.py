@@ -11,7 +11,7 @@ from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods
 
 from cope_studio.lib.htmx import AuthedHttpRequest
 from cope_studio.lib.permissions import require_perms
@@ -42,7 +42,8 @@ def _get_key_for_user(request: AuthedHttpRequest, pk: int) -> ApiKey:
 def apikey_list(request: AuthedHttpRequest) -> HttpResponse:
     require_perms(request, VIEW)
     admin = _is_key_admin(request)
-    form = ApiKeyForm(request.POST or None, can_choose_owner=admin)
+    grantable = api_keys.grantable_scopes(request.user)
+    form = ApiKeyForm(request.POST or None, can_choose_owner=admin, scopes=grantable)
     new_key = None
     if request.method == "POST" and form.is_valid():
         owner = form.cleaned_data.get("owner") or request.user
@@ -56,7 +57,7 @@ def apikey_list(request: AuthedHttpRequest) -> HttpResponse:
         except api_keys.ApiKeyError as exc:
             form.add_error(None, str(exc))
         else:
-            form = ApiKeyForm(can_choose_owner=admin)
+            form = ApiKeyForm(can_choose_owner=admin, scopes=grantable)
     page = Paginator(api_keys.keys_for(request.user, everyone=admin), 50).get_page(
         request.GET.get("page")
     )
@@ -66,21 +67,29 @@ def apikey_list(request: AuthedHttpRequest) -> HttpResponse:
         "new_key": new_key,
         "everyone": admin,
         "allowed": api_keys.allowed_scopes(request.user),
+        "grants_text": api_keys.LABEL_TEXT in grantable,
     }
     status = 422 if request.method == "POST" and new_key is None else 200
     return render(request, "labeling/api/api_keys.html", context, status=status)
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def apikey_revoke(request: AuthedHttpRequest, pk: int) -> HttpResponse:
+    """GET, or a POST without ``confirm``: ask first (htmx gets the question in place of the
+    row's button, a plain request a page). A POST with ``confirm``: revoke."""
     api_key = _get_key_for_user(request, pk)
-    form = ApiKeyRevokeForm(request.POST)
-    if form.is_valid() and api_keys.revoke_key(api_key=api_key, by=request.user):
-        messages.success(request, f"Key “{api_key.name}” ({api_key.prefix}…) revoked.")
-    else:
-        messages.info(request, f"Key “{api_key.name}” was already revoked.")
-    return redirect("labeling:apikey_list")
+    form = ApiKeyRevokeForm(request.POST if request.method == "POST" else None)
+    if form.is_valid():
+        if api_keys.revoke_key(api_key=api_key, by=request.user):
+            messages.success(request, f"Key “{api_key.name}” ({api_key.prefix}…) revoked.")
+        else:
+            messages.info(request, f"Key “{api_key.name}” was already revoked.")
+        return redirect("labeling:apikey_list")
+    template = "labeling/api/apikey_revoke.html"
+    if request.htmx:
+        template += "#revoke-confirm"
+    return render(request, template, {"key": api_key})
 
 
 TRY_PERMS = ("policies.view_policy", "labeling.add_job")
@@ -124,7 +133,10 @@ def try_run(request: AuthedHttpRequest) -> HttpResponse:
 
 
 def _int(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
+    """A positive id in ASCII digits, else None (``isdigit`` takes '²', which ``int`` does not)."""
+    if not value or not value.isascii() or not value.isdigit() or len(value) > 18:
+        return None
+    return int(value)
 
 
 def _context(

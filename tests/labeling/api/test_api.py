@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Group
 from django.test import Client
 from django.utils import timezone
 
@@ -52,6 +53,20 @@ def policy_versions(author: Any) -> tuple[Any, Any]:
 @pytest.fixture
 def label_key(author: Any) -> str:
     return api_keys.create_key(owner=author, name="svc", scopes=["read", "label"], by=author).secret
+
+
+def _text_key(owner: Any) -> str:
+    """A key with the label_text scope, which only an admin grants."""
+    from django.contrib.auth.models import User
+
+    from policies.roles import ADMIN, ensure_roles
+
+    ensure_roles()
+    admin = User.objects.filter(groups__name=ADMIN).first()
+    if admin is None:
+        admin = User.objects.create_user(username="text_key_admin", is_staff=True)
+        admin.groups.add(Group.objects.get(name=ADMIN))
+    return api_keys.create_key(owner=owner, name="text", scopes=["label_text"], by=admin).secret
 
 
 @pytest.fixture
@@ -291,10 +306,15 @@ def test_label_one_and_a_batch_on_the_real_worker(
     labels = [r["label"] for r in response.json()["results"]]
     assert labels == [1, 0] * 32
 
+    assert data["unreviewed"] is False and data["warning"] is None
+
     body = {"policy_text": v1.text, "contents": [CALM]}
-    data = _post(client, LABEL, body, secret).json()
+    assert _post(client, LABEL, body, secret).status_code == 403  # no label_text scope
+    text_key = _text_key(author)
+    data = _post(client, LABEL, body, text_key).json()
     assert data["results"][0]["label"] == 0 and data["policy"] is None
-    assert secret not in caplog.text
+    assert data["unreviewed"] is True and "not been reviewed" in data["warning"]
+    assert secret not in caplog.text and text_key not in caplog.text
 
 
 @pytest.mark.celery_worker
@@ -305,14 +325,17 @@ def test_zentropi_shape_on_the_real_worker(
     secret = api_keys.create_key(owner=author, name="z", scopes=["label"], by=author).secret
     v1 = make_version(author, name="Harassment API", number=1)
     type(v1).objects.filter(pk=v1.pk).update(finalized_at=timezone.now())
-    response = _post(client, "/v1/label", {"content_text": ABUSE, "criteria_text": v1.text}, secret)
+    body = {"content_text": ABUSE, "criteria_text": v1.text}
+    response = _post(client, "/v1/label", body, _text_key(author))
     assert response.status_code == 200, response.content
     data = response.json()
-    assert set(data) == {"label", "confidence", "compute_time"}
+    assert set(data) == {"label", "confidence", "compute_time", "unreviewed", "warning"}
     assert data["label"] == "1" and 0.5 <= data["confidence"] <= 1.0 and data["compute_time"] > 0
+    assert data["unreviewed"] is True and data["warning"]
     body = {"content_text": CALM, "labeler_id": "harassment-api", "labeler_version_id": "latest"}
     data = _post(client, "/v1/label", body, secret).json()
     assert data["label"] == "0" and 0.5 <= data["confidence"] <= 1.0
+    assert data["unreviewed"] is False and data["warning"] is None
     body["labeler_version_id"] = "1"
     assert _post(client, "/v1/label", body, secret).json()["label"] == "0"
 
@@ -322,7 +345,7 @@ def test_zentropi_shape_on_the_real_worker(
 def test_no_worker_answering_is_503(
     celery_workers: Any, client: Client, author: Any, settings: Any, monkeypatch: Any
 ) -> None:
-    secret = api_keys.create_key(owner=author, name="svc", scopes=["label"], by=author).secret
+    secret = _text_key(author)
     settings.COPE_LIVE_TIMEOUT = 1.0
     monkeypatch.setattr(live, "LIVE_QUEUE", "nobody-consumes-this")
     body = {"policy_text": "# Policy\nAnything.", "content": ABUSE}

@@ -331,7 +331,7 @@ def test_revoked_key_is_refused_and_others_cannot_revoke(
     assert client.post(reverse("labeling:apikey_revoke", args=[key.pk])).status_code == 403
     client.login(username=admin_user.username, password=PASSWORD)
     assert author.username in client.get(reverse("labeling:apikey_list")).content.decode()
-    client.post(reverse("labeling:apikey_revoke", args=[key.pk]))
+    client.post(reverse("labeling:apikey_revoke", args=[key.pk]), {"confirm": "on"})
     key.refresh_from_db()
     assert key.revoked_at is not None and key.revoked_by == admin_user
     response = Client().get("/api/v1/policies", HTTP_AUTHORIZATION=f"Bearer {secret}")
