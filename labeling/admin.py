@@ -119,7 +119,16 @@ class GoldLabelAdmin(ReadOnlyAdmin[GoldLabel]):
 # API keys are created and revoked on their own page (the key is shown once there).
 @admin.register(ApiKey)
 class ApiKeyAdmin(ReadOnlyAdmin[ApiKey]):
-    list_display = ["name", "prefix", "owner", "can_read", "can_label", "created_at", "revoked_at"]
-    list_filter = ["can_label", "revoked_at"]
+    list_display = [
+        "name",
+        "prefix",
+        "owner",
+        "can_read",
+        "can_label",
+        "can_label_text",
+        "created_at",
+        "revoked_at",
+    ]
+    list_filter = ["can_label", "can_label_text", "revoked_at"]
     search_fields = ["name", "prefix", "owner__username"]
     exclude = ["key_hash"]
