@@ -30,6 +30,12 @@ WRONG = [
 ]
 
 
+MARGIN_RANGE_ERROR = (
+    "Margin below must be a number from 0 to 0.5: it is |p(1) − 0.5|, which is never more "
+    "than 0.5 (e.g. 0.1 for the items where a side's p(1) was between 0.4 and 0.6)."
+)
+
+
 class ItemFilterForm(forms.Form):
     """The items page's filters (GET); every field optional."""
 
@@ -42,6 +48,11 @@ class ItemFilterForm(forms.Form):
         max_value=0.5,
         label="Margin below",
         help_text="|p(1) − 0.5| under A or B below this (0–0.5): the model was unsure.",
+        error_messages={
+            "min_value": MARGIN_RANGE_ERROR,
+            "max_value": MARGIN_RANGE_ERROR,
+            "invalid": MARGIN_RANGE_ERROR,
+        },
     )
     after = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
     before = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)

@@ -2,8 +2,9 @@
 
 Pages are keyset-paginated on the item id (``after`` / ``before``), so a page costs the same at
 item 100,000 as at item 1: the query walks the ``label_unique`` (job, item, side) index from
-the cursor and stops after one page. No page counts the filtered rows (a count would read the
-whole job); the page says "next" while there is more.
+the cursor and stops after one page. The page says how many items match its filters with one
+count that stops after ``COPE_QUEUE_COUNT_CAP`` rows (shown as "1000+"), as the review queue
+does; a single page that holds every match needs no count at all.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from django.conf import settings
 from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 from django_stubs_ext import WithAnnotations
 
@@ -105,6 +107,64 @@ class ItemPage:
     next_after: int | None  # cursor of the next page, None on the last
     prev_before: int | None  # cursor of the previous page, None on the first
     is_first: bool
+
+
+@dataclass(frozen=True)
+class MatchCount:
+    """How many items match the filters, counted up to ``cap`` (then shown as "cap+")."""
+
+    n: int
+    cap: int
+
+    @property
+    def over_cap(self) -> bool:
+        return self.n > self.cap
+
+
+def match_count(job: Job, filters: dict[str, Any], page: ItemPage) -> MatchCount:
+    """Items matching ``filters`` (the cursor aside): one count that reads at most ``cap + 1``
+    rows; none when the first page already holds every match."""
+    cap = int(settings.COPE_QUEUE_COUNT_CAP)
+    if page.is_first and page.next_after is None:
+        return MatchCount(len(page.rows), cap)
+    rows = apply_filters(job_rows(job), {**filters, "after": None, "before": None})
+    with no_jit():
+        n = rows.order_by().values("id")[: cap + 1].count()
+    return MatchCount(n, cap)
+
+
+_WRONG_SLUGS = {
+    "a": "wrong-side-a",
+    "b": "wrong-side-b",
+    "either": "wrong-either-side",
+    "a_fp": "false-positives-side-a",
+    "a_fn": "false-negatives-side-a",
+    "b_fp": "false-positives-side-b",
+    "b_fn": "false-negatives-side-b",
+    "no_gold": "no-gold",
+}
+_SAID_SLUGS = {
+    "a": "a-said-1",
+    "b": "b-said-1",
+    "both": "both-said-1",
+    "only_a": "only-a-said-1",
+    "only_b": "only-b-said-1",
+    "none": "neither-said-1",
+}
+
+
+def csv_filename(job: Job, filters: dict[str, Any]) -> str:
+    """``job-12-items.csv``, with the filters in the name: ``job-12-items-mismatches-
+    false-positives-side-a-margin-0.1.csv`` (only the validated choices, so the name is safe)."""
+    parts = [f"job-{job.pk}-items"]
+    if filters.get("mismatch"):
+        parts.append("mismatches")
+    parts.append(_WRONG_SLUGS.get(filters.get("wrong") or "", ""))
+    parts.append(_SAID_SLUGS.get(filters.get("said") or "", ""))
+    margin = filters.get("margin")
+    if margin is not None:
+        parts.append(f"margin-{float(margin):g}")
+    return "-".join(p for p in parts if p) + ".csv"
 
 
 def item_page(job: Job, filters: dict[str, Any], *, size: int | None = None) -> ItemPage:

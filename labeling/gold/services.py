@@ -6,7 +6,12 @@ Gold has three sources (``GoldSource``):
   every policy whose job ran on the item. It needs no row: it is the oldest of the three (it
   exists from the import on), so any ``GoldLabel`` row for the (policy, item) is newer and wins;
 * **review**: a reviewer's "correct label" (``labeling.review.decisions.submit_decision``);
-* **typed**: a label typed on a job's items page (``set_gold``).
+* **typed**: a label typed on a job's items page (``set_gold``);
+* **audit**: a label set by a gold audit (``set_gold`` with that source).
+
+Every change is kept in the gold history (``labeling.gold.history``): who, when, old → new and
+the source. The import's expected label has no history row: the history shows it first, from
+the sample set (who imported it, when).
 
 One ``GoldLabel`` row per (policy, item): a newer decision or typed label replaces it, so the
 newest wins, and its source is kept. "Policy can't decide" (``u``) is a gold answer but not a
@@ -41,6 +46,7 @@ from django.db.models.functions import Cast, Coalesce
 from django.db.models.lookups import IsNull
 from django_stubs_ext import WithAnnotations
 
+from labeling.gold.history import GoldTransition, record_gold_changes
 from labeling.models import GoldChoice, GoldLabel, GoldSource, Item, Job, Label, Side
 from labeling.scoring import FEW_GOLD, GoldScore, score_from_counts
 from policies.models import Policy
@@ -51,18 +57,46 @@ class GoldError(ValueError):
 
 
 def set_gold(*, policy: Policy, item: Item, label: str, source: str, by: Any) -> GoldLabel:
-    """Record the gold label of (policy, item); it replaces any earlier one (newest wins)."""
+    """Record the gold label of (policy, item); it replaces any earlier one (newest wins), and
+    the change (old → new, who, source) goes to the gold history in the same transaction."""
     if label not in GoldChoice.values:
         raise GoldError(f"Unknown gold label {label!r}: choose 0, 1 or “policy can't decide”.")
     if source not in GoldSource.values or source == GoldSource.IMPORT:
         raise GoldError(f"Gold from {source!r} is not written as a row.")
     with transaction.atomic():
+        # The item row is never written after import: locking it serialises gold changes of
+        # one item, so two people typing at once each record the gold the other left.
+        Item.objects.select_for_update().filter(pk=item.pk).values("pk").first()
+        old_label, old_source = current_gold(policy_id=policy.pk, item_ids=[item.pk])[item.pk]
         gold, _ = GoldLabel.objects.update_or_create(
             policy=policy,
             item=item,
             defaults={"label": label, "source": source, "decided_by": by, "decision": None},
         )
+        record_gold_changes(
+            policy_id=policy.pk,
+            transitions=[GoldTransition(item.pk, old_label, old_source, label, source)],
+            by=by,
+        )
     return gold
+
+
+def current_gold(*, policy_id: int, item_ids: Iterable[int]) -> dict[int, tuple[str, str]]:
+    """``{item_id: (gold, source)}`` as ``gold_precedence`` reads it now, for the given items
+    (one query); ``("", "")`` for an item without gold. What a writer of gold passes as the
+    old side of a ``GoldTransition``."""
+    ids = list(item_ids)
+    row = GoldLabel.objects.filter(policy_id=policy_id, item_id=OuterRef("pk"))
+    gold, source = gold_precedence(
+        Subquery(row.values("label")[:1]), Subquery(row.values("source")[:1]), F("expected_label")
+    )
+    found = {
+        pk: (g or "", s or "")
+        for pk, g, s in Item.objects.filter(pk__in=ids)
+        .annotate(cur_gold=gold, cur_source=source)
+        .values_list("pk", "cur_gold", "cur_source")
+    }
+    return {pk: found.get(pk, ("", "")) for pk in ids}
 
 
 class GoldFields(TypedDict):

@@ -23,6 +23,7 @@ from cope_studio.lib.permissions import require_perms
 from labeling.gold import items
 from labeling.gold import services as gold
 from labeling.gold.forms import GoldForm, ItemFilterForm
+from labeling.gold.history import item_history
 from labeling.jobs import comparisons
 from labeling.models import GoldChoice, GoldSource, Item, Job
 
@@ -35,10 +36,21 @@ def _get_job(request: AuthedHttpRequest, pk: int, *perms: str) -> Job:
 
 
 def _filters(request: AuthedHttpRequest) -> tuple[ItemFilterForm, dict[str, Any]]:
+    """The form and the filters to apply: the valid ones (a filter with an error is left out,
+    and the page says so beside the error)."""
     form = ItemFilterForm(request.GET or None)
-    if form.is_bound and form.is_valid():
-        return form, form.cleaned_data
-    return form, {}
+    if not form.is_bound:
+        return form, {}
+    form.is_valid()
+    return form, dict(form.cleaned_data)
+
+
+def _filter_errors(form: ItemFilterForm) -> list[str]:
+    return [
+        f"{form.fields[name].label or name}: {' '.join(str(e) for e in errors)} "
+        "This filter is not applied."
+        for name, errors in form.errors.items()
+    ]
 
 
 def _query(filters: dict[str, Any], **cursor: Any) -> str:
@@ -59,6 +71,7 @@ def _items_context(request: AuthedHttpRequest, job: Job) -> dict[str, Any]:
         "job": job,
         "form": form,
         "page": page,
+        "matching": items.match_count(job, filters, page),
         "filtered": any(
             filters.get(k) not in (None, "", False)
             for k in ItemFilterForm.base_fields
@@ -71,7 +84,7 @@ def _items_context(request: AuthedHttpRequest, job: Job) -> dict[str, Any]:
         "gold_url": reverse("labeling:job_gold_set", args=[job.pk]),
         "gold_choices": GoldChoice.choices,
         "label_b_name": comparisons.side_b_name(job),
-        "form_errors": form.errors if form.is_bound else {},
+        "filter_errors": _filter_errors(form) if form.is_bound else [],
     }
 
 
@@ -87,14 +100,39 @@ def job_items(request: AuthedHttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def job_items_csv(request: AuthedHttpRequest, pk: int) -> StreamingHttpResponse:
+def job_items_csv(request: AuthedHttpRequest, pk: int) -> HttpResponse | StreamingHttpResponse:
+    """The filtered rows as CSV, named after the filters; a filter with an error is refused
+    (400) rather than dropped, so a file never holds rows its name does not describe."""
     job = _get_job(request, pk, "labeling.view_label")
-    _, filters = _filters(request)
+    form, filters = _filters(request)
+    if form.is_bound and form.errors:
+        body = "\n".join(_filter_errors(form)).replace(" This filter is not applied.", "")
+        return HttpResponse(body, status=400, content_type="text/plain; charset=utf-8")
     response = StreamingHttpResponse(
         items.csv_lines(job, filters), content_type="text/csv; charset=utf-8"
     )
-    response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-items.csv"'
+    name = items.csv_filename(job, filters)
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
+
+
+@login_required
+@require_GET
+def job_item_gold_history(request: AuthedHttpRequest, pk: int, item_pk: int) -> HttpResponse:
+    """One item's gold history under the job's policy: loaded when its row's "history" is
+    opened (htmx fragment), or as a page of its own without JavaScript."""
+    job = _get_job(request, pk, "labeling.view_label")
+    item = get_object_or_404(
+        Item.objects.only("pk", "external_id"), pk=item_pk, labels__job=job, labels__side="A"
+    )
+    context = {
+        "job": job,
+        "item": item,
+        "history": item_history(policy_id=job.version.policy_id, item_id=item.pk),
+    }
+    if request.htmx:
+        return render(request, "labeling/gold/item_gold_history.html#history", context)
+    return render(request, "labeling/gold/item_gold_history.html", context)
 
 
 @login_required
