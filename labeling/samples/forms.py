@@ -6,6 +6,7 @@ from django import forms
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 
+from cope_studio.lib.text import validate_no_bidi_controls
 from labeling.samples.csv_reader import DELIMITERS
 from labeling.samples.errors import ImportFileError
 from labeling.samples.services import DEFAULT_MAX_CHARS, ImportOptions
@@ -82,7 +83,7 @@ class UploadForm(forms.Form):
 class ImportConfirmForm(forms.Form):
     """Step 2: name the set and choose its columns (choices come from the preview)."""
 
-    name = forms.CharField(max_length=200)
+    name = forms.CharField(max_length=200, validators=[validate_no_bidi_controls])
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     text_column = forms.ChoiceField(label="Text column")
     id_column = forms.ChoiceField(
@@ -90,7 +91,12 @@ class ImportConfirmForm(forms.Form):
         required=False,
         help_text="Leave empty to number the items by row (row-1, row-2, …).",
     )
-    label_column = forms.ChoiceField(label="Expected label column (0/1, optional)", required=False)
+    label_column = forms.ChoiceField(
+        label="Gold column (expected label 0/1, optional)",
+        required=False,
+        help_text="Values 0/1, true/false or yes/no; blank means no gold for that item. "
+        "With a gold column, jobs on this set get precision, recall and F1.",
+    )
     max_chars = forms.IntegerField(
         label="Report items longer than (characters)",
         min_value=1,

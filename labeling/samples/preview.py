@@ -22,13 +22,41 @@ from labeling.samples.csv_reader import (
 )
 from labeling.samples.errors import ImportFileError
 from labeling.samples.jsonl_reader import jsonl_rows
+from labeling.samples.report import parse_label
 from labeling.samples.uploads import StoredUpload
 from labeling.samples.values import as_text
 
 PREVIEW_ROWS = 20
 _TEXT_NAMES = ("text", "content", "body", "message", "comment", "post")
 _ID_NAMES = ("id", "external_id", "item_id", "uid", "uuid", "key")
-_LABEL_NAMES = ("expected_label", "expected", "label", "gold", "gold_label")
+# Names of a gold (expected label) column in common evaluation files, best first; compared
+# case-insensitively, with spaces and hyphens read as underscores ("Ground Truth").
+GOLD_NAMES = (
+    "expected_label",
+    "expected",
+    "gold_label",
+    "gold",
+    "ground_truth",
+    "groundtruth",
+    "gt",
+    "true_label",
+    "y_true",
+    "label",
+    "is_violating",
+    "violating",
+    "violates",
+    "is_violation",
+    "violation",
+    "policy_violation",
+    "is_harmful",
+    "harmful",
+    "is_toxic",
+    "toxic",
+    "is_unsafe",
+    "unsafe",
+    "target",
+    "y",
+)
 _JSON_EXAMPLE = 'must be one JSON object, e.g. {"id": "a1", "text": "…"}.'
 
 
@@ -40,6 +68,7 @@ class Preview:
     text_column: str = ""
     id_column: str = ""
     label_column: str = ""
+    label_reason: str = ""  # why the label column was chosen ("recognised by name")
     notes: list[str] = field(default_factory=list)  # what the reader decided (separator)
     warnings: list[str] = field(default_factory=list)  # damage seen in the rows read
     delimiter: str = ""  # CSV/TSV: the separator used
@@ -70,7 +99,7 @@ def preview_upload(upload: StoredUpload, *, delimiter: str | None = None) -> Pre
         raise ImportFileError(f"Unknown format {fmt!r}.")
     columns, rows = preview.columns, preview.rows
     preview.id_column = _guess(columns, _ID_NAMES)
-    preview.label_column = _guess(columns, _LABEL_NAMES)
+    _guess_gold(preview)
     exclude = {preview.id_column, preview.label_column}
     preview.text_column = _guess(columns, _TEXT_NAMES) or _longest(columns, rows, exclude)
     preview.rows = [{c: _shown(r.get(c)) for c in columns} for r in rows]
@@ -80,12 +109,43 @@ def preview_upload(upload: StoredUpload, *, delimiter: str | None = None) -> Pre
 # Column guesses ------------------------------------------------------------------------------
 
 
+def _folded(name: str) -> str:
+    return "_".join(name.strip().lower().replace("-", " ").split())
+
+
 def _guess(columns: list[str], names: tuple[str, ...]) -> str:
-    lowered = {c.lower(): c for c in columns}
+    lowered: dict[str, str] = {}
+    for c in columns:
+        lowered.setdefault(_folded(c), c)
     for name in names:
         if name in lowered:
             return lowered[name]
     return ""
+
+
+def _guess_gold(preview: Preview) -> None:
+    """The first column named like gold whose values in the rows read are labels (0/1,
+    true/false, yes/no, as the import reads them); a name match with other values (``label``
+    holding "spam") is passed over, and the preview says so."""
+    skipped: dict[str, Any] = {}  # column: a value that is not a label
+    for name in GOLD_NAMES:
+        column = _guess(preview.columns, (name,))
+        if not column or column == preview.id_column or column in skipped:
+            continue
+        bad = [v for v in (r.get(column) for r in preview.rows) if not parse_label(v)[1]]
+        if len(bad) * 2 > len(preview.rows):
+            skipped[column] = bad[0]
+            continue
+        preview.label_column = column
+        preview.label_reason = "recognised by name"
+        break
+    for column, value in skipped.items():
+        example = _shown(value)[:40]
+        preview.notes.append(
+            f"The column “{column}” is named like a gold column, but its values (such as "
+            f"“{example}”) are not 0/1, true/false or yes/no, so it is not used as gold. "
+            "Choose it below if it is the gold column."
+        )
 
 
 def _longest(columns: list[str], rows: list[dict[str, Any]], exclude: set[str]) -> str:
@@ -258,6 +318,8 @@ def _preview_jsonl(upload: StoredUpload) -> Preview:
                 "a JSON Lines file " + _JSON_EXAMPLE
             )
         raise ImportFileError("The file has no JSON lines.")
+    if not columns:
+        raise ImportFileError("The JSON lines hold no fields (only {}): each line " + _JSON_EXAMPLE)
     preview = Preview(upload.format, columns, rows, whole_file=whole)
     if nul:
         preview.warnings.append(

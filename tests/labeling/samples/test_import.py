@@ -138,6 +138,7 @@ def test_pasted_lines_become_items(author: Any) -> None:
         ("utf16.csv", "text\nhello\n".encode("utf-16"), "UTF-16, not UTF-8"),
         ("bad.jsonl", '{"text": "ok"}\n{"text": oops}\n', "Line 2 is not valid JSON"),
         ("list.jsonl", '["text"]\n', "Line 1 is a JSON list, not an object"),
+        ("fieldless.jsonl", "{}\n{}\n", "The JSON lines hold no fields"),
         ("fake.parquet", "id,text\n1,hello\n", "not a readable Parquet file"),
         ("empty.csv", "", "The file is empty"),
         ("header.csv", "id,text\n", "header row but no data rows"),
