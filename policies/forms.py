@@ -7,6 +7,8 @@ from typing import Any, cast
 from django import forms
 from django.conf import settings
 
+from cope_studio.lib.text import validate_no_bidi_controls
+from policies.bundle import FinalizedAs
 from policies.models import Policy, Version
 from policies.services import MAX_POLICY_CHARS
 from worker.policy_text import twin_problems
@@ -47,8 +49,9 @@ class PolicyForm(forms.ModelForm[Policy]):
         ].help_text = "Share of items both wordings must label alike, 0.5–1.0 (95 is read as 0.95)."
 
     def clean_name(self) -> str:
-        name: str = self.cleaned_data["name"]
-        return " ".join(name.split())
+        name = " ".join(str(self.cleaned_data["name"]).split())
+        validate_no_bidi_controls(name)
+        return name
 
     def clean_agreement_threshold(self) -> float:
         value = float(self.cleaned_data["agreement_threshold"])
@@ -153,3 +156,31 @@ class BundleImportForm(forms.Form):
         label="Policy bundle (.json)",
         help_text="A bundle exported from a version page or by manage.py export_policy.",
     )
+    source = forms.CharField(
+        label="Source studio",
+        required=False,
+        max_length=200,
+        validators=[validate_no_bidi_controls],
+        help_text="Which CoPE Studio the bundle comes from; kept on every version it adds. "
+        "Empty: the file's name.",
+    )
+    add_to_existing = forms.BooleanField(
+        label="Add the bundle's new versions to the existing policy with the same slug",
+        required=False,
+        help_text="Off: a bundle for a policy that is already here adds nothing and says so.",
+    )
+    finalized_as = forms.ChoiceField(
+        label="Versions the bundle calls finalized arrive as",
+        choices=FinalizedAs.choices,
+        initial=FinalizedAs.IMPORTED,
+        required=False,
+        widget=forms.RadioSelect,
+        help_text="Neither is finalized here: the API does not serve them by default, and "
+        "finalizing one here needs this studio's own evidence.",
+    )
+
+    def clean_source(self) -> str:
+        return " ".join(str(self.cleaned_data["source"]).split())
+
+    def clean_finalized_as(self) -> str:
+        return str(self.cleaned_data["finalized_as"] or FinalizedAs.IMPORTED)

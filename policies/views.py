@@ -14,7 +14,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from cope_studio.lib.htmx import AuthedHttpRequest
 from cope_studio.lib.permissions import require_perms
 from policies import services
-from policies.bundle import BundleError, import_bundle, read_bundle
+from policies.bundle import (
+    SOURCE_MAX_LENGTH,
+    BundleError,
+    ImportResult,
+    import_bundle,
+    read_bundle,
+)
 from policies.diff import diff_stats, word_diff_html
 from policies.forms import (
     BundleImportForm,
@@ -124,6 +130,23 @@ def policy_create(request: AuthedHttpRequest) -> HttpResponse:
     return render(request, "policies/policy_form.html", {"form": form})
 
 
+def _import_from_form(form: BundleImportForm, *, by: Any) -> ImportResult | None:
+    """The import the form asks for, or None with the reason added to the form."""
+    data = form.cleaned_data
+    bundle = data["bundle"]
+    try:
+        return import_bundle(
+            read_bundle(bundle),
+            by=by,
+            source=data["source"] or f"the file {bundle.name}"[:SOURCE_MAX_LENGTH],
+            add_to_existing=data["add_to_existing"],
+            finalized_as=data["finalized_as"],
+        )
+    except BundleError as exc:
+        form.add_error("bundle", exc.messages)
+        return None
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def policy_import(request: AuthedHttpRequest) -> HttpResponse:
@@ -132,12 +155,8 @@ def policy_import(request: AuthedHttpRequest) -> HttpResponse:
     form = BundleImportForm(request.POST or None, request.FILES or None)
     status = 200
     if request.method == "POST" and form.is_valid():
-        try:
-            data = read_bundle(form.cleaned_data["bundle"])
-            result = import_bundle(data, by=request.user)
-        except BundleError as exc:
-            form.add_error("bundle", exc.messages)
-        else:
+        result = _import_from_form(form, by=request.user)
+        if result is not None:
             messages.success(request, result.summary())
             return redirect(result.policy)
     if form.errors:
