@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
 from django.core.cache import cache
-from django.db.models import QuerySet
+from django.db.models import IntegerField, QuerySet, Subquery
 from django.utils import timezone
 
 from labeling.models import ReviewStatus, ReviewTask
@@ -52,10 +53,36 @@ class QueueCounts:
         return self.open_over_cap or self.resolved_over_cap
 
 
-def _capped_count(tasks: QuerySet[ReviewTask], cap: int) -> int:
-    """``count(*)`` of the queryset, stopping after ``cap + 1`` rows: an index range read of at
-    most ``cap + 1`` entries, never the history."""
-    return tasks.order_by().values("id")[: cap + 1].count()
+class _CappedCount(Subquery):
+    """``count(*)`` of a queryset's first ``cap + 1`` ids, as a scalar subquery: an index range
+    read of at most ``cap + 1`` entries, never the history."""
+
+    template = "(SELECT COUNT(*) FROM (%(subquery)s) AS capped)"
+    output_field = IntegerField()
+
+    def __init__(self, tasks: QuerySet[ReviewTask], cap: int) -> None:
+        super().__init__(tasks.order_by().values("id")[: cap + 1])
+
+
+def _read_counts(parts: dict[int, QuerySet[ReviewTask]], cap: int) -> dict[int, int]:
+    """The capped counts of ``parts``, read in one statement.
+
+    One round trip instead of one per count: the card pays per statement. A statement needs a
+    row to hang the subqueries off; the task model's content type row is one that always exists,
+    read by primary key from a small table (the ORM writes no ``SELECT`` without ``FROM``).
+    """
+    if not parts:
+        return {}
+    anchor = ContentType.objects.get_for_model(ReviewTask).pk  # cached in the process
+    row = (
+        ContentType.objects.filter(pk=anchor)
+        .annotate(**{f"c{i}": _CappedCount(part, cap) for i, part in parts.items()})
+        .values(*(f"c{i}" for i in parts))
+        .first()
+    )
+    if row is None:
+        raise ContentType.DoesNotExist(f"No content type row {anchor} for review tasks.")
+    return {i: int(row[f"c{i}"]) for i in parts}
 
 
 def _cache_key(scope: QueueFilter, cap: int) -> str:
@@ -89,7 +116,8 @@ def queue_counts(scope: QueueFilter, *, cap: int | None = None) -> QueueCounts:
     # the costliest part of the card's counts). Counts under the cap are always read.
     key = _cache_key(scope, cap)
     over: set[int] = set(cache.get(key) or ())
-    values = {i: cap + 1 if i in over else _capped_count(part, cap) for i, part in enumerate(parts)}
+    values = _read_counts({i: part for i, part in enumerate(parts) if i not in over}, cap)
+    values.update({i: cap + 1 for i in over})
     now_over = {i for i in _MONOTONE_COUNTS if values[i] > cap}
     if now_over != over:
         cache.set(key, sorted(now_over), timeout=_OVER_CAP_SECONDS)
