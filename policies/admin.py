@@ -1,8 +1,9 @@
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.forms import ModelForm
 from django.http import HttpRequest
 
-from policies.models import Policy, TwinJob, Version
+from policies.models import Policy, PolicySettingChange, SettingPath, TwinJob, Version
 
 
 class VersionInline(admin.TabularInline[Version, Policy]):
@@ -25,6 +26,7 @@ class PolicyAdmin(admin.ModelAdmin[Policy]):
         "slug",
         "agreement_threshold",
         "min_sample_size",
+        "min_kappa",
         "created_by",
         "updated_at",
     ]
@@ -36,9 +38,12 @@ class PolicyAdmin(admin.ModelAdmin[Policy]):
         self, request: HttpRequest, obj: Policy, form: ModelForm[Policy], change: bool
     ) -> None:
         # The admin site lets only signed-in staff in, so the user is never anonymous.
-        if not change and request.user.is_authenticated:
+        if not request.user.is_authenticated:
+            raise PermissionDenied
+        if not change:
             obj.created_by = request.user
-        super().save_model(request, obj, form, change)
+        # Policy.save audits a changed threshold, minimum sample or minimum kappa with who and how.
+        obj.save(changed_by=request.user, via=SettingPath.ADMIN)
 
 
 @admin.register(Version)
@@ -47,14 +52,39 @@ class VersionAdmin(admin.ModelAdmin[Version]):
     list_filter = ["twin_origin", "policy"]
     search_fields = ["policy__name", "change_note"]
     list_select_related = ["policy", "author"]
-    # A version is immutable: its texts and history are shown, never edited here.
+    # A version is immutable: its texts, finalize record (evidence, override reason, twin
+    # warnings) and import record are shown, never edited here. ``Version.save`` refuses such a
+    # change anyway; here no field is offered.
     readonly_fields = [
         "policy", "number", "text", "twin_text", "twin_origin", "twin_model", "twin_prompt",
-        "twin_similarity", "twin_updated_at", "change_note", "author", "parent", "created_at",
-        "finalized_at", "finalized_by",
+        "twin_similarity", "twin_warnings", "twin_updated_at", "change_note", "author", "parent",
+        "created_at", "finalized_at", "finalized_by", "finalize_override", "finalize_evidence",
+        "imported_from", "imported_finalized_at", "imported_finalized_by", "imported_evidence",
     ]  # fmt: skip
 
     def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(PolicySettingChange)
+class PolicySettingChangeAdmin(admin.ModelAdmin[PolicySettingChange]):
+    """The settings audit, to read: a row is never added, changed or deleted by hand."""
+
+    list_display = ["changed_at", "policy", "field", "old_value", "new_value", "changed_by", "via"]
+    list_filter = ["field", "via"]
+    list_select_related = ["policy", "changed_by"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: PolicySettingChange | None = None
+    ) -> bool:
+        return False
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: PolicySettingChange | None = None
+    ) -> bool:
         return False
 
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import models, transaction
 from django.urls import reverse
 from django.utils.text import slugify
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+_P = TypeVar("_P", bound="Policy")
 
 SLUG_MAX_LENGTH = 100
 
@@ -28,8 +34,76 @@ def unique_policy_slug(name: str, *, taken: set[str] | None = None) -> str:
     return candidate
 
 
+def percent_text(value: float) -> str:
+    """A share as the pages write it: 0.95 → "95%", 0.975 → "97.5%", 0.5555 → "55.55%".
+
+    Percent, with no decimal that says nothing: one way of writing a threshold everywhere.
+    """
+    text = f"{float(value) * 100:.2f}".rstrip("0").rstrip(".")
+    return f"{text}%"
+
+
+# The settings that gate a finalize, audited wherever they change (``PolicySettingChange``).
+AUDITED_SETTINGS = ("agreement_threshold", "min_sample_size", "min_kappa")
+SETTING_NAMES = {
+    "agreement_threshold": "agreement threshold",
+    "min_sample_size": "minimum sample",
+    "min_kappa": "minimum kappa",
+    "evaluation_set": "evaluation set",
+}
+
+
+def setting_text(field: str, value: Any) -> str:
+    """A gate setting's value as the Settings page shows it (and its audit rows keep it)."""
+    if field == "agreement_threshold":
+        return percent_text(value)
+    if field == "min_kappa":
+        return f"{float(value):.2f}"
+    return str(value)
+
+
+class PolicyQuerySet(models.QuerySet[_P, _P]):
+    def update(self, **kwargs: Any) -> int:
+        """A bulk update that changes a gate setting leaves an audit row per policy and setting,
+        like ``Policy.save`` (no user is known here: ``via`` "shell")."""
+        audited = [name for name in AUDITED_SETTINGS if name in kwargs]
+        if not audited:
+            return super().update(**kwargs)
+        with transaction.atomic(using=self.db):
+            before = {row["pk"]: row for row in self.select_for_update().values("pk", *audited)}
+            count = super().update(**kwargs)
+            after = Policy.objects.using(self.db).filter(pk__in=list(before))
+            rows = [
+                PolicySettingChange(
+                    policy_id=new["pk"],
+                    field=name,
+                    old_value=setting_text(name, before[new["pk"]][name]),
+                    new_value=setting_text(name, new[name]),
+                    via=SettingPath.SHELL,
+                )
+                for new in after.values("pk", *audited)
+                for name in audited
+                if new[name] != before[new["pk"]][name]
+            ]
+            PolicySettingChange.objects.using(self.db).bulk_create(rows)
+        return count
+
+
+class SettingPath(models.TextChoices):
+    """Which way a gate setting was changed, for its audit row."""
+
+    SETTINGS = "settings", "Settings page"
+    ADMIN = "admin", "Django admin"
+    SHELL = "shell", "shell or script"
+
+
 class Policy(models.Model):
-    """A named labeler for one harm area; owns its versions, threshold and minimum sample."""
+    """A named labeler for one harm area; owns its versions, threshold and minimum sample.
+
+    A change of a gate setting (``AUDITED_SETTINGS``) is audited by ``save`` itself, whatever
+    called it: one ``PolicySettingChange`` per changed field, with the user and path passed as
+    ``save(changed_by=..., via=...)`` (none and "shell" when not given).
+    """
 
     name = models.CharField(max_length=200, unique=True)
     # Set once from the name when the policy is created and never changed afterwards: API
@@ -57,6 +131,8 @@ class Policy(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = models.Manager.from_queryset(PolicyQuerySet)()
+
     class Meta:
         ordering = ["name"]
         verbose_name_plural = "policies"
@@ -65,14 +141,60 @@ class Policy(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def save(self, *args: Any, **kwargs: Any) -> None:
+    def save(
+        self,
+        *args: Any,
+        changed_by: User | None = None,
+        via: str = SettingPath.SHELL,
+        **kwargs: Any,
+    ) -> None:
         # Every way of creating a policy (service, admin, seed and bench commands) gets a slug.
         if not self.slug:
             self.slug = unique_policy_slug(self.name)
-        super().save(*args, **kwargs)
+        if self.pk is None or self._state.adding:
+            super().save(*args, **kwargs)
+            return
+        fields = kwargs.get("update_fields")
+        audited = [n for n in AUDITED_SETTINGS if fields is None or n in fields]
+        if not audited:
+            super().save(*args, **kwargs)
+            return
+        using = kwargs.get("using") or self._state.db or "default"
+        with transaction.atomic(using=using):
+            stored = (
+                Policy.objects.using(using)
+                .select_for_update()
+                .filter(pk=self.pk)
+                .values(*audited)
+                .first()
+            )
+            super().save(*args, **kwargs)
+            if stored is None:
+                return
+            changes = [
+                PolicySettingChange(
+                    policy=self,
+                    field=name,
+                    old_value=setting_text(name, stored[name]),
+                    new_value=setting_text(name, getattr(self, name)),
+                    changed_by=changed_by,
+                    via=via,
+                )
+                for name in audited
+                if stored[name] != getattr(self, name)
+            ]
+            PolicySettingChange.objects.using(using).bulk_create(changes)
 
     def get_absolute_url(self) -> str:
         return reverse("policies:detail", args=[self.pk])
+
+    @property
+    def threshold_display(self) -> str:
+        return percent_text(self.agreement_threshold)
+
+    @property
+    def min_kappa_display(self) -> str:
+        return setting_text("min_kappa", self.min_kappa)
 
 
 class TwinOrigin(models.TextChoices):
@@ -81,11 +203,55 @@ class TwinOrigin(models.TextChoices):
     MODEL = "model", "Generated by a model"
 
 
+# What a finalized version is a record of: once ``finalized_at`` is stored (or the version
+# arrived as imported-finalized), no path may change these.
+FROZEN_FIELDS = (
+    "policy_id", "number", "text", "twin_text", "twin_warnings", "change_note", "finalized_at",
+    "finalized_by_id", "finalize_override", "finalize_evidence", "imported_from",
+    "imported_finalized_at", "imported_finalized_by", "imported_evidence",
+)  # fmt: skip
+# The same fields as ``update()`` keyword names.
+_FROZEN_UPDATE_NAMES = frozenset(FROZEN_FIELDS) | {"policy", "finalized_by"}
+
+
+class FrozenVersionError(ValidationError):
+    """A change to a finalized version's record was asked for; nothing was written."""
+
+    def __init__(self, version: str, fields: list[str]) -> None:
+        names = ", ".join(f.removesuffix("_id") for f in fields)
+        super().__init__(
+            f"{version} is finalized: its {names} cannot change. Create a new version instead.",
+            code="finalized",
+        )
+        self.fields = fields
+
+
+def _is_record(finalized_at: Any, imported_finalized_at: Any) -> bool:
+    return finalized_at is not None or imported_finalized_at is not None
+
+
+class VersionQuerySet(models.QuerySet["Version"]):
+    def update(self, **kwargs: Any) -> int:
+        """Refuses to touch a frozen field of a finalized version (``bulk_update`` comes here
+        too). Finalizing itself updates rows filtered on ``finalized_at__isnull=True``."""
+        frozen = sorted(_FROZEN_UPDATE_NAMES.intersection(kwargs))
+        if frozen:
+            records = self.filter(
+                models.Q(finalized_at__isnull=False) | models.Q(imported_finalized_at__isnull=False)
+            )
+            first = records.order_by("pk").first()
+            if first is not None:
+                raise FrozenVersionError(f"Version #{first.pk}", frozen)
+        return super().update(**kwargs)
+
+
 class Version(models.Model):
     """An immutable snapshot of a policy: primary text (A) and twin (B).
 
     ``text`` never changes after creation. The twin may be edited or regenerated only until the
-    version has labels; after that every change is a new version.
+    version has labels; after that every change is a new version. Once finalized, the version's
+    record (``FROZEN_FIELDS``: texts, evidence, override, warnings, who and when) is refused by
+    ``save``, ``clean`` (forms, admin) and ``update``.
     """
 
     policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="versions")
@@ -130,6 +296,8 @@ class Version(models.Model):
     imported_finalized_by = models.CharField(max_length=150, blank=True)
     imported_evidence = models.JSONField(default=dict, blank=True)
 
+    objects = models.Manager.from_queryset(VersionQuerySet)()
+
     class Meta:
         ordering = ["policy", "-number"]
         constraints = [
@@ -139,8 +307,36 @@ class Version(models.Model):
     def __str__(self) -> str:
         return f"{self.policy.name} v{self.number}"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        fields = kwargs.get("update_fields")
+        changed = self.frozen_changes(kwargs.get("using"))
+        if fields is not None:
+            changed = [n for n in changed if n in fields or n.removesuffix("_id") in fields]
+        if changed:
+            raise FrozenVersionError(str(self), changed)
+        super().save(*args, **kwargs)
+
     def get_absolute_url(self) -> str:
         return reverse("policies:version", args=[self.pk])
+
+    def frozen_changes(self, using: str | None = None) -> list[str]:
+        """The frozen fields this instance would change on a finalized stored row ([] when the
+        stored row is not finalized, or there is none)."""
+        if self.pk is None or self._state.adding:
+            return []
+        manager = Version.objects.db_manager(using or self._state.db or "default")
+        stored = manager.filter(pk=self.pk).values(*FROZEN_FIELDS).first()
+        if stored is None or not _is_record(
+            stored["finalized_at"], stored["imported_finalized_at"]
+        ):
+            return []
+        return [name for name in FROZEN_FIELDS if stored[name] != getattr(self, name)]
+
+    def clean(self) -> None:
+        super().clean()
+        changed = self.frozen_changes()
+        if changed:
+            raise FrozenVersionError(str(self), changed)
 
     @property
     def is_finalized(self) -> bool:
@@ -211,3 +407,13 @@ class PolicySettingChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.field}: {self.old_value} → {self.new_value}"
+
+    @property
+    def field_display(self) -> str:
+        return SETTING_NAMES.get(self.field, self.field)
+
+    @property
+    def via_display(self) -> str:
+        if self.via in SettingPath.values:
+            return SettingPath(self.via).label
+        return self.via or "—"

@@ -20,7 +20,14 @@ from django.utils import timezone
 from cope_studio.celery import app as celery_app
 from policies import hooks
 from policies.diff import diff_stats
-from policies.models import Policy, TwinJob, TwinJobStatus, TwinOrigin, Version
+from policies.models import (
+    Policy,
+    SettingPath,
+    TwinJob,
+    TwinJobStatus,
+    TwinOrigin,
+    Version,
+)
 from worker.contract import GENERATE_TWIN_TASK, GPU_QUEUE, TwinRequest, TwinResult
 from worker.policy_text import twin_problems, twin_warnings
 
@@ -251,30 +258,45 @@ def finalize_version(
 
 
 def update_policy_settings(
-    *, policy: Policy, agreement_threshold: float, min_sample_size: int
+    *,
+    policy: Policy,
+    agreement_threshold: float,
+    min_sample_size: int,
+    min_kappa: float | None = None,
+    by: User | None = None,
+    via: str = SettingPath.SETTINGS,
 ) -> dict[str, tuple[Any, Any]]:
-    """Set the policy's threshold and minimum sample; ``{field: (old, new)}`` of what changed.
+    """Set the policy's gate settings; ``{field: (old, new)}`` of what changed.
 
-    The caller owns the transaction and records who changed what (labeling keeps the audit).
+    ``min_kappa`` None keeps the current one. ``Policy.save`` writes the audit rows (one per
+    changed field, ``by`` and ``via`` on each); the caller may own a wider transaction.
     """
     if not 0.5 <= agreement_threshold <= 1.0:
         raise ValueError("The agreement threshold must be between 50% and 100%.")
     if min_sample_size < 1:
         raise ValueError("The minimum sample must be at least 1.")
-    locked = Policy.objects.select_for_update().get(pk=policy.pk)
-    changes: dict[str, tuple[Any, Any]] = {}
-    for name, value in (
-        ("agreement_threshold", agreement_threshold),
-        ("min_sample_size", min_sample_size),
-    ):
-        old = getattr(locked, name)
-        if old != value:
-            changes[name] = (old, value)
-            setattr(policy, name, value)
-    if changes:
-        Policy.objects.filter(pk=policy.pk).update(
-            **{name: new for name, (_, new) in changes.items()}, updated_at=timezone.now()
-        )
+    if min_kappa is not None and not 0.0 <= min_kappa <= 1.0:
+        raise ValueError("The minimum kappa must be between 0 and 1.")
+    with transaction.atomic():
+        locked = Policy.objects.select_for_update().get(pk=policy.pk)
+        wanted: dict[str, Any] = {
+            "agreement_threshold": agreement_threshold,
+            "min_sample_size": min_sample_size,
+        }
+        if min_kappa is not None:
+            wanted["min_kappa"] = min_kappa
+        changes = {
+            name: (getattr(locked, name), value)
+            for name, value in wanted.items()
+            if getattr(locked, name) != value
+        }
+        if changes:
+            for name, (_, new) in changes.items():
+                setattr(locked, name, new)
+            locked.save(update_fields=[*changes, "updated_at"], changed_by=by, via=via)
+            for name, (_, new) in changes.items():
+                setattr(policy, name, new)
+            policy.updated_at = locked.updated_at
     return changes
 
 
