@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from labeling.gold import items as items_module
 from labeling.models import GoldLabel, GoldSource, Item, SampleSet
@@ -78,7 +79,7 @@ def test_gold_figures_and_items_page(
     page.goto(f"{live_server.url}/labeling/jobs/{job.pk}/items/")
     page.select_option("#id_wrong", "a_fp")
     page.click(".item-filters button[type=submit]")
-    page.wait_for_function("document.querySelectorAll('#items-table tbody tr').length === 2")
+    expect(page.locator("#items-table tbody tr")).to_have_count(2)
     texts = page.locator("#items-table tbody td.content-text").all_inner_texts()
     assert texts == [HOSTILE, "content 5"]
     assert page.evaluate("window.__pwned") is None
@@ -89,9 +90,7 @@ def test_gold_figures_and_items_page(
     cell = page.locator(f"#gold-{row_item.pk}")
     cell.locator("select").select_option("1")
     cell.locator("button").click()
-    page.wait_for_function(
-        f"document.querySelector('#gold-{row_item.pk}').innerText.includes('typed')"
-    )
+    expect(cell).to_contain_text("typed")
     gold = GoldLabel.objects.get(item=row_item, policy=job.version.policy)
     assert (gold.label, gold.source, gold.decided_by_id) == ("1", GoldSource.TYPED, reviewer.pk)
 
@@ -167,3 +166,46 @@ def test_admin_changes_settings_and_sees_the_audit(
     assert page.locator("#current-min-sample").inner_text() == "120"
     assert PolicySettingChange.objects.filter(policy=policy).count() == 3
     screenshot("policy-settings")
+
+
+def test_items_count_csv_name_and_gold_history_per_item(
+    page: Any, live_server: Any, login: Any, screenshot: Any, author: Any, reviewer: Any
+) -> None:
+    job = build_job(author, ROWS)
+    SampleSet.objects.filter(pk=job.sample_set_id).update(name="Eval <i>set</i>")
+    item = Item.objects.get(sample_set=job.sample_set, row_number=1)  # expected 1, A 0, B 1
+    login(reviewer)
+
+    page.goto(f"{live_server.url}/labeling/jobs/{job.pk}/items/")
+    assert page.locator("#items-count").inner_text() == "7 items in this job."
+    page.check("#id_mismatch")
+    page.click(".item-filters button[type=submit]")
+    expect(page.locator("#items-count")).to_contain_text("match these filters")
+    assert page.locator("#items-count").inner_text() == "3 items match these filters."
+    with page.expect_download() as info:
+        page.click("#csv-link")
+    assert info.value.suggested_filename == f"job-{job.pk}-items-mismatches.csv"
+
+    # Type the gold of one row twice, then open its history: the import first, then each change.
+    cell = page.locator(f"#gold-{item.pk}")
+    for label in ("0", "u"):
+        cell.locator("select").select_option(label)
+        cell.locator("button").click()
+        expect(cell.locator("strong")).to_have_text(label)
+    page.evaluate("window.__marker = 1")
+    cell.locator("details.gold-history summary").click()
+    history = cell.locator(".gold-history-list li")
+    history.last.wait_for()
+    lines = history.all_inner_texts()
+    assert len(lines) == 3
+    assert "imported with expected label 1" in lines[0]
+    assert "Eval <i>set</i>" in lines[0] and author.username in lines[0]
+    assert "1 (import) → 0 (typed), by " + reviewer.username in lines[1]
+    assert "0 (typed) → u (typed), by " + reviewer.username in lines[2]
+    assert page.evaluate("window.__marker") == 1  # loaded in place
+    screenshot("item-gold-history")
+
+    # Out of range: a clear error, and the other filters still apply.
+    page.goto(f"{live_server.url}/labeling/jobs/{job.pk}/items/?margin=0.9&mismatch=on")
+    assert "from 0 to 0.5" in page.locator("#filter-errors").inner_text()
+    assert page.locator("#items-count").inner_text() == "3 items match these filters."
