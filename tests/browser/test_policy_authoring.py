@@ -120,3 +120,64 @@ def test_author_writes_versions_with_live_lint_twin_and_diff(
     expect(page.locator("table.policy-list")).to_contain_text("draft")
     screenshot("policy-list")
     assert page.dialogs_seen == []
+
+
+def test_lint_lists_structure_first_and_reads_zentropi_criteria(
+    page: Any, live_server: Any, login: Any, author: Any
+) -> None:
+    from tests.policies.conftest import make_policy
+    from tests.policies.test_lint import zentropi_policy
+
+    policy = make_policy(author, name="Self-harm")
+    login(author)
+    page.goto(f"{live_server.url}/policies/{policy.pk}/versions/new/")
+    text = zentropi_policy(with_interpretation=False).replace(
+        "This policy finds content", "This policy finds posts intended to hurt, and content"
+    )
+    page.fill("#id_text", text)
+    # The one missing section heads the list; the bold criterion names and the quoted
+    # examples ("I want to die") raise nothing; the real intent phrase follows.
+    issues = page.locator("#lint .issue")
+    expect(issues.first).to_contain_text("Missing section: ## Interpretation of Language")
+    expect(page.locator("#lint .issues.structural .issue")).to_have_count(1)
+    expect(page.locator("#lint .issues.wording .issue")).to_have_count(1)
+    expect(page.locator('#lint .issue[data-rule="intent-word"]')).to_contain_text("intended to")
+    expect(page.locator('#lint .issue[data-rule="undefined-term"]')).to_have_count(0)
+
+
+def test_admin_imports_a_bundle_only_into_a_new_policy_unless_they_choose(
+    page: Any, live_server: Any, login: Any, admin_user: Any, author: Any, tmp_path: Any
+) -> None:
+    import json
+
+    from tests.conftest import POLICY_TEXT as TEXT
+    from tests.policies.conftest import make_policy, make_version
+    from tests.policies.test_bundle import make_bundle
+
+    policy = make_policy(author)
+    make_version(policy, author, TEXT, TWIN_TEXT)
+    good, hostile = tmp_path / "north.json", tmp_path / "hostile.json"
+    good.write_text(json.dumps(make_bundle()))
+    bad = make_bundle()
+    bad["versions"][0]["twin_warnings"] = 5
+    hostile.write_text(json.dumps(bad))
+    login(admin_user)
+    page.goto(f"{live_server.url}/policies/import/")
+
+    page.set_input_files("#id_bundle", str(hostile))
+    page.get_by_role("button", name="Import").click()
+    expect(page.locator(".form-errors")).to_contain_text("Version 1: “twin_warnings” must be")
+
+    page.set_input_files("#id_bundle", str(good))
+    page.get_by_role("button", name="Import").click()
+    expect(page.locator(".form-errors")).to_contain_text("only when you choose")
+    assert policy.versions.count() == 1
+
+    page.set_input_files("#id_bundle", str(good))
+    page.fill("#id_source", "Studio North")
+    page.get_by_label("Add the bundle's new versions").check()
+    page.get_by_role("button", name="Import").click()
+    expect(page.locator(".msg.success")).to_contain_text("1 version(s) added")
+    v2 = policy.versions.get(number=2)
+    assert v2.imported_from == "Studio North" and not v2.is_finalized
+    assert v2.imported_finalized_by == "mallory_elsewhere"
