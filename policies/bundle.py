@@ -24,11 +24,11 @@ import json
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.text import slugify
@@ -195,6 +195,19 @@ def _name(data: dict[str, Any], key: str, where: str, *, max_length: int) -> str
     return value
 
 
+def _username(data: dict[str, Any], key: str, where: str) -> str:
+    """A username an account may be created with: the rules this studio's accounts follow."""
+    value = _name(data, key, where, max_length=NAME_MAX_LENGTH)
+    User = get_user_model()
+    field = cast(models.Field[Any, Any], User._meta.get_field(User.USERNAME_FIELD))
+    if value:
+        try:
+            field.run_validators(value)
+        except ValidationError as exc:
+            raise BundleError(f"{where}: “{key}” {value!r:.40}: {exc.messages[0]}") from exc
+    return value
+
+
 def _int(data: dict[str, Any], key: str, where: str, *, default: int | None = None) -> int:
     value = data.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT:
@@ -329,7 +342,7 @@ def _parse_version(entry: Any, position: int) -> VersionEntry:
         twin_warnings=_text_list(entry, "twin_warnings", where),
         twin_updated_at=_when(entry, "twin_updated_at", where),
         change_note=_text(entry, "change_note", where),
-        author=_name(entry, "author", where, max_length=NAME_MAX_LENGTH),
+        author=_username(entry, "author", where),
         created_at=_when(entry, "created_at", where),
         finalized_at=_when(entry, "finalized_at", where),
         finalized_by=_name(entry, "finalized_by", where, max_length=NAME_MAX_LENGTH),
@@ -463,25 +476,31 @@ def import_bundle(
     imported_from = _name({"source": source}, "source", "Import", max_length=SOURCE_MAX_LENGTH)
     if not imported_from:
         raise BundleError("Import: “source” is empty: say which studio the bundle comes from.")
-    with transaction.atomic():
-        policy = Policy.objects.select_for_update().filter(slug=policy_entry.slug).first()
-        created_policy = policy is None
-        if policy is None:
-            policy = _create_policy(policy_entry, by=by)
-        existing = {v.number: v for v in policy.versions.all()}
-        new = _new_entries(policy, entries, existing)
-        if new and not created_policy and not add_to_existing:
-            _refuse_existing(policy, new)
-        for entry in new:
-            parent = existing.get(entry.parent_number) if entry.parent_number else None
-            existing[entry.number] = _create_version(
-                policy,
-                entry,
-                parent=parent,
-                by=by,
-                imported_from=imported_from,
-                **_finalize_fields(entry, finalized_as),
-            )
+    try:
+        with transaction.atomic():
+            policy = Policy.objects.select_for_update().filter(slug=policy_entry.slug).first()
+            created_policy = policy is None
+            if policy is None:
+                policy = _create_policy(policy_entry, by=by)
+            existing = {v.number: v for v in policy.versions.all()}
+            new = _new_entries(policy, entries, existing)
+            if new and not created_policy and not add_to_existing:
+                _refuse_existing(policy, new)
+            for entry in new:
+                parent = existing.get(entry.parent_number) if entry.parent_number else None
+                existing[entry.number] = _create_version(
+                    policy,
+                    entry,
+                    parent=parent,
+                    by=by,
+                    imported_from=imported_from,
+                    **_finalize_fields(entry, finalized_as),
+                )
+    except IntegrityError as exc:
+        raise BundleError(
+            f"“{policy_entry.name}” changed here while it was being imported (another import "
+            "or a new version at the same moment); nothing was imported. Try again."
+        ) from exc
     return ImportResult(
         policy=policy,
         created_policy=created_policy,

@@ -272,6 +272,11 @@ HOSTILE: list[tuple[str, bytes, str]] = [
     ),  # fmt: skip
     ("author a list", _raw(_set(("versions", 0, "author"), ["x"])), "“author” must be text"),
     ("author too long", _raw(_set(("versions", 0, "author"), "a" * 151)), "“author” is longer"),
+    (
+        "author not a username",
+        _raw(_set(("versions", 0, "author"), "<b>x</b>")),
+        "“author” '<b>x</b>': Enter a valid username",
+    ),  # fmt: skip
     ("origin a dict", _raw(_set(("versions", 0, "twin_origin"), {})), "“twin_origin”"),
     (
         "name with RLO",
