@@ -44,12 +44,13 @@ _BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*|__(?=\S)(.+?)(?<=\S)__")
 _HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(\s[^<>]*)?/?>")
 _LINK = re.compile(r"\]\(\s*([^)\s]+)[^)]*\)")
 _SAFE_SCHEMES = ("http://", "https://", "mailto:")
-# A bold name opening a list item and followed by a colon or dash (or ending in a colon): the
-# criterion's name, as Zentropi writes it, not a defined term.
+# A bold name opening a list item and followed by a colon or dash, ending in a colon, or alone
+# on its line (the description below it): the criterion's name, as Zentropi writes it, not a
+# defined term.
 _CRITERION_NAME = re.compile(
     r"^\s*(?:[-*+]|\d+[.)])\s+"
     r"(?:\*\*(?=\S)(?P<a>.+?)(?<=\S)\*\*|__(?=\S)(?P<b>.+?)(?<=\S)__)"
-    r"(?P<after>\s*[:\u2014\u2013]|\s+-\s)?"
+    r"(?P<after>\s*[:\u2014\u2013]|\s+-\s|\s*$)?"
 )
 # Quoted example content: code spans, then straight and curly double quotes, on one line.
 _QUOTED = re.compile(r"`[^`\n]+`|\"[^\"\n]*\"|\u201c[^\u201c\u201d\n]*\u201d")

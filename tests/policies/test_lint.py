@@ -188,7 +188,8 @@ def _item(name: str, text: str, style: int) -> str:
         f"- **{name}:** {text}",
         f"* **{name}** — {text}",
         f"1. __{name}__ - {text}",
-    )[style % 4]
+        f"- **{name}**\n  {text}",
+    )[style % 5]
 
 
 def zentropi_policy(*, with_interpretation: bool = True) -> str:
