@@ -31,8 +31,8 @@ WRONG = [
 
 
 MARGIN_RANGE_ERROR = (
-    "Margin below must be a number from 0 to 0.5: it is |p(1) − 0.5|, which is never more "
-    "than 0.5 (e.g. 0.1 for the items where a side's p(1) was between 0.4 and 0.6)."
+    "must be a number from 0 to 0.5: it is |p(1) − 0.5|, which is never more than 0.5 "
+    "(e.g. 0.1 for the items where a side's p(1) was between 0.4 and 0.6)."
 )
 
 

@@ -239,9 +239,9 @@ def test_margin_outside_its_range_is_a_clear_error(
     login(client, author)
     response = client.get(reverse("labeling:job_items", args=[job.pk]) + f"?margin={margin}&said=a")
     html = response.content.decode()
-    assert "Margin below must be a number from 0 to 0.5" in html
+    assert "Margin below: must be a number from 0 to 0.5" in html
     assert "This filter is not applied." in html
     assert len(response.context["page"].rows) == 3  # said=a still applies
     csv = client.get(reverse("labeling:job_items_csv", args=[job.pk]) + f"?margin={margin}")
     assert csv.status_code == 400
-    assert "Margin below must be a number from 0 to 0.5" in csv.content.decode()
+    assert "Margin below: must be a number from 0 to 0.5" in csv.content.decode()
