@@ -20,51 +20,41 @@ Labels are computed like every other label: on the model workers, through the br
 
 from __future__ import annotations
 
-import functools
-import logging
 import re
 import time
-from collections.abc import Callable
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import SuspiciousOperation
 from django.db.models import Max, Q, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
-from django.urls import URLPattern, URLResolver, re_path
-from ninja import Field, NinjaAPI, Path, Router, Schema
-from ninja.errors import AuthenticationError, HttpError, ValidationError
-from ninja.pagination import LimitOffsetPagination, paginate
+from django.http import HttpRequest
+from ninja import Router
+from ninja.pagination import paginate
 from ninja.security import HttpBearer
-from pydantic import AfterValidator, ConfigDict, StringConstraints
 
 from labeling.api import keys as api_keys
 from labeling.api import live
+from labeling.api.errors import ApiError, CopeNinjaAPI, RateLimited
+from labeling.api.schemas import (
+    LABEL_ERRORS,
+    LOOKUP_ERRORS,
+    MAX_NUMBER,
+    NUMBER_PATH,
+    READ_ERRORS,
+    SLUG_PATH,
+    BoundedPagination,
+    FiguresOut,
+    LabelIn,
+    LabelOut,
+    PolicyOut,
+    VersionOut,
+    VersionSummary,
+    ZentropiIn,
+    ZentropiOut,
+    utf8,
+)
 from labeling.jobs.evaluation import deciding_job
 from labeling.models import ApiKey, Job
-from policies.models import SLUG_MAX_LENGTH, Policy, Version
-
-logger = logging.getLogger(__name__)
-
-# Every integer the API takes is bounded, so none reaches the database past what a column
-# holds (a 2^63 offset was a 500): version numbers fit PostgreSQL's integer, pages a sane size.
-MAX_NUMBER = 2**31 - 1
-MAX_PAGE = 1000
-# The API's own paths: anything under them that no endpoint matches answers JSON 404.
-API_PREFIXES = ("api/", "v1/")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail, self.extra = status, code, detail, extra
-
-
-class RateLimited(Exception):
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(retry_after)
-        self.retry_after = retry_after
+from policies.models import Policy, Version
 
 
 class KeyAuth(HttpBearer):
@@ -82,52 +72,6 @@ class KeyAuth(HttpBearer):
         return api_key
 
 
-def _json_error(status: int, code: str, detail: str) -> JsonResponse:
-    return JsonResponse({"detail": detail, "code": code}, status=status)
-
-
-def _json_not_allowed(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """ninja answers a method a path does not take with a plain-text 405: make it JSON, with
-    the same ``Allow`` header."""
-
-    @functools.wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        response = view(request, *args, **kwargs)
-        if not isinstance(response, HttpResponseNotAllowed):
-            return response
-        allowed = response["Allow"]
-        json = _json_error(
-            405,
-            "method_not_allowed",
-            f"{request.method} is not allowed on {request.path}; this path takes {allowed}.",
-        )
-        json["Allow"] = allowed
-        return json
-
-    return wrapper
-
-
-def _no_such_endpoint(request: HttpRequest, rest: str = "") -> HttpResponse:
-    return _json_error(
-        404, "not_found", f"No API endpoint at {request.path}. The endpoints are at /api/v1/docs."
-    )
-
-
-class CopeNinjaAPI(NinjaAPI):
-    """NinjaAPI whose every answer on the API's paths is JSON: a 405 from ninja's path view,
-    and a 404 for a path under the API's prefixes that no endpoint matches."""
-
-    def _get_urls(self) -> list[URLResolver | URLPattern]:
-        urls = super()._get_urls()
-        for url in urls:
-            if isinstance(url, URLPattern):
-                url.callback = _json_not_allowed(url.callback)
-        prefixes = "|".join(re.escape(p) for p in API_PREFIXES)
-        not_found = _no_such_endpoint
-        not_found.csrf_exempt = True  # type: ignore[attr-defined]
-        return [*urls, re_path(rf"^(?:{prefixes})(?P<rest>.*)$", not_found)]
-
-
 api = CopeNinjaAPI(
     title="CoPE Studio API",
     version="1",
@@ -137,389 +81,6 @@ api = CopeNinjaAPI(
     docs_url="/api/v1/docs",
     openapi_url="/api/v1/openapi.json",
 )
-
-
-def _error(request: HttpRequest, status: int, code: str, detail: str, **extra: Any) -> Any:
-    return api.create_response(request, {"detail": detail, "code": code, **extra}, status=status)
-
-
-def _unprocessable(
-    request: HttpRequest,
-    code: str,
-    detail: str,
-    *,
-    items: list[dict[str, Any]] | None = None,
-    errors: list[dict[str, Any]] | None = None,
-) -> HttpResponse:
-    """A 422 in its one documented shape (``UnprocessableOut``)."""
-    response: HttpResponse = _error(
-        request, 422, code, detail, items=items or [], errors=errors or []
-    )
-    return response
-
-
-@api.exception_handler(ApiError)
-def _on_api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
-    if exc.status == 422:
-        return _unprocessable(request, exc.code, exc.detail, **exc.extra)
-    response: HttpResponse = _error(request, exc.status, exc.code, exc.detail, **exc.extra)
-    return response
-
-
-@api.exception_handler(AuthenticationError)
-def _on_unauthorized(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
-    response: HttpResponse = _error(
-        request,
-        401,
-        "unauthorized",
-        "A valid API key is required: Authorization: Bearer <key>. Keys are created on the "
-        "'API keys' page; a revoked key no longer works.",
-    )
-    response["WWW-Authenticate"] = "Bearer"
-    return response
-
-
-@api.exception_handler(RateLimited)
-def _on_rate_limited(request: HttpRequest, exc: RateLimited) -> HttpResponse:
-    response: HttpResponse = _error(
-        request,
-        429,
-        "rate_limited",
-        f"Over this key's rate limit ({settings.COPE_API_RATE_LIMIT} requests per "
-        f"{settings.COPE_API_RATE_WINDOW} s); retry after {exc.retry_after} s.",
-    )
-    response["Retry-After"] = str(exc.retry_after)
-    return response
-
-
-def _field_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """pydantic's errors as the documented ``FieldError``: where, what, which rule (the value
-    sent is left out: it may be huge, or not printable)."""
-    return [
-        {
-            "loc": [p if isinstance(p, int) else str(p) for p in error.get("loc", ())],
-            "msg": str(error.get("msg", "")),
-            "type": str(error.get("type", "")),
-        }
-        for error in errors
-    ]
-
-
-def _content_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The schema errors about one content of ``contents``, as items naming its index."""
-    items = []
-    for error in errors:
-        loc = list(error["loc"])
-        if "contents" in loc[:-1] and isinstance(loc[loc.index("contents") + 1], int):
-            items.append({"index": loc[loc.index("contents") + 1], "message": error["msg"]})
-    return items
-
-
-@api.exception_handler(ValidationError)
-def _on_invalid(request: HttpRequest, exc: ValidationError) -> HttpResponse:
-    errors = _field_errors(list(exc.errors))
-    where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
-    return _unprocessable(
-        request,
-        "invalid",
-        f"The request does not match the schema ({where}).",
-        items=_content_errors(errors),
-        errors=errors,
-    )
-
-
-@api.exception_handler(HttpError)
-def _on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
-    # ninja raises these itself: 400 for a body that is not JSON, above all.
-    codes = {400: "malformed_request"}
-    detail = str(exc)
-    if exc.status_code == 400:
-        detail = f"{detail}: the body must be JSON (Content-Type: application/json)."
-    response: HttpResponse = _error(
-        request, exc.status_code, codes.get(exc.status_code, "error"), detail
-    )
-    return response
-
-
-@api.exception_handler(SuspiciousOperation)
-def _on_suspicious(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
-    # A body over DATA_UPLOAD_MAX_MEMORY_SIZE, above all.
-    response: HttpResponse = _error(
-        request, 400, "bad_request", f"The request cannot be taken: {exc}"
-    )
-    return response
-
-
-@api.exception_handler(Http404)
-def _on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
-    response: HttpResponse = _error(request, 404, "not_found", str(exc) or "Not found.")
-    return response
-
-
-@api.exception_handler(Exception)
-def _on_unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
-    logger.exception("Unexpected error on %s %s", request.method, request.path, exc_info=exc)
-    response: HttpResponse = _error(
-        request,
-        500,
-        "server_error",
-        "An unexpected error on the server; it has been logged. Nothing was stored.",
-    )
-    return response
-
-
-# Schemas ------------------------------------------------------------------------------------
-
-
-def _utf8(value: str | None) -> str | None:
-    """Refuse text that cannot be sent on as UTF-8 (a lone surrogate, from a ``\\udxxx`` JSON
-    escape): the model worker could not read it."""
-    if value is None:
-        return value
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(
-            f"not valid Unicode text: a lone surrogate (U+{ord(value[exc.start]):04X}) at "
-            f"character {exc.start + 1}"
-        ) from None
-    return value
-
-
-# Text that is looked up in the database: printable in UTF-8 and free of NUL, which PostgreSQL
-# cannot take in a query. Any other slug is simply not found (404).
-SlugText = Annotated[
-    str, StringConstraints(min_length=1, max_length=SLUG_MAX_LENGTH, pattern=r"^[^\x00]+$")
-]
-# A policy text sent with the request: anything the model worker can read.
-PolicyText = Annotated[str, AfterValidator(_utf8)]
-Number = Annotated[int, Field(ge=1, le=MAX_NUMBER)]
-SLUG_PATH = Path(
-    ..., min_length=1, max_length=SLUG_MAX_LENGTH, pattern=r"^[^\x00]+$", description="A slug"
-)
-NUMBER_PATH = Path(..., ge=1, le=MAX_NUMBER, description="A version number")
-
-
-class ErrorOut(Schema):
-    detail: str
-    code: str
-
-
-class ItemError(Schema):
-    index: int = Field(description="The content's place in `contents` (0-based)")
-    message: str
-
-
-class FieldError(Schema):
-    loc: list[str | int] = Field(
-        description="Where: ['body', 'body', 'contents', 3], ['query', 'limit']"
-    )
-    msg: str
-    type: str
-
-
-class UnprocessableOut(ErrorOut):
-    """Every 422 has this shape: ``items`` for the contents at fault (by index), ``errors``
-    for the fields that do not match the schema; either may be empty."""
-
-    items: list[ItemError] = Field(description="The contents at fault, by index")
-    errors: list[FieldError] = Field(description="The fields that do not match the schema")
-
-
-class PolicyOut(Schema):
-    slug: str
-    name: str
-    description: str
-    agreement_threshold: float
-    min_sample_size: int
-    latest_version: int | None = Field(None, description="Number of the newest version")
-    finalized_version: int | None = Field(
-        None, description="Number of the newest finalized version (labels use it by default)"
-    )
-
-
-class VersionSummary(Schema):
-    number: int
-    finalized: bool
-    finalized_at: datetime | None
-    created_at: datetime
-    change_note: str
-    has_twin: bool
-
-
-class FiguresOut(Schema):
-    job_id: int
-    deciding: bool = Field(
-        True,
-        description="Always true: the API shows only the version's deciding job (its latest "
-        "succeeded twin job on the evaluation set at the minimum sample), the one figure every "
-        "page and finalize read",
-    )
-    sample_set: str
-    items: int
-    backend: str
-    model_id: str
-    weak_backend: bool = Field(description="True for the embedding baseline (not CoPE)")
-    agreement: float | None = Field(description="p_o: share of items labeled alike by A and B")
-    kappa: float | None
-    ci_low: float | None = Field(description="95% Wilson interval of the agreement")
-    ci_high: float | None
-    positive_rate_a: float | None
-    positive_rate_b: float | None
-    labeled_both: int
-    excluded: int
-    finished_at: datetime | None
-
-
-class VersionOut(VersionSummary):
-    policy: str
-    text: str
-    twin_text: str
-    figures: FiguresOut | None = Field(
-        description="The version's deciding job's figures; null while no job decides"
-    )
-
-
-class LabelIn(Schema):
-    """What to label (`content`, or `contents`, or both: `content` comes last) and under what:
-    exactly one of `policy` (a slug: the `label` scope) or `policy_text` (an ad-hoc, unreviewed
-    text: the `label_text` scope). Both, or neither, is a 422."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "oneOf": [
-                {
-                    "required": ["policy"],
-                    "properties": {"policy": {"type": "string"}, "policy_text": {"type": "null"}},
-                },
-                {
-                    "required": ["policy_text"],
-                    "properties": {"policy_text": {"type": "string"}, "policy": {"type": "null"}},
-                },
-            ]
-        }
-    )
-
-    contents: list[str] | None = Field(None, description="Contents to label (or `content`)")
-    content: str | None = Field(None, description="One content to label")
-    policy: SlugText | None = Field(None, description="Policy slug; or give `policy_text`")
-    version: Number | None = Field(None, description="Version number; default: latest finalized")
-    allow_draft: bool = Field(False, description="Allow a version that is not finalized")
-    policy_text: PolicyText | None = Field(
-        None,
-        description="Ad-hoc policy text instead of a slug. It has not been reviewed or "
-        "finalized: needs the `label_text` scope, and the answer says `unreviewed: true`.",
-    )
-
-
-class Timing(Schema):
-    total_ms: float = Field(description="This request, as the server handled it")
-    round_trip_ms: float = Field(description="Web → broker → model worker → web")
-    model_ms: float = Field(description="The model's scoring time on the worker")
-
-
-class LabelResult(Schema):
-    index: int
-    label: int | None = Field(description="1: the content meets the policy; 0: it does not")
-    p1: float | None = Field(description="The model's probability of 1")
-    error: str | None = None
-    policy: str | None
-    version: int | None
-    model_id: str
-    timing: Timing
-
-
-UNREVIEWED = Field(
-    description="True when the labels come from a text that was not finalized in this studio: "
-    "an ad-hoc `policy_text`/`criteria_text`, or a draft version (`allow_draft`)"
-)
-WARNING = Field(description="Why the labels are unreviewed, when they are; null otherwise")
-
-
-class LabelOut(Schema):
-    results: list[LabelResult]
-    policy: str | None
-    version: int | None
-    unreviewed: bool = UNREVIEWED
-    warning: str | None = WARNING
-    backend: str
-    model_id: str
-    model_revision: str
-    weak_backend: bool
-    timing: Timing
-
-
-class ZentropiIn(Schema):
-    """`content_text` with exactly one of `criteria_text` (an ad-hoc, unreviewed text: the
-    `label_text` scope) or `labeler_id` (a policy slug: the `label` scope)."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "oneOf": [
-                {
-                    "required": ["criteria_text"],
-                    "properties": {
-                        "criteria_text": {"type": "string"},
-                        "labeler_id": {"type": "null"},
-                    },
-                },
-                {
-                    "required": ["labeler_id"],
-                    "properties": {
-                        "labeler_id": {"type": "string"},
-                        "criteria_text": {"type": "null"},
-                    },
-                },
-            ]
-        }
-    )
-
-    content_text: str
-    criteria_text: PolicyText | None = Field(
-        None, description="Ad-hoc policy text (unreviewed: needs the `label_text` scope)"
-    )
-    labeler_id: SlugText | None = Field(None, description="A policy slug")
-    labeler_version_id: str | None = Field(
-        "latest",
-        max_length=20,
-        description="'latest' (the latest finalized version) or a version number in ASCII "
-        "digits (1 to 2147483647, optionally after a 'v'); anything else is a 422",
-    )
-    model: str | None = Field(None, description="Accepted and ignored: the workers' model is used")
-    allow_draft: bool = False
-
-
-class ZentropiOut(Schema):
-    label: str = Field(description='"1" or "0"')
-    confidence: float = Field(description="Probability of the label given (0.5 to 1.0)")
-    compute_time: float = Field(description="Seconds this request took")
-    unreviewed: bool = UNREVIEWED
-    warning: str | None = WARNING
-
-
-class BoundedPagination(LimitOffsetPagination):
-    class Input(Schema):
-        limit: int = Field(100, ge=1, le=MAX_PAGE, description=f"At most {MAX_PAGE}")
-        offset: int = Field(0, ge=0, le=MAX_NUMBER, description=f"At most {MAX_NUMBER}")
-
-
-# Every status each kind of endpoint answers, with its shape.
-READ_ERRORS: dict[int, type[Schema]] = {
-    401: ErrorOut,
-    403: ErrorOut,
-    422: UnprocessableOut,
-    429: ErrorOut,
-    500: ErrorOut,
-}
-LOOKUP_ERRORS: dict[int, type[Schema]] = {**READ_ERRORS, 404: ErrorOut}
-LABEL_ERRORS: dict[int, type[Schema]] = {
-    **LOOKUP_ERRORS,
-    400: ErrorOut,
-    409: ErrorOut,
-    502: ErrorOut,
-    503: ErrorOut,
-}
-
 
 # Lookups ------------------------------------------------------------------------------------
 
@@ -708,7 +269,7 @@ def _unencodable(contents: list[str]) -> dict[int, str]:
     errors: dict[int, str] = {}
     for index, content in enumerate(contents):
         try:
-            _utf8(content)
+            utf8(content)
         except ValueError as exc:
             errors[index] = f"Content {index}: {exc}. Nothing was labeled."
     return errors
