@@ -6,6 +6,18 @@ exactly one row changed (otherwise it picks again): that update is the guarantee
 database. On PostgreSQL the pick also locks the row (``select_for_update(skip_locked=True)``),
 so concurrent reviewers walk past each other's rows instead of all trying the oldest one; SQLite
 has no row locks, and there the conditional update alone decides.
+
+A reviewer holds at most one claim, whatever the number of tabs and clicks. The same take
+refuses a row while the reviewer holds another live claim (``NOT EXISTS`` in the update: the
+rule is checked by the statement that would break it). That subquery cannot see a claim another
+transaction has not committed yet, so on PostgreSQL a claim first locks the reviewer's user row
+(``FOR NO KEY UPDATE``: foreign-key checks are not blocked): two requests of one reviewer claim
+one after the other, and the second finds and renews the first's claim. SQLite runs one write
+transaction at a time (``IMMEDIATE``), which serialises them already.
+
+A renewal that changes no row means the claim ended between reading it and renewing it (a
+decision or a skip in another tab): it is a lost claim, reported as such (``NextTask.lost``),
+never shown as if it were still held.
 """
 
 from __future__ import annotations
@@ -16,7 +28,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import Exists, F, Q, QuerySet
 from django.db.models.functions import Abs
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
@@ -144,10 +156,20 @@ def _pick(scope: QueueFilter, reviewer_id: int, now: datetime) -> ReviewTask | N
     return None
 
 
+def _live_claims(reviewer: User, now: datetime) -> QuerySet[ReviewTask]:
+    """The reviewer's claims that have not run out (the partial index of claims)."""
+    return ReviewTask.objects.filter(
+        status=ReviewStatus.CLAIMED, claimed_by=reviewer, claim_expires_at__gte=now
+    )
+
+
 def _take(task: ReviewTask, reviewer: User, now: datetime, expires: datetime) -> bool:
-    """Claim the picked task if it is still claimable; whether this reviewer got it."""
-    taken = ReviewTask.objects.filter(_claimable(now), pk=task.pk).update(
-        status=ReviewStatus.CLAIMED, claimed_by=reviewer, claim_expires_at=expires
+    """Claim the picked task if it is still claimable and the reviewer holds no other live
+    claim; whether this reviewer got it."""
+    taken = (
+        ReviewTask.objects.filter(_claimable(now), pk=task.pk)
+        .filter(~Exists(_live_claims(reviewer, now)))
+        .update(status=ReviewStatus.CLAIMED, claimed_by=reviewer, claim_expires_at=expires)
     )
     if taken != 1:
         return False
@@ -157,36 +179,113 @@ def _take(task: ReviewTask, reviewer: User, now: datetime, expires: datetime) ->
     return True
 
 
-def _renew_held_claim(
-    scope: QueueFilter, reviewer: User, now: datetime, expires: datetime
-) -> int | None:
-    """The id of the reviewer's still-valid claim inside the filter, renewed; any claim they hold
-    outside it goes back to the queue. Usually they hold nothing (right after a decision): one
-    query on the partial index of claims."""
-    mine = list(
+def lock_reviewer(reviewer: User) -> None:
+    """Make this reviewer's claims wait for each other (PostgreSQL; see the module's note)."""
+    if connection.features.has_select_for_update:
+        list(
+            User.objects.filter(pk=reviewer.pk)
+            .select_for_update(no_key=True)
+            .values_list("pk", flat=True)
+        )
+
+
+def _claims_of(reviewer: User) -> list[tuple[int, datetime | None]]:
+    """(id, expiry) of every claim the reviewer holds: one query on the partial index of
+    claims, usually answering nothing (right after a decision)."""
+    return list(
         ReviewTask.objects.filter(status=ReviewStatus.CLAIMED, claimed_by=reviewer)
         .order_by()
         .values_list("id", "claim_expires_at")
     )
+
+
+def _renew_held_claim(
+    scope: QueueFilter, reviewer: User, now: datetime, expires: datetime
+) -> tuple[int | None, int | None]:
+    """``(held, lost)``: the id of the reviewer's live claim inside the filter, renewed; or the
+    id of the one that ended before it could be renewed (its renewal changed no row). Any other
+    claim they hold goes back to the queue."""
+    mine = _claims_of(reviewer)
     if not mine:
-        return None
+        return None, None
     held_by_reviewer = ReviewTask.objects.filter(status=ReviewStatus.CLAIMED, claimed_by=reviewer)
-    with transaction.atomic():
-        valid = [pk for pk, until in mine if until is not None and until >= now]
-        held = (
-            scope.apply(ReviewTask.objects.filter(pk__in=valid))
-            .order_by("id")
-            .values_list("id", flat=True)
-            .first()
-            if valid
-            else None
+    valid = [pk for pk, until in mine if until is not None and until >= now]
+    held = (
+        scope.apply(ReviewTask.objects.filter(pk__in=valid))
+        .order_by("id")
+        .values_list("id", flat=True)
+        .first()
+        if valid
+        else None
+    )
+    lost = None
+    if held is not None:
+        renewed = held_by_reviewer.filter(pk=held, claim_expires_at__gte=now).update(
+            claim_expires_at=expires
         )
-        if held is not None and held_by_reviewer.filter(pk=held).update(claim_expires_at=expires):
-            return held
-        held_by_reviewer.filter(pk__in=[pk for pk, _until in mine]).update(
+        if renewed != 1:
+            lost, held = held, None
+    others = [pk for pk, _until in mine if pk != held]
+    if others:
+        held_by_reviewer.filter(pk__in=others).update(
             status=ReviewStatus.OPEN, claimed_by=None, claim_expires_at=None
         )
-    return None
+    return held, lost
+
+
+@dataclass(frozen=True)
+class NextTask:
+    """What the queue shows next: the claimed task (None: nothing claimable in the filter) and,
+    when the reviewer's claim ended before it could be renewed, that task's id."""
+
+    task: ReviewTask | None
+    lost: int | None = None
+
+    @property
+    def notice(self) -> str:
+        if self.lost is None:
+            return ""
+        return (
+            f"Your claim on mismatch #{self.lost} ended before this page loaded: it was decided "
+            "or skipped in another tab or window. Nothing more was recorded for it."
+        )
+
+
+def claim_next(
+    *,
+    reviewer: User,
+    job: Job | None = None,
+    policy: Policy | None = None,
+    side_said_1: str | None = None,
+    max_margin: float | None = None,
+) -> NextTask:
+    """Give the reviewer the next task to review, claimed for ``COPE_CLAIM_MINUTES``.
+
+    A reviewer holds one task at a time: a still-valid claim inside the filter comes back first
+    (its claim renewed); a claim outside the filter is given back to the queue. The card's rows
+    are read in the same transaction, so the task returned is claimed by this reviewer (on
+    PostgreSQL the renewed or taken row stays locked until the card is read).
+    """
+    scope = QueueFilter(job=job, policy=policy, side_said_1=side_said_1, max_margin=max_margin)
+    now = timezone.now()
+    expires = now + timedelta(minutes=settings.COPE_CLAIM_MINUTES)
+    with transaction.atomic():
+        lock_reviewer(reviewer)
+        held, lost = _renew_held_claim(scope, reviewer, now, expires)
+        if held is not None:
+            return NextTask(load_task(held))
+        for _attempt in range(_CLAIM_ATTEMPTS):
+            task = _pick(scope, reviewer.pk, now)
+            if task is None:
+                break
+            if _take(task, reviewer, now, expires):
+                return NextTask(_attach_item_and_job(task), lost)
+            # Not taken: another reviewer took the row, or this reviewer got a claim meanwhile
+            # (the take refuses a second one); then that claim is the one to show.
+            held, _lost = _renew_held_claim(scope, reviewer, now, expires)
+            if held is not None:
+                return NextTask(load_task(held), lost)
+    return NextTask(None, lost)
 
 
 def claim_next_task(
@@ -197,27 +296,10 @@ def claim_next_task(
     side_said_1: str | None = None,
     max_margin: float | None = None,
 ) -> ReviewTask | None:
-    """Give the reviewer the next task to review, claimed for ``COPE_CLAIM_MINUTES``.
-
-    A reviewer holds one task at a time: a still-valid claim inside the filter comes back first
-    (its claim renewed); a claim outside the filter is given back to the queue.
-    """
-    scope = QueueFilter(job=job, policy=policy, side_said_1=side_said_1, max_margin=max_margin)
-    now = timezone.now()
-    expires = now + timedelta(minutes=settings.COPE_CLAIM_MINUTES)
-    held = _renew_held_claim(scope, reviewer, now, expires)
-    if held is not None:
-        return load_task(held)
-    claimed = None
-    with transaction.atomic():
-        for _attempt in range(_CLAIM_ATTEMPTS):
-            task = _pick(scope, reviewer.pk, now)
-            if task is None:
-                break
-            if _take(task, reviewer, now, expires):
-                claimed = task
-                break
-    return _attach_item_and_job(claimed) if claimed is not None else None
+    """``claim_next``'s task alone, for callers that show no notice."""
+    return claim_next(
+        reviewer=reviewer, job=job, policy=policy, side_said_1=side_said_1, max_margin=max_margin
+    ).task
 
 
 def load_task(pk: int) -> ReviewTask:
