@@ -32,6 +32,10 @@ class GoldTransition:
     old_source: str
     new_label: str
     new_source: str
+    # Set where one call records changes made by several decisions (carry-over): they win over
+    # the call's ``decision_id`` and ``by``.
+    decision_id: int | None = None
+    changed_by_id: int | None = None
 
 
 def record_gold_changes(
@@ -51,8 +55,8 @@ def record_gold_changes(
             new_label=t.new_label,
             old_source=t.old_source,
             new_source=t.new_source,
-            decision_id=decision_id,
-            changed_by=by if getattr(by, "pk", None) else None,
+            decision_id=t.decision_id or decision_id,
+            changed_by_id=t.changed_by_id or getattr(by, "pk", None),
             note=note[:300],
         )
         for t in transitions

@@ -8,8 +8,12 @@ from django.db.models import Subquery
 from django.utils import timezone
 
 from cope_studio.lib.db import any_of
-from labeling.models import Decision, GoldLabel, Item, Job, ReviewStatus, ReviewTask
+from labeling.gold.history import GoldTransition, record_gold_changes
+from labeling.gold.services import current_gold
+from labeling.models import Decision, GoldLabel, GoldSource, Item, Job, ReviewStatus, ReviewTask
 
+# Gold that lives in a row (reviewed, typed, audited): carry-over never replaces it.
+_ROW_SOURCES = frozenset(GoldSource.values) - {GoldSource.IMPORT}
 # Open tasks examined per query when a job's mismatches are matched with earlier decisions.
 _CARRY_BATCH = 1000
 
@@ -78,20 +82,53 @@ def _carry(pairs: list[tuple[int, Decision]]) -> int:
         if resolved != len(still_open):
             raise RuntimeError("Open tasks changed while locked; nothing was carried over.")
         carried = _carried_copies(sources, list(still_open))
+        _gold_where_none(carried, still_open)
+    return len(carried)
+
+
+def _gold_where_none(carried: list[Decision], tasks: dict[int, tuple[int, int]]) -> None:
+    """Gold from the carried decisions, only where no reviewed or typed gold exists (an older
+    decision never overwrites newer gold), each change kept in the gold history."""
+    by_policy: dict[int, list[Decision]] = {}
+    for decision in carried:
+        by_policy.setdefault(tasks[decision.task_id][0], []).append(decision)
+    for policy_id, decisions in by_policy.items():
+        before = current_gold(
+            policy_id=policy_id, item_ids=[tasks[d.task_id][1] for d in decisions]
+        )
+        new = [
+            d for d in decisions if before[tasks[d.task_id][1]][1] not in _ROW_SOURCES
+        ]  # an import's expected label has no row: a reviewed decision is newer
         GoldLabel.objects.bulk_create(
             [
                 GoldLabel(
-                    policy_id=still_open[d.task_id][0],
-                    item_id=still_open[d.task_id][1],
+                    policy_id=policy_id,
+                    item_id=tasks[d.task_id][1],
                     label=d.label,
                     decision_id=d.pk,
                     decided_by_id=d.reviewer_id,
                 )
-                for d in carried
+                for d in new
             ],
             ignore_conflicts=True,
         )
-    return len(carried)
+        record_gold_changes(
+            policy_id=policy_id,
+            transitions=[
+                GoldTransition(
+                    item_id=tasks[d.task_id][1],
+                    old_label=before[tasks[d.task_id][1]][0],
+                    old_source=before[tasks[d.task_id][1]][1],
+                    new_label=d.label,
+                    new_source=GoldSource.REVIEW,
+                    decision_id=d.pk,
+                    changed_by_id=d.reviewer_id,
+                )
+                for d in new
+            ],
+            by=None,
+            note="carried over from an earlier decision under the same two texts",
+        )
 
 
 def carry_over_decisions(*, job_id: int) -> int:
