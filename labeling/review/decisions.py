@@ -1,17 +1,20 @@
 """A reviewer's decision on a task they hold: the task resolved, the decision and the gold
-label recorded, reruns of the same content settled."""
+label recorded (with its gold history row), reruns of the same content settled."""
 
 from __future__ import annotations
 
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
+from labeling.gold.history import GoldTransition, record_gold_changes
+from labeling.gold.services import current_gold
 from labeling.models import (
     Decision,
     GoldChoice,
     GoldLabel,
     GoldSource,
+    Item,
     ReviewStatus,
     ReviewTask,
     Wording,
@@ -55,6 +58,13 @@ def submit_decision(
                 "Your claim on this task has ended (it expired, was skipped, or another "
                 "reviewer resolved it). Nothing was recorded; take the next task."
             )
+        if connection.features.has_select_for_update:
+            # Gold writers of one item take turns (as ``set_gold`` does), so each history row
+            # starts from the gold the previous writer left.
+            Item.objects.select_for_update().filter(pk=task.item_id).values("pk").first()
+        old_label, old_source = current_gold(policy_id=task.policy_id, item_ids=[task.item_id])[
+            task.item_id
+        ]
         decision = Decision.objects.create(
             task_id=task.pk,
             reviewer=reviewer,
@@ -78,6 +88,14 @@ def submit_decision(
             update_conflicts=True,
             unique_fields=["policy", "item"],
             update_fields=_GOLD_FIELDS,
+        )
+        record_gold_changes(
+            policy_id=task.policy_id,
+            transitions=[
+                GoldTransition(task.item_id, old_label, old_source, label, GoldSource.REVIEW)
+            ],
+            by=reviewer,
+            decision_id=decision.pk,
         )
         carry_to_open_reruns(decision, task)
     task.status = ReviewStatus.RESOLVED

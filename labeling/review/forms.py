@@ -11,6 +11,13 @@ from labeling.models import Decision, GoldChoice, Job, ReviewTask, Wording
 from labeling.review.claim import QueueFilter
 from policies.models import Policy
 
+# The margin filter's documented range: the close calls are the small margins.
+MAX_MARGIN = 0.5
+_MARGIN_RANGE = (
+    "The margin must be a number from 0 to 0.5 (|p(1) under A − p(1) under B|); leave it empty "
+    "for any margin."
+)
+
 
 class _JobChoiceField(forms.ModelChoiceField[Job]):
     def label_from_instance(self, obj: Job) -> str:
@@ -40,11 +47,22 @@ class QueueFilterForm(forms.Form):
     max_margin = forms.FloatField(
         required=False,
         min_value=0.0,
-        max_value=1.0,
+        max_value=MAX_MARGIN,
         label="Probability margin at most",
-        help_text="|p(1) under A − p(1) under B|; small margins are the close calls.",
+        help_text="|p(1) under A − p(1) under B|, from 0 to 0.5; small margins are the close "
+        "calls. Empty: any margin.",
+        error_messages={
+            "min_value": _MARGIN_RANGE,
+            "max_value": _MARGIN_RANGE,
+            "invalid": _MARGIN_RANGE,
+        },
         widget=forms.NumberInput(attrs={"step": "0.05", "placeholder": "any"}),
     )
+
+    def chosen(self) -> bool:
+        """Whether the request chose a part of the queue to review: a filter value, or the
+        "Start reviewing" button (``start``) for the whole queue."""
+        return bool(self.data.get("start")) or any(self.data.get(name) for name in self.fields)
 
     def scope(self) -> QueueFilter:
         if not self.is_valid():
@@ -58,7 +76,7 @@ class QueueFilterForm(forms.Form):
         )
 
 
-class DecisionForm(forms.Form):
+class _DecisionFields(forms.Form):
     label = forms.ChoiceField(choices=GoldChoice.choices, widget=forms.RadioSelect)
     wording = forms.ChoiceField(choices=Wording.choices, widget=forms.RadioSelect)
     quote = forms.CharField(
@@ -74,11 +92,6 @@ class DecisionForm(forms.Form):
         help_text="What was unclear, for the next version's author.",
     )
 
-    # Set when the reviewer repeats an earlier decision (the `r` key): kept as its provenance.
-    reused = forms.ModelChoiceField(
-        queryset=Decision.objects.all(), required=False, widget=forms.HiddenInput
-    )
-
     def clean_quote(self) -> str:
         quote: str = self.cleaned_data["quote"]
         return " ".join(quote.split())
@@ -86,6 +99,17 @@ class DecisionForm(forms.Form):
     def clean_note(self) -> str:
         note: str = self.cleaned_data["note"]
         return note.strip()
+
+
+class DecisionForm(_DecisionFields):
+    # Set when the reviewer repeats an earlier decision (the `r` key): kept as its provenance.
+    reused = forms.ModelChoiceField(
+        queryset=Decision.objects.all(), required=False, widget=forms.HiddenInput
+    )
+
+
+class DecisionEditForm(_DecisionFields):
+    """A decision corrected on its edit page: the same fields as the card's."""
 
 
 class ReuseForm(forms.Form):
@@ -120,3 +144,8 @@ class NotesPageForm(forms.Form):
 
 class SkipForm(forms.Form):
     """No fields: the task comes from the URL; the form keeps every POST on one path."""
+
+
+class UndoForm(forms.Form):
+    """No fields: the decision undone is the reviewer's newest; the form keeps every POST on
+    one path."""

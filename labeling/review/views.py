@@ -6,34 +6,55 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ObjectDoesNotExist
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+)
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from cope_studio.lib.htmx import AuthedHttpRequest
 from cope_studio.lib.permissions import require_perms
-from labeling.models import Job, ReviewTask
+from labeling.models import Decision, Job, ReviewTask
 from labeling.review.claim import (
     QueueFilter,
     ReviewError,
-    claim_next_task,
+    claim_next,
     load_task,
     skip_task,
     unskip_tasks,
+)
+from labeling.review.corrections import (
+    EDITABLE,
+    decision_history,
+    edit_decision,
+    may_edit,
+    undo_last_decision,
 )
 from labeling.review.counts import queue_counts
 from labeling.review.decisions import submit_decision
 from labeling.review.diff import wording_diff
 from labeling.review.earlier import earlier_decisions, reusable_decision
-from labeling.review.forms import DecisionForm, NotesPageForm, QueueFilterForm, ReuseForm, SkipForm
+from labeling.review.forms import (
+    DecisionEditForm,
+    DecisionForm,
+    NotesPageForm,
+    QueueFilterForm,
+    ReuseForm,
+    SkipForm,
+    UndoForm,
+)
 from labeling.review.notes import review_notes
 
 QUEUE = "labeling/review/review_queue.html"
 NOTES = "labeling/review/review_notes.html"
 FULL = "labeling/review/review_full.html"
+EDIT = "labeling/review/decision_edit.html"
 _FILTER_KEYS = ("job", "policy", "side", "max_margin")
 # The card shows this much of a content item; the rest is one click away (review_full).
 CONTENT_PREVIEW_CHARS = 5_000
@@ -51,9 +72,12 @@ def _queue_context(
     task: ReviewTask | None,
     form: DecisionForm | None = None,
     notice: str = "",
+    saved: Decision | None = None,
 ) -> dict[str, Any]:
     earlier = earlier_decisions(task) if task else []
     return {
+        "started": True,
+        "saved": saved,
         "task": task,
         "form": form or DecisionForm(),
         "scope": scope,
@@ -67,30 +91,65 @@ def _queue_context(
     }
 
 
-def _next_task_response(
-    request: AuthedHttpRequest, *, form: DecisionForm | None = None, notice: str = ""
+def _card_response(
+    request: AuthedHttpRequest, context: dict[str, Any], filter_form: QueueFilterForm
 ) -> HttpResponse:
-    filter_form = QueueFilterForm(request.GET or None)
-    scope = filter_form.scope()
-    task = claim_next_task(
-        reviewer=request.user,
-        job=scope.job,
-        policy=scope.policy,
-        side_said_1=scope.side_said_1,
-        max_margin=scope.max_margin,
-    )
-    context = _queue_context(request, scope, task, form, notice)
     if request.htmx:
         return render(request, f"{QUEUE}#task-card", context)
     context["filter_form"] = filter_form
     return render(request, QUEUE, context)
 
 
+def _next_task_response(
+    request: AuthedHttpRequest,
+    *,
+    form: DecisionForm | None = None,
+    notice: str = "",
+    saved: Decision | None = None,
+) -> HttpResponse:
+    filter_form = QueueFilterForm(request.GET or None)
+    if filter_form.is_bound and not filter_form.is_valid():
+        return _start_page(request, filter_form)  # no claim for a filter that is not one
+    scope = filter_form.scope()
+    result = claim_next(
+        reviewer=request.user,
+        job=scope.job,
+        policy=scope.policy,
+        side_said_1=scope.side_said_1,
+        max_margin=scope.max_margin,
+    )
+    notice = " ".join(text for text in (notice, result.notice) if text)
+    context = _queue_context(request, scope, result.task, form, notice, saved)
+    return _card_response(request, context, filter_form)
+
+
+def _start_page(request: AuthedHttpRequest, filter_form: QueueFilterForm) -> HttpResponse:
+    """The queue before a part of it is chosen: filters and counts, and nothing claimed."""
+    scope = QueueFilter()
+    errors = " ".join(str(e) for field in filter_form.errors.values() for e in field)
+    context = {
+        "started": False,
+        "scope": scope,
+        "counts": queue_counts(scope),
+        "filter_form": filter_form,
+        "filter_query": "",
+        "notice": f"Nothing was claimed: {errors}" if errors else "",
+    }
+    if request.htmx:
+        return render(request, f"{QUEUE}#task-card", context)
+    return render(request, QUEUE, context, status=400 if filter_form.errors else 200)
+
+
 @login_required
 @require_GET
 def review_queue(request: AuthedHttpRequest) -> HttpResponse:
-    """Claims the reviewer's next task on GET: a reviewer holds one task, so reloads are safe."""
+    """The queue page claims nothing until the reviewer chose what to review (a filter, or
+    "Start reviewing" for the whole queue); then, and for the card's htmx request, it claims
+    the reviewer's next task: a reviewer holds one task, so reloads are safe."""
     require_perms(request, "labeling.add_decision")
+    filter_form = QueueFilterForm(request.GET or None)
+    if not request.htmx and not filter_form.chosen():
+        return _start_page(request, filter_form)
     return _next_task_response(request)
 
 
@@ -110,15 +169,22 @@ def _card_task(task_id: int) -> ReviewTask:
         raise Http404("No such review task.") from None
 
 
-def _after_action(request: AuthedHttpRequest, notice: str = "") -> HttpResponse:
+def _queue_url(request: HttpRequest) -> str:
+    """The queue, reviewing in the request's filter (the whole queue: ``start``)."""
+    return reverse("labeling:queue") + (_filter_query(request) or "?start=1")
+
+
+def _after_action(
+    request: AuthedHttpRequest, notice: str = "", saved: Decision | None = None
+) -> HttpResponse:
     if request.htmx:
-        return _next_task_response(request, notice=notice)
+        return _next_task_response(request, notice=notice, saved=saved)
     if notice:
         messages.warning(request, notice)
-    return redirect(reverse("labeling:queue") + _filter_query(request))
+    return redirect(_queue_url(request))
 
 
-def _refused(form: SkipForm) -> HttpResponse:
+def _refused(form: SkipForm | UndoForm) -> HttpResponse:
     """A skip whose form failed: nothing changed, and the reason in plain text."""
     reason = " ".join(str(error) for error in form.non_field_errors()) or "the form was not valid."
     return HttpResponseBadRequest(f"Nothing was changed: {reason}")
@@ -141,10 +207,10 @@ def review_submit(request: AuthedHttpRequest, task_id: int) -> HttpResponse:
         context["filter_form"] = QueueFilterForm(request.GET or None)
         return render(request, QUEUE, context, status=400)
     try:
-        submit_decision(task=task, reviewer=request.user, **form.cleaned_data)
+        saved = submit_decision(task=task, reviewer=request.user, **form.cleaned_data)
     except ReviewError as exc:
         return _after_action(request, str(exc))
-    return _after_action(request)
+    return _after_action(request, saved=saved)
 
 
 @login_required
@@ -172,6 +238,67 @@ def review_unskip(request: AuthedHttpRequest) -> HttpResponse:
     scope = QueueFilterForm(request.GET or None).scope()
     count = unskip_tasks(reviewer=request.user, scope=scope)
     return _after_action(request, "" if count else "You had skipped no open task here.")
+
+
+@login_required
+@require_POST
+def review_undo(request: AuthedHttpRequest) -> HttpResponse:
+    """Undo the reviewer's last decision: back to that card, claimed again, the decision's
+    label, wording, quote and note filled in to correct."""
+    require_perms(request, "labeling.add_decision")
+    form = UndoForm(request.POST)
+    if not form.is_valid():
+        return _refused(form)
+    try:
+        undone = undo_last_decision(reviewer=request.user)
+    except ReviewError as exc:
+        return _after_action(request, str(exc))
+    if not request.htmx:
+        messages.info(request, f"Your decision on mismatch #{undone.task.pk} was undone.")
+        return redirect(reverse("labeling:queue") + f"?job={undone.task.job_id}")
+    filter_form = QueueFilterForm(request.GET or None)
+    fields = {name: undone.before[name] for name in EDITABLE}
+    notice = f"Your decision on mismatch #{undone.task.pk} was undone; correct it and save."
+    context = _queue_context(
+        request, filter_form.scope(), _card_task(undone.task.pk), DecisionForm(fields), notice
+    )
+    return _card_response(request, context, filter_form)
+
+
+def _editable(request: AuthedHttpRequest, decision_id: int) -> Decision:
+    decision = get_object_or_404(
+        Decision.objects.select_related("reviewer", "task__item", "task__job__version__policy"),
+        pk=decision_id,
+    )
+    if not may_edit(request.user, decision):
+        raise PermissionDenied
+    return decision
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def decision_edit(request: AuthedHttpRequest, decision_id: int) -> HttpResponse:
+    """Correct a decision: one's own, or (admins) anyone's; every change is kept."""
+    decision = _editable(request, decision_id)
+    if request.method == "POST":
+        form = DecisionEditForm(request.POST)
+        if form.is_valid():
+            change = edit_decision(decision=decision, by=request.user, **form.cleaned_data)
+            if change is None:
+                messages.info(request, "Nothing changed.")
+            else:
+                messages.success(request, f"Decision on mismatch #{decision.task_id} corrected.")
+            return redirect("labeling:decision_edit", decision_id=decision.pk)
+    else:
+        form = DecisionEditForm(initial={n: getattr(decision, n) for n in EDITABLE})
+    context = {
+        "decision": decision,
+        "task": decision.task,
+        "form": form,
+        "history": decision_history(decision.task_id),
+        "content_preview_chars": CONTENT_PREVIEW_CHARS,
+    }
+    return render(request, EDIT, context, status=400 if form.errors else 200)
 
 
 @login_required

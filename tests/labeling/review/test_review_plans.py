@@ -115,7 +115,9 @@ def test_the_cards_queries_read_large_tables_through_indexes(
     query = {"any": {}, "job": {"job": job.pk}, "policy": {"policy": job.version.policy_id}}
     client = Client()
     client.force_login(second_reviewer)
-    client.get(reverse("labeling:queue"))  # session and permissions read; a claim held
+    client.get(
+        reverse("labeling:queue"), {"start": 1}
+    )  # session and permissions read; a claim held
     ReviewTask.objects.filter(claimed_by=second_reviewer).update(
         status=ReviewStatus.OPEN, claimed_by=None, claim_expires_at=None
     )

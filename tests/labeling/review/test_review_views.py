@@ -16,6 +16,7 @@ from labeling.review.forms import SkipForm
 from tests.labeling.review.test_review import make_job, tasks_of
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
+START = {"start": "1"}  # "Start reviewing": the whole queue, chosen
 XSS = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned=2">'
 
 
@@ -38,7 +39,7 @@ def job(author: Any) -> Any:
 
 
 def test_anonymous_is_sent_to_login(client: Client, job: Any) -> None:
-    response = client.get(reverse("labeling:queue"))
+    response = client.get(reverse("labeling:queue"), {"start": 1})
     assert response.status_code == 302 and "/login/" in response["Location"]
 
 
@@ -46,7 +47,7 @@ def test_anonymous_is_sent_to_login(client: Client, job: Any) -> None:
 def test_people_who_cannot_review_get_403(persona: str, request: Any, job: Any) -> None:
     client = client_for(request.getfixturevalue(persona))
     task = tasks_of(job)[0]
-    assert client.get(reverse("labeling:queue")).status_code == 403
+    assert client.get(reverse("labeling:queue"), {"start": 1}).status_code == 403
     post = {"label": "1", "wording": "a"}
     assert client.post(reverse("labeling:review_submit", args=[task.pk]), post).status_code == 403
     assert client.post(reverse("labeling:review_skip", args=[task.pk])).status_code == 403
@@ -54,7 +55,7 @@ def test_people_who_cannot_review_get_403(persona: str, request: Any, job: Any) 
 
 
 def test_admins_can_review(admin_user: Any, job: Any) -> None:
-    response = client_for(admin_user).get(reverse("labeling:queue"))
+    response = client_for(admin_user).get(reverse("labeling:queue"), START)
     assert response.status_code == 200
     assert tasks_of(job)[0].claimed_by == admin_user
 
@@ -62,8 +63,48 @@ def test_admins_can_review(admin_user: Any, job: Any) -> None:
 # --- the queue page -------------------------------------------------------------------------
 
 
+def test_opening_the_whole_queue_claims_nothing(reviewer: Any, job: Any) -> None:
+    """The queue page shows filters, counts and "Start reviewing"; nothing is claimed until
+    the reviewer chose what to review."""
+    client = client_for(reviewer)
+
+    response = client.get(reverse("labeling:queue"))
+
+    html = response.content.decode()
+    assert response.status_code == 200 and 'id="queue-start"' in html
+    assert "Start reviewing" in html and 'name="start"' in html
+    assert "2 open" in html and "0 being reviewed" in html
+    assert "data-task-id" not in html
+    assert not ReviewTask.objects.filter(status=ReviewStatus.CLAIMED).exists()
+    # The button submits the (empty) filter with ``start``: the whole queue, claimed now.
+    started = client.get(
+        reverse("labeling:queue"), {"job": "", "policy": "", "side": "", "start": "1"}
+    )
+    assert f'data-task-id="{tasks_of(job)[0].pk}"' in started.content.decode()
+
+
+def test_a_link_with_a_filter_starts_reviewing_that_filter(reviewer: Any, job: Any) -> None:
+    html = client_for(reviewer).get(reverse("labeling:queue"), {"side": "B"}).content.decode()
+    assert f'data-task-id="{tasks_of(job)[1].pk}"' in html
+
+
+def test_plain_decision_in_the_whole_queue_goes_on_reviewing(reviewer: Any, job: Any) -> None:
+    client = client_for(reviewer)
+    first = tasks_of(job)[0]
+    client.get(reverse("labeling:queue"), START)
+
+    response = client.post(
+        reverse("labeling:review_submit", args=[first.pk]), {"label": "1", "wording": "a"}
+    )
+
+    assert response.status_code == 302 and response["Location"].endswith("?start=1")
+    assert (
+        f'data-task-id="{tasks_of(job)[1].pk}"' in client.get(response["Location"]).content.decode()
+    )
+
+
 def test_queue_page_claims_and_shows_the_oldest_mismatch(reviewer: Any, job: Any) -> None:
-    response = client_for(reviewer).get(reverse("labeling:queue"))
+    response = client_for(reviewer).get(reverse("labeling:queue"), START)
 
     html = response.content.decode()
     assert response.status_code == 200
@@ -80,7 +121,7 @@ def test_queue_page_claims_and_shows_the_oldest_mismatch(reviewer: Any, job: Any
 
 
 def test_content_is_escaped_never_rendered_as_html(reviewer: Any, job: Any) -> None:
-    html = client_for(reviewer).get(reverse("labeling:queue")).content.decode()
+    html = client_for(reviewer).get(reverse("labeling:queue"), START).content.decode()
 
     assert "<script>window.__pwned" not in html
     assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in html
@@ -88,7 +129,7 @@ def test_content_is_escaped_never_rendered_as_html(reviewer: Any, job: Any) -> N
 
 
 def test_queue_counts_are_shown(reviewer: Any, job: Any) -> None:
-    html = client_for(reviewer).get(reverse("labeling:queue")).content.decode()
+    html = client_for(reviewer).get(reverse("labeling:queue"), START).content.decode()
     assert "1 open" in html and "1 being reviewed" in html and "0 reviewed" in html
 
 
@@ -101,12 +142,25 @@ def test_htmx_queue_request_gets_the_task_card_only(reviewer: Any, job: Any) -> 
     assert f'data-task-id="{tasks_of(job)[1].pk}"' in html
 
 
-def test_invalid_filter_is_reported_and_ignored(reviewer: Any, job: Any) -> None:
-    response = client_for(reviewer).get(reverse("labeling:queue") + "?max_margin=7")
-    html = response.content.decode()
-    assert response.status_code == 200
-    assert "errorlist" in html
-    assert f'data-task-id="{tasks_of(job)[0].pk}"' in html
+@pytest.mark.parametrize("margin", ["7", "0.51", "-0.1", "nan", "much"])
+def test_a_margin_outside_0_to_0_5_is_refused_and_claims_nothing(
+    reviewer: Any, job: Any, margin: str
+) -> None:
+    client = client_for(reviewer)
+    response = client.get(reverse("labeling:queue"), {"max_margin": margin, "start": "1"})
+    fragment = client.get(reverse("labeling:queue"), {"max_margin": margin}, **HTMX)
+
+    html, card = response.content.decode(), fragment.content.decode()
+    assert response.status_code == 400 and "errorlist" in html
+    for page in (html, card):
+        assert "Nothing was claimed: The margin must be a number from 0 to 0.5" in page
+        assert "data-task-id" not in page
+    assert not ReviewTask.objects.filter(status=ReviewStatus.CLAIMED).exists()
+
+
+def test_a_margin_of_0_5_is_accepted(reviewer: Any, job: Any) -> None:
+    response = client_for(reviewer).get(reverse("labeling:queue"), {"max_margin": "0.5"})
+    assert response.status_code == 200 and "errorlist" not in response.content.decode()
 
 
 def test_empty_queue_says_all_mismatches_reviewed(reviewer: Any, job: Any) -> None:
@@ -131,7 +185,7 @@ def test_queue_with_tasks_held_by_others_says_so(
     )
     claim_next_task(reviewer=second_reviewer)
 
-    html = client_for(reviewer).get(reverse("labeling:queue")).content.decode()
+    html = client_for(reviewer).get(reverse("labeling:queue"), START).content.decode()
 
     assert "Nothing left for you right now" in html
 
@@ -162,7 +216,7 @@ def test_plain_decision_redirects_to_the_queue_with_the_filter(reviewer: Any, jo
 
 def test_htmx_decision_swaps_in_the_next_task(reviewer: Any, job: Any) -> None:
     client = client_for(reviewer)
-    client.get(reverse("labeling:queue"))
+    client.get(reverse("labeling:queue"), {"start": 1})
     first, second = tasks_of(job)
 
     response = client.post(
@@ -182,7 +236,7 @@ def test_htmx_decision_swaps_in_the_next_task(reviewer: Any, job: Any) -> None:
 def test_htmx_decision_on_the_last_task_shows_the_empty_state(reviewer: Any, job: Any) -> None:
     client = client_for(reviewer)
     for task in tasks_of(job):
-        client.get(reverse("labeling:queue"))
+        client.get(reverse("labeling:queue"), {"start": 1})
         response = client.post(
             reverse("labeling:review_submit", args=[task.pk]),
             {"label": "u", "wording": "n"},
@@ -193,7 +247,7 @@ def test_htmx_decision_on_the_last_task_shows_the_empty_state(reviewer: Any, job
 
 def test_invalid_decision_shows_errors_and_keeps_the_task(reviewer: Any, job: Any) -> None:
     client = client_for(reviewer)
-    client.get(reverse("labeling:queue"))
+    client.get(reverse("labeling:queue"), {"start": 1})
     task = tasks_of(job)[0]
 
     plain = client.post(reverse("labeling:review_submit", args=[task.pk]), {"label": "1"})
@@ -225,7 +279,7 @@ def test_decision_without_a_claim_is_refused_with_a_notice(
 
 def test_skip_gives_the_task_back_and_shows_the_next(reviewer: Any, job: Any) -> None:
     client = client_for(reviewer)
-    client.get(reverse("labeling:queue"))
+    client.get(reverse("labeling:queue"), {"start": 1})
     first, second = tasks_of(job)
 
     response = client.post(reverse("labeling:review_skip", args=[first.pk]), **HTMX)
@@ -245,7 +299,7 @@ def test_a_skip_whose_form_fails_changes_nothing(
 
     monkeypatch.setattr(SkipForm, "clean", refuse)
     client = client_for(reviewer)
-    client.get(reverse("labeling:queue"))
+    client.get(reverse("labeling:queue"), {"start": 1})
     first = tasks_of(job)[0]
     ReviewTask.objects.filter(job=job).exclude(pk=first.pk).update(skipped_by=[reviewer.pk])
 
