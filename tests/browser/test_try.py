@@ -1,11 +1,13 @@
 """The Try box in Chromium, on the real model worker: the editor's unsaved text and the version
-page, results shown in place with A/B disagreement highlighted and content escaped."""
+page, results shown in place with A/B disagreement highlighted and content escaped, and only
+labeled rows counted; and the API keys page of the same feature, where revoking asks first."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.labeling.conftest import make_version
 
@@ -86,7 +88,39 @@ def test_try_on_the_version_page(live_server: Any, login: Any, author: Any) -> N
     page.fill("#try-contents", f"{ABUSE}\n{CALM}")
     page.check("#try input[name=mode][value=block]")
     page.click("#try button[type=submit]")
-    page.wait_for_function(
-        "document.querySelectorAll('#try-results tr.try-row').length === 1",
-        timeout=WORKER_TIMEOUT_MS,
-    )
+    # A locator, not wait_for_function: the page's Content-Security-Policy forbids eval.
+    expect(page.locator("#try-results tr.try-row")).to_have_count(1, timeout=WORKER_TIMEOUT_MS)
+
+
+def test_try_counts_only_the_rows_it_labeled(
+    live_server: Any, login: Any, author: Any, settings: Any
+) -> None:
+    settings.COPE_CONTEXT_LIMIT = 1000
+    version = make_version(author)
+    page = login(author)
+    page.goto(f"{live_server.url}{version.get_absolute_url()}")
+    long = "insult " * 900
+    page.fill("#try-contents", f"{long}\n{long} again")
+    page.click("#try button[type=submit]")
+    page.locator("#try-results table.try-table").wait_for(timeout=WORKER_TIMEOUT_MS)
+    summary = page.inner_text("#try-results .try-summary")
+    assert "A and B agree on 0 of 0 labeled; 2 too long to label" in summary
+    assert "agree on all" not in summary
+    assert page.locator("#try-results .badge.bad").count() == 4  # too long, on A and on B
+
+
+def test_revoking_a_key_asks_in_place_first(live_server: Any, login: Any, author: Any) -> None:
+    from labeling.api import keys as api_keys
+    from labeling.models import ApiKey
+
+    api_keys.create_key(owner=author, name="svc", scopes=["read"], by=author)
+    page = login(author)
+    page.goto(f"{live_server.url}/labeling/api-keys/")
+    page.click("tr[data-key] a.revoke")
+    question = page.locator("tr[data-key] form.revoke-confirm")
+    question.wait_for()
+    assert page.url.endswith("/labeling/api-keys/")  # asked in place, by htmx
+    assert ApiKey.objects.get().revoked_at is None
+    question.locator("button[type=submit]").click()
+    page.locator("tr[data-key] .badge.bad").wait_for()
+    assert ApiKey.objects.get().revoked_at is not None

@@ -351,3 +351,58 @@ def test_admin_creates_a_key_for_someone_else_within_their_role(
     )
     response = client.post(url, {"name": "r", "scopes": ["read"], "owner": reviewer.pk})
     assert response.status_code == 200 and ApiKey.objects.get().owner == reviewer
+
+
+@pytest.mark.django_db
+def test_try_counts_only_labeled_rows(client: Client, author: Any, settings: Any) -> None:
+    settings.COPE_CONTEXT_LIMIT = 1000
+    version = make_version(author)
+    client.login(username=author.username, password=PASSWORD)
+    long = "insult " * 900
+    response = client.post(
+        reverse("labeling:try"),
+        {"contents": f"{long}\n{long} again", "version": version.pk},
+        HTTP_HX_REQUEST="true",
+    )
+    html = response.content.decode()
+    assert response.status_code == 200, html
+    summary = html.split('class="small try-summary">')[1].split("</p>")[0]
+    text = " ".join(summary.replace(">", "> ").split())
+    assert "agree on all" not in text
+    assert "A and B agree on 0 of 0 labeled" in summary and "; 2 too long to label" in summary
+
+
+@pytest.mark.django_db
+def test_try_summary_counts_agreement_among_labeled_rows_only(
+    client: Client, author: Any, settings: Any, fake_worker: Any
+) -> None:
+    from tests.model_worker import fake_p1
+
+    settings.COPE_CONTEXT_LIMIT = 1000
+    version = make_version(author)
+    client.login(username=author.username, password=PASSWORD)
+    contents = [ABUSE, CALM, "insult " * 900]
+    response = client.post(
+        reverse("labeling:try"),
+        {"contents": "\n".join(contents), "version": version.pk},
+        HTTP_HX_REQUEST="true",
+    )
+    html = response.content.decode()
+    a = [int(fake_p1(version.text, c) >= 0.5) for c in contents[:2]]
+    b = [int(fake_p1(version.twin_text, c) >= 0.5) for c in contents[:2]]
+    agree = sum(x == y for x, y in zip(a, b, strict=True))
+    if agree == 2:
+        assert "A and B agree on 2 of 2 labeled" in html
+    else:
+        assert f"{2 - agree} of 2 labeled disagree" in html
+    assert "; 1 too long to label" in html
+
+
+@pytest.mark.django_db
+def test_try_page_ignores_a_version_id_that_is_not_ascii_digits(
+    client: Client, author: Any
+) -> None:
+    client.login(username=author.username, password=PASSWORD)
+    for value in ("²", "１", "9" * 40):
+        response = client.get(reverse("labeling:try"), {"version": value})
+        assert response.status_code == 200, value
