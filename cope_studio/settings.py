@@ -8,6 +8,7 @@ is listed in ``.env.example``; ``docs/deploy.md`` says which matter in productio
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -80,12 +81,15 @@ INSTALLED_APPS = [
     "cope_studio.apps.CopeStudioConfig",
     "policies",
     "labeling",
+    "axes",
 ]
 
 # Django's model backend, with a user's own and group permissions read in one query. Django's
 # own stays listed after it: sessions made before record it as their backend and stay valid
 # (it reuses the permissions ours read, so it adds no query).
 AUTHENTICATION_BACKENDS = [
+    # First: a locked-out account or address is refused before any password is checked.
+    "cope_studio.lib.auth.ThrottledLoginBackend",
     "cope_studio.lib.auth.StudioModelBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
@@ -95,6 +99,8 @@ MIDDLEWARE = [
     # probe by IP over plain HTTP) and before sessions (no login).
     "cope_studio.lib.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "cope_studio.lib.headers.PermissionsPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -103,7 +109,45 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a refused sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# --- Login throttling (django-axes; cope_studio.lib.login). Failures are counted per account
+# and, separately, per client address; either one over the limit is refused, right password
+# or not, until the cool-off passes without another try or an admin unlocks it.
+AXES_FAILURE_LIMIT = env_int("COPE_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+COPE_LOGIN_COOLOFF_MINUTES = env_int("COPE_LOGIN_COOLOFF_MINUTES", 15, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=COPE_LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # no banner on every manage.py command; failures and lockouts are still logged
+AXES_LOCKOUT_CALLABLE = "cope_studio.lib.login.locked_out"
+AXES_CLIENT_IP_CALLABLE = "cope_studio.lib.login.client_address"
+# Proxies in front of the web app that append the client's address to X-Forwarded-For (a TLS
+# proxy: 1). 0 trusts no such header: the connection's own address is the client's.
+COPE_PROXY_COUNT = env_int("COPE_PROXY_COUNT", 0, minimum=0, maximum=10)
+
+# --- Content-Security-Policy (django-csp) and Permissions-Policy (cope_studio.lib.headers).
+# Everything comes from this origin: htmx and the page scripts are vendored files, no inline
+# script or style runs (htmx's own indicator style is off: static/css/studio.css has it), and
+# fragments htmx swaps in obey the same policy.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+PERMISSIONS_POLICY = (
+    "accelerometer=(), camera=(), display-capture=(), geolocation=(), gyroscope=(), "
+    "magnetometer=(), microphone=(), midi=(), payment=(), usb=()"
+)
 
 ROOT_URLCONF = "cope_studio.urls"
 WSGI_APPLICATION = "cope_studio.wsgi.application"
@@ -164,6 +208,8 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # source folders and `make run` needs no collectstatic step.
 STATIC_ROOT = env_str("DJANGO_STATIC_ROOT") or None
 WHITENOISE_USE_FINDERS = True
+# Files served at the site's root: /favicon.ico, which browsers and tools ask for unprompted.
+WHITENOISE_ROOT = BASE_DIR / "static" / "root"
 if STATIC_ROOT:
     # Images: hashed names, compressed copies, cached for a year.
     STORAGES = {
