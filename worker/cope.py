@@ -101,6 +101,10 @@ def _fork_cache(cache: DynamicCache, rows: int) -> DynamicCache:
     return forked
 
 
+def _as_score(value: float | Score) -> Score:
+    return value if isinstance(value, Score) else Score.from_p1(float(value))
+
+
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
@@ -156,7 +160,7 @@ class CopeScorer:
             prefix = self._prefix(policy, cached=False)
             results, rows = self._plan(prefix, contents, full=True)
             for row in rows:
-                results[row.index] = Score.from_p1(self._forward([row.ids], None)[0])
+                results[row.index] = _as_score(self._forward([row.ids], None)[0])
             return self._finish(results)
 
     def score_batched_full(self, policy: str, contents: Sequence[str]) -> list[Score]:
@@ -164,6 +168,13 @@ class CopeScorer:
         with self._lock, torch.inference_mode():
             prefix = self._prefix(policy, cached=False)
             return self._run(prefix, contents, full=True)
+
+    def score_variants(self, policies: Sequence[str], contents: Sequence[str]) -> list[list[Score]]:
+        """Every content under every policy variant, the variants' shared prefix computed once
+        (``worker.cope_variants``); one list per policy, in order."""
+        from worker.cope_variants import score_variants
+
+        return score_variants(self, policies, contents)
 
     def clear_prefix_cache(self) -> None:
         with self._lock:
@@ -260,9 +271,9 @@ class CopeScorer:
             prefix.cache = self._compute_prefix_cache(prefix.ids)
         cache = None if full else prefix.cache
         for batch in self._batches(rows, 0 if full else len(prefix.ids)):
-            p1s = self._forward_split([r.ids for r in batch], cache)
-            for row, p1 in zip(batch, p1s, strict=True):
-                results[row.index] = Score.from_p1(p1) if isinstance(p1, float) else p1
+            scores = self._forward_split([r.ids for r in batch], cache)
+            for row, score in zip(batch, scores, strict=True):
+                results[row.index] = score
         return self._finish(results)
 
     @staticmethod
@@ -284,13 +295,11 @@ class CopeScorer:
         )
         return cache
 
-    def _forward_split(
-        self, batch: list[list[int]], cache: DynamicCache | None
-    ) -> list[float | Score]:
+    def _forward_split(self, batch: list[list[int]], cache: DynamicCache | None) -> list[Score]:
         """Run a batch; on an out-of-memory error, run its halves instead. An item still out of
         memory alone fails alone (a ``Score.failed``), and the rest of the batch is labeled."""
         try:
-            return list(self._forward(batch, cache))
+            return [_as_score(s) for s in self._forward(batch, cache)]
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not _is_oom(exc):
                 raise
@@ -308,8 +317,9 @@ class CopeScorer:
         log.warning("Out of memory on a batch of %d; retrying as %d + %d", len(batch), half, half)
         return self._forward_split(batch[:half], cache) + self._forward_split(batch[half:], cache)
 
-    def _forward(self, batch: list[list[int]], cache: DynamicCache | None) -> list[float]:
-        """p1 for each row: right-padded ids, read at each row's own last position."""
+    def _forward(self, batch: list[list[int]], cache: DynamicCache | None) -> list[Score]:
+        """A score for each row (p1 and the logit margin): right-padded ids, read at each row's
+        own last position."""
         rows = len(batch)
         width = max(len(ids) for ids in batch)
         past = 0 if cache is None else cache.get_seq_length()
@@ -334,7 +344,11 @@ class CopeScorer:
         )
         logits = out.logits[:, -1, :]  # (rows, vocab): one kept position per row
         pair = logits[:, [self.zero_id, self.one_id]].float()
-        return [float(p) for p in torch.softmax(pair, dim=-1)[:, 1].cpu()]
+        p1s = torch.softmax(pair, dim=-1)[:, 1].cpu()
+        margins = (pair[:, 1] - pair[:, 0]).cpu()
+        return [
+            Score.from_p1(float(p1), float(margin)) for p1, margin in zip(p1s, margins, strict=True)
+        ]
 
 
 # ---------------------------------------------------------------------------------- loading

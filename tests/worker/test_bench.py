@@ -12,6 +12,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -175,7 +176,7 @@ def test_out_of_memory_splits_are_counted_and_scores_kept(
     reference = [s.p1 for s in scorer.score(policy, contents)]
     real_forward = scorer._forward
 
-    def forward(batch: list[list[int]], cache: object) -> list[float]:
+    def forward(batch: list[list[int]], cache: object) -> list[Any]:
         if len(batch) > 2:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
         return real_forward(batch, cache)  # type: ignore[arg-type]

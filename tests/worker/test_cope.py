@@ -189,7 +189,7 @@ def test_an_item_out_of_memory_alone_fails_alone(
     real_forward = scorer._forward
     batches: list[int] = []
 
-    def forward(batch: list[list[int]], cache: Any) -> list[float]:
+    def forward(batch: list[list[int]], cache: Any) -> list[Any]:
         batches.append(len(batch))
         if any(len(ids) == max(lengths) for ids in batch):  # this item never fits
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -228,7 +228,7 @@ def test_default_limit_scores_a_full_window_and_refuses_one_token_more(
     scorer = load_cope(merged_path=str(tiny_cope.merged), device="cpu")
     run: list[int] = []
 
-    def forward(batch: list[list[int]], cache: Any) -> list[float]:
+    def forward(batch: list[list[int]], cache: Any) -> list[Any]:
         run.extend(len(ids) for ids in batch)  # the model's answer is not what is tested here
         return [0.25] * len(batch)
 
