@@ -7,6 +7,7 @@ the result back as a task on the ``default`` queue that the web side writes idem
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,6 +20,9 @@ DESCRIBE_TASK = "worker.describe"  # queue "gpu": -> WorkerInfo as a dict (for `
 RECORD_CHUNK_TASK = "labeling.record_chunk"  # queue "default": ScoreResult as a dict
 RECORD_TWIN_TASK = "policies.record_twin"  # queue "default": TwinResult as a dict
 RECORD_HEARTBEAT_TASK = "labeling.record_heartbeat"  # queue "default": Heartbeat as a dict
+# Attribution (see ExplainRequest): queue "gpu": ExplainRequest -> sends RECORD_EXPLAIN_TASK.
+EXPLAIN_CHUNK_TASK = "worker.explain_chunk"
+RECORD_EXPLAIN_TASK = "labeling.record_explain"  # queue "default": ExplainResult as a dict
 GPU_QUEUE = "gpu"
 DEFAULT_QUEUE = "default"
 
@@ -324,6 +328,148 @@ class LiveResult:
                     p1=None if o["p1"] is None else float(o["p1"]),
                     error=str(o.get("error", "")),
                     too_long=bool(o.get("too_long", False)),
+                )
+                for o in data["outcomes"]
+            ],
+            worker=WorkerInfo.from_dict(data["worker"]),
+            model_seconds=float(data["model_seconds"]),
+            error=str(data.get("error", "")),
+        )
+
+
+# Attribution: which clause decides a label ---------------------------------------------
+# The web side builds the policy variants (``worker.variants.build_variants``: bases, clause
+# removals, aligned swaps) and sends them with a chunk of items to EXPLAIN_CHUNK_TASK on the
+# ``gpu`` queue; the worker scores every item under every variant (sharing the variants' common
+# prompt prefix) and sends one ExplainResult to RECORD_EXPLAIN_TASK on ``default``, which the
+# web side records idempotently per (run_id, chunk_id). Added within contract 1: an older worker
+# does not know the task (the message waits on ``gpu`` until a newer worker takes it).
+
+# ``margin_from_p1`` clamps p1 to [MARGIN_P1_CLAMP, 1 - MARGIN_P1_CLAMP]: |margin| <= ~16.1.
+MARGIN_P1_CLAMP = 1e-7
+
+
+def margin_from_p1(p1: float) -> float:
+    """The answer's logit margin ``logit("1") - logit("0") = log(p1 / (1 - p1))`` from p1,
+    for a backend that did not report it; p1 is clamped (``MARGIN_P1_CLAMP``) so 0 and 1 give
+    finite values (about -16.1 and +16.1)."""
+    p = min(max(float(p1), MARGIN_P1_CLAMP), 1.0 - MARGIN_P1_CLAMP)
+    return math.log(p / (1.0 - p))
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One policy variant: its key (``worker.variants``: "A", "A-:<clause>", "A<B:<clause>",
+    ...; any unique string to the worker) and its full policy text."""
+
+    key: str
+    policy: str
+
+
+@dataclass(frozen=True)
+class ExplainRequest:
+    """Score every item under every variant (one chunk of one attribution run)."""
+
+    run_id: int  # the web side's attribution run
+    chunk_id: int
+    variants: list[VariantSpec]  # keys unique within the request
+    items: list[ScoreItem]
+    attempt: int = 1  # which send of this chunk (a redelivery after a worker died counts up)
+    contract: int = CONTRACT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "chunk_id": self.chunk_id,
+            "variants": [{"key": v.key, "policy": v.policy} for v in self.variants],
+            "items": [{"item_id": i.item_id, "text": i.text} for i in self.items],
+            "attempt": self.attempt,
+            "contract": self.contract,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExplainRequest:
+        _check_version(data)
+        variants = [VariantSpec(str(v["key"]), str(v["policy"])) for v in data["variants"]]
+        keys = [v.key for v in variants]
+        if len(set(keys)) != len(keys):
+            raise ContractError("variant keys must be unique within a request")
+        return cls(
+            run_id=int(data["run_id"]),
+            chunk_id=int(data["chunk_id"]),
+            variants=variants,
+            items=[ScoreItem(int(i["item_id"]), str(i["text"])) for i in data["items"]],
+            attempt=int(data.get("attempt", 1)),
+        )
+
+
+@dataclass(frozen=True)
+class VariantOutcome:
+    """One item under one variant: label, p(1) and the answer's logit margin
+    (``logit("1") - logit("0")``, the ranking figure: from the model where the backend reports
+    it, else ``margin_from_p1(p1)``), or an error and none of them."""
+
+    key: str
+    item_id: int
+    label: int | None
+    p1: float | None
+    margin: float | None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    """The answer to an ExplainRequest: ``outcomes`` variant by variant in the request's
+    order, each variant's items in the request's order (len(variants) x len(items)); empty
+    with ``error`` set when the whole chunk failed after its retries."""
+
+    run_id: int
+    chunk_id: int
+    outcomes: list[VariantOutcome]
+    worker: WorkerInfo
+    model_seconds: float
+    error: str = ""
+    contract: int = CONTRACT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "chunk_id": self.chunk_id,
+            "outcomes": [
+                {
+                    "key": o.key,
+                    "item_id": o.item_id,
+                    "label": o.label,
+                    "p1": o.p1,
+                    "margin": o.margin,
+                    "error": o.error,
+                }
+                for o in self.outcomes
+            ],
+            "worker": self.worker.to_dict(),
+            "model_seconds": self.model_seconds,
+            "error": self.error,
+            "contract": self.contract,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExplainResult:
+        _check_version(data)
+
+        def number(value: Any) -> float | None:
+            return None if value is None else float(value)
+
+        return cls(
+            run_id=int(data["run_id"]),
+            chunk_id=int(data["chunk_id"]),
+            outcomes=[
+                VariantOutcome(
+                    key=str(o["key"]),
+                    item_id=int(o["item_id"]),
+                    label=None if o["label"] is None else int(o["label"]),
+                    p1=number(o["p1"]),
+                    margin=number(o.get("margin")),
+                    error=str(o.get("error", "")),
                 )
                 for o in data["outcomes"]
             ],

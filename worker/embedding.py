@@ -199,12 +199,17 @@ class EmbeddingScorer:
 
     def margins(self, policy: str, contents: Sequence[str]) -> list[float]:
         """``max_L margin_L`` per content (see the module docstring)."""
-        crit = self.criteria(policy)
         if not contents:
             return []
+        return self._margins(policy, contents, self._embed_contents(contents))
+
+    def _embed_contents(self, contents: Sequence[str]) -> Matrix:
+        return self.embedder.embed([c if c.strip() else "." for c in contents])
+
+    def _margins(self, policy: str, contents: Sequence[str], vectors: Matrix) -> list[float]:
+        crit = self.criteria(policy)
         if not crit.includes:
             return [-1.0] * len(contents)
-        vectors = self.embedder.embed([c if c.strip() else "." for c in contents])
         inc_sims = vectors @ crit.include_vectors.T  # (n, n_includes)
         exc_sims = (
             vectors @ crit.exclude_vectors.T if crit.excludes else np.zeros((len(contents), 0))
@@ -222,4 +227,19 @@ class EmbeddingScorer:
         return [float(m) if c.strip() else -1.0 for m, c in zip(best, contents, strict=True)]
 
     def score(self, policy: str, contents: Sequence[str]) -> list[Score]:
-        return [Score.from_p1(_sigmoid(K * m)) for m in self.margins(policy, contents)]
+        return [_score(m) for m in self.margins(policy, contents)]
+
+    def score_variants(self, policies: Sequence[str], contents: Sequence[str]) -> list[list[Score]]:
+        """Each variant is a policy: the same formula, exactly. The contents are embedded once
+        for all variants, each variant's criteria once (the per-policy cache)."""
+        if not contents:
+            return [[] for _ in policies]
+        vectors = self._embed_contents(contents)
+        return [
+            [_score(m) for m in self._margins(policy, contents, vectors)] for policy in policies
+        ]
+
+
+def _score(margin: float) -> Score:
+    """p1 = sigmoid(K * margin); the answer's logit margin is ``K * margin`` itself."""
+    return Score.from_p1(_sigmoid(K * margin), K * margin)

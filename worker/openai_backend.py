@@ -4,6 +4,10 @@ Scoring uses ``/v1/completions`` with the exact CoPE prompt, ``max_tokens=1``, `
 and ``logprobs``: ``p1 = P("1") / (P("0") + P("1"))`` from the top log-probabilities of the one
 generated position. vLLM's automatic prefix caching does the policy-prefix reuse server side.
 
+``score_variants`` (attribution: one content set under many variants of a policy) sends the
+requests variant by variant so that the server's prefix cache hits; ``margin`` is
+``log P("1") - log P("0")``, the logits' difference.
+
 Twin generation uses ``/v1/chat/completions``.
 
 Transient failures (429, 5xx, connection errors, timeouts) are retried with exponential backoff,
@@ -203,7 +207,8 @@ def p1_from_logprobs(choice: dict[str, Any]) -> Score:
     if not seen["0"]:
         return Score.from_p1(1.0)
     lp0, lp1 = _logsumexp(seen["0"]), _logsumexp(seen["1"])
-    return Score.from_p1(1.0 / (1.0 + math.exp(lp0 - lp1)))
+    # log P("1") - log P("0") is the logits' difference: the softmax's normaliser cancels.
+    return Score.from_p1(1.0 / (1.0 + math.exp(lp0 - lp1)), lp1 - lp0)
 
 
 class OpenAICompletionsScorer:
@@ -282,6 +287,16 @@ class OpenAICompletionsScorer:
         for start in range(0, len(prompts), self.batch_size):
             scores.extend(self._score_batch(prompts[start : start + self.batch_size]))
         return scores
+
+    def score_variants(self, policies: Sequence[str], contents: Sequence[str]) -> list[list[Score]]:
+        """Variant by variant: all contents of one variant in consecutive requests, the
+        variants in text order (those sharing a longer beginning next to each other), so the
+        server's prefix cache (vLLM's automatic prefix caching) holds the variant's prompt
+        prefix while its contents run. A text given twice is sent once. Results come back in
+        the caller's order."""
+        order = sorted(dict.fromkeys(policies))
+        scored = {policy: self.score(policy, contents) for policy in order}
+        return [list(scored[policy]) for policy in policies]
 
 
 class OpenAIChatTwinWriter:

@@ -1,4 +1,5 @@
-"""Worker tasks: score one chunk of one job side, write a twin, describe the loaded model.
+"""Worker tasks: score one chunk of one job side, explain one chunk (every item under every
+policy variant), write a twin, describe the loaded model.
 
 The model is loaded once per worker process (at ``worker_process_init``, or on the first task)
 and kept. Results go back as tasks by name on the ``default`` queue; a request that still fails
@@ -21,24 +22,30 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_ready
 
 from worker import heartbeat  # noqa: F401  (connects its signals before the preload below)
-from worker.base import BackendConfigError, Scorer, TwinWriter
+from worker.base import BackendConfigError, Scorer, TwinWriter, score_variants
 from worker.celery_app import app
 from worker.config import WorkerConfig
 from worker.contract import (
     DEFAULT_QUEUE,
     DESCRIBE_TASK,
+    EXPLAIN_CHUNK_TASK,
     GENERATE_TWIN_TASK,
     GPU_QUEUE,
     RECORD_CHUNK_TASK,
+    RECORD_EXPLAIN_TASK,
     RECORD_TWIN_TASK,
     SCORE_CHUNK_TASK,
     ContractError,
+    ExplainRequest,
+    ExplainResult,
     ScoreOutcome,
     ScoreRequest,
     ScoreResult,
     TwinRequest,
     TwinResult,
+    VariantOutcome,
     WorkerInfo,
+    margin_from_p1,
 )
 from worker.embedding import TextEmbedder
 from worker.loader import load_scorer, load_twin_writer
@@ -291,6 +298,93 @@ def _worker_died(request: ScoreRequest, limit: int) -> ScoreResult:
 
 def _failed_chunk(request: ScoreRequest, exc: BaseException) -> ScoreResult:
     return _chunk_failure(request.job_id, request.chunk_id, request.side, _describe_error(exc))
+
+
+def explain_request(scorer: Scorer, request: ExplainRequest) -> ExplainResult:
+    """Score every item under every variant; the pure part of ``explain_chunk``."""
+    started = time.perf_counter()
+    texts = [item.text for item in request.items]
+    results = score_variants(scorer, [v.policy for v in request.variants], texts)
+    seconds = time.perf_counter() - started
+    outcomes = []
+    for variant, scores in zip(request.variants, results, strict=True):
+        for item, s in zip(request.items, scores, strict=True):
+            margin = s.margin
+            if margin is None and s.p1 is not None:
+                margin = margin_from_p1(s.p1)
+            outcomes.append(
+                VariantOutcome(variant.key, item.item_id, s.label, s.p1, margin, s.error)
+            )
+    return ExplainResult(
+        run_id=request.run_id,
+        chunk_id=request.chunk_id,
+        outcomes=outcomes,
+        worker=scorer.info,
+        model_seconds=seconds,
+    )
+
+
+def _explain_failure(run_id: int, chunk_id: int, error: str) -> ExplainResult:
+    """A result that fails the whole explain chunk: no outcomes, the reason in ``error``."""
+    return ExplainResult(
+        run_id=run_id,
+        chunk_id=chunk_id,
+        outcomes=[],
+        worker=_fallback_info(),
+        model_seconds=0.0,
+        error=error,
+    )
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name=EXPLAIN_CHUNK_TASK,
+    bind=True,
+    max_retries=_config().task_max_retries,
+)
+def explain_chunk(self: Task, request: dict[str, Any]) -> None:
+    """Score an ``ExplainRequest`` (as a dict) and send its ``ExplainResult`` to
+    ``record_explain``: the same retries, time limits and failure answers as ``score_chunk``."""
+    try:
+        parsed = ExplainRequest.from_dict(request)
+    except (ContractError, KeyError, TypeError, ValueError) as exc:
+        log.error("malformed explain request: %s", exc)
+        if isinstance(request, dict) and "run_id" in request and "chunk_id" in request:
+            failed = _explain_failure(
+                int(request["run_id"]), int(request["chunk_id"]), f"Malformed request: {exc}"
+            )
+            _send(RECORD_EXPLAIN_TASK, failed.to_dict())
+        return
+    if _redelivered(self):  # a worker process died with this message: see score_chunk
+        limit = _config().max_chunk_attempts
+        if parsed.attempt >= limit:
+            log.error("explain chunk %s: worker lost on attempt %s", parsed.chunk_id, limit)
+            died = _explain_failure(
+                parsed.run_id,
+                parsed.chunk_id,
+                f"A worker process died while explaining this chunk, up to attempt "
+                f"{parsed.attempt} (COPE_MAX_CHUNK_ATTEMPTS={limit}): out of memory or a CUDA "
+                "error are likely; see the GPU worker's log. It is not run again until "
+                "someone retries it.",
+            )
+            _send_or_retry(self, RECORD_EXPLAIN_TASK, died.to_dict())
+        else:
+            log.warning(
+                "explain chunk %s: worker lost on attempt %s", parsed.chunk_id, parsed.attempt
+            )
+            _send_to_gpu(EXPLAIN_CHUNK_TASK, replace(parsed, attempt=parsed.attempt + 1).to_dict())
+        return
+    try:
+        result = explain_request(models.get_scorer(), parsed)
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries < self.max_retries:
+            countdown = _countdown(self, exc)
+            log.warning("explain chunk %s: %s; retry in %.0fs", parsed.chunk_id, exc, countdown)
+            raise self.retry(exc=exc, countdown=countdown) from exc
+        result = _explain_failure(parsed.run_id, parsed.chunk_id, _describe_error(exc))
+    except Exception as exc:
+        log.exception("explain chunk %s failed", parsed.chunk_id)
+        result = _explain_failure(parsed.run_id, parsed.chunk_id, _describe_error(exc))
+    _send_or_retry(self, RECORD_EXPLAIN_TASK, result.to_dict())
 
 
 @app.task(  # type: ignore[untyped-decorator]

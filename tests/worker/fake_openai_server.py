@@ -30,12 +30,21 @@ def content_of(prompt: str) -> str:
     return prompt[start + len(CONTENT_START) : end]
 
 
-def expected_p1(content: str) -> float:
-    """The p1 the fake model means for ``content``: in [0.05, 0.95], deterministic."""
+def expected_p1(content: str, policy: str = "") -> float:
+    """The p1 the fake model means for ``content``: in [0.05, 0.95], deterministic. A policy
+    holding ``FLIP`` turns it into ``1 - p1`` (so variants of a policy score differently)."""
     if "VIOLENT" in content:
-        return 0.9
-    digest = int(hashlib.sha256(content.encode("utf-8")).hexdigest()[:8], 16)
-    return 0.05 + 0.9 * digest / 0xFFFFFFFF
+        p1 = 0.9
+    else:
+        digest = int(hashlib.sha256(content.encode("utf-8")).hexdigest()[:8], 16)
+        p1 = 0.05 + 0.9 * digest / 0xFFFFFFFF
+    return 1 - p1 if "FLIP" in policy else p1
+
+
+def policy_of(prompt: str) -> str:
+    start = prompt.find("POLICY\n======\n\n")
+    end = prompt.rfind(CONTENT_START)
+    return prompt[start:end] if start >= 0 and end >= 0 else ""
 
 
 @dataclass
@@ -55,12 +64,12 @@ class FakeState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _top_logprobs(content: str) -> dict[str, float]:
+def _top_logprobs(content: str, policy: str = "") -> dict[str, float]:
     if "NO_DIGITS" in content:
         return {"Hello": math.log(0.6), " the": math.log(0.4)}
     if "ONLY_ONE" in content:
         return {"1": math.log(0.7), "Hello": math.log(0.3)}
-    p1 = expected_p1(content)
+    p1 = expected_p1(content, policy)
     return {
         "1": math.log((1 - OTHER_MASS) * p1),
         "0": math.log((1 - OTHER_MASS) * (1 - p1)),
@@ -131,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         choices = []
         for index, prompt in enumerate(prompts):
-            top = _top_logprobs(content_of(prompt))
+            top = _top_logprobs(content_of(prompt), policy_of(prompt))
             best = max(top, key=lambda token: top[token])
             choices.append(
                 {

@@ -23,3 +23,65 @@ def test_written_out_dicts_match_every_field() -> None:
     )
     assert result.to_dict() == asdict(result)
     assert ScoreResult.from_dict(result.to_dict()) == result
+
+
+def test_explain_messages_round_trip_and_check_their_version() -> None:
+    import math
+    from dataclasses import asdict
+
+    import pytest
+
+    from worker.contract import (
+        ContractError,
+        ExplainRequest,
+        ExplainResult,
+        ScoreItem,
+        VariantOutcome,
+        VariantSpec,
+        WorkerInfo,
+    )
+
+    request = ExplainRequest(
+        run_id=7,
+        chunk_id=3,
+        variants=[VariantSpec("A", "policy a"), VariantSpec("A-:overview", "policy")],
+        items=[ScoreItem(11, "text"), ScoreItem(12, "")],
+        attempt=2,
+    )
+    assert request.to_dict() == asdict(request)
+    assert ExplainRequest.from_dict(request.to_dict()) == request
+    first = request.to_dict()
+    del first["attempt"]
+    assert ExplainRequest.from_dict(first).attempt == 1
+    with pytest.raises(ContractError, match="contract version 2"):
+        ExplainRequest.from_dict(request.to_dict() | {"contract": 2})
+    twice = request.to_dict()
+    twice["variants"] = [{"key": "A", "policy": "x"}, {"key": "A", "policy": "y"}]
+    with pytest.raises(ContractError, match="unique"):
+        ExplainRequest.from_dict(twice)
+
+    result = ExplainResult(
+        run_id=7,
+        chunk_id=3,
+        outcomes=[
+            VariantOutcome("A", 11, 1, 0.9, math.log(9)),
+            VariantOutcome("A-:overview", 11, None, None, None, "too long"),
+        ],
+        worker=WorkerInfo("embedding", "m", "r", "cpu", weak=True),
+        model_seconds=0.5,
+    )
+    assert result.to_dict() == asdict(result)
+    assert ExplainResult.from_dict(result.to_dict()) == result
+    with pytest.raises(ContractError):
+        ExplainResult.from_dict(result.to_dict() | {"contract": 0})
+
+
+def test_margin_from_p1_is_the_logit_and_finite_at_the_ends() -> None:
+    import math
+
+    from worker.contract import margin_from_p1
+
+    assert margin_from_p1(0.5) == 0.0
+    assert margin_from_p1(0.9) == math.log(9)
+    assert 16 < margin_from_p1(1.0) < 16.2 and -16.2 < margin_from_p1(0.0) < -16
+    assert margin_from_p1(0.999) > margin_from_p1(0.99)

@@ -102,3 +102,53 @@ def test_empty_call_and_missing_model(scorer: EmbeddingScorer) -> None:
 
     with pytest.raises(BackendConfigError, match="COPE_EMBEDDING_MODEL"):
         EmbeddingScorer.load("/nonexistent/model-dir")
+
+
+def test_removal_attribution_names_the_criterion_the_formula_says_decided(
+    scorer: EmbeddingScorer,
+) -> None:
+    import math
+
+    import numpy as np
+
+    from worker.clauses import parse_clauses, remove_clause
+    from worker.embedding import TAU, K
+
+    includes = [
+        "Selling counterfeit watches or handbags online.",
+        THREAT,
+        "Posting links to cryptocurrency giveaway scams.",
+    ]
+    text = policy(includes, [PRAISE])
+    content = "I am going to find you and kill you, you will not survive the night."
+    criteria = [c for c in parse_clauses(text) if c.kind == "include"]
+    assert [c.text for c in criteria] == includes
+    variants = [text] + [remove_clause(text, c) for c in criteria]
+    results = scorer.score_variants(variants, [content, "The weather is lovely today."])
+
+    # The formula, computed here from the embeddings alone.
+    [vec] = scorer.embedder.embed([content])
+    inc = [float(vec @ v) for v in scorer.embedder.embed(includes)]
+    exc = float(vec @ scorer.embedder.embed([PRAISE])[0])
+
+    def p1(kept: list[float]) -> float:
+        margin = max(kept) - max(exc, TAU)
+        return 1 / (1 + math.exp(-K * margin))
+
+    decider = int(np.argmax(inc))
+    assert includes[decider] == THREAT
+    assert p1(inc) >= 0.5  # labelled 1 under the full policy
+    assert results[0][0].label == 1 and abs(results[0][0].p1 - p1(inc)) < 1e-5  # type: ignore[operator]
+    for n in range(len(includes)):
+        kept = [s for i, s in enumerate(inc) if i != n]
+        score = results[1 + n][0]
+        assert score.p1 is not None and abs(score.p1 - p1(kept)) < 1e-5
+        assert score.margin is not None
+        assert abs(score.margin - K * (max(kept) - max(exc, TAU))) < 1e-4
+        # Only the deciding criterion's removal flips the label.
+        assert (score.label == 0) == (n == decider)
+    # Each variant is scored as the policy it is.
+    for variant, scores in zip(variants, results, strict=True):
+        assert [s.p1 for s in scores] == [
+            s.p1 for s in scorer.score(variant, [content, "The weather is lovely today."])
+        ]

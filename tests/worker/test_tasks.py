@@ -20,20 +20,25 @@ from celery import Celery
 from worker.config import WorkerConfig
 from worker.contract import (
     DESCRIBE_TASK,
+    EXPLAIN_CHUNK_TASK,
     GENERATE_TWIN_TASK,
     RECORD_CHUNK_TASK,
+    RECORD_EXPLAIN_TASK,
     RECORD_HEARTBEAT_TASK,
     RECORD_TWIN_TASK,
     SCORE_CHUNK_TASK,
+    ExplainRequest,
+    ExplainResult,
     ScoreItem,
     ScoreRequest,
     ScoreResult,
     TwinRequest,
     TwinResult,
+    VariantSpec,
 )
 
 REPO = Path(__file__).resolve().parents[2]
-REDIS_URL = "redis://127.0.0.1:6379/9"
+REDIS_URL = os.environ.get("COPE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 POLICY = """# Violent threats
 
 ## Overview
@@ -346,3 +351,166 @@ def test_a_first_delivery_is_scored_whatever_its_attempt(
     monkeypatch.setattr(tasks.models, "scorer", scorer)
     tasks.score_chunk.apply(args=[_redelivered_request(5)])
     assert scorer.calls == 1 and ScoreResult.from_dict(eager[0][1]).error == ""
+
+
+# Attribution: every item under every variant, the same delivery rules as a score chunk.
+
+
+def _variants() -> list[VariantSpec]:
+    from worker.clauses import parse_clauses, remove_clause
+
+    threat = next(c for c in parse_clauses(POLICY) if c.kind == "include")
+    return [
+        VariantSpec("A", POLICY),
+        VariantSpec(f"A-:{threat.key}", remove_clause(POLICY, threat)),
+        VariantSpec("A-:overview", remove_clause(POLICY, parse_clauses(POLICY)[0])),
+    ]
+
+
+def _explain(attempt: int = 1) -> dict[str, Any]:
+    request = ExplainRequest(
+        run_id=4, chunk_id=8, variants=_variants(), items=ITEMS[:2], attempt=attempt
+    )
+    return request.to_dict()
+
+
+@pytest.mark.celery_worker
+def test_worker_explains_a_chunk_and_answers_on_default(
+    broker: tuple[Celery, RunningWorker],
+) -> None:
+    sender, worker = broker
+    variants = _variants()
+    request = ExplainRequest(run_id=3, chunk_id=77, variants=variants, items=ITEMS)
+    sender.send_task(EXPLAIN_CHUNK_TASK, args=[request.to_dict()], queue="gpu")
+
+    name, payload = next_result(sender, worker)
+    assert name == RECORD_EXPLAIN_TASK
+    result = ExplainResult.from_dict(payload)
+    assert (result.run_id, result.chunk_id, result.error) == (3, 77, "")
+    assert [(o.key, o.item_id) for o in result.outcomes] == [
+        (v.key, i.item_id) for v in variants for i in ITEMS
+    ]
+    assert [o.label for o in result.outcomes[: len(ITEMS)]] == EXPECTED_LABELS  # base A
+    assert all(o.error == "" and o.p1 is not None and o.margin is not None for o in result.outcomes)
+    assert result.worker.backend == "embedding" and result.model_seconds > 0
+
+    # Malformed (another contract version): answered with the reason, never left hanging.
+    sender.send_task(EXPLAIN_CHUNK_TASK, args=[request.to_dict() | {"contract": 99}], queue="gpu")
+    name, payload = next_result(sender, worker)
+    assert name == RECORD_EXPLAIN_TASK
+    assert payload["chunk_id"] == 77 and "contract version 99" in payload["error"]
+
+
+class VariantCountingScorer(FlakyScorer):
+    def score_variants(self, policies: list[str], contents: list[str]) -> list[list[Any]]:
+        from worker.base import Score
+
+        self.calls += 1
+        if self.calls <= self.fail_times:
+            raise self.error
+        return [
+            [Score(label=1, p1=0.75, margin=1.5) if n else Score.from_p1(0.25) for _ in contents]
+            for n, _ in enumerate(policies)
+        ]
+
+
+def test_explain_outcomes_come_variant_by_variant_with_margins(
+    eager: list[tuple[str, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import math
+
+    from worker import tasks
+
+    scorer = VariantCountingScorer(ValueError("unused"), fail_times=0)
+    monkeypatch.setattr(tasks.models, "scorer", scorer)
+    tasks.explain_chunk.apply(args=[_explain()])
+    [(name, payload)] = eager
+    result = ExplainResult.from_dict(payload)
+    assert name == RECORD_EXPLAIN_TASK and scorer.calls == 1
+    keys = [v.key for v in _variants()]
+    assert [(o.key, o.item_id) for o in result.outcomes] == [(k, i) for k in keys for i in (11, 12)]
+    # The backend's margin where it gave one; else the logit of p1.
+    assert [o.margin for o in result.outcomes[:2]] == [math.log(0.25 / 0.75)] * 2
+    assert [o.margin for o in result.outcomes[2:]] == [1.5] * 4
+
+
+def test_explain_falls_back_to_one_score_call_per_variant(
+    eager: list[tuple[str, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker import tasks
+
+    scorer = FlakyScorer(ValueError("unused"), fail_times=0)  # no score_variants
+    monkeypatch.setattr(tasks.models, "scorer", scorer)
+    tasks.explain_chunk.apply(args=[_explain()])
+    result = ExplainResult.from_dict(eager[0][1])
+    assert scorer.calls == 3 and len(result.outcomes) == 6 and result.error == ""
+
+
+def test_explain_transient_error_is_retried_then_fails_with_its_reason(
+    eager: list[tuple[str, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker import tasks
+    from worker.openai_backend import BackendUnavailable
+
+    scorer = VariantCountingScorer(BackendUnavailable("server down"), fail_times=1)
+    monkeypatch.setattr(tasks.models, "scorer", scorer)
+    monkeypatch.setattr(tasks.explain_chunk, "max_retries", 2)
+    tasks.explain_chunk.apply(args=[_explain()])
+    assert scorer.calls == 2 and ExplainResult.from_dict(eager[0][1]).error == ""
+
+    eager.clear()
+    scorer = VariantCountingScorer(BackendUnavailable("server down"), fail_times=99)
+    monkeypatch.setattr(tasks.models, "scorer", scorer)
+    tasks.explain_chunk.apply(args=[_explain()])
+    assert scorer.calls == 3
+    [(name, payload)] = eager
+    result = ExplainResult.from_dict(payload)
+    assert (name, result.run_id, result.chunk_id, result.outcomes) == (
+        RECORD_EXPLAIN_TASK,
+        4,
+        8,
+        [],
+    )
+    assert result.error == "server down"
+
+
+def test_explain_bug_and_malformed_request_fail_the_chunk_at_once(
+    eager: list[tuple[str, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker import tasks
+
+    scorer = VariantCountingScorer(ValueError("boom"), fail_times=99)
+    monkeypatch.setattr(tasks.models, "scorer", scorer)
+    tasks.explain_chunk.apply(args=[_explain()])
+    assert scorer.calls == 1
+    assert ExplainResult.from_dict(eager[0][1]).error == "ValueError: boom"
+
+    bad = _explain()
+    bad["variants"].append(dict(bad["variants"][0]))  # a key twice
+    tasks.explain_chunk.apply(args=[bad])
+    assert scorer.calls == 1
+    result = ExplainResult.from_dict(eager[1][1])
+    assert result.error.startswith("Malformed request") and "unique" in result.error
+
+
+def test_an_explain_chunk_that_keeps_killing_workers_is_answered_as_failed(
+    eager: list[tuple[str, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker import tasks
+
+    scorer = VariantCountingScorer(ValueError("never called"), fail_times=0)
+    monkeypatch.setattr(tasks.models, "scorer", scorer)
+    monkeypatch.setattr(tasks, "_redelivered", lambda task: True)
+    resent: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(tasks, "_send_to_gpu", lambda name, payload: resent.append((name, payload)))
+
+    tasks.explain_chunk.apply(args=[_explain(attempt=1)])
+    assert [(n, ExplainRequest.from_dict(p).attempt) for n, p in resent] == [
+        (EXPLAIN_CHUNK_TASK, 2)
+    ]
+    assert eager == [] and scorer.calls == 0
+    tasks.explain_chunk.apply(args=[_explain(attempt=3)])
+    [(name, payload)] = eager
+    result = ExplainResult.from_dict(payload)
+    assert name == RECORD_EXPLAIN_TASK and result.outcomes == [] and scorer.calls == 0
+    assert "worker process died" in result.error and "COPE_MAX_CHUNK_ATTEMPTS=3" in result.error
