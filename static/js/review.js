@@ -25,10 +25,31 @@
     return ["radio", "checkbox", "button", "submit"].indexOf(type) === -1;
   }
 
+  // The text selected inside wording A or B, if any: `q` puts it in the quote field.
+  function selectedWording() {
+    var selection = window.getSelection ? window.getSelection() : null;
+    if (!selection || selection.isCollapsed || !selection.rangeCount) return "";
+    var node = selection.getRangeAt(0).commonAncestorContainer;
+    var element = node.nodeType === 1 ? node : node.parentElement;
+    if (!element || !element.closest(".side .wording")) return "";
+    return selection.toString().split(/\s+/).join(" ").trim();
+  }
+
   document.addEventListener("keydown", function (event) {
-    var form = decisionForm();
-    if (!form || event.altKey || event.isComposing) return;
+    if (event.altKey || event.isComposing) return;
     var target = event.target;
+    var key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+    if (key === "z" && !event.ctrlKey && !event.metaKey && !isTyping(target)) {
+      // Undo the last decision: on a card or on the empty queue alike.
+      var undo = document.getElementById("undo-form");
+      if (undo) {
+        event.preventDefault();
+        submit(undo);
+      }
+      return;
+    }
+    var form = decisionForm();
+    if (!form) return;
 
     if (isTyping(target)) {
       if (!form.contains(target)) return; // the filter form: leave it alone
@@ -44,7 +65,6 @@
     // Enter on a focused button or link does what that button or link says.
     if (event.key === "Enter" && target.closest && target.closest("button, a, summary")) return;
 
-    var key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
     if (Object.prototype.hasOwnProperty.call(CHOICES, key)) {
       var radio = form.querySelector(
         'input[type="radio"][name="' + CHOICES[key] + '"][value="' + key + '"]'
@@ -57,6 +77,11 @@
       var field = form.querySelector(key === "q" ? '[name="quote"]' : '[name="note"]');
       if (field) {
         event.preventDefault();
+        var quoted = key === "q" ? selectedWording() : "";
+        if (quoted) {
+          field.value = quoted.slice(0, field.maxLength > 0 ? field.maxLength : quoted.length);
+          field.dispatchEvent(new Event("input", { bubbles: true }));
+        }
         field.focus();
       }
     } else if (key === "s") {

@@ -79,8 +79,12 @@ def test_skip_and_enter_from_the_keyboard(
     first, second = job.review_tasks.order_by("id")
     login(reviewer)
     page.goto(f"{live_server.url}/labeling/review/")
-    page.evaluate("window.__marker = 1")
+    # The whole queue claims nothing until the reviewer starts.
+    page.locator("#queue-start").wait_for()
+    assert not job.review_tasks.filter(status=ReviewStatus.CLAIMED).exists()
+    page.click("#start-reviewing")
     page.locator(f".task-card[data-task-id='{first.pk}']").wait_for()
+    page.evaluate("window.__marker = 1")
 
     page.keyboard.press("s")
     page.locator(f".task-card[data-task-id='{second.pk}']").wait_for()
@@ -149,3 +153,67 @@ def test_r_reuses_the_earlier_decision_and_the_next_content_stays_in_view(
         "unclear",
     )
     assert reused.carried_from_id == earlier.pk
+
+
+def test_z_undoes_the_last_decision_and_q_quotes_the_selection(
+    page: Any, live_server: Any, login: Any, screenshot: Any, author: Any, reviewer: Any
+) -> None:
+    job = make_job(author=author, mismatches=[(1, 0.9, 0.1), (0, 0.3, 0.7)], texts=["one", "two"])
+    first, second = job.review_tasks.order_by("id")
+    login(reviewer)
+    page.goto(f"{live_server.url}/labeling/review/?job={job.pk}")
+    page.evaluate("window.__marker = 1")
+    page.locator(f".task-card[data-task-id='{first.pk}']").wait_for()
+
+    # Select a few words of wording A, then `q`: they become the quoted clause.
+    page.evaluate(
+        """() => {
+          const wording = document.querySelector('.side-a .wording');
+          const walker = document.createTreeWalker(wording, NodeFilter.SHOW_TEXT);
+          const nodes = [];
+          while (walker.nextNode()) nodes.push(walker.currentNode);
+          const first = nodes.find((n) => n.data.includes('Read'));
+          const last = nodes.find((n) => n.data.includes('literally'));
+          const range = document.createRange();
+          range.setStart(first, first.data.indexOf('Read'));
+          range.setEnd(last, last.data.indexOf('literally') + 'literally'.length);
+          const selection = window.getSelection();
+          selection.removeAllRanges();
+          selection.addRange(range);
+        }"""
+    )
+    page.keyboard.press("q")
+    assert page.locator("input[name=quote]").input_value() == "Read insults literally"
+    page.keyboard.press("Escape")
+    # Without a selection, `q` only goes to the field, keeping what is there.
+    page.evaluate("window.getSelection().removeAllRanges()")
+    page.keyboard.press("q")
+    assert page.locator("input[name=quote]").input_value() == "Read insults literally"
+    page.keyboard.press("Escape")
+
+    page.keyboard.press("0")
+    page.keyboard.press("b")
+    page.keyboard.press("Enter")
+    page.locator(f".task-card[data-task-id='{second.pk}']").wait_for()
+    assert "Saved your decision on mismatch" in page.locator("#saved").inner_text()
+
+    page.keyboard.press("z")
+    page.locator(f".task-card[data-task-id='{first.pk}']").wait_for()
+    screenshot("review-undone")
+
+    assert "was undone" in page.locator("#task-area").inner_text()
+    assert page.locator('input[name="label"][value="0"]').is_checked()
+    assert page.locator('input[name="wording"][value="b"]').is_checked()
+    assert page.locator("input[name=quote]").input_value() == "Read insults literally"
+    assert page.evaluate("window.__marker") == 1, "the page was reloaded"
+    assert not Decision.objects.filter(task=first).exists()
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.status == ReviewStatus.CLAIMED and first.claimed_by_id == reviewer.pk
+    assert second.status == ReviewStatus.OPEN
+
+    # Corrected and saved again: the decision is the corrected one.
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    page.locator(f".task-card[data-task-id='{second.pk}']").wait_for()
+    assert Decision.objects.get(task=first).label == "1"
