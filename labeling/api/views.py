@@ -66,7 +66,8 @@ def apikey_list(request: AuthedHttpRequest) -> HttpResponse:
         "page": page,
         "new_key": new_key,
         "everyone": admin,
-        "allowed": api_keys.allowed_scopes(request.user),
+        # What this user can put on their own key (label_text only from an admin).
+        "allowed": [s for s in api_keys.allowed_scopes(request.user) if s in grantable],
         "grants_text": api_keys.LABEL_TEXT in grantable,
     }
     status = 422 if request.method == "POST" and new_key is None else 200
