@@ -20,6 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Page, Paginator
 from django.db import transaction
 from django.utils import timezone
 
@@ -41,6 +42,7 @@ from labeling.review.claim import ReviewError, lock_reviewer
 
 # The fields a correction may change, kept before and after in ``DecisionChange``.
 EDITABLE = ("label", "wording", "quote", "note")
+DECISIONS_PER_PAGE = 50
 
 
 def may_edit(user: Any, decision: Decision) -> bool:
@@ -191,3 +193,10 @@ def decision_history(task_id: int) -> list[DecisionChange]:
         .select_related("changed_by")
         .order_by("-changed_at", "-id")
     )
+
+
+def my_decisions(user: User, *, everyone: bool = False, page: int = 1) -> Page[Decision]:
+    """A page of the user's decisions (``everyone``: all reviewers'), newest first."""
+    decisions = Decision.objects.all() if everyone else Decision.objects.filter(reviewer=user)
+    listed = decisions.select_related("task__item", "reviewer").order_by("-created_at", "-id")
+    return Paginator(listed, DECISIONS_PER_PAGE).get_page(page)

@@ -142,6 +142,15 @@ class NotesPageForm(forms.Form):
         return self.cleaned_data.get("page") or 1, (clause or "") if has_clause else None
 
 
+class PageForm(forms.Form):
+    """Which page of a list (the first when absent or not a page number)."""
+
+    page = forms.IntegerField(required=False, min_value=1)
+
+    def page_number(self) -> int:
+        return (self.cleaned_data.get("page") or 1) if self.is_valid() else 1
+
+
 class SkipForm(forms.Form):
     """No fields: the task comes from the URL; the form keeps every POST on one path."""
 

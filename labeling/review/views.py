@@ -34,6 +34,7 @@ from labeling.review.corrections import (
     decision_history,
     edit_decision,
     may_edit,
+    my_decisions,
     undo_last_decision,
 )
 from labeling.review.counts import queue_counts
@@ -44,6 +45,7 @@ from labeling.review.forms import (
     DecisionEditForm,
     DecisionForm,
     NotesPageForm,
+    PageForm,
     QueueFilterForm,
     ReuseForm,
     SkipForm,
@@ -55,6 +57,7 @@ QUEUE = "labeling/review/review_queue.html"
 NOTES = "labeling/review/review_notes.html"
 FULL = "labeling/review/review_full.html"
 EDIT = "labeling/review/decision_edit.html"
+DECISIONS = "labeling/review/decision_list.html"
 _FILTER_KEYS = ("job", "policy", "side", "max_margin")
 # The card shows this much of a content item; the rest is one click away (review_full).
 CONTENT_PREVIEW_CHARS = 5_000
@@ -263,6 +266,21 @@ def review_undo(request: AuthedHttpRequest) -> HttpResponse:
         request, filter_form.scope(), _card_task(undone.task.pk), DecisionForm(fields), notice
     )
     return _card_response(request, context, filter_form)
+
+
+@login_required
+@require_GET
+def decision_list(request: AuthedHttpRequest) -> HttpResponse:
+    """The reviewer's decisions, newest first, each a link to its edit page (whoever may change
+    any decision sees everyone's)."""
+    require_perms(request, "labeling.add_decision")
+    everyone = request.user.has_perm("labeling.change_decision")
+    page = PageForm(request.GET or None).page_number()
+    context = {
+        "page": my_decisions(request.user, everyone=everyone, page=page),
+        "everyone": everyone,
+    }
+    return render(request, DECISIONS, context)
 
 
 def _editable(request: AuthedHttpRequest, decision_id: int) -> Decision:

@@ -293,3 +293,19 @@ def test_an_edit_after_finalize_leaves_the_evidence_byte_identical(
         frozen
     )
     assert json.dumps(job_evidence(job), sort_keys=True) != frozen  # the live figures moved
+
+
+def test_my_decisions_lists_mine_with_edit_links(
+    reviewer: Any, second_reviewer: Any, job: Any
+) -> None:
+    mine = decide(reviewer, "1")
+    theirs = decide(second_reviewer, "0")
+    url = reverse("labeling:decision_list")
+
+    html = client_for(reviewer).get(url).content.decode()
+    assert reverse("labeling:decision_edit", args=[mine.pk]) in html
+    assert reverse("labeling:decision_edit", args=[theirs.pk]) not in html
+    second_reviewer.user_permissions.add(Permission.objects.get(codename="change_decision"))
+    everyone = client_for(second_reviewer).get(url).content.decode()
+    assert reverse("labeling:decision_edit", args=[mine.pk]) in everyone
+    assert reviewer.username in everyone
