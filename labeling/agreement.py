@@ -6,6 +6,9 @@ For the ``n`` items labeled on both sides (A = primary text, B = twin):
 * Cohen's kappa ``κ = (p_o − p_e) / (1 − p_e)`` with ``p_e = pA1·pB1 + pA0·pB0``. When
   ``p_e == 1`` both sides gave one and the same label to every item: kappa is undefined (0/0),
   reported as ``None`` with ``kappa_note`` saying why, never as a made-up number;
+* Gwet's AC1 ``(p_o − p_e') / (1 − p_e')`` with ``p_e' = 2π(1 − π)``, ``π`` the mean of the
+  two positive rates: agreement beyond chance that, unlike kappa, stays near ``p_o`` when
+  positives are rare (``p_e' ≤ 0.5``, so it is defined whenever one item is labeled);
 * a 95% Wilson score interval for ``p_o``;
 * the positive rate of each side (with rare positives ``p_o`` is high for free);
 * the 2×2 confusion of A against B;
@@ -50,6 +53,17 @@ def cohen_kappa(a1b1: int, a1b0: int, a0b1: int, a0b0: int) -> tuple[float | Non
     return (p_o - p_e) / (1 - p_e), p_e
 
 
+def gwet_ac1(a1b1: int, a1b0: int, a0b1: int, a0b0: int) -> float | None:
+    """Gwet's AC1 for two raters and two categories (Gwet 2008); ``None`` when ``n == 0``."""
+    n = a1b1 + a1b0 + a0b1 + a0b0
+    if n == 0:
+        return None
+    p_o = (a1b1 + a0b0) / n
+    pi = ((a1b1 + a1b0) / n + (a1b1 + a0b1) / n) / 2
+    p_e = 2 * pi * (1 - pi)
+    return (p_o - p_e) / (1 - p_e)
+
+
 @dataclass(frozen=True)
 class Confusion:
     """Counts of (label under A, label under B)."""
@@ -80,6 +94,7 @@ class Agreement:
     confusion: Confusion
     excluded: dict[str, int] = field(default_factory=dict)  # reason -> items
     total: int = 0  # items seen, labeled or not
+    ac1: float | None = None  # Gwet's AC1
 
     @property
     def excluded_count(self) -> int:
@@ -125,7 +140,20 @@ def agreement_from_confusion(
         confusion=confusion,
         excluded=excluded,
         total=n + sum(excluded.values()),
+        ac1=gwet_ac1(confusion.a1b1, confusion.a1b0, confusion.a0b1, confusion.a0b0),
     )
+
+
+def ac1_of(stats: dict[str, Any]) -> float | None:
+    """A stored agreement's AC1; figures stored before AC1 was kept get it from their
+    confusion table."""
+    if "ac1" in stats:
+        value = stats["ac1"]
+        return None if value is None else float(value)
+    c = stats.get("confusion")
+    if not isinstance(c, dict):
+        return None
+    return gwet_ac1(*(int(c.get(k) or 0) for k in ("a1b1", "a1b0", "a0b1", "a0b0")))
 
 
 def compute_agreement(pairs: Iterable[tuple[int | None, int | None]]) -> Agreement:

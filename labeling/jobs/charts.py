@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
+from policies.models import percent_text
+
 WIDTH, HEIGHT = 640, 260
 LEFT, RIGHT, TOP, BOTTOM = 48, 150, 16, 36
 AGREEMENT_COLOR = "#2f5bd3"
@@ -159,7 +161,7 @@ def _legend(threshold: float, *, with_f1: bool) -> list[str]:
         f'<line x1="{lx}" x2="{lx + 22}" y1="{TOP + 50}" y2="{TOP + 50}" '
         f'stroke="{THRESHOLD_COLOR}" stroke-width="1.5" stroke-dasharray="6 4"/>'
         f'<text x="{lx + 28}" y="{TOP + 54}" font-size="12" fill="#1d2330">'
-        f"threshold {threshold:.0%}</text>"
+        f"threshold {percent_text(threshold)}</text>"
     ]
     if with_f1:
         parts.append(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from labeling.agreement import ac1_of
+
 WEAK_NOTE = "labels from the embedding baseline, a weak classifier, not CoPE"
 
 
@@ -17,6 +19,7 @@ def stats_display(stats: dict[str, Any]) -> dict[str, Any] | None:
         return None
     c = stats["confusion"]
     kappa = stats.get("kappa")
+    ac1 = ac1_of(stats)
     return {
         "n": stats["n"],
         "agree": stats["agree"],
@@ -24,6 +27,7 @@ def stats_display(stats: dict[str, Any]) -> dict[str, Any] | None:
         "p_o": pct(stats.get("p_o")),
         "kappa": "n/a" if kappa is None else f"{kappa:.3f}",
         "kappa_note": stats.get("kappa_note", ""),
+        "ac1": "n/a" if ac1 is None else f"{ac1:.3f}",
         "ci": (
             f"{pct(stats['ci_low'])} – {pct(stats['ci_high'])}"
             if stats.get("ci_low") is not None

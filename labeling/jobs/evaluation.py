@@ -25,11 +25,12 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Exists, F, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models import Exists, F, IntegerField, Max, OuterRef, QuerySet, Subquery
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
+from labeling.jobs.display import pct
 from labeling.models import (
     CompareKind,
     Job,
@@ -39,7 +40,14 @@ from labeling.models import (
 )
 from policies import services as policy_services
 from policies.hooks import AgreementFigure
-from policies.models import Policy, PolicySettingChange, Version
+from policies.models import (
+    Policy,
+    PolicySettingChange,
+    SettingPath,
+    Version,
+    percent_text,
+    setting_text,
+)
 
 # NULLs last: PostgreSQL sorts NULL first in a plain descending order, SQLite last.
 _LATEST_FIRST = (F("finished_at").desc(nulls_last=True), F("id").desc())
@@ -198,7 +206,104 @@ def latest_finished_job(version: Version) -> Job | None:
     return jobs.order_by(*_LATEST_FIRST).first()
 
 
+def closest_job(version: Version) -> Job | None:
+    """The job that came closest to deciding the version, to say why none decides.
+
+    The largest succeeded twin job (by items labeled on both sides), on the evaluation set when
+    there is one and a job ran on it, the latest of equals; without a twin job, the latest
+    succeeded job of any kind. Never a small test run that happened to finish last.
+    """
+    twin = Job.objects.filter(
+        version=version, status=JobStatus.SUCCEEDED, compare_kind=CompareKind.TWIN
+    ).alias(labeled_both=Cast(KT("stats__n"), IntegerField()))
+    sample_set = evaluation_set(version.policy)
+    if sample_set is not None and twin.filter(sample_set=sample_set).exists():
+        twin = twin.filter(sample_set=sample_set)
+    largest = twin.order_by(F("labeled_both").desc(nulls_last=True), *_LATEST_FIRST)
+    return largest.select_related("sample_set").first() or latest_finished_job(version)
+
+
+def below_minimum_sample(job: Job, *, subject: str = "This job") -> str:
+    """What the job page and finalize say of a finished twin job under the minimum sample;
+    empty when the job is not one."""
+    if job.status != JobStatus.SUCCEEDED or job.compare_kind != CompareKind.TWIN:
+        return ""
+    policy = job.version.policy
+    n = int((job.stats or {}).get("n") or 0)
+    if n >= policy.min_sample_size:
+        return ""
+    return (
+        f"{subject} labeled {n:,} item{'s' if n != 1 else ''} on both sides; finalize needs "
+        f"{policy.min_sample_size:,} (the policy's minimum sample): it cannot decide. Run it on a "
+        "larger sample set, or an admin may lower the minimum sample in the settings."
+    )
+
+
 # Settings -----------------------------------------------------------------------------------
+
+
+def passes_gate(stats: dict[str, Any], *, threshold: float, min_kappa: float) -> bool:
+    """Whether a job's figures meet an agreement threshold and a minimum kappa."""
+    p_o, kappa = stats.get("p_o"), stats.get("kappa")
+    return p_o is not None and kappa is not None and p_o >= threshold and kappa >= min_kappa
+
+
+@dataclass(frozen=True)
+class NewlyPassing:
+    version: Version
+    job: Job
+
+    @property
+    def figures(self) -> str:
+        stats = self.job.stats or {}
+        kappa = stats.get("kappa")
+        kappa_text = "undefined" if kappa is None else f"{kappa:.3f}"
+        return f"agreement {pct(stats.get('p_o'))}, Cohen's kappa {kappa_text}"
+
+
+@dataclass(frozen=True)
+class GateLowering:
+    """What lowering a policy's gate lets through: the lowered settings, as "old → new", and
+    the versions not finalized whose deciding job fails today's gate and would pass the new."""
+
+    lowered: list[str]
+    newly_passing: list[NewlyPassing]
+
+
+def gate_lowering(
+    policy: Policy, *, agreement_threshold: float, min_kappa: float, min_sample_size: int
+) -> GateLowering | None:
+    """None unless the threshold or the minimum kappa goes down (those need a confirmation)."""
+    lowered = []
+    if agreement_threshold < policy.agreement_threshold:
+        lowered.append(
+            f"agreement threshold {policy.threshold_display} → {percent_text(agreement_threshold)}"
+        )
+    if min_kappa < policy.min_kappa:
+        lowered.append(
+            f"minimum kappa {policy.min_kappa_display} → {setting_text('min_kappa', min_kappa)}"
+        )
+    if not lowered:
+        return None
+    sample_set = evaluation_set(policy)
+    passing: list[NewlyPassing] = []
+    if sample_set is not None:
+        versions = {v.pk: v for v in policy.versions.filter(finalized_at__isnull=True)}
+        jobs = _measured(policy, min_sample_size).filter(
+            sample_set=sample_set, version_id__in=list(versions)
+        )
+        latest: dict[int, Job] = {}
+        for job in jobs.order_by("version_id", *_LATEST_FIRST):
+            latest.setdefault(job.version_id, job)
+        for version_id, job in sorted(latest.items(), key=lambda kv: versions[kv[0]].number):
+            stats = job.stats or {}
+            now = passes_gate(
+                stats, threshold=policy.agreement_threshold, min_kappa=policy.min_kappa
+            )
+            then = passes_gate(stats, threshold=agreement_threshold, min_kappa=min_kappa)
+            if then and not now:
+                passing.append(NewlyPassing(version=versions[version_id], job=job))
+    return GateLowering(lowered=lowered, newly_passing=passing)
 
 
 def update_policy_settings(
@@ -208,30 +313,30 @@ def update_policy_settings(
     min_sample_size: int,
     evaluation_set: SampleSet | None,
     by: User,
+    min_kappa: float | None = None,
 ) -> list[PolicySettingChange]:
-    """Change a policy's threshold, minimum sample and evaluation set; one audit row per change.
+    """Change a policy's gate settings and evaluation set; one audit row per change.
 
-    Choosing no evaluation set (``None``) returns to the automatic rule. When the minimum
-    sample changes while the rule is automatic, the set the rule gives now is kept as chosen,
-    so that a new minimum cannot silently move the comparison to another set.
+    The gate settings' rows are written by ``Policy.save`` (as from admin or the shell); the
+    evaluation set's here. Choosing no evaluation set (``None``) returns to the automatic rule.
+    When the minimum sample changes while the rule is automatic, the set the rule gives now is
+    kept as chosen, so that a new minimum cannot silently move the comparison to another set.
     """
     with transaction.atomic():
+        # Locked until the end: the audit rows this call writes are the policy's after the
+        # newest one now.
+        Policy.objects.select_for_update().filter(pk=policy.pk).first()
         before = evaluation_choice(policy)
+        audited = PolicySettingChange.objects.filter(policy=policy)
+        newest_before = audited.aggregate(newest=Max("pk"))["newest"] or 0
         changed = policy_services.update_policy_settings(
             policy=policy,
             agreement_threshold=agreement_threshold,
             min_sample_size=min_sample_size,
+            min_kappa=min_kappa,
+            by=by,
+            via=SettingPath.SETTINGS,
         )
-        audit = [
-            PolicySettingChange(
-                policy=policy,
-                field=name,
-                old_value=_shown(name, old),
-                new_value=_shown(name, new),
-                changed_by=by,
-            )
-            for name, (old, new) in changed.items()
-        ]
         wanted = evaluation_set
         if wanted is None and "min_sample_size" in changed and not before.chosen:
             wanted = before.sample_set
@@ -242,23 +347,15 @@ def update_policy_settings(
                 policy=policy,
                 defaults={"sample_set": wanted, "chosen_by": by, "chosen_at": timezone.now()},
             )
-            audit.append(
-                PolicySettingChange(
-                    policy=policy,
-                    field="evaluation_set",
-                    old_value=_set_name(current, before),
-                    new_value=_set_name(wanted, None),
-                    changed_by=by,
-                )
+            PolicySettingChange.objects.create(
+                policy=policy,
+                field="evaluation_set",
+                old_value=_set_name(current, before),
+                new_value=_set_name(wanted, None),
+                changed_by=by,
+                via=SettingPath.SETTINGS,
             )
-        PolicySettingChange.objects.bulk_create(audit)
-    return audit
-
-
-def _shown(name: str, value: Any) -> str:
-    if name == "agreement_threshold":
-        return f"{float(value) * 100:.1f}%"
-    return str(value)
+        return list(audited.filter(pk__gt=newest_before).order_by("pk"))
 
 
 def _set_name(sample_set: SampleSet | None, choice: EvaluationChoice | None) -> str:

@@ -103,14 +103,29 @@ class CompareForm(forms.Form):
 
 
 class PolicySettingsForm(forms.Form):
-    """A policy's agreement threshold, minimum sample and evaluation set."""
+    """A policy's gate (agreement threshold, minimum kappa, minimum sample) and evaluation set.
+
+    The threshold is written and typed in percent, as every page shows it ("55" or "55.5");
+    a share between 0.5 and 1 ("0.55") means the same, since no threshold under 50% exists.
+    ``confirm`` is the second submit that lowering the threshold or the minimum kappa asks for.
+    """
 
     agreement_threshold = forms.DecimalField(
         label="Agreement threshold (%)",
-        min_value=50,
-        max_value=100,
-        decimal_places=1,
-        help_text="Agreement between the two wordings needed to finalize (50–100%).",
+        max_digits=12,
+        widget=forms.NumberInput(attrs={"step": "any", "inputmode": "decimal"}),
+        help_text="Agreement between the two wordings needed to finalize, 50–100% "
+        "(55, 55.5 or 0.55).",
+    )
+    min_kappa = forms.DecimalField(
+        label="Minimum Cohen's kappa",
+        required=False,  # a POST without it (older pages, scripts) keeps the current one
+        min_value=0,
+        max_value=1,
+        max_digits=12,
+        widget=forms.NumberInput(attrs={"step": "any", "inputmode": "decimal"}),
+        help_text="Kappa between the two wordings needed to finalize, 0–1 (0.60 by default): "
+        "agreement beyond chance, so a high percent on rare positives cannot pass alone.",
     )
     min_sample_size = forms.IntegerField(
         label="Minimum sample",
@@ -126,8 +141,28 @@ class PolicySettingsForm(forms.Form):
         help_text="The sample set versions are compared on; the chart and finalize read only "
         "jobs on it.",
     )
+    confirm = forms.BooleanField(
+        required=False,
+        label="Yes, lower the gate",
+        help_text="Lowering the threshold or the minimum kappa lets weaker versions finalize.",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         sets = SampleSet.objects.filter(item_count__gt=0).order_by("-created_at")
         self.fields["evaluation_set"].queryset = sets  # type: ignore[attr-defined]
+
+    def clean_agreement_threshold(self) -> float:
+        value = float(self.cleaned_data["agreement_threshold"])
+        if 0.5 <= value <= 1:  # typed as a share: 0.55 is 55%
+            value *= 100
+        if not 50 <= value <= 100:
+            raise forms.ValidationError(
+                "Ensure the threshold is greater than or equal to 50% and at most 100% "
+                "(type 55, 55.5 or 0.55)."
+            )
+        return round(value / 100, 6)
+
+    def clean_min_kappa(self) -> float | None:
+        value = self.cleaned_data["min_kappa"]
+        return None if value is None else round(float(value), 6)

@@ -24,13 +24,13 @@ from labeling.gold import services as gold
 from labeling.gold.summary import gold_context
 from labeling.jobs import comparisons, evaluation, services
 from labeling.jobs.charts import ChartPoint, agreement_chart
-from labeling.jobs.display import WEAK_NOTE, duration, pct, stats_display
+from labeling.jobs.display import WEAK_NOTE, duration, stats_display
 from labeling.jobs.errors import JobError
 from labeling.jobs.forms import CompareForm, JobActionForm, JobStartForm, PolicySettingsForm
 from labeling.jobs.stats import job_progress, open_reviews_by_version
-from labeling.models import ChunkStatus, Job, JobStatus
+from labeling.models import ChunkStatus, Job, JobStatus, ReviewStatus
 from labeling.scoring import FEW_GOLD, GoldScore
-from policies.models import Policy, Version
+from policies.models import Policy, Version, percent_text
 
 
 def _get_job_for_user(request: AuthedHttpRequest, pk: int, *perms: str) -> Job:
@@ -130,8 +130,20 @@ def _job_context(request: AuthedHttpRequest, job: Job) -> dict[str, Any]:
         "action_form": JobActionForm(auto_id=False),
         "open_reviews": job.review_tasks.filter(status__in=["open", "claimed"]).count(),
         "chart": None if job.is_active else _policy_chart(job.version.policy, known=known),
-        "threshold": pct(job.version.policy.agreement_threshold, 0),
+        "threshold": job.version.policy.threshold_display,
+        "min_kappa": job.version.policy.min_kappa_display,
+        "below_minimum_sample": evaluation.below_minimum_sample(job),
+        **_review_counts(job),
         **gold_part,
+    }
+
+
+def _review_counts(job: Job) -> dict[str, int]:
+    """The job's mismatches by how they were settled, for the job page's summary line."""
+    resolved = job.review_tasks.filter(status=ReviewStatus.RESOLVED)
+    return {
+        "carried_over": resolved.filter(carried_over=True).count(),
+        "decided_here": resolved.filter(carried_over=False).count(),
     }
 
 
@@ -228,7 +240,7 @@ def _render_version_panel(
         "weak_note": WEAK_NOTE,
         "form": form or JobStartForm(initial=_rerun_initial(version)),
         "can_run": request.user.has_perm("labeling.add_job"),
-        "threshold": pct(version.policy.agreement_threshold, 0),
+        "threshold": version.policy.threshold_display,
     }
     template = "labeling/jobs/version_panel.html"
     if request.htmx:
@@ -272,7 +284,7 @@ def policy_panel(request: AuthedHttpRequest, policy_id: int) -> HttpResponse:
         "evaluation": evaluation.evaluation_choice(policy),
         "any_weak": any(j.is_weak for js in jobs_by_version.values() for j in js),
         "weak_note": WEAK_NOTE,
-        "threshold": pct(policy.agreement_threshold, 0),
+        "threshold": policy.threshold_display,
         "active_statuses": [JobStatus.QUEUED, JobStatus.RUNNING],
     }
     template = "labeling/jobs/policy_panel.html"
@@ -331,11 +343,15 @@ def _compare_display(result: comparisons.VersionComparison | None) -> dict[str, 
 
 
 def _settings_context(
-    request: AuthedHttpRequest, policy: Policy, form: PolicySettingsForm
+    request: AuthedHttpRequest,
+    policy: Policy,
+    form: PolicySettingsForm,
+    lowering: evaluation.GateLowering | None = None,
 ) -> dict[str, Any]:
     return {
         "policy": policy,
         "form": form,
+        "lowering": lowering,
         "choice": evaluation.evaluation_choice(policy),
         "changes": evaluation.recent_setting_changes(policy),
         "can_edit": request.user.has_perm("labeling.change_policyevaluation"),
@@ -348,27 +364,46 @@ def policy_settings(request: AuthedHttpRequest, policy_id: int) -> HttpResponse:
     require_perms(request, "policies.view_policy", "labeling.view_job")
     policy = get_object_or_404(Policy, pk=policy_id)
     form = PolicySettingsForm(request.POST or None, initial=_settings_initial(policy))
-    status = 200
+    status, lowering = 200, None
     if request.method == "POST":
         require_perms(request, "labeling.change_policyevaluation")
         if form.is_valid():
-            _save_settings(request, policy, form)
-            if not request.htmx:
-                return redirect("labeling:policy_settings", policy_id=policy.pk)
-            form = PolicySettingsForm(initial=_settings_initial(policy))
+            lowering = _unconfirmed_lowering(policy, form)
+            if lowering is None:
+                _save_settings(request, policy, form)
+                if not request.htmx:
+                    return redirect("labeling:policy_settings", policy_id=policy.pk)
+                form = PolicySettingsForm(initial=_settings_initial(policy))
         elif not request.htmx:
             status = 400  # htmx swaps only 2xx answers: the fragment with the errors is a 200
-    context = _settings_context(request, policy, form)
+    context = _settings_context(request, policy, form, lowering)
     template = "labeling/jobs/policy_settings.html"
     if request.htmx:
         template += "#settings"
     return render(request, template, context, status=status)
 
 
+def _unconfirmed_lowering(
+    policy: Policy, form: PolicySettingsForm
+) -> evaluation.GateLowering | None:
+    """What a lowered gate lets through, when the form lowers it without the confirmation."""
+    data = form.cleaned_data
+    if data["confirm"]:
+        return None
+    min_kappa = data["min_kappa"]
+    return evaluation.gate_lowering(
+        policy,
+        agreement_threshold=data["agreement_threshold"],
+        min_kappa=policy.min_kappa if min_kappa is None else min_kappa,
+        min_sample_size=data["min_sample_size"],
+    )
+
+
 def _settings_initial(policy: Policy) -> dict[str, Any]:
     choice = evaluation.evaluation_choice(policy)
     return {
-        "agreement_threshold": round(policy.agreement_threshold * 100, 1),
+        "agreement_threshold": percent_text(policy.agreement_threshold).removesuffix("%"),
+        "min_kappa": policy.min_kappa_display,
         "min_sample_size": policy.min_sample_size,
         "evaluation_set": choice.sample_set if choice.chosen else None,
     }
@@ -378,8 +413,9 @@ def _save_settings(request: AuthedHttpRequest, policy: Policy, form: PolicySetti
     data = form.cleaned_data
     changes = evaluation.update_policy_settings(
         policy=policy,
-        agreement_threshold=float(data["agreement_threshold"]) / 100,
+        agreement_threshold=data["agreement_threshold"],
         min_sample_size=data["min_sample_size"],
+        min_kappa=data["min_kappa"],
         evaluation_set=data["evaluation_set"],
         by=request.user,
     )

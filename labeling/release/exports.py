@@ -26,15 +26,17 @@ from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 from django_stubs_ext import WithAnnotations
 
+from labeling.agreement import ac1_of
 from labeling.gold import items
 from labeling.gold.services import job_gold_report
 from labeling.jobs.evaluation import evaluation_set
 from labeling.models import Decision, GoldChoice, GoldLabel, Item, Job, Label, ReviewStatus, Side
 from labeling.scoring import FEW_GOLD
 from policies.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION
-from policies.models import Policy, Version
+from policies.models import Policy, Version, percent_text, setting_text
 
-EVIDENCE_VERSION = 1
+# 2: the agreement carries Gwet's AC1 and the evidence the gate it was judged by.
+EVIDENCE_VERSION = 2
 _ITER_CHUNK = 2000
 
 
@@ -87,10 +89,23 @@ def items_sha256(job: Job) -> str:
     return digest.hexdigest()
 
 
+_AGREEMENT_KEYS = (
+    "n", "agree", "disagree", "p_o", "kappa", "kappa_note", "ci_low", "ci_high",
+    "positive_rate_a", "positive_rate_b", "excluded_count",
+)  # fmt: skip
+
+
 def job_evidence(job: Job, *, override_reason: str = "") -> dict[str, Any]:
-    """What justified finalizing: frozen on the version at finalize, carried by every export."""
+    """What justified finalizing: frozen on the version at finalize, carried by every export.
+
+    ``gate``: the policy's threshold, minimum kappa and minimum sample at finalize, so the
+    record says what the figures were judged by even after the settings change.
+    """
     stats = job.stats or {}
+    policy = job.version.policy
     reviewed = job.review_tasks.filter(status=ReviewStatus.RESOLVED).count()
+    agreement = {key: stats.get(key) for key in _AGREEMENT_KEYS}
+    agreement["ac1"] = ac1_of(stats)
     return {
         "evidence_version": EVIDENCE_VERSION,
         "job_id": job.pk,
@@ -102,27 +117,29 @@ def job_evidence(job: Job, *, override_reason: str = "") -> dict[str, Any]:
         "model_revision": job.model_revision,
         "device": job.device,
         "weak_backend": job.is_weak,
-        "agreement": {
-            key: stats.get(key)
-            for key in (
-                "n",
-                "agree",
-                "disagree",
-                "p_o",
-                "kappa",
-                "kappa_note",
-                "ci_low",
-                "ci_high",
-                "positive_rate_a",
-                "positive_rate_b",
-                "excluded_count",
-            )
-        },  # fmt: skip
+        "agreement": agreement,
+        "gate": {
+            "agreement_threshold": policy.agreement_threshold,
+            "min_kappa": policy.min_kappa,
+            "min_sample_size": policy.min_sample_size,
+        },
         "gold": gold_metrics(job),
         "reviewed_mismatches": reviewed,
         "job_finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "override_reason": override_reason,
     }
+
+
+def gate_text(evidence: dict[str, Any]) -> str:
+    """The gate a finalize was judged by, as the pages write it ("" for older evidence)."""
+    gate = (evidence or {}).get("gate")
+    if not isinstance(gate, dict):
+        return ""
+    return (
+        f"agreement ≥ {percent_text(gate['agreement_threshold'])}, Cohen's kappa ≥ "
+        f"{setting_text('min_kappa', gate['min_kappa'])}, at least "
+        f"{int(gate['min_sample_size']):,} items"
+    )
 
 
 # --- Markdown ----------------------------------------------------------------------------------
@@ -194,6 +211,7 @@ def bundle_header(policy: Policy) -> dict[str, Any]:
             "description": policy.description,
             "agreement_threshold": policy.agreement_threshold,
             "min_sample_size": policy.min_sample_size,
+            "min_kappa": policy.min_kappa,
             "evaluation_set": (
                 {"name": sample_set.name, "item_count": sample_set.item_count}
                 if sample_set is not None

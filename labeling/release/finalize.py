@@ -5,7 +5,9 @@ job on the policy's evaluation set that labeled at least the minimum sample. Fin
 each time saying which condition failed, when
 
 * there is no deciding job (no job on the evaluation set, too small, another comparison);
-* its agreement is below the policy's threshold, or a mismatch is not reviewed;
+* its agreement is below the policy's threshold, its Cohen's kappa below the policy's minimum
+  (undefined kappa included: agreement beyond chance cannot be shown), or a mismatch is not
+  reviewed;
 * its labels come from a weak backend (the CPU baseline), unless an admin states a reason;
 * the policy text or its twin is over CoPE's token budget with the prompt template;
 * the twin is nearly a copy of the text (fewer words changed than ``COPE_TWIN_MIN_CHANGED_WORDS``).
@@ -24,7 +26,13 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
-from labeling.jobs.evaluation import deciding_job, evaluation_set, latest_finished_job
+from labeling.agreement import ac1_of
+from labeling.jobs.evaluation import (
+    below_minimum_sample,
+    closest_job,
+    deciding_job,
+    evaluation_set,
+)
 from labeling.models import CompareKind, Job, JobStatus, ReviewStatus
 from labeling.release.exports import job_evidence
 from policies import services as policy_services
@@ -41,10 +49,46 @@ class NotReady(Exception):
 
 
 @dataclass(frozen=True)
+class GateFigures:
+    """The deciding job's figures beside the gate they are judged by, for the panel."""
+
+    p_o: float | None
+    kappa: float | None
+    ac1: float | None
+    n: int
+    threshold: float
+    min_kappa: float
+    min_sample: int
+
+    @classmethod
+    def of(cls, job: Job) -> GateFigures:
+        policy = job.version.policy
+        stats = job.stats or {}
+        return cls(
+            p_o=stats.get("p_o"),
+            kappa=stats.get("kappa"),
+            ac1=ac1_of(stats),
+            n=int(stats.get("n") or 0),
+            threshold=policy.agreement_threshold,
+            min_kappa=policy.min_kappa,
+            min_sample=policy.min_sample_size,
+        )
+
+    @property
+    def agreement_ok(self) -> bool:
+        return self.p_o is not None and self.p_o >= self.threshold
+
+    @property
+    def kappa_ok(self) -> bool:
+        return self.kappa is not None and self.kappa >= self.min_kappa
+
+
+@dataclass(frozen=True)
 class Readiness:
     ok: bool
     missing: list[str]
     job: Job | None = None
+    figures: GateFigures | None = None
     already_finalized: bool = False
     # The deciding job's labels come from a weak backend: the one condition an admin may
     # override with a stated reason. ``overridable`` is True when it is the only one missing.
@@ -61,35 +105,34 @@ def weak_message(job: Job) -> str:
 
 
 def _no_deciding_job(version: Version) -> list[str]:
-    """Why the version has no deciding job, naming the job that came closest."""
+    """Why the version has no deciding job, naming the job that came closest (its largest twin
+    job, not whichever test run finished last)."""
     policy = version.policy
     sample_set = evaluation_set(policy)
-    latest = latest_finished_job(version)
+    closest = closest_job(version)
     where = (
         f"the evaluation set “{sample_set.name}”"
         if sample_set is not None
         else "an evaluation set (none is chosen yet)"
     )
-    if latest is None:
+    if closest is None:
         return [
             f"Version has no finished job yet: run a job comparing it with its twin on {where} "
-            f"with at least {policy.min_sample_size} items."
+            f"with at least {policy.min_sample_size:,} items."
         ]
-    n = int((latest.stats or {}).get("n") or 0)
-    if latest.compare_kind != CompareKind.TWIN:
+    if closest.compare_kind != CompareKind.TWIN:
         return [
-            f"Job #{latest.pk} compared v{version.number} with {latest.get_compare_kind_display()},"
-            " not with its twin: only a twin job can decide a finalize."
+            f"Job #{closest.pk} compared v{version.number} with "
+            f"{closest.get_compare_kind_display()}, not with its twin: only a twin job can "
+            "decide a finalize."
         ]
-    if sample_set is not None and latest.sample_set_id != sample_set.pk:
+    too_small = below_minimum_sample(closest, subject=f"Job #{closest.pk}")
+    if too_small:
+        return [too_small]
+    if sample_set is not None and closest.sample_set_id != sample_set.pk:
         return [
-            f"Job #{latest.pk} ran on “{latest.sample_set.name}”, not on {where}: only a job on "
-            "the evaluation set can decide a finalize."
-        ]
-    if n < policy.min_sample_size:
-        return [
-            f"Job #{latest.pk} labeled only {n} items on both sides; the policy needs at least "
-            f"{policy.min_sample_size}."
+            f"Job #{closest.pk} ran on “{closest.sample_set.name}”, not on {where}: only a job "
+            "on the evaluation set can decide a finalize."
         ]
     return [f"Version has no succeeded job on {where}."]
 
@@ -130,15 +173,26 @@ def finalize_readiness(version: Version) -> Readiness:
     missing = _text_problems(version)
     if job is None:
         return Readiness(ok=False, missing=_no_deciding_job(version) + missing)
-    stats = job.stats or {}
-    # Agreement.to_dict() writes p_o as a fraction (0–1).
-    agreement = stats.get("p_o")
-    if agreement is None:
+    figures = GateFigures.of(job)
+    ac1 = "" if figures.ac1 is None else f" (Gwet's AC1 {figures.ac1:.3f})"
+    if figures.p_o is None:
         missing.append(f"Job #{job.pk} has no agreement figure yet.")
-    elif agreement < policy.agreement_threshold:
+    elif not figures.agreement_ok:
         missing.append(
-            f"Agreement {agreement * 100:.1f}% is below the policy's threshold of "
-            f"{policy.agreement_threshold * 100:.1f}%."
+            f"Agreement {figures.p_o * 100:.1f}% is below the policy's threshold of "
+            f"{policy.threshold_display}."
+        )
+    if figures.kappa is None:
+        note = (job.stats or {}).get("kappa_note") or "undefined"
+        missing.append(
+            f"Cohen's kappa of job #{job.pk} is {note}: agreement beyond chance cannot be shown, "
+            f"and finalize needs kappa of at least {policy.min_kappa_display}{ac1}."
+        )
+    elif not figures.kappa_ok:
+        missing.append(
+            f"Cohen's kappa {figures.kappa:.3f} is below the policy's minimum of "
+            f"{policy.min_kappa_display}{ac1}: the two wordings agree little beyond what chance "
+            "gives, whatever the percent agreement."
         )
     unreviewed = job.review_tasks.exclude(status=ReviewStatus.RESOLVED).count()
     if unreviewed:
@@ -152,6 +206,7 @@ def finalize_readiness(version: Version) -> Readiness:
         ok=not missing,
         missing=missing,
         job=job,
+        figures=figures,
         weak=weak,
         overridable=weak and len(missing) == 1,
     )
@@ -191,6 +246,7 @@ def finalize(
                     ok=False,
                     missing=[*readiness.missing, "No override reason was given."],
                     job=job,
+                    figures=readiness.figures,
                     weak=True,
                     overridable=True,
                 )

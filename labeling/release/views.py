@@ -30,9 +30,9 @@ def _finalize_context(
         "version": version,
         "readiness": finalize_readiness(version),
         "can_finalize": request.user.has_perm("policies.finalize_version"),
-        "threshold_percent": version.policy.agreement_threshold * 100,
         "error": error,
         "form": FinalizeForm(),
+        "evidence_gate": exports.gate_text(version.finalize_evidence),
     }
 
 

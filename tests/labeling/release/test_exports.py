@@ -240,12 +240,20 @@ def test_bundle_and_jsonl_downloads_stream(finalized: Version, author: Any) -> N
 
 
 def test_override_reason_is_shown_on_the_version_and_exported(
-    finalized: Version, author: Any
+    author: Any, admin_user: Any, sent: list, django_capture_on_commit_callbacks: Any
 ) -> None:
-    Version.objects.filter(pk=finalized.pk).update(finalize_override="No GPU yet.")
+    from labeling.release.finalize import finalize
+
+    version = real_version(author, text=SINGLE_LABEL_POLICY, twin=SINGLE_LABEL_TWIN)
+    job = run_job(
+        version, make_sample_set(author, TEXTS), author, sent, django_capture_on_commit_callbacks
+    )
+    Job.objects.filter(pk=job.pk).update(backend="embedding")
+    job.review_tasks.update(status=ReviewStatus.RESOLVED, resolved_at=timezone.now())
+    finalize(version=version, by=admin_user, override_reason="No GPU yet.")
     client = Client()
     client.force_login(author)
-    page = client.get(finalized.get_absolute_url()).content.decode()
+    page = client.get(version.get_absolute_url()).content.decode()
     assert "No GPU yet." in page
-    assert exports.bundle(finalized.policy)["versions"][1]["finalize_override"] == "No GPU yet."
+    assert exports.bundle(version.policy)["versions"][0]["finalize_override"] == "No GPU yet."
     assert policy_services  # imported for the fixture chain

@@ -83,7 +83,7 @@ def test_low_agreement_is_named(version: Any, author: Any) -> None:
 
     readiness = finalize_readiness(version)
 
-    assert readiness.missing == ["Agreement 91.0% is below the policy's threshold of 95.0%."]
+    assert readiness.missing == ["Agreement 91.0% is below the policy's threshold of 95%."]
 
 
 def test_small_sample_is_named(version: Any, author: Any) -> None:
@@ -91,7 +91,9 @@ def test_small_sample_is_named(version: Any, author: Any) -> None:
     resolve_all(job)
 
     assert finalize_readiness(version).missing == [
-        f"Job #{job.pk} labeled only 120 items on both sides; the policy needs at least 200."
+        f"Job #{job.pk} labeled 120 items on both sides; finalize needs 200 (the policy's minimum "
+        "sample): it cannot decide. Run it on a larger sample set, or an admin may lower the "
+        "minimum sample in the settings."
     ]
 
 
@@ -147,7 +149,7 @@ def test_every_missing_condition_is_listed(version: Any, author: Any) -> None:
 
     assert missing[0].startswith("The twin is nearly a copy of the text:")
     assert missing[1:3] == [
-        "Agreement 80.0% is below the policy's threshold of 95.0%.",
+        "Agreement 80.0% is below the policy's threshold of 95%.",
         f"2 mismatches of job #{job.pk} are not reviewed yet.",
     ]
     assert missing[3].startswith(f"Job #{job.pk} was labeled by the CPU baseline (embedding)")
@@ -175,7 +177,8 @@ def test_the_latest_finished_job_decides(version: Any, author: Any) -> None:
     readiness = finalize_readiness(version)
 
     assert readiness.job == newer
-    assert readiness.missing == ["Agreement 50.0% is below the policy's threshold of 95.0%."]
+    assert readiness.missing[0] == "Agreement 50.0% is below the policy's threshold of 95%."
+    assert readiness.missing[1].startswith("Cohen's kappa 0.200 is below the policy's minimum")
 
 
 def test_a_job_on_another_set_or_below_the_minimum_never_decides(
@@ -267,7 +270,7 @@ def test_panel_says_plainly_what_is_missing(version: Any, author: Any) -> None:
     html = fragment.content.decode()
     assert "<html" not in html and f'id="finalize-panel-{version.pk}"' in html
     # Below the minimum sample the job does not decide: that is the condition named.
-    assert "labeled only 120 items on both sides; the policy needs at least 200." in html
+    assert "labeled 120 items on both sides; finalize needs 200 (the policy&#x27;s minimum" in html
     assert "Finalize " + str(version) + "</button>" not in html
 
 

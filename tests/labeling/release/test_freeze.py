@@ -26,7 +26,13 @@ from tests.policies.real_policies import SINGLE_LABEL_POLICY, SINGLE_LABEL_TWIN
 def real_version(author: Any, *, text: str, twin: str, name: str = "Regulated goods") -> Version:
     policy, _ = Policy.objects.get_or_create(
         name=name,
-        defaults={"created_by": author, "min_sample_size": 5, "agreement_threshold": 0.7},
+        # The fake scorer's 7-item run agrees on 5 items, kappa 0.46: a gate it passes.
+        defaults={
+            "created_by": author,
+            "min_sample_size": 5,
+            "agreement_threshold": 0.7,
+            "min_kappa": 0.4,
+        },
     )
     number = policy.versions.count() + 1
     return Version.objects.create(
