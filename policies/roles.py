@@ -41,6 +41,7 @@ _ADMIN = [
     "policies.delete_policy",
     "labeling.delete_sampleset",
     "labeling.change_policyevaluation",  # Threshold, minimum sample, evaluation set
+    "labeling.change_decision",  # Correct any reviewer's decision (reviewers: their own only)
 ]
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {

@@ -270,6 +270,17 @@ def test_only_the_decisions_reviewer_or_an_admin_may_edit(
     assert DecisionChange.objects.get().changed_by == second_reviewer
 
 
+def test_the_admin_role_may_correct_any_reviewers_decision(
+    reviewer: Any, admin_user: Any, job: Any
+) -> None:
+    decision = decide(reviewer, "1")
+    url = reverse("labeling:decision_edit", args=[decision.pk])
+    assert not admin_user.is_superuser  # the role's permission, not a superuser's pass
+    assert client_for(admin_user).post(url, {"label": "0", "wording": "a"}).status_code == 302
+    decision.refresh_from_db()
+    assert decision.label == "0"
+
+
 def test_hostile_text_on_the_edit_page_is_inert(reviewer: Any, author: Any) -> None:
     make_job(author=author, mismatches=[(1, 0.9, 0.1)], texts=["<script>alert(1)</script>"])
     decision = decide(reviewer, "1", note="<img src=x onerror=alert(2)>")
