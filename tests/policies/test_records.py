@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -179,3 +180,27 @@ def test_admin_shows_the_record_read_only(finalized: Version, admin_user: Any) -
     assert page.status_code == 200
     assert "No GPU yet." in html and "Évaluation" in html  # shown, as text
     assert "<textarea" not in html
+
+
+def test_an_imported_finalized_version_says_so_and_is_a_record_too(
+    version: Version, author: Any
+) -> None:
+    Version.objects.filter(pk=version.pk).update(
+        imported_from="<script>alert(1)</script> studio",
+        imported_finalized_at=datetime(2026, 3, 4, 12, 0, tzinfo=UTC),
+        imported_finalized_by="<b>someone</b>",
+        imported_evidence={"agreement": {"p_o": 0.99}},
+    )
+    client = Client()
+    client.force_login(author)
+    html = client.get(version.get_absolute_url()).content.decode()
+    note = html[html.index('id="imported-finalized"') :]
+    note = note[: note.index("</p>")]
+    assert "Imported as finalized from &lt;script&gt;alert(1)&lt;/script&gt; studio" in note
+    assert "finalized there by &lt;b&gt;someone&lt;/b&gt; on 2026-03-04" in note
+    assert "not finalized in this studio" in note and "<script>" not in html.split("</head>")[1]
+
+    stored = Version.objects.get(pk=version.pk)
+    stored.imported_evidence = {"agreement": {"p_o": 1.0}}
+    with pytest.raises(FrozenVersionError, match="imported_evidence"):
+        stored.save()
