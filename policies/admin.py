@@ -65,6 +65,15 @@ class VersionAdmin(admin.ModelAdmin[Version]):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def has_change_permission(self, request: HttpRequest, obj: Version | None = None) -> bool:
+        # Nothing here is editable: the page is the view page, and a POST is refused.
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Version | None = None) -> bool:
+        if obj is not None and (obj.is_finalized or obj.imported_finalized_at is not None):
+            return False  # a finalized version is a record
+        return super().has_delete_permission(request, obj)
+
 
 @admin.register(PolicySettingChange)
 class PolicySettingChangeAdmin(admin.ModelAdmin[PolicySettingChange]):

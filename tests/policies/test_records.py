@@ -74,7 +74,7 @@ def test_finalize_evidence_is_byte_identical_after_admin_form_and_save(
     page = client.get(url).content.decode()
     for field in ("finalize_override", "finalize_evidence", "twin_warnings", "text"):
         assert f'name="{field}"' not in page, field  # shown read-only, never as an input
-    client.post(
+    refused = client.post(
         url,
         {
             "finalize_override": "Rewritten by someone else.",
@@ -83,6 +83,7 @@ def test_finalize_evidence_is_byte_identical_after_admin_form_and_save(
             "change_note": "rewritten",
         },
     )
+    assert refused.status_code == 403
 
     # 2. A form over the record.
     form = VersionRecordForm(
@@ -179,7 +180,11 @@ def test_admin_shows_the_record_read_only(finalized: Version, admin_user: Any) -
     html = page.content.decode()
     assert page.status_code == 200
     assert "No GPU yet." in html and "Évaluation" in html  # shown, as text
-    assert "<textarea" not in html
+    assert "<textarea" not in html and 'name="_save"' not in html
+    delete = client.post(
+        reverse("admin:policies_version_delete", args=[finalized.pk]), {"post": "yes"}
+    )
+    assert delete.status_code == 403 and Version.objects.filter(pk=finalized.pk).exists()
 
 
 def test_an_imported_finalized_version_says_so_and_is_a_record_too(
