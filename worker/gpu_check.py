@@ -16,6 +16,9 @@ still leaves what it measured) and ``OUT/summary.txt`` (the figures the README q
 - out-of-memory halving, provoked on purpose: the CUDA allocator is capped so that a batch of
   64 rows cannot fit but 32 can, and the scorer's split (its "Out of memory on a batch" warning)
   is counted and its scores compared with the unsplit ones;
+- attribution (``worker.bench_attribution``): a 1,551-token policy of 30 clauses, its 31
+  removal variants x 64 contents of ~62 tokens: variant scores/s with the shared prefix against
+  one full prompt per forward, max |dp1|, and the FLOP bound beside the measured ratio;
 - 8-bit and 4-bit loading through ``load_cope``: the clear error when bitsandbytes is absent, or
   a score when it is present.
 
@@ -52,6 +55,13 @@ class Plan:
     requests: int
     oom_rows: int
     peak_tflops: float | None
+    # Attribution (worker.bench_attribution): a policy of this many tokens and clauses, its
+    # removal variants, these contents, and this many pairs scored one full prompt at a time.
+    attribution_policy_tokens: int
+    attribution_clauses: int
+    attribution_contents: int
+    attribution_content_tokens: int
+    attribution_naive_pairs: int
 
 
 FULL = Plan(
@@ -65,6 +75,11 @@ FULL = Plan(
     requests=50,
     oom_rows=64,
     peak_tflops=989.0,  # H100 / H200 SXM dense bf16
+    attribution_policy_tokens=1551,
+    attribution_clauses=30,
+    attribution_contents=64,
+    attribution_content_tokens=62,
+    attribution_naive_pairs=8,
 )
 TINY = Plan(  # every step of FULL, small enough for CI on two cores
     shape="gemma-2-mini",
@@ -77,6 +92,11 @@ TINY = Plan(  # every step of FULL, small enough for CI on two cores
     requests=3,
     oom_rows=4,
     peak_tflops=None,
+    attribution_policy_tokens=240,
+    attribution_clauses=12,
+    attribution_contents=4,
+    attribution_content_tokens=12,
+    attribution_naive_pairs=3,
 )
 # The targets on an H200; judged in the summary of a full run.
 TARGET_SHARE = 0.35
@@ -274,6 +294,13 @@ def summarize(report: dict[str, Any]) -> str:
         )
     else:
         lines.append(f"out-of-memory halving: {oom.get('skipped') or oom.get('error')}")
+    attribution = report.get("attribution", {})
+    if "variants" in attribution:
+        from worker.bench_attribution import format_attribution
+
+        lines.append(format_attribution(attribution))
+    elif "error" in attribution:
+        lines.append(f"attribution: {attribution['error']}")
     quant = report.get("quantization", {})
     for key in ("8bit", "4bit"):
         if key in quant:
@@ -399,6 +426,21 @@ def _measure_model(
         return provoke_oom_halving(bench, policy, contents, rows=plan.oom_rows)
 
     report["oom_halving"] = _step(report, "oom_halving", oom)
+    write(out, report)
+
+    def attribution() -> dict[str, Any]:
+        from worker.bench_attribution import measure_attribution
+
+        return measure_attribution(
+            bench,
+            policy_tokens=plan.attribution_policy_tokens,
+            clauses=plan.attribution_clauses,
+            contents=plan.attribution_contents,
+            content_tokens=plan.attribution_content_tokens,
+            naive_pairs=plan.attribution_naive_pairs,
+        )
+
+    report["attribution"] = _step(report, "attribution", attribution)
     write(out, report)
 
 

@@ -244,8 +244,13 @@ def test_gpu_check_tiny_on_cpu_writes_json_and_summary(tmp_path: Path) -> None:
         step = report["quantization"][quantization]
         assert step["loaded"] is False and step["ok"] is True
         assert f"COPE_QUANTIZATION={quantization}" in step["error"]
+    attribution = report["attribution"]
+    assert (attribution["clauses"], attribution["variants"], attribution["contents"]) == (12, 13, 4)
+    assert attribution["policy_tokens"] <= 240 and attribution["max_abs_diff"] <= 1e-5
+    assert attribution["flop_bound"] > 1 and attribution["measured_ratio"] > 0
     summary = (out / "summary.txt").read_text()
     assert summary == done.stdout
+    assert "attribution: 13 variants" in summary and "FLOP bound" in summary
     for text in (
         "gemma-2-mini",
         "cached/s",
@@ -283,3 +288,46 @@ def test_gpu_check_refuses_the_9b_shape_on_the_cpu(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2 and "add --tiny" in done.stderr
+
+
+def test_attribution_bench_prints_rates_agreement_and_the_flop_bound(
+    tiny_cope: TinyCope, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from worker.bench import main
+
+    argv = ["--attribution", "--model", str(tiny_cope.merged), "--device", "cpu", "--json"]
+    argv += ["--policy-tokens", "300", "--clauses", "10", "--contents", "3"]
+    argv += ["--content-tokens", "10", "--naive-pairs", "3"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["clauses"] == 10 and result["variants"] == 11 and result["contents"] == 3
+    assert 290 <= result["policy_tokens"] <= 300
+    assert result["variant_scores"] == 33 and result["naive_pairs"] == 3
+    assert result["max_abs_diff"] <= 1e-4
+    assert result["shared_scores_per_s"] > 0 and result["naive_scores_per_s"] > 0
+    assert 1 < result["flop_bound"] < result["naive_tokens"]
+    assert result["share_of_flop_bound"] == pytest.approx(
+        result["measured_ratio"] / result["flop_bound"], abs=2e-3
+    )
+
+
+def test_flop_bound_counts_each_prefix_token_the_engine_runs() -> None:
+    from types import SimpleNamespace
+
+    from worker.bench_attribution import flop_bounds, shared_prefix_runs
+
+    prefixes = [[1] * 10, [1] * 5 + [2] * 5, [1] * 10]  # the third is the first again
+    assert shared_prefix_runs(prefixes) == [(0, 10), (5, 10)]
+    config = SimpleNamespace(
+        vocab_size=10,
+        hidden_size=4,
+        tie_word_embeddings=True,
+        num_attention_heads=1,
+        head_dim=4,
+        num_hidden_layers=1,
+    )
+    bounds = flop_bounds(prefixes, [2], config, params=1040)
+    # One prompt per forward: 3 x (10 + 2) tokens; shared: 10 + 5 prefix tokens, 3 x 2 contents.
+    assert (bounds["naive_tokens"], bounds["shared_tokens"]) == (36, 21)
+    assert bounds["flop_bound"] == round(36 / 21, 2)
+    assert bounds["flop_bound_with_attention"] > 1
