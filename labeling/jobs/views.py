@@ -228,8 +228,12 @@ def _render_version_panel(
         version.jobs.select_related("sample_set", "compare_version").order_by("-created_at")[:20]
     )
     deciding = evaluation.deciding_job(version)
+    closest = None if deciding else evaluation.closest_job(version)
     context = {
         "version": version,
+        "too_small": (
+            evaluation.below_minimum_sample(closest, subject=f"Job {closest.pk}") if closest else ""
+        ),
         "policy": version.policy,
         "jobs": [(job, stats_display(job.stats)) for job in jobs],
         "compare_form": compare or CompareForm(version=version),

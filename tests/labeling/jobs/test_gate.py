@@ -333,3 +333,18 @@ def test_an_evaluation_set_choice_is_still_audited(author: Any, admin_user: Any)
     change = PolicySettingChange.objects.get(policy=policy)
     assert change.field == "evaluation_set" and change.new_value == f"eval (#{chosen.pk})"
     assert change.via == "settings" and change.changed_by == admin_user
+
+
+def test_version_panel_names_the_job_below_the_minimum_sample(author: Any) -> None:
+    policy = make_policy(author, min_sample_size=200)
+    version = make_version(policy, author)
+    reviewed = make_job(author=author, version=version, stats=stats_of(50, 2, 3, 45))
+    make_job(author=author, version=version, stats=stats_of(2, 0, 1, 2))
+
+    html = (
+        client_for(author)
+        .get(reverse("labeling:version_panel", args=[version.pk]), **HTMX)
+        .content.decode()
+    )
+    note = html[html.index('id="version-too-small"') :]
+    assert f"Job {reviewed.pk} labeled 100 items on both sides; finalize needs 200" in note
