@@ -209,3 +209,25 @@ def test_an_imported_finalized_version_says_so_and_is_a_record_too(
     stored.imported_evidence = {"agreement": {"p_o": 1.0}}
     with pytest.raises(FrozenVersionError, match="imported_evidence"):
         stored.save()
+
+
+def test_this_studio_may_finalize_an_imported_version_once_on_its_own_evidence(
+    version: Version, admin_user: Any
+) -> None:
+    Version.objects.filter(pk=version.pk).update(
+        imported_from="Studio B",
+        imported_finalized_at=datetime(2026, 3, 4, tzinfo=UTC),
+        imported_finalized_by="bea",
+        imported_evidence={"agreement": {"p_o": 0.99}},
+    )
+    with pytest.raises(FrozenVersionError, match="imported_evidence"):
+        Version.objects.filter(pk=version.pk).update(imported_evidence={})
+    with pytest.raises(FrozenVersionError, match="text"):
+        Version.objects.filter(pk=version.pk).update(text="# Rewritten\n")
+
+    finalized = services.finalize_version(version=version, by=admin_user, evidence=EVIDENCE)
+
+    assert finalized.is_finalized and finalized.finalize_evidence == EVIDENCE
+    assert finalized.imported_evidence == {"agreement": {"p_o": 0.99}}
+    with pytest.raises(FrozenVersionError):
+        Version.objects.filter(pk=version.pk).update(finalize_evidence={})
