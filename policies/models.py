@@ -332,6 +332,7 @@ class Version(models.Model):
         stored = manager.filter(pk=self.pk).values(*FROZEN_FIELDS).first()
         if stored is None:
             return []
+        fields: tuple[str, ...]
         if stored["finalized_at"] is not None:
             fields = FROZEN_FIELDS
         elif stored["imported_finalized_at"] is not None:
