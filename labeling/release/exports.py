@@ -196,6 +196,18 @@ def _version_entry(version: Version) -> dict[str, Any]:
         "finalized_by": version.finalized_by.get_username() if version.finalized_by else None,
         "finalize_override": version.finalize_override,
         "finalize_evidence": version.finalize_evidence or None,
+        # Where a version imported here came from, and the source's finalize it carries:
+        # provenance a later export keeps, never this studio's finalize.
+        "imported": (
+            {
+                "from": version.imported_from,
+                "finalized_at": _iso(version.imported_finalized_at),
+                "finalized_by": version.imported_finalized_by or None,
+                "evidence": version.imported_evidence or None,
+            }
+            if version.imported_from
+            else None
+        ),
     }
 
 

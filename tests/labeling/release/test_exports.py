@@ -174,12 +174,29 @@ def test_bundle_round_trip_into_a_fresh_instance(
     assert "Created" in out.getvalue()
     policy = Policy.objects.get(slug="regulated-goods")
     v1, v2 = policy.versions.order_by("number")
-    assert v2.parent == v1 and v2.is_finalized and v2.text == finalized.text
+    assert v2.parent == v1 and v2.text == finalized.text
     assert v2.author.username == "ada_author" and not v2.author.is_active
     assert v2.created_at == finalized.created_at
+    # Finalized there, not here: the source's finalize is kept apart, as imported.
+    assert not v2.is_finalized and v2.imported_from == "the file bundle.json"
+    assert v2.imported_finalized_at == finalized.finalized_at
+    assert v2.imported_finalized_by == admin_user.username
+    assert v2.imported_evidence == finalized.finalize_evidence
     again = exports.bundle(policy)
-    for key in ("versions",):
-        assert again[key] == original[key]
+    finalize_keys = (
+        "finalized_at", "finalized_by", "finalize_override", "finalize_evidence", "imported",
+    )  # fmt: skip
+    for here, there in zip(again["versions"], original["versions"], strict=True):
+        assert {k: v for k, v in here.items() if k not in finalize_keys} == {
+            k: v for k, v in there.items() if k not in finalize_keys
+        }
+        assert here["finalized_at"] is None and there["imported"] is None
+    assert again["versions"][1]["imported"] == {
+        "from": "the file bundle.json",
+        "finalized_at": original["versions"][1]["finalized_at"],
+        "finalized_by": admin_user.username,
+        "evidence": original["versions"][1]["finalize_evidence"],
+    }
     assert {
         k: v for k, v in again["policy"].items() if k not in ("evaluation_set", "created_at")
     } == {k: v for k, v in original["policy"].items() if k not in ("evaluation_set", "created_at")}
@@ -195,15 +212,15 @@ def test_import_refuses_a_newer_format_and_a_conflict(finalized: Version, admin_
     data = exports.bundle(finalized.policy)
     newer = {**data, "format_version": 2}
     with pytest.raises(BundleError, match="format version 2, written by a newer CoPE Studio"):
-        import_bundle(newer, by=admin_user)
+        import_bundle(newer, by=admin_user, source="test")
     changed = json.loads(json.dumps(data))
     changed["versions"][0]["text"] += "changed"
     changed["versions"].append({**changed["versions"][1], "number": 3, "parent_number": 2})
     with pytest.raises(BundleError, match="Version 1 .* differs"):
-        import_bundle(changed, by=admin_user)
+        import_bundle(changed, by=admin_user, source="test")
     assert finalized.policy.versions.count() == 2  # nothing written
     with pytest.raises(BundleError, match="not a CoPE Studio policy bundle"):
-        import_bundle({"format": "x"}, by=admin_user)
+        import_bundle({"format": "x"}, by=admin_user, source="test")
 
 
 def test_import_form_is_for_admins_and_says_what_went_wrong(
