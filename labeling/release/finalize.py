@@ -36,7 +36,7 @@ from labeling.jobs.evaluation import (
 from labeling.models import CompareKind, Job, JobStatus, ReviewStatus
 from labeling.release.exports import job_evidence
 from policies import services as policy_services
-from policies.models import Version
+from policies.models import Policy, Version
 from policies.tokens import count_policy_tokens
 
 
@@ -61,8 +61,7 @@ class GateFigures:
     min_sample: int
 
     @classmethod
-    def of(cls, job: Job) -> GateFigures:
-        policy = job.version.policy
+    def of(cls, job: Job, policy: Policy) -> GateFigures:
         stats = job.stats or {}
         return cls(
             p_o=stats.get("p_o"),
@@ -173,7 +172,7 @@ def finalize_readiness(version: Version) -> Readiness:
     missing = _text_problems(version)
     if job is None:
         return Readiness(ok=False, missing=_no_deciding_job(version) + missing)
-    figures = GateFigures.of(job)
+    figures = GateFigures.of(job, policy)
     ac1 = "" if figures.ac1 is None else f" (Gwet's AC1 {figures.ac1:.3f})"
     if figures.p_o is None:
         missing.append(f"Job #{job.pk} has no agreement figure yet.")
