@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tests.worker.tiny_models import TinyCope, random_text  # noqa: E402
+from worker.base import VariantScorer  # noqa: E402
 from worker.clauses import parse_clauses, remove_clause, replace_clause  # noqa: E402
 from worker.cope import CopeScorer, load_cope  # noqa: E402
 from worker.cope_variants import common_prefix, plan_groups  # noqa: E402
@@ -68,7 +69,8 @@ def test_variant_scores_equal_full_prompts_for_every_variant_and_content(
         policy,  # identical to the first: scored once, answered twice
         remove_clause(policy, clauses[5]),
     ]
-    cached = scorer.score_variants(variants, contents)
+    engine: VariantScorer = scorer  # mypy checks CopeScorer against the protocol
+    cached = engine.score_variants(variants, contents)
     assert len(cached) == len(variants)
     for variant, scores in zip(variants, cached, strict=True):
         naive = scorer.score_naive(variant, contents)

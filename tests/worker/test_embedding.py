@@ -111,6 +111,7 @@ def test_removal_attribution_names_the_criterion_the_formula_says_decided(
 
     import numpy as np
 
+    from worker.base import VariantScorer
     from worker.clauses import parse_clauses, remove_clause
     from worker.embedding import TAU, K
 
@@ -124,7 +125,8 @@ def test_removal_attribution_names_the_criterion_the_formula_says_decided(
     criteria = [c for c in parse_clauses(text) if c.kind == "include"]
     assert [c.text for c in criteria] == includes
     variants = [text] + [remove_clause(text, c) for c in criteria]
-    results = scorer.score_variants(variants, [content, "The weather is lovely today."])
+    engine: VariantScorer = scorer  # mypy checks the baseline against the protocol
+    results = engine.score_variants(variants, [content, "The weather is lovely today."])
 
     # The formula, computed here from the embeddings alone.
     [vec] = scorer.embedder.embed([content])

@@ -250,6 +250,7 @@ def test_variants_are_sent_variant_by_variant_and_answered_in_the_callers_order(
     import math
 
     from tests.worker.fake_openai_server import content_of, policy_of
+    from worker.base import VariantScorer
 
     scorer, _ = make_scorer(server, batch_size=4)
     variants = [
@@ -260,7 +261,8 @@ def test_variants_are_sent_variant_by_variant_and_answered_in_the_callers_order(
         POLICY + "- Zebra FLIP.\n- More.\n",
     ]
     contents = CONTENTS[:3]
-    results = scorer.score_variants(variants, contents)
+    engine: VariantScorer = scorer  # mypy checks the backend against the protocol
+    results = engine.score_variants(variants, contents)
 
     assert len(results) == len(variants)
     for variant, scores in zip(variants, results, strict=True):
