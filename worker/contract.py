@@ -344,6 +344,11 @@ class LiveResult:
 # prompt prefix) and sends one ExplainResult to RECORD_EXPLAIN_TASK on ``default``, which the
 # web side records idempotently per (run_id, chunk_id). Added within contract 1: an older worker
 # does not know the task (the message waits on ``gpu`` until a newer worker takes it).
+# Sizing: send every variant of a job in each chunk and split the *items* across chunks (the
+# variants' shared prefix and tails are computed once per chunk, the items are the per-score
+# cost); a chunk costs about its variants' changed tails plus variants x items short forwards,
+# so keep variants x items to a few thousand per chunk (COPE_TASK_SOFT_TIME_LIMIT). Variants
+# whose text repeats an earlier one (``worker.variants``' ``same_as``) need not be sent.
 
 # ``margin_from_p1`` clamps p1 to [MARGIN_P1_CLAMP, 1 - MARGIN_P1_CLAMP]: |margin| <= ~16.1.
 MARGIN_P1_CLAMP = 1e-7

@@ -52,6 +52,21 @@ def swap_key(side: str, clause_key: str) -> str:
     return f"{side}<{other}:{clause_key}"
 
 
+def parse_key(key: str) -> tuple[str, str, str]:
+    """``(side, kind, clause key)`` of a variant key: ``"A-:term/2"`` is ``("A", REMOVAL,
+    "term/2")``, ``"B<A:overview"`` is ``("B", SWAP, "overview")``, ``"A"`` is ``("A", BASE,
+    "")``. Raises ``ValueError`` for anything else."""
+    if key in ("A", "B"):
+        return key, BASE, ""
+    side, rest = key[:1], key[1:]
+    if side in ("A", "B") and rest.startswith("-:") and len(rest) > 2:
+        return side, REMOVAL, rest[2:]
+    other = "B" if side == "A" else "A"
+    if side in ("A", "B") and rest.startswith(f"<{other}:") and len(rest) > 3:
+        return side, SWAP, rest[3:]
+    raise ValueError(f"not a variant key: {key!r}")
+
+
 def build_variants(text_a: str, text_b: str) -> list[Variant]:
     """Bases, then A's removals, B's removals, A's swaps, B's swaps (each in clause order)."""
     clauses_a, clauses_b = parse_clauses(text_a), parse_clauses(text_b)

@@ -514,3 +514,21 @@ def test_an_explain_chunk_that_keeps_killing_workers_is_answered_as_failed(
     result = ExplainResult.from_dict(payload)
     assert name == RECORD_EXPLAIN_TASK and result.outcomes == [] and scorer.calls == 0
     assert "worker process died" in result.error and "COPE_MAX_CHUNK_ATTEMPTS=3" in result.error
+
+
+def test_explain_over_its_time_limit_is_answered_with_the_setting_to_change(
+    eager: list[tuple[str, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from worker import tasks
+
+    scorer = VariantCountingScorer(SoftTimeLimitExceeded(), fail_times=99)
+    monkeypatch.setattr(tasks.models, "scorer", scorer)
+    tasks.explain_chunk.apply(args=[_explain()])
+    result = ExplainResult.from_dict(eager[0][1])
+    assert scorer.calls == 1 and result.outcomes == []
+    assert (
+        result.error.startswith("Time limit reached")
+        and "COPE_TASK_SOFT_TIME_LIMIT" in result.error
+    )

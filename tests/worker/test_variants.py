@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from worker.clauses import clause_lines, parse_clauses
-from worker.variants import BASE, REMOVAL, SWAP, build_variants, distinct, resolve
+from worker.variants import BASE, REMOVAL, SWAP, build_variants, distinct, parse_key, resolve
 
 A = """# Threats
 
@@ -101,3 +101,14 @@ def test_identical_wordings_score_nothing_twice() -> None:
 def test_keys_are_stable() -> None:
     first = [(v.key, v.policy, v.same_as) for v in build_variants(A, B)]
     assert first == [(v.key, v.policy, v.same_as) for v in build_variants(A, B)]
+
+
+def test_a_key_says_its_side_kind_and_clause() -> None:
+    import pytest
+
+    for variant in build_variants(A, B):
+        assert parse_key(variant.key) == (variant.side, variant.kind, variant.clause_key)
+    assert parse_key("B<A:label/VT/includes/1") == ("B", SWAP, "label/VT/includes/1")
+    for bad in ("", "C", "A-:", "A<A:overview", "B<B:x", "Ax", "A<B:"):
+        with pytest.raises(ValueError):
+            parse_key(bad)
