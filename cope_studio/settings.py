@@ -357,6 +357,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # Failed sign-ins and lockouts are warnings; axes' notes on every successful one are not kept.
+    "loggers": {"axes": {"level": "WARNING"}},
 }
 
 # --- Model worker heartbeats (labeling.workers). A worker silent for longer than this

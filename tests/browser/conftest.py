@@ -44,15 +44,30 @@ def browser() -> Iterator[Any]:
         browser.close()
 
 
+# Chromium's console wording when the Content-Security-Policy refuses a script, a style or a
+# request, and when a Permissions-Policy header does not parse.
+POLICY_ERRORS = ("Content Security Policy", "Permissions-Policy")
+
+
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
+    """A fresh page. Every flow runs under the studio's Content-Security-Policy: a test whose
+    pages had anything refused by it fails, whatever else it checks."""
     context = browser.new_context(viewport={"width": 1366, "height": 900})
     context.set_default_timeout(15_000)
     page = context.new_page()
     page.dialogs_seen = []  # type: ignore[attr-defined]
     page.on("dialog", lambda d: (page.dialogs_seen.append(d.message), d.dismiss()))
+    refused: list[str] = []
+
+    def note(message: Any) -> None:
+        if any(words in message.text for words in POLICY_ERRORS):
+            refused.append(f"{page.url}: {message.text}")
+
+    page.on("console", note)
     yield page
     context.close()
+    assert refused == [], "refused by the page's Content-Security-Policy or Permissions-Policy"
 
 
 @pytest.fixture
