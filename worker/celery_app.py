@@ -36,10 +36,12 @@ from worker.config import WorkerConfig
 from worker.contract import (
     DEFAULT_QUEUE,
     DESCRIBE_TASK,
+    EXPLAIN_CHUNK_TASK,
     GENERATE_TWIN_TASK,
     GPU_QUEUE,
     LIVE_QUEUE,
     RECORD_CHUNK_TASK,
+    RECORD_EXPLAIN_TASK,
     RECORD_TWIN_TASK,
     SCORE_CHUNK_TASK,
     SCORE_LIVE_TASK,
@@ -49,7 +51,9 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     SCORE_CHUNK_TASK: {"queue": GPU_QUEUE},
     GENERATE_TWIN_TASK: {"queue": GPU_QUEUE},
     DESCRIBE_TASK: {"queue": GPU_QUEUE},
+    EXPLAIN_CHUNK_TASK: {"queue": GPU_QUEUE},
     RECORD_CHUNK_TASK: {"queue": DEFAULT_QUEUE},
+    RECORD_EXPLAIN_TASK: {"queue": DEFAULT_QUEUE},
     RECORD_TWIN_TASK: {"queue": DEFAULT_QUEUE},
     SCORE_LIVE_TASK: {"queue": LIVE_QUEUE},  # Consumed before GPU_QUEUE
 }

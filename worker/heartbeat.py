@@ -36,6 +36,7 @@ from worker.celery_app import app
 from worker.config import WorkerConfig
 from worker.contract import (
     DEFAULT_QUEUE,
+    EXPLAIN_CHUNK_TASK,
     GENERATE_TWIN_TASK,
     RECORD_HEARTBEAT_TASK,
     SCORE_CHUNK_TASK,
@@ -44,6 +45,8 @@ from worker.contract import (
 
 log = logging.getLogger(__name__)
 
+# The model tasks a heartbeat names while they run (the worker is busy, not idle).
+_REPORTED_TASKS = (SCORE_CHUNK_TASK, EXPLAIN_CHUNK_TASK, GENERATE_TWIN_TASK)
 _node_name = ""  # the Celery node name, set in the main process; pool children inherit it
 
 
@@ -63,11 +66,13 @@ class _Current:
             self.task = task_name
             self.job_id = self.chunk_id = None
             self.side = ""
-            if task_name == SCORE_CHUNK_TASK and isinstance(request, dict):
+            if task_name in (SCORE_CHUNK_TASK, EXPLAIN_CHUNK_TASK) and isinstance(request, dict):
                 try:
-                    self.job_id = int(request["job_id"])
+                    # An explain chunk belongs to an explain run, not a job: no job or side.
+                    if task_name == SCORE_CHUNK_TASK:
+                        self.job_id = int(request["job_id"])
+                        self.side = str(request.get("side", ""))
                     self.chunk_id = int(request["chunk_id"])
-                    self.side = str(request.get("side", ""))
                 except (KeyError, TypeError, ValueError):
                     pass
 
@@ -264,11 +269,11 @@ def _stop_in_worker(**_: Any) -> None:
 @task_prerun.connect  # type: ignore[untyped-decorator]
 def _task_started(task: Any = None, args: Any = None, **_: Any) -> None:
     name = getattr(task, "name", "")
-    if name in (SCORE_CHUNK_TASK, GENERATE_TWIN_TASK):
+    if name in _REPORTED_TASKS:
         current.set(name, args)
 
 
 @task_postrun.connect  # type: ignore[untyped-decorator]
 def _task_finished(task: Any = None, **_: Any) -> None:
-    if getattr(task, "name", "") in (SCORE_CHUNK_TASK, GENERATE_TWIN_TASK):
+    if getattr(task, "name", "") in _REPORTED_TASKS:
         current.clear()

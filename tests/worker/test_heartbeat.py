@@ -14,7 +14,7 @@ import pytest
 
 from worker import heartbeat
 from worker.celery_app import app
-from worker.contract import SCORE_CHUNK_TASK, Heartbeat, WorkerInfo
+from worker.contract import EXPLAIN_CHUNK_TASK, SCORE_CHUNK_TASK, Heartbeat, WorkerInfo
 
 
 class _LoadedScorer:
@@ -102,3 +102,30 @@ def test_no_sender_when_heartbeats_are_off(
     heartbeat.start()
     time.sleep(0.2)
     assert beats == []
+
+
+def test_an_explain_chunk_reports_the_worker_busy_with_that_chunk(
+    beats: list[Heartbeat], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker import tasks
+
+    monkeypatch.setattr(tasks.models, "scorer", _LoadedScorer())
+    heartbeat.start()
+
+    class _Task:
+        name = EXPLAIN_CHUNK_TASK
+
+    heartbeat._task_started(task=_Task(), args=[{"run_id": 4, "chunk_id": 11}])
+    _wait(lambda: bool(beats) and beats[-1].state == "busy")
+    busy = beats[-1]
+    assert (busy.task, busy.chunk_id, busy.job_id, busy.side) == (EXPLAIN_CHUNK_TASK, 11, None, "")
+    heartbeat._task_finished(task=_Task())
+    _wait(lambda: beats[-1].state == "ready")
+
+
+def test_explain_tasks_are_routed_to_the_gpu_and_their_answers_to_default() -> None:
+    from worker.celery_app import TASK_ROUTES
+    from worker.contract import DEFAULT_QUEUE, GPU_QUEUE, RECORD_EXPLAIN_TASK
+
+    assert TASK_ROUTES[EXPLAIN_CHUNK_TASK] == {"queue": GPU_QUEUE}
+    assert TASK_ROUTES[RECORD_EXPLAIN_TASK] == {"queue": DEFAULT_QUEUE}
