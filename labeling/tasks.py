@@ -8,11 +8,19 @@ from typing import Any
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
+from labeling.explain import record as explain_record
+from labeling.explain import services as explain_services
 from labeling.jobs import results, services
 from labeling.jobs.broker import PREPARE_JOB_TASK
 from labeling.samples import services as samples
 from labeling.workers.services import record_heartbeat_task  # noqa: F401  (registers it)
-from worker.contract import RECORD_CHUNK_TASK, ContractError, ScoreResult
+from worker.contract import (
+    RECORD_CHUNK_TASK,
+    RECORD_EXPLAIN_TASK,
+    ContractError,
+    ExplainResult,
+    ScoreResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +80,38 @@ def resume_stalled_jobs() -> int:
     resent = services.resume_stalled_jobs()
     for job_id, n in resent.items():
         log.warning("job %s: re-sent %s lost chunk%s", job_id, n, "" if n == 1 else "s")
-    return sum(resent.values())
+    # Explain runs' lost chunks, by the same rules (``labeling.explain.services``).
+    explained = explain_services.resume_stalled_runs()
+    for run_id, n in explained.items():
+        log.warning("explain run %s: re-sent %s lost chunk%s", run_id, n, "" if n == 1 else "s")
+    return sum(resent.values()) + sum(explained.values())
+
+
+@shared_task(  # type: ignore[untyped-decorator]
+    name=RECORD_EXPLAIN_TASK,
+    acks_late=True,
+    autoretry_for=DATABASE_GONE,
+    retry_backoff=True,
+    retry_backoff_max=300,
+    max_retries=8,
+)
+def record_explain(result_dict: dict[str, Any]) -> str:
+    """Write an explain chunk's scores and its items' conclusions (``labeling.explain.record``).
+    Idempotent per (run, chunk): a redelivered or re-sent answer changes nothing."""
+    try:
+        result = ExplainResult.from_dict(result_dict)
+    except (ContractError, KeyError, TypeError, ValueError) as exc:
+        log.error("labeling.record_explain: unusable result (%s): %.300r", exc, result_dict)
+        return "rejected"
+    outcome = explain_record.record_explain_result(result)
+    log.info(
+        "explain run %s chunk %s: %s%s",
+        result.run_id,
+        result.chunk_id,
+        outcome.action,
+        " (run finished)" if outcome.finished else "",
+    )
+    return outcome.action
 
 
 # Sample-set imports run here, not in the request ---------------------------------

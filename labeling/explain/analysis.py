@@ -72,7 +72,7 @@ class Test:
     flipped: bool  # label differs from the base's
 
 
-def tests(variants: Sequence[Variant], scores: Mapping[str, Score]) -> list[Test]:
+def variant_tests(variants: Sequence[Variant], scores: Mapping[str, Score]) -> list[Test]:
     """Every variant's score (resolved) against its side's base, in variant order."""
     resolved = resolve(variants, scores)
     out = []

@@ -1,0 +1,158 @@
+"""Flow control of explain runs: which chunks go to the model workers, sending, giving up.
+
+The jobs' rules (``labeling.jobs.dispatch``): at most ``COPE_CHUNKS_IN_FLIGHT`` chunks of a
+run out at a time, each recorded result sends the run's next, and every writer of a run's chunk
+statuses first locks the run row (``select_for_update``), so "no chunk is queued any more"
+cannot change between the check and the finish. Every chunk carries every distinct variant of
+the job's wordings and a slice of the items.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from labeling.explain import broker
+from labeling.models import (
+    ChunkStatus,
+    ExplainChunk,
+    ExplainItem,
+    ExplainRun,
+    ExplainStatus,
+    ExplainVerdict,
+    Item,
+)
+from worker.contract import ExplainRequest, ScoreItem, VariantSpec
+from worker.variants import Variant, build_variants, distinct
+
+log = logging.getLogger(__name__)
+
+ACTIVE = (ExplainStatus.QUEUED, ExplainStatus.RUNNING)
+
+
+@functools.lru_cache(maxsize=8)
+def job_variants(text_a: str, text_b: str) -> tuple[Variant, ...]:
+    """Every variant of two wordings (``worker.variants.build_variants``), built once per
+    process for the texts a run sends again and again."""
+    return tuple(build_variants(text_a, text_b))
+
+
+def lock_run(run_id: int) -> tuple[str, int] | None:
+    """Lock the run row; (its status, its job id), or None when it is gone."""
+    return (
+        ExplainRun.objects.select_for_update()
+        .filter(pk=run_id)
+        .values_list("status", "job_id")
+        .first()
+    )
+
+
+def claim_next_chunks(run_id: int) -> int:
+    """Mark the run's next unsent chunks sent, up to ``COPE_CHUNKS_IN_FLIGHT`` in flight, and
+    send them once committed. The caller holds the run row's lock. Returns how many."""
+    queued = ExplainChunk.objects.filter(run_id=run_id, status=ChunkStatus.QUEUED)
+    free = int(settings.COPE_CHUNKS_IN_FLIGHT) - queued.filter(sent_at__isnull=False).count()
+    if free <= 0:
+        return 0
+    ids = list(
+        queued.filter(sent_at__isnull=True).order_by("index").values_list("pk", flat=True)[:free]
+    )
+    if ids:
+        ExplainChunk.objects.filter(pk__in=ids).update(
+            sent_at=timezone.now(), attempts=F("attempts") + 1
+        )
+        transaction.on_commit(functools.partial(send_chunks, run_id, ids))
+    return len(ids)
+
+
+def fill_window(run_id: int) -> int:
+    """Send an active run's next chunks if fewer than the window are out."""
+    with transaction.atomic():
+        run = lock_run(run_id)
+        if run is None or run[0] not in ACTIVE:
+            return 0
+        return claim_next_chunks(run_id)
+
+
+def send_chunks(run_id: int, chunk_ids: list[int]) -> int:
+    """Send chunks already marked sent, with every distinct variant and their items' texts. A
+    broker that refuses is logged, not raised: the chunks look lost and are sent again."""
+    started = time.perf_counter()
+    row = ExplainRun.objects.filter(pk=run_id).values_list("job__text_a", "job__text_b").first()
+    if row is None:
+        return 0
+    specs = [VariantSpec(v.key, v.policy) for v in distinct(job_variants(*row))]
+    chunks = list(
+        ExplainChunk.objects.filter(pk__in=chunk_ids, status=ChunkStatus.QUEUED)
+        .order_by("index")
+        .values_list("pk", "item_ids", "attempts")
+    )
+    wanted = {i for _, ids, _ in chunks for i in ids}
+    texts = dict(Item.objects.filter(pk__in=wanted).order_by().values_list("pk", "text"))
+    sent = 0
+    try:
+        for pk, item_ids, attempts in chunks:
+            request = ExplainRequest(
+                run_id=run_id,
+                chunk_id=pk,
+                variants=specs,
+                items=[ScoreItem(i, texts[i]) for i in item_ids if i in texts],
+                attempt=max(1, attempts),
+            )
+            broker.send_explain_request(request.to_dict())
+            sent += 1
+    except Exception:
+        log.warning("explain run %s: the broker refused chunks; they will be re-sent", run_id)
+    ExplainRun.objects.filter(pk=run_id).update(
+        bookkeeping_seconds=F("bookkeeping_seconds") + (time.perf_counter() - started)
+    )
+    return sent
+
+
+def fail_items(run_id: int, job_id: int, item_ids: list[int], error: str) -> None:
+    """Record items a run could not explain (an item explained before keeps its conclusion)."""
+    explained = set(
+        ExplainItem.objects.filter(job_id=job_id, item_id__in=item_ids)
+        .exclude(verdict=ExplainVerdict.FAILED)
+        .values_list("item_id", flat=True)
+    )
+    rows = [
+        ExplainItem(
+            job_id=job_id, item_id=i, run_id=run_id, verdict=ExplainVerdict.FAILED, error=error
+        )
+        for i in item_ids
+        if i not in explained
+    ]
+    ExplainItem.objects.bulk_create(
+        rows,
+        update_conflicts=True,
+        unique_fields=["job", "item"],
+        update_fields=["run", "verdict", "error"],
+    )
+
+
+def give_up_on_chunks(
+    run_id: int, job_id: int, chunks: list[tuple[int, list[int]]], cap: int
+) -> None:
+    """Fail queued chunks sent ``cap`` times without an answer (the run row is locked)."""
+    error = (
+        f"Sent to the workers {cap} times without an answer (COPE_MAX_CHUNK_ATTEMPTS={cap}). "
+        "A worker may be dying on it (out of memory, a CUDA error): check the model worker's "
+        "log, then explain the remaining mismatches again."
+    )
+    ExplainChunk.objects.filter(pk__in=[pk for pk, _ in chunks], status=ChunkStatus.QUEUED).update(
+        status=ChunkStatus.FAILED, finished_at=timezone.now(), error=error
+    )
+    items = [i for _, ids in chunks for i in ids]
+    fail_items(run_id, job_id, items, error)
+    ExplainRun.objects.filter(pk=run_id).update(
+        chunks_failed=F("chunks_failed") + len(chunks),
+        items_failed=F("items_failed") + len(items),
+        error=error,
+    )
