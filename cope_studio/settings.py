@@ -296,6 +296,9 @@ COPE_CHUNKS_IN_FLIGHT = env_int("COPE_CHUNKS_IN_FLIGHT", 8, minimum=1)
 # A chunk sent this long ago that is neither in a queue nor held by a model worker (asked over
 # the broker) is lost and sent again; see labeling.jobs.services.lost_chunks.
 COPE_RESEND_GRACE_SECONDS = env_int("COPE_RESEND_GRACE_SECONDS", 60, minimum=1)
+# Attribution (labeling.explain): a finished job's mismatches explained automatically, at most
+# this many per run (0: none automatically); "Explain more" asks for the next as many.
+COPE_EXPLAIN_MAX_ITEMS = env_int("COPE_EXPLAIN_MAX_ITEMS", 500, minimum=0)
 # How often Celery beat looks for lost chunks.
 COPE_RESUME_EVERY_SECONDS = env_int("COPE_RESUME_EVERY_SECONDS", 60, minimum=1)
 CELERY_BEAT_SCHEDULE = {
