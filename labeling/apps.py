@@ -6,7 +6,8 @@ class LabelingConfig(AppConfig):
     verbose_name = "Labeling"
 
     def ready(self) -> None:
-        # Here, not at the top: both modules import models, which exist only once apps load.
+        # Here, not at the top: these modules import models, which exist only once apps load.
+        from labeling.explain import pages
         from labeling.jobs import evaluation
         from policies import hooks
 
@@ -14,5 +15,6 @@ class LabelingConfig(AppConfig):
             hooks.LabelingHooks(
                 versions_with_jobs=evaluation.versions_with_jobs,
                 agreement_figures=evaluation.agreement_figures,
+                clause_figures=pages.version_clause_figures,
             )
         )

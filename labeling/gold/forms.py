@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 
+from labeling.explain.pages import ROLE_CHOICES, parse_clause_value
 from labeling.models import GoldChoice
 
 SIDE_SAID_ONE = [
@@ -54,8 +57,34 @@ class ItemFilterForm(forms.Form):
             "invalid": MARGIN_RANGE_ERROR,
         },
     )
+    clause = forms.CharField(
+        required=False,
+        max_length=300,
+        widget=forms.Select(choices=[("", "any")]),
+        label="Decided by clause",
+        help_text="The clauses an explain run found for this job's items.",
+    )
+    role = forms.ChoiceField(required=False, choices=ROLE_CHOICES, label="The clause")
     after = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
     before = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, clauses: list[tuple[str, str]] | None = None, **kwargs: Any):
+        """``clauses``: the job's clauses (``labeling.explain.pages.clause_choices``); any
+        well-formed clause value is taken when not given (the CSV needs no list to filter)."""
+        super().__init__(*args, **kwargs)
+        self._known = clauses
+        widget = self.fields["clause"].widget
+        assert isinstance(widget, forms.Select)
+        widget.choices = [("", "any"), *(clauses or [])]
+
+    def clean_clause(self) -> str:
+        value: str = self.cleaned_data["clause"]
+        if not value:
+            return ""
+        known = self._known is None or any(v == value for v, _ in self._known)
+        if parse_clause_value(value) is None or not known:
+            raise forms.ValidationError("no explain run found this clause for the job's items.")
+        return value
 
 
 class GoldForm(forms.Form):

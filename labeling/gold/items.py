@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from django.conf import settings
-from django.db.models import F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
+from django.utils.text import slugify
 from django_stubs_ext import WithAnnotations
 
+from labeling.explain.pages import ROLE_DECIDES, ROLES, parse_clause_value
 from labeling.gold.services import GoldFields, add_item_fields, no_jit, with_gold_lookups
-from labeling.models import Job, Label, ReviewTask, Side
+from labeling.models import ExplainFinding, Job, Label, ReviewTask, Side
 
 PAGE_SIZE = 50
 _COLUMNS = (
@@ -98,6 +100,19 @@ def apply_filters(rows: QuerySet[ItemRow], filters: dict[str, Any]) -> QuerySet[
     if margin is not None:
         low, high = 0.5 - margin, 0.5 + margin
         rows = rows.filter(Q(p1__gt=low, p1__lt=high) | Q(p1_b__gt=low, p1_b__lt=high))
+    clause = parse_clause_value(filters.get("clause") or "")
+    if clause is not None:
+        # A lookup per row on ``explain_finding_unique`` (job, item, side, role, clause).
+        side, key = clause
+        roles = ROLES.get(filters.get("role") or ROLE_DECIDES, ROLES[ROLE_DECIDES])
+        found = ExplainFinding.objects.filter(
+            job_id=OuterRef("job_id"),
+            item_id=OuterRef("item_id"),
+            side=side,
+            role__in=roles,
+            clause=key,
+        )
+        rows = rows.filter(Exists(found))
     return rows
 
 
@@ -152,10 +167,13 @@ _SAID_SLUGS = {
     "none": "neither-said-1",
 }
 
+_ROLE_SLUGS = {"decides": "decided-by", "necessary": "necessary", "gold_miss": "gold-miss-by"}
+
 
 def csv_filename(job: Job, filters: dict[str, Any]) -> str:
     """``job-12-items.csv``, with the filters in the name: ``job-12-items-mismatches-
-    false-positives-side-a-margin-0.1.csv`` (only the validated choices, so the name is safe)."""
+    false-positives-side-a-margin-0.1-decided-by-a-labelha1includes1.csv`` (validated choices,
+    a clause slugified, so the name is safe)."""
     parts = [f"job-{job.pk}-items"]
     if filters.get("mismatch"):
         parts.append("mismatches")
@@ -164,6 +182,11 @@ def csv_filename(job: Job, filters: dict[str, Any]) -> str:
     margin = filters.get("margin")
     if margin is not None:
         parts.append(f"margin-{float(margin):g}")
+    clause = parse_clause_value(filters.get("clause") or "")
+    if clause is not None:
+        role = filters.get("role") or ROLE_DECIDES
+        parts.append(_ROLE_SLUGS.get(role, _ROLE_SLUGS[ROLE_DECIDES]))
+        parts.append(slugify(f"{clause[0]} {clause[1]}"))
     return "-".join(p for p in parts if p) + ".csv"
 
 

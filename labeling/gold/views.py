@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from cope_studio.lib.htmx import AuthedHttpRequest
 from cope_studio.lib.permissions import require_perms
+from labeling.explain import pages as explain_pages
 from labeling.gold import items
 from labeling.gold import services as gold
 from labeling.gold.forms import GoldForm, ItemFilterForm
@@ -35,10 +36,14 @@ def _get_job(request: AuthedHttpRequest, pk: int, *perms: str) -> Job:
     )
 
 
-def _filters(request: AuthedHttpRequest) -> tuple[ItemFilterForm, dict[str, Any]]:
+def _filters(
+    request: AuthedHttpRequest, job: Job, *, page: bool = True
+) -> tuple[ItemFilterForm, dict[str, Any]]:
     """The form and the filters to apply: the valid ones (a filter with an error is left out,
-    and the page says so beside the error)."""
-    form = ItemFilterForm(request.GET or None)
+    and the page says so beside the error). The page's select lists the job's clauses (one
+    query); the CSV takes any well-formed clause."""
+    clauses = explain_pages.clause_choices(job) if page else None
+    form = ItemFilterForm(request.GET or None, clauses=clauses)
     if not form.is_bound:
         return form, {}
     form.is_valid()
@@ -65,7 +70,7 @@ def _query(filters: dict[str, Any], **cursor: Any) -> str:
 
 
 def _items_context(request: AuthedHttpRequest, job: Job) -> dict[str, Any]:
-    form, filters = _filters(request)
+    form, filters = _filters(request, job)
     page = items.item_page(job, filters)
     return {
         "job": job,
@@ -104,7 +109,7 @@ def job_items_csv(request: AuthedHttpRequest, pk: int) -> HttpResponse | Streami
     """The filtered rows as CSV, named after the filters; a filter with an error is refused
     (400) rather than dropped, so a file never holds rows its name does not describe."""
     job = _get_job(request, pk, "labeling.view_label")
-    form, filters = _filters(request)
+    form, filters = _filters(request, job, page=False)
     if form.is_bound and form.errors:
         body = "\n".join(_filter_errors(form)).replace(" This filter is not applied.", "")
         return HttpResponse(body, status=400, content_type="text/plain; charset=utf-8")

@@ -20,6 +20,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from cope_studio.lib.htmx import AuthedHttpRequest, htmx_redirect
 from cope_studio.lib.permissions import require_perms
+from labeling.explain import pages as explain_pages
+from labeling.explain.services import ExplainError
 from labeling.gold import services as gold
 from labeling.gold.summary import gold_context
 from labeling.jobs import comparisons, evaluation, services
@@ -31,6 +33,8 @@ from labeling.jobs.stats import job_progress, open_reviews_by_version
 from labeling.models import ChunkStatus, Job, JobStatus, ReviewStatus
 from labeling.scoring import FEW_GOLD, GoldScore
 from policies.models import Policy, Version, percent_text
+
+CHANGE_JOB = "labeling.change_job"
 
 
 def _get_job_for_user(request: AuthedHttpRequest, pk: int, *perms: str) -> Job:
@@ -135,7 +139,15 @@ def _job_context(request: AuthedHttpRequest, job: Job) -> dict[str, Any]:
         "below_minimum_sample": evaluation.below_minimum_sample(job),
         **_review_counts(job),
         **gold_part,
+        **_explain_context(job),
     }
+
+
+def _explain_context(job: Job) -> dict[str, Any]:
+    """ "What decides the mismatches": a finished job's explain runs and ranked clauses."""
+    if job.is_active or job.status not in (JobStatus.SUCCEEDED, JobStatus.PARTIAL):
+        return {"explain": None}
+    return {"explain": explain_pages.job_section(job), "job": job}
 
 
 def _review_counts(job: Job) -> dict[str, int]:
@@ -148,13 +160,35 @@ def _review_counts(job: Job) -> dict[str, int]:
 
 
 @login_required
-@require_GET
+@require_http_methods(["GET", "POST"])
 def job_detail(request: AuthedHttpRequest, pk: int) -> HttpResponse:
+    """The job page; its htmx polls get the progress (``#job-status``) or, with
+    ``?part=explain``, the explain run's section alone. A POST is an explain button."""
+    if request.method == "POST":
+        return _explain_post(request, pk)
     job = _get_job_for_user(request, pk)
+    if request.htmx and request.GET.get("part") == "explain":
+        context = {**_explain_context(job), "can_change": request.user.has_perm(CHANGE_JOB)}
+        return render(request, "labeling/jobs/job_detail.html#explain", context)
     context = _job_context(request, job)
     if request.htmx:
         return render(request, "labeling/jobs/job_detail.html#job-status", context)
     return render(request, "labeling/jobs/job_detail.html", context)
+
+
+def _explain_post(request: AuthedHttpRequest, pk: int) -> HttpResponse:
+    """Explain, explain the rest, or cancel the run: through ``labeling.explain.services``."""
+    job = _get_job_for_user(request, pk, CHANGE_JOB)
+    form = explain_pages.ExplainActionForm(request.POST)
+    if not form.is_valid():
+        raise BadRequest("This action needs its button on the job page.")
+    try:
+        notice = explain_pages.explain_action(job, form.cleaned_data["explain"], request.user)
+    except ExplainError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.info(request, notice)
+    return htmx_redirect(request, reverse("labeling:job_detail", args=[job.pk]) + "#explain")
 
 
 def _get_job_for_action(request: AuthedHttpRequest, pk: int) -> Job:

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from cope_studio.lib.htmx import AuthedHttpRequest
 from cope_studio.lib.permissions import require_perms
+from labeling.explain.pages import card_clause
 from labeling.models import Decision, Job, ReviewTask
 from labeling.review.claim import (
     QueueFilter,
@@ -90,6 +91,8 @@ def _queue_context(
         "diff": wording_diff(task.job.text_a, task.job.text_b) if task else None,
         "earlier": earlier,
         "reusable": reusable_decision(task, earlier) if task else None,
+        # The clause an explain run found deciding this mismatch: one indexed query.
+        "deciding": card_clause(task.job, task.item_id) if task else None,
         "content_preview_chars": CONTENT_PREVIEW_CHARS,
     }
 

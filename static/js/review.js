@@ -35,6 +35,13 @@
     return selection.toString().split(/\s+/).join(" ").trim();
   }
 
+  // The deciding clause's words in A, when the card shows one.
+  function computedClause() {
+    var clause = document.getElementById("deciding-a");
+    var text = clause ? clause.getAttribute("data-quote") || "" : "";
+    return text.split(/\s+/).join(" ").trim();
+  }
+
   document.addEventListener("keydown", function (event) {
     if (event.altKey || event.isComposing) return;
     var target = event.target;
@@ -78,11 +85,15 @@
       if (field) {
         event.preventDefault();
         var quoted = key === "q" ? selectedWording() : "";
-        if (quoted) {
-          field.value = quoted.slice(0, field.maxLength > 0 ? field.maxLength : quoted.length);
+        // Nothing selected: the clause an explain run found deciding this mismatch, quoted
+        // in one key, and the keys go on working (no focus in the field).
+        var computed = key === "q" && !quoted ? computedClause() : "";
+        var text = quoted || computed;
+        if (text) {
+          field.value = text.slice(0, field.maxLength > 0 ? field.maxLength : text.length);
           field.dispatchEvent(new Event("input", { bubbles: true }));
         }
-        field.focus();
+        if (!computed) field.focus();
       }
     } else if (key === "s") {
       event.preventDefault();
