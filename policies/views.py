@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import messages
@@ -13,7 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from cope_studio.lib.htmx import AuthedHttpRequest
 from cope_studio.lib.permissions import require_perms
-from policies import services
+from policies import hooks, services
 from policies.bundle import (
     SOURCE_MAX_LENGTH,
     BundleError,
@@ -30,10 +31,12 @@ from policies.forms import (
     TwinForm,
     VersionForm,
 )
+from policies.hooks import ClauseCount
 from policies.lint import lint_policy, lint_twin
 from policies.markdown import render_markdown
 from policies.models import Policy, TwinJob, TwinJobStatus, Version
 from policies.starter import STARTER_POLICY
+from worker.clauses import Clause, parse_clauses
 
 VIEW, EDIT = "policies.view_policy", "policies.add_version"
 EDIT_TWIN, GENERATE_TWIN = "policies.change_version", "policies.add_twinjob"
@@ -242,7 +245,51 @@ def editor_lint(request: AuthedHttpRequest) -> HttpResponse:
 @require_GET
 def version_detail(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     version = _get_version_for_user(request, pk)
-    return render(request, "policies/version_detail.html", _version_context(request, version))
+    context = _version_context(request, version, heat=_clause_heat(version))
+    return render(request, "policies/version_detail.html", context)
+
+
+@dataclass(frozen=True)
+class HeatLine:
+    """One line of the policy text beside its clause's strip: how many mismatches and gold
+    misses the clause decides (shown on its first line), and its share of the largest."""
+
+    number: int
+    text: str
+    clause: Clause | None
+    count: ClauseCount | None
+    first: bool  # the clause's first line: its counts and links go here
+    level: int  # 0 (none) to 4 (the clause deciding most)
+
+
+@dataclass(frozen=True)
+class ClauseHeat:
+    job_id: int
+    lines: list[HeatLine]
+    stale: bool  # the explained job ran on another text than this version's (never, today)
+
+
+def _clause_heat(version: Version) -> ClauseHeat | None:
+    """The version's text, line by line, marked by its newest explained job's clause counts
+    (``hooks.clause_figures``: the labeling app answers, policies reads no labeling table)."""
+    figures = hooks.clause_figures(version.pk)
+    if figures is None:
+        return None
+    clauses = parse_clauses(figures.text)
+    top = max((c.mismatches + c.gold_misses for c in figures.clauses.values()), default=0)
+    by_line: dict[int, Clause] = {}
+    for each in clauses:
+        for n in range(each.start_line, each.end_line + 1):
+            by_line[n] = each
+    lines = []
+    for number, text in enumerate(figures.text.splitlines(), start=1):
+        clause = by_line.get(number)
+        count = figures.clauses.get(clause.key) if clause else None
+        weight = count.mismatches + count.gold_misses if count else 0
+        level = 0 if not weight or not top else max(1, round(4 * weight / top))
+        first = clause is not None and number == clause.start_line
+        lines.append(HeatLine(number, text, clause, count, first, level))
+    return ClauseHeat(figures.job_id, lines, stale=figures.text != version.text)
 
 
 @login_required

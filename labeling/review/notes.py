@@ -1,5 +1,6 @@
-"""Review notes: what reviewers said about a job's mismatches, grouped by the clause they
-quoted, one page at a time."""
+"""Review notes: what reviewers said about a job's mismatches, grouped by the clause an explain
+run found deciding each mismatch (reviewers' quotes beside it) and by the clause they quoted,
+one page at a time."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from django.db.models import Case, Count, F, Min, Q, QuerySet, Value, When, Wind
 from django.db.models.functions import Lower, RowNumber
 from django.utils.http import urlencode
 
+from labeling.explain.pages import ComputedGroup, computed_groups
 from labeling.models import Decision, GoldChoice, Job, ReviewStatus, Wording
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ class ReviewNotes:
     page: Page[Any] | None = None  # the page of clause groups
     clause: ClauseGroup | None = None  # one clause opened, with a page of its decisions
     clause_page: Page[Any] | None = None
+    computed: list[ComputedGroup] = field(default_factory=list)  # by computed deciding clause
 
 
 def _clause_key(quote: str) -> str:
@@ -160,11 +163,15 @@ def review_notes(job: Job, *, page: int = 1, clause: str | None = None) -> Revie
     Counting and grouping run in SQL (``GROUP BY lower(quote)``); a page holds
     ``NOTES_GROUPS_PER_PAGE`` clauses with their ``NOTES_SAMPLES_PER_GROUP`` newest decisions
     (one window query). With ``clause`` (a key from a group), that clause's decisions are paged
-    instead. Whatever the number of decisions, a page loads a bounded number of rows.
+    instead. Whatever the number of decisions, a page loads a bounded number of rows. The first
+    page also groups the decisions by the clause an explain run found deciding their mismatch
+    (``labeling.explain.pages.computed_groups``: two queries).
     """
     notes = _totals(job)
     if clause is not None:
         _open_clause(notes, clause, page)
     else:
         _page_of_groups(notes, page)
+        if page == 1:
+            notes.computed = computed_groups(job)
     return notes

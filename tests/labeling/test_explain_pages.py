@@ -5,12 +5,14 @@ themselves, on workers, are tested with ``labeling.explain``)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from labeling.jobs import services
 from labeling.models import (
@@ -280,3 +282,51 @@ def test_review_card_renders_a_hostile_clause_inert(
     page, _ = _card(client, job)
     assert "<script>alert" not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+
+
+# Review notes -------------------------------------------------------------------------------
+
+
+def test_notes_group_decisions_by_computed_clause_with_quotes_beside(
+    client: Any, reviewer: Any, job: Job
+) -> None:
+    from labeling.review.decisions import submit_decision
+
+    first, second = mismatches(job)
+    explain(job, [first, second])
+    tasks = {t.item_id: t for t in job.review_tasks.all()}
+    for item_id, quote in ((first, "aimed at a Target"), (second, "")):
+        task = tasks[item_id]
+        task.status, task.claimed_by = "claimed", reviewer
+        task.claim_expires_at = timezone.now() + timedelta(minutes=5)
+        task.save()
+        submit_decision(task=task, reviewer=reviewer, label="1", wording="a", quote=quote, note="")
+    client.force_login(reviewer)
+    page = client.get(reverse("labeling:review_notes", args=[job.pk])).content.decode()
+    assert "By the clause that decides the mismatch" in page
+    group = page.split('data-clause="label/HA1/includes/1"')[1].split("</div>")[0]
+    assert "2 decisions" in group and "<q>aimed at a Target</q>" in group
+    assert f'href="{job.version.get_absolute_url()}#L16" data-lines="16-16"' in group
+
+
+# The version page ---------------------------------------------------------------------------
+
+
+def test_version_page_marks_each_clause_by_what_it_decides(
+    client: Any, author: Any, job: Job
+) -> None:
+    url = job.version.get_absolute_url()
+    client.force_login(author)
+    assert 'id="clause-heat"' not in client.get(url).content.decode()
+    explain(job, mismatches(job))
+    with CaptureQueriesContext(connection) as queries:
+        page = client.get(url).content.decode()
+    assert 'id="clause-heat"' in page
+    line = page.split('<li id="L16"')[1].split("</li>")[0]
+    assert 'data-clause="label/HA1/includes/1"' in line and "heat-4" in line
+    items = reverse("labeling:job_items", args=[job.pk])
+    assert f"{items}?clause=A%3Alabel%2FHA1%2Fincludes%2F1&amp;role=decides" in line
+    assert "2 mismatches" in line
+    assert "heat-0" in page.split('<li id="L17"')[1].split("</li>")[0]
+    on_findings = [q for q in queries.captured_queries if "labeling_explainfinding" in q["sql"]]
+    assert len(on_findings) == 1
