@@ -20,6 +20,7 @@ Labels are computed like every other label: on the model workers, through the br
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from typing import Any
@@ -37,6 +38,7 @@ from labeling.api.errors import ApiError, CopeNinjaAPI, RateLimited
 from labeling.api.schemas import (
     LABEL_ERRORS,
     LOOKUP_ERRORS,
+    MAX_EXPLAIN_SCORES,
     MAX_NUMBER,
     NUMBER_PATH,
     READ_ERRORS,
@@ -55,6 +57,7 @@ from labeling.api.schemas import (
 from labeling.jobs.evaluation import deciding_job
 from labeling.models import ApiKey, Job
 from policies.models import Policy, Version
+from worker.clauses import Clause, parse_clauses, remove_clause
 
 
 class KeyAuth(HttpBearer):
@@ -283,6 +286,7 @@ def _label(
     policy: str | None,
     version: int | None,
     warning: str | None,
+    explain: bool = False,
 ) -> dict[str, Any]:
     limit = int(settings.COPE_API_MAX_BATCH)
     if not contents:
@@ -302,24 +306,30 @@ def _label(
             "nothing was labeled. Fix or leave out the items listed.",
             items=[{"index": i, "message": m} for i, m in sorted(unreadable.items())],
         )
+    clauses = _explain_clauses(policy_text, contents) if explain else []
     refused = live.budget_errors(policy_text, contents)
     if refused:  # refused before anything is sent
         raise _too_long(refused)
+    # The policy and (explain) each removal variant, sent at once, then read one by one.
+    policies = [policy_text, *(remove_clause(policy_text, c) for c in clauses)]
     try:
-        answer = live.Sent(policy=policy_text, contents=contents, refused={}).answer()
+        sent = [live.Sent(policy=p, contents=contents, refused={}) for p in policies]
+        answers = [each.answer() for each in sent]
     except live.NoAnswer as exc:
         raise ApiError(503, "no_worker", str(exc)) from exc
     except live.LiveError as exc:
         raise ApiError(502, "worker_error", str(exc)) from exc
+    answer = answers[0]
     too_long = {i: item.error for i, item in enumerate(answer.items) if item.too_long}
     if too_long:
         raise _too_long(too_long)
     worker = answer.worker
     timing = {
         "total_ms": round((time.perf_counter() - started) * 1000, 2),
-        "round_trip_ms": round(answer.seconds * 1000, 2),
-        "model_ms": round(answer.model_seconds * 1000, 2),
+        "round_trip_ms": round(max(a.seconds for a in answers) * 1000, 2),
+        "model_ms": round(sum(a.model_seconds for a in answers) * 1000, 2),
     }
+    effects = _clause_effects(clauses, answers) if explain else None
     model_id = worker.model_id if worker else ""
     return {
         "results": [
@@ -332,6 +342,7 @@ def _label(
                 "version": version,
                 "model_id": model_id,
                 "timing": timing,
+                "explain": effects[i] if effects is not None else None,
             }
             for i, item in enumerate(answer.items)
         ],
@@ -345,6 +356,58 @@ def _label(
         "weak_backend": bool(worker and (worker.weak or worker.backend == "embedding")),
         "timing": timing,
     }
+
+
+def _explain_clauses(policy_text: str, contents: list[str]) -> list[Clause]:
+    """The clauses ``explain`` removes one at a time, refused past ``MAX_EXPLAIN_SCORES``."""
+    clauses = parse_clauses(policy_text)
+    scores = len(contents) * len(clauses)
+    if scores > MAX_EXPLAIN_SCORES:
+        raise ApiError(
+            422,
+            "explain_too_large",
+            f"explain scores each content once per clause: {len(contents)} content(s) x "
+            f"{len(clauses)} clauses = {scores} scores, over the limit of {MAX_EXPLAIN_SCORES} "
+            "per request. Send fewer contents per request; nothing was labeled.",
+        )
+    return clauses
+
+
+def _logit(p1: float) -> float:
+    p = min(max(p1, 1e-9), 1 - 1e-9)
+    return math.log(p / (1 - p))
+
+
+def _clause_effects(
+    clauses: list[Clause], answers: list[live.LiveAnswer]
+) -> list[list[dict[str, Any]] | None]:
+    """Per content: the clauses whose removal changes its label, the largest change in the
+    answer's logit first (``answers[0]``: the whole policy; then one per clause)."""
+    out: list[list[dict[str, Any]] | None] = []
+    for index, item in enumerate(answers[0].items):
+        if not item.ok or item.p1 is None:
+            out.append(None)
+            continue
+        effects = []
+        for clause, removed in zip(clauses, answers[1:], strict=True):
+            without = removed.items[index]
+            if without.label is None or without.p1 is None or without.label == item.label:
+                continue
+            effects.append(
+                {
+                    "clause": clause.key,
+                    "where": clause.where,
+                    "name": clause.name,
+                    "start_line": clause.start_line,
+                    "end_line": clause.end_line,
+                    "label_without": without.label,
+                    "p1_with": item.p1,
+                    "p1_without": without.p1,
+                    "delta_logit": round(_logit(without.p1) - _logit(item.p1), 6),
+                }
+            )
+        out.append(sorted(effects, key=lambda e: -abs(e["delta_logit"])))
+    return out
 
 
 def _too_long(errors: dict[int, str]) -> ApiError:
@@ -369,7 +432,12 @@ def label(request: HttpRequest, body: LabelIn) -> Any:
     `policy`, a slug (its latest finalized version, or `version`; a draft only with
     `allow_draft=true`), with the `label` scope; or `policy_text`, an ad-hoc text that was never
     reviewed, with the `label_text` scope: its answer says `unreviewed: true` and why. Both or
-    neither is a 422 (`code: invalid`)."""
+    neither is a 422 (`code: invalid`).
+
+    With `explain: true`, each result also lists the clauses whose removal changes its label,
+    largest change in the answer's logit first, with p(1) with and without. It costs one score
+    per clause per content (the policy with that clause removed, sent to the model workers with
+    the label's own request); contents x clauses over 512 is a 422 (`explain_too_large`)."""
     started = time.perf_counter()
     _require(request, api_keys.LABEL_TEXT if body.policy_text is not None else api_keys.LABEL)
     contents = list(body.contents or []) + ([body.content] if body.content is not None else [])
@@ -385,6 +453,7 @@ def label(request: HttpRequest, body: LabelIn) -> Any:
             policy=None,
             version=None,
             warning=AD_HOC_WARNING,
+            explain=body.explain,
         )
     if body.policy is None:
         raise ApiError(422, "invalid", "Give `policy` (a slug) or `policy_text`.")
@@ -396,6 +465,7 @@ def label(request: HttpRequest, body: LabelIn) -> Any:
         policy=version.policy.slug,
         version=version.number,
         warning=_draft_warning(version),
+        explain=body.explain,
     )
 
 

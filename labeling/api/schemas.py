@@ -18,6 +18,9 @@ from policies.models import SLUG_MAX_LENGTH
 # holds (a 2^63 offset was a 500): version numbers fit PostgreSQL's integer, pages a sane size.
 MAX_NUMBER = 2**31 - 1
 MAX_PAGE = 1000
+# ``explain: true`` scores every content once more per clause of the policy: a request may ask
+# for at most this many such scores (contents x clauses); more is a 422 (``explain_too_large``).
+MAX_EXPLAIN_SCORES = 512
 
 
 def utf8(value: str | None) -> str | None:
@@ -160,12 +163,39 @@ class LabelIn(Schema):
         description="Ad-hoc policy text instead of a slug. It has not been reviewed or "
         "finalized: needs the `label_text` scope, and the answer says `unreviewed: true`.",
     )
+    explain: bool = Field(
+        False,
+        description="Also say which clauses of the policy decide each label: each content is "
+        "scored again under the policy with each clause removed (its heading kept). Cost: one "
+        "score per clause per content, on top of the label itself (a 30-clause policy scores "
+        f"each content 31 times); contents x clauses above {MAX_EXPLAIN_SCORES} is a 422 "
+        "(`code: explain_too_large`).",
+    )
 
 
 class Timing(Schema):
     total_ms: float = Field(description="This request, as the server handled it")
     round_trip_ms: float = Field(description="Web → broker → model worker → web")
     model_ms: float = Field(description="The model's scoring time on the worker")
+
+
+class ClauseEffect(Schema):
+    """A clause whose removal changes the content's label (``explain: true``)."""
+
+    clause: str = Field(
+        description="The clause's key: `overview`, `term/2`, `label/SH/includes/1`…"
+    )
+    where: str = Field(description="Where it is, in words")
+    name: str = Field(description="Its bold name, if it has one")
+    start_line: int = Field(description="Its first line in the policy text (1-based)")
+    end_line: int
+    label_without: int = Field(description="The label with the clause removed")
+    p1_with: float = Field(description="p(1) under the whole policy")
+    p1_without: float = Field(description="p(1) with the clause removed")
+    delta_logit: float = Field(
+        description="logit(p1 without) - logit(p1 with): the change in the answer's logit "
+        "margin; clauses are ranked by its size"
+    )
 
 
 class LabelResult(Schema):
@@ -177,6 +207,12 @@ class LabelResult(Schema):
     version: int | None
     model_id: str
     timing: Timing
+    explain: list[ClauseEffect] | None = Field(
+        None,
+        description="With `explain: true`: the clauses whose removal changes this label, the "
+        "largest change in the logit first (empty: no single clause decides it alone); null "
+        "otherwise or when the content was not scored",
+    )
 
 
 UNREVIEWED = Field(
