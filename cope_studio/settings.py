@@ -346,13 +346,19 @@ COPE_API_MAX_BATCH = env_int("COPE_API_MAX_BATCH", 256, minimum=1)
 # Requests per API key per window (fixed window, counted in the Django cache).
 COPE_API_RATE_LIMIT = env_int("COPE_API_RATE_LIMIT", 600, minimum=1)
 COPE_API_RATE_WINDOW = env_int("COPE_API_RATE_WINDOW", 60, minimum=1)
-# The rate limit's counters: a cache every web process shares (Redis) when COPE_CACHE_URL is
-# set; otherwise each web process counts for itself (the embedded default).
+# The rate limit's counters live in a cache every web process shares: Redis when COPE_CACHE_URL
+# is set, otherwise a table in the database (cope_studio.lib.cache, made by a migration), so two
+# gunicorn workers never count one key's requests apart.
 _cache_url = env_str("COPE_CACHE_URL")
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _cache_url}
     if _cache_url
-    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    else {
+        "BACKEND": "cope_studio.lib.cache.SharedDatabaseCache",
+        "LOCATION": "cope_cache",
+        # Entries (rate-limit windows, queue memos) kept before a third are culled, expired first.
+        "OPTIONS": {"MAX_ENTRIES": 5000},
+    }
 }
 
 LOGGING = {
