@@ -86,14 +86,15 @@
         event.preventDefault();
         var quoted = key === "q" ? selectedWording() : "";
         // Nothing selected: the clause an explain run found deciding this mismatch, quoted
-        // in one key, and the keys go on working (no focus in the field).
+        // in one key and left selected: Enter saves it, typing replaces it.
         var computed = key === "q" && !quoted ? computedClause() : "";
         var text = quoted || computed;
         if (text) {
           field.value = text.slice(0, field.maxLength > 0 ? field.maxLength : text.length);
           field.dispatchEvent(new Event("input", { bubbles: true }));
         }
-        if (!computed) field.focus();
+        field.focus();
+        if (computed && field.select) field.select();
       }
     } else if (key === "s") {
       event.preventDefault();
