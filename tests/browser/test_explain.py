@@ -111,6 +111,19 @@ def test_the_one_changed_criterion_decides_every_mismatch_everywhere_it_shows(
     assert f"{n} decision" in group.inner_text() and CHANGED_TEXT in group.inner_text()
     assert page.locator(".computed-groups .clause-group").count() == 1
 
+    # "New version from review": the editor's notes link the group to its lines in the text.
+    page.context.clear_cookies()
+    login(author)
+    editor = reverse("policies:version_create", args=[job.version.policy_id])
+    page.goto(f"{live_server.url}{editor}?parent={job.version_id}&from_job={job.pk}")
+    page.locator(".editor-layout .computed-groups a.clause-lines").click()
+    selected = page.evaluate(
+        "() => { const t = document.getElementById('id_text');"
+        " return t.value.slice(t.selectionStart, t.selectionEnd); }"
+    )
+    assert selected == f"- {CHANGED_TEXT}"
+    assert page.url.startswith(f"{live_server.url}{editor}")  # it stayed in the editor
+
     # The API: the removal test on A's text names the criterion first for a mismatch.
     secret = api_keys.create_key(owner=author, name="svc", scopes=["label"], by=author).secret
     content = job.sample_set.items.get(pk=mismatches[0]).text
