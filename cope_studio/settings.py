@@ -358,7 +358,10 @@ CACHES = {
         "LOCATION": "cope_cache",
         # Entries (rate-limit windows, queue memos) kept before a third are culled, expired first.
         "OPTIONS": {"MAX_ENTRIES": 5000},
-    }
+    },
+    # Memos one web process keeps for itself (the review queue's "over the cap" counts): a
+    # shared cache would cost the card a round trip to save one.
+    "local": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "local"},
 }
 
 LOGGING = {

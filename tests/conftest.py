@@ -71,9 +71,22 @@ def django_db_modify_db_settings() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache() -> None:
-    # The local-memory cache outlives a test (rate-limit windows, queue counts over the cap);
-    # ids are reused between tests on SQLite, so each test starts with an empty one.
+def _fresh_cache(request: pytest.FixtureRequest) -> None:
+    from django.core.cache import caches
+
+    caches["local"].clear()  # a process's own memos: ids are reused between tests on SQLite
+    # The default cache (a database table, or Redis) outlives a test that commits (rate-limit
+    # windows, queue counts over the cap; a transactional test's flush leaves the table alone)
+    # and ids are reused between tests on SQLite, so each test that can reach the database
+    # starts with an empty one. A test without the database cannot reach the cache either.
+    names = set(request.fixturenames)
+    if request.node.get_closest_marker("django_db") is None and not names & {
+        "db",
+        "transactional_db",
+        "live_server",
+    }:
+        return
+    request.getfixturevalue("db")  # the test database, transactional or not, as the test asked
     from django.core.cache import cache
 
     cache.clear()

@@ -297,6 +297,13 @@ def test_web_side_waits_for_migrations_and_beat_is_single(compose_config: dict) 
     assert "gunicorn" in services["web"]["command"]
 
 
+def test_web_processes_share_a_redis_cache(compose_config: dict) -> None:
+    # Rate-limit counters shared by every gunicorn worker, without a database round trip.
+    env = compose_config["services"]["web"]["environment"]
+    assert env["COPE_CACHE_URL"].startswith("redis://redis:6379/")
+    assert env["COPE_CACHE_URL"] != env["CELERY_BROKER_URL"]  # the broker's db is its own
+
+
 def test_model_workers_hold_no_database_credentials_and_use_one_entry_point(
     compose_config: dict,
 ) -> None:

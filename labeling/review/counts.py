@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.core.cache import cache
+from django.core.cache import caches
 from django.db.models import IntegerField, QuerySet, Subquery
 from django.utils import timezone
 
@@ -115,12 +115,13 @@ def queue_counts(scope: QueueFilter, *, cap: int | None = None) -> QueueCounts:
     # taken as still over the cap instead of read again (each read walks cap + 1 index entries,
     # the costliest part of the card's counts). Counts under the cap are always read.
     key = _cache_key(scope, cap)
-    over: set[int] = set(cache.get(key) or ())
+    memo = caches["local"]  # per process: see settings.CACHES
+    over: set[int] = set(memo.get(key) or ())
     values = _read_counts({i: part for i, part in enumerate(parts) if i not in over}, cap)
     values.update({i: cap + 1 for i in over})
     now_over = {i for i in _MONOTONE_COUNTS if values[i] > cap}
     if now_over != over:
-        cache.set(key, sorted(now_over), timeout=_OVER_CAP_SECONDS)
+        memo.set(key, sorted(now_over), timeout=_OVER_CAP_SECONDS)
     open_, expired, claimed, resolved, carried = (values[i] for i in range(len(parts)))
     return QueueCounts(
         open=min(cap + 1, open_ + expired),

@@ -158,10 +158,13 @@ def test_admin_changes_settings_and_sees_the_audit(
     page.fill("#id_min_sample_size", "120")
     page.select_option("#id_evaluation_set", str(evaluation.pk))
     page.click(".settings-form button[type=submit]")
+    page.wait_for_selector("#confirm-lowering")  # 95% -> 90% lowers the gate: confirm it
+    page.check("#id_confirm")
+    page.click(".settings-form button[type=submit]")
     page.wait_for_selector("#settings-audit")
     assert page.evaluate("window.__marker") == 1
     audit = page.locator("#settings-audit").inner_text()
-    assert admin_user.username in audit and "95.0%" in audit and "90.0%" in audit
+    assert admin_user.username in audit and "95%" in audit and "90%" in audit
     assert "Gold set" in audit and "120" in audit
     assert page.locator("#current-min-sample").inner_text() == "120"
     assert PolicySettingChange.objects.filter(policy=policy).count() == 3

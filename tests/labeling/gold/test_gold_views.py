@@ -389,7 +389,12 @@ def test_admin_changes_settings_and_each_change_is_audited(
 
     response = client.post(
         url,
-        {"agreement_threshold": "92.5", "min_sample_size": "150", "evaluation_set": sample_set.pk},
+        {
+            "agreement_threshold": "92.5",
+            "min_sample_size": "150",
+            "evaluation_set": sample_set.pk,
+            "confirm": "on",
+        },
     )
 
     assert response.status_code == 302
@@ -398,7 +403,7 @@ def test_admin_changes_settings_and_each_change_is_audited(
     assert PolicyEvaluation.objects.get(policy=policy).sample_set == sample_set
     changes = {c.field: c for c in PolicySettingChange.objects.filter(policy=policy)}
     assert set(changes) == {"agreement_threshold", "min_sample_size", "evaluation_set"}
-    assert changes["agreement_threshold"].old_value == "95.0%"
+    assert changes["agreement_threshold"].old_value == "95%"
     assert changes["agreement_threshold"].new_value == "92.5%"
     assert all(c.changed_by == admin_user for c in changes.values())
     page = client.get(url).content.decode()
@@ -427,7 +432,9 @@ def test_settings_htmx_post_returns_the_fragment_and_bad_input_is_400(
     assert plain.status_code == 400 and "<html" in plain.content.decode()
     assert not PolicySettingChange.objects.exists()
 
-    ok = client.post(url, {"agreement_threshold": "90", "min_sample_size": "5"}, **HTMX)
+    ok = client.post(
+        url, {"agreement_threshold": "90", "min_sample_size": "5", "confirm": "on"}, **HTMX
+    )
     assert ok.status_code == 200 and 'id="settings-audit"' in ok.content.decode()
     policy.refresh_from_db()
     assert policy.min_sample_size == 5

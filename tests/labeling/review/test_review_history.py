@@ -226,7 +226,7 @@ def test_counts_over_the_cap_are_not_read_again_for_a_few_seconds(
     with CaptureQueriesContext(connection) as queries:
         again = queue_counts(scope, cap=3)
     assert again.open_over_cap and again.claimed == 0
-    counted = [q["sql"] for q in queries.captured_queries]
+    counted = [q["sql"] for q in queries.captured_queries]  # the memo is in-process: no query
     # One statement for the counts still read; open (over the cap) is not among them.
     assert len(counted) == 1 and "'open'" not in counted[0]
     # Under the cap, every count is exact at once.
