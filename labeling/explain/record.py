@@ -130,11 +130,10 @@ def record_items(result: ExplainResult, job_id: int, items: list[int]) -> tuple[
     Returns (items explained, scores stored)."""
     job = Job.objects.filter(pk=job_id).values("text_a", "text_b", "version__policy_id").get()
     variants = job_variants(job["text_a"], job["text_b"])
-    wanted = set(items)
+    # Only the chunk's items are read below: a worker cannot write outside its chunk.
     by_item: dict[int, dict[str, Score]] = defaultdict(dict)
     for o in result.outcomes:
-        if o.item_id in wanted:  # a worker cannot write outside its chunk
-            by_item[o.item_id][o.key] = Score(o.label, o.p1, o.margin, o.error[:2000])
+        by_item[o.item_id][o.key] = Score(o.label, o.p1, o.margin, o.error[:2000])
     golds = current_gold(policy_id=job["version__policy_id"], item_ids=items)
     rows, conclusions = [], {}
     for item_id in items:

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 # Scores (variants x items) per chunk: a few thousand keeps a chunk well inside the task time
 # limit on the CPU baseline and a GPU (see ``worker.contract``'s sizing note).
-SCORES_PER_CHUNK = 2000
+SCORES_PER_CHUNK = 4000
 
 
 class ExplainError(Exception):

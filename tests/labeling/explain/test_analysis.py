@@ -61,10 +61,10 @@ def test_single_clause_decides_the_mismatch() -> None:
 
 def test_clear_winner_among_several_flipping_swaps_decides() -> None:
     s = scores((1, 2.0), (0, -1.0))
-    s["A<B:label/X/includes/1"] = Score(0, None, -3.0)  # effect 5
-    s["A<B:label/X/includes/2"] = Score(0, None, -0.5)  # effect 2.5
+    s["A<B:label/X/includes/1"] = Score(0, None, -0.5)  # effect 2.5
+    s["A<B:label/X/includes/2"] = Score(0, None, -3.0)  # effect 5: later, larger
     c = conclude(s)
-    assert c.verdict == ExplainVerdict.DECIDED and c.clause_a == "label/X/includes/1"
+    assert c.verdict == ExplainVerdict.DECIDED and c.clause_a == "label/X/includes/2"
 
 
 def test_equal_effects_are_a_tie_naming_every_tied_clause() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from labeling.explain import record, services, summary
+from labeling.explain import services, summary
 from labeling.jobs.broker import BrokerView
 from labeling.models import (
     ChunkStatus,
@@ -26,7 +26,6 @@ from labeling.models import (
 )
 from labeling.tasks import record_explain
 from tests.labeling.explain.conftest import answer, make_finished_job
-from worker.contract import ExplainResult
 from worker.variants import build_variants, distinct
 
 pytestmark = pytest.mark.django_db
@@ -202,6 +201,12 @@ def test_a_cancelled_run_sends_nothing_more_and_ignores_late_answers(
     assert services.cancel_explain(run) and not services.cancel_explain(run)
     assert deliver(explain_sent, django_capture_on_commit_callbacks) == ["ignored"]
     assert explain_sent == [] and not ExplainItem.objects.exists()
+    # Even the answer for a chunk given up before the cancel reopens nothing.
+    chunk = ExplainChunk.objects.filter(run=run, sent_at__isnull=False).get()
+    ExplainChunk.objects.filter(pk=chunk.pk).update(status=ChunkStatus.FAILED)
+    request = {"run_id": run.pk, "chunk_id": chunk.pk, "variants": [], "items": [], "contract": 1}
+    with committed(django_capture_on_commit_callbacks):
+        assert record_explain(answer(request, rule)) == "ignored"
     run.refresh_from_db()
     assert run.status == ExplainStatus.CANCELLED
 
@@ -261,6 +266,16 @@ def test_a_finished_job_explains_its_mismatches_once_and_more_on_request(
         services.explain_more(job, author)
 
 
+def test_a_second_run_takes_only_the_mismatches_no_run_is_explaining(
+    author: Any, explain_sent: list, django_capture_on_commit_callbacks: Any
+) -> None:
+    job = make_finished_job(author, ROWS)
+    start(job, django_capture_on_commit_callbacks, max_items=2)
+    assert start(job, django_capture_on_commit_callbacks, by=author).items_total == 1
+    with pytest.raises(services.ExplainError, match="Every mismatch"):
+        services.start_explain(job, author)
+
+
 def test_only_a_succeeded_job_with_mismatches_starts_a_run_by_itself(
     author: Any, explain_sent: list, django_capture_on_commit_callbacks: Any, settings: Any
 ) -> None:
@@ -285,16 +300,3 @@ def test_a_clause_whose_removal_fixes_a_wrong_label_causes_a_gold_miss(
     assert list(misses.values_list("item_id", "side", "clause")) == [(insult.pk, "A", DECIDER)]
     assert ExplainItem.objects.get(job=job, item=insult).gold == 0
     assert summary.job_explanation(job).clauses[0].gold_misses == 1
-
-
-def test_an_answer_for_items_outside_its_chunk_writes_nothing_for_them(
-    author: Any, explain_sent: list, django_capture_on_commit_callbacks: Any
-) -> None:
-    job = make_finished_job(author, ROWS)
-    run = start(job, django_capture_on_commit_callbacks)
-    data = answer(explain_sent[0], rule)
-    outsider = job.sample_set.items.get(text="nice weather").pk
-    data["outcomes"] = [dict(o, item_id=outsider) for o in data["outcomes"][:3]] + data["outcomes"]
-    with committed(django_capture_on_commit_callbacks):
-        record.record_explain_result(ExplainResult.from_dict(data))
-    assert not ExplainScore.objects.filter(run=run, item_id=outsider).exists()
