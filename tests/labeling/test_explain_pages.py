@@ -272,7 +272,7 @@ def test_review_card_shows_the_deciding_clause_in_both_wordings_for_one_query(
     assert len(on_conclusions) == 1 and len(explained) == len(plain)
 
 
-def test_review_card_renders_a_hostile_clause_inert(
+def test_a_hostile_clause_renders_inert_on_the_card_the_job_and_version_pages(
     client: Any, reviewer: Any, author: Any, job: Job
 ) -> None:
     hostile = '<script>alert("x")</script> "quoted" & <b>bold</b>'
@@ -282,6 +282,10 @@ def test_review_card_renders_a_hostile_clause_inert(
     page, _ = _card(client, job)
     assert "<script>alert" not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    client.force_login(author)
+    for url in (reverse("labeling:job_detail", args=[job.pk]), job.version.get_absolute_url()):
+        page = client.get(url).content.decode()
+        assert "&lt;script&gt;alert(" in page and "<script>alert" not in page, url
 
 
 # Review notes -------------------------------------------------------------------------------
