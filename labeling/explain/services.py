@@ -10,7 +10,7 @@ chunk sent ``COPE_MAX_CHUNK_ATTEMPTS`` times while a model worker was there is g
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -30,7 +30,6 @@ from labeling.explain.dispatch import (
     send_chunks,
 )
 from labeling.explain.record import maybe_finish_run
-from labeling.jobs.services import max_chunk_attempts, resend_grace, resume_after
 from labeling.models import (
     ChunkStatus,
     ExplainChunk,
@@ -52,6 +51,20 @@ SCORES_PER_CHUNK = 4000
 
 class ExplainError(Exception):
     """A run that cannot start; the message is for the person who asked."""
+
+
+# The jobs' settings for lost chunks (``labeling.jobs.services``), read here so that the jobs'
+# finishing code can import this module without a cycle.
+def max_chunk_attempts() -> int:
+    return int(settings.COPE_MAX_CHUNK_ATTEMPTS)
+
+
+def resume_after() -> timedelta:
+    return timedelta(seconds=settings.COPE_RESUME_AFTER_SECONDS)
+
+
+def resend_grace() -> timedelta:
+    return timedelta(seconds=settings.COPE_RESEND_GRACE_SECONDS)
 
 
 def explain_max_items() -> int:
