@@ -300,3 +300,22 @@ def test_a_clause_whose_removal_fixes_a_wrong_label_causes_a_gold_miss(
     assert list(misses.values_list("item_id", "side", "clause")) == [(insult.pk, "A", DECIDER)]
     assert ExplainItem.objects.get(job=job, item=insult).gold == 0
     assert summary.job_explanation(job).clauses[0].gold_misses == 1
+
+
+def test_the_beat_task_that_resumes_jobs_resends_lost_explain_chunks(
+    author: Any,
+    explain_sent: list,
+    django_capture_on_commit_callbacks: Any,
+    broker: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from labeling.tasks import resume_stalled_jobs
+
+    view = BrokerView(queued=frozenset(), held=frozenset(), model_workers=1)
+    monkeypatch.setattr(services.broker, "look", lambda: view)
+    run = start(make_finished_job(author, ROWS), django_capture_on_commit_callbacks)
+    explain_sent.clear()
+    ExplainChunk.objects.filter(run=run).update(sent_at=timezone.now() - timedelta(hours=1))
+    with committed(django_capture_on_commit_callbacks):
+        assert resume_stalled_jobs() == 1
+    assert [(r["run_id"], r["attempt"]) for r in explain_sent] == [(run.pk, 2)]
