@@ -272,6 +272,26 @@ def test_review_card_shows_the_deciding_clause_in_both_wordings_for_one_query(
     assert len(on_conclusions) == 1 and len(explained) == len(plain)
 
 
+def test_the_cards_conclusion_is_read_through_the_job_item_index(
+    client: Any, reviewer: Any, job: Job
+) -> None:
+    from tests.labeling.review.test_review_plans import plan, statements
+
+    explain(job, mismatches(job))
+    client.force_login(reviewer)
+    _card(client, job)  # claims
+    with statements() as seen:
+        client.get(reverse("labeling:queue"), {"job": job.pk}, HTTP_HX_REQUEST="true")
+    (read,) = [(sql, params) for sql, params in seen if "labeling_explainitem" in sql]
+    lines = " ".join(plan(*read))
+    if connection.vendor == "postgresql":
+        # The unique (job, item) index or the item's own: a handful of rows either way.
+        assert "Index Scan" in lines and "Index Cond: (item_id = " in lines, lines
+    else:  # SQLite names the unique constraint's index itself
+        assert "SEARCH labeling_explainitem USING INDEX" in lines, lines
+        assert "(job_id=? AND item_id=?)" in lines, lines
+
+
 def test_a_hostile_clause_renders_inert_on_the_card_the_job_and_version_pages(
     client: Any, reviewer: Any, author: Any, job: Job
 ) -> None:
