@@ -67,7 +67,13 @@ def _explained_job(page: Any, live_server: Any, author: Any) -> tuple[Job, list[
 
 
 def test_the_one_changed_criterion_decides_every_mismatch_everywhere_it_shows(
-    page: Any, live_server: Any, login: Any, author: Any, reviewer: Any, client: Client
+    page: Any,
+    live_server: Any,
+    login: Any,
+    screenshot: Any,
+    author: Any,
+    reviewer: Any,
+    client: Client,
 ) -> None:
     login(author)
     job, mismatches = _explained_job(page, live_server, author)
@@ -78,6 +84,7 @@ def test_the_one_changed_criterion_decides_every_mismatch_everywhere_it_shows(
     assert first.get_attribute("data-clause") == f"A:{CHANGED}"
     assert first.locator(".explain-decides").inner_text() == str(n)
     assert f"{n} of {n} mismatch" in page.inner_text("#explain-summary")
+    screenshot("explain-01-job-page")
     first.locator(".explain-decides").click()
     page.wait_for_url("**/items/**")
     assert page.locator("#items-table tbody tr").count() == n
@@ -91,6 +98,8 @@ def test_the_one_changed_criterion_decides_every_mismatch_everywhere_it_shows(
         task_id = page.locator(".task-card").get_attribute("data-task-id")
         assert page.inner_text("#deciding-a mark") == CHANGED_TEXT
         assert "sourdough" in page.inner_text("#deciding-b mark")
+        if _ == 0:
+            screenshot("explain-02-review-card")
         label_a = page.inner_text(".side-a .label-value").strip()
         page.keyboard.press(label_a)
         page.keyboard.press("a")
@@ -110,6 +119,7 @@ def test_the_one_changed_criterion_decides_every_mismatch_everywhere_it_shows(
     group = page.locator(f'.computed-groups [data-clause="{CHANGED}"]')
     assert f"{n} decision" in group.inner_text() and CHANGED_TEXT in group.inner_text()
     assert page.locator(".computed-groups .clause-group").count() == 1
+    screenshot("explain-03-notes")
 
     # "New version from review": the editor's notes link the group to its lines in the text.
     page.context.clear_cookies()
@@ -123,6 +133,14 @@ def test_the_one_changed_criterion_decides_every_mismatch_everywhere_it_shows(
     )
     assert selected == f"- {CHANGED_TEXT}"
     assert page.url.startswith(f"{live_server.url}{editor}")  # it stayed in the editor
+
+    # The version page: the criterion's line carries the heat strip and links to its items.
+    page.goto(f"{live_server.url}{job.version.get_absolute_url()}")
+    line = page.locator("#L16")
+    assert line.get_attribute("data-clause") == CHANGED
+    assert line.locator(".heat-strip.heat-4").count() == 1
+    assert f"{n} mismatch" in line.inner_text()
+    screenshot("explain-04-version-heat")
 
     # The API: the removal test on A's text names the criterion first for a mismatch.
     secret = api_keys.create_key(owner=author, name="svc", scopes=["label"], by=author).secret
