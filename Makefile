@@ -50,6 +50,7 @@ format: $(STAMP)
 # Benchmarks print one JSON object each. They use their own PostgreSQL database (BENCH_DB).
 BENCH_DB ?= cope_bench
 BENCH_URL = postgresql://postgres@127.0.0.1:5432/$(BENCH_DB)
+BENCH_CACHE_URL ?= redis://127.0.0.1:6379/6
 # The benchmarks serve pages with gunicorn, which refuses a short (weak) secret key.
 BENCH_KEY = bench-only-key-not-a-secret-0123456789abcdefghijklmnopqrstuvwxyz
 bench: $(STAMP)
@@ -63,7 +64,9 @@ bench: $(STAMP)
 	  $(BIN)/python manage.py bench_import --items 1000000
 	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) CELERY_BROKER_URL=$(REDIS_URL) \
 	  $(BIN)/python manage.py bench_job --items 1000000 --start-only
-	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_queue --labels 100000,1000000,5000000
+	# As docker-compose deploys it: PostgreSQL, and Redis as the web processes' shared cache.
+	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) COPE_CACHE_URL=$(BENCH_CACHE_URL) \
+	  $(BIN)/python manage.py bench_queue --labels 100000,1000000,5000000
 	# The review queue on the embedded default (SQLite, gunicorn 2 x 4 as bin/run-studio runs it),
 	# 325,000 items stored at 1M labels, in a fresh data folder of its own.
 	rm -rf var/bench-queue
@@ -77,8 +80,8 @@ bench: $(STAMP)
 	env -u DATABASE_URL COPE_DATA_DIR=var/bench DJANGO_SECRET_KEY=$(BENCH_KEY) $(BIN)/python manage.py migrate -v0
 	env -u DATABASE_URL COPE_DATA_DIR=var/bench DJANGO_SECRET_KEY=$(BENCH_KEY) HF_HUB_OFFLINE=1 \
 	  $(BIN)/python manage.py bench_api
-	DJANGO_SECRET_KEY=$(BENCH_KEY) HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_api \
-	  --broker redis --redis-url $(REDIS_URL)
+	DJANGO_SECRET_KEY=$(BENCH_KEY) HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) COPE_CACHE_URL=$(BENCH_CACHE_URL) \
+	  $(BIN)/python manage.py bench_api --broker redis --redis-url $(REDIS_URL)
 	DJANGO_SECRET_KEY=$(BENCH_KEY) HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) CELERY_BROKER_URL=$(REDIS_URL) \
 	  $(BIN)/python manage.py bench_job --items 100000
 

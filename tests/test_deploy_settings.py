@@ -99,6 +99,14 @@ def test_connections_are_kept_with_health_checks_unless_debug(tmp_path: Path) ->
     assert json.loads(chosen.stdout)[0] == 5
 
 
+def test_sessions_are_read_through_the_shared_cache_when_there_is_one(tmp_path: Path) -> None:
+    code = "from django.conf import settings as s; print(s.SESSION_ENGINE)"
+    env = {"DJANGO_SETTINGS_MODULE": "cope_studio.settings", "DJANGO_SECRET_KEY": "k" * 60}
+    assert _python(["-c", code], env, tmp_path).stdout.strip().endswith(".db")
+    cached = _python(["-c", code], {**env, "COPE_CACHE_URL": "redis://127.0.0.1:6379/3"}, tmp_path)
+    assert cached.stdout.strip().endswith(".cached_db"), cached.stderr
+
+
 # /healthz --------------------------------------------------------------------------------------
 
 
