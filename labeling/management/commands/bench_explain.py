@@ -17,6 +17,8 @@ and waits for the run. Prints one JSON object; everything it created is deleted 
 * ``variants`` (distinct, per item) and ``scores`` (variant scores recorded);
 * ``job_page_queries``: the SQL queries of one GET of the job page once the run is done.
 
+Lost chunks are re-sent every ``COPE_RESUME_EVERY_SECONDS`` while it waits, as beat does.
+
 The job's labels are written, not computed (the run scores both wordings again and concludes
 from its own scores): ``verdicts`` counts what the baseline found.
 """
@@ -278,11 +280,17 @@ class Command(BaseCommand):
 
     def _wait(self, run: ExplainRun, timeout: float, procs: list[Any], tmp: Path) -> None:
         deadline = time.monotonic() + timeout
+        resume_at = time.monotonic() + settings.COPE_RESUME_EVERY_SECONDS
         while time.monotonic() < deadline:
             status = ExplainRun.objects.filter(pk=run.pk).values_list("status", flat=True).first()
             if status not in ACTIVE:
                 return
             if any(p.poll() is not None for p in procs):
                 raise CommandError(f"a worker exited; logs in {tmp}")
+            if time.monotonic() >= resume_at:  # what beat does in production
+                resent = services.resume_stalled_runs()
+                if resent:
+                    self.stderr.write(f"re-sent lost chunks: {resent}")
+                resume_at = time.monotonic() + settings.COPE_RESUME_EVERY_SECONDS
             time.sleep(0.5)
         raise CommandError(f"the run did not finish within {timeout:.0f} s; logs in {tmp}")
