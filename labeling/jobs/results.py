@@ -24,6 +24,7 @@ from django.db.models import Case, DateTimeField, F, UniqueConstraint, Value, Wh
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from labeling.explain.services import explain_after_job
 from labeling.jobs import sql, stats
 from labeling.jobs.dispatch import ACTIVE, claim_next_chunks, take_bookkeeping
 from labeling.models import ChunkStatus, Job, JobChunk, JobStatus, Label, ReviewTask
@@ -297,6 +298,9 @@ def maybe_finish_job(job_id: int, *, locked_status: str | None = None) -> bool:
             error=error,
             bookkeeping_seconds=F("bookkeeping_seconds") + take_bookkeeping(job_id, started),
         )
+        if final == JobStatus.SUCCEEDED and mismatches:
+            # Which clause decides each mismatch: explained in the background once committed.
+            transaction.on_commit(lambda: explain_after_job(job_id))
     return True
 
 

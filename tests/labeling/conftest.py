@@ -87,11 +87,26 @@ def fake_result(request: dict[str, Any], *, error: str = "") -> dict[str, Any]:
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Score requests captured instead of sent to a broker; a job's preparation runs inline
     (``start_job``'s on-commit callback calls ``prepare_job`` instead of queueing it)."""
+    from labeling.explain import broker as explain_broker
     from labeling.jobs import broker, services
 
     requests: list[dict[str, Any]] = []
     monkeypatch.setattr(broker, "send_score_request", requests.append)
     monkeypatch.setattr(broker, "send_prepare_job", services.prepare_job)
+    # A finished job starts an explain run; its chunks go to ``explain_sent``, never a broker.
+    monkeypatch.setattr(explain_broker, "send_explain_request", lambda request: None)
+    return requests
+
+
+@pytest.fixture
+def explain_sent(
+    sent: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> list[dict[str, Any]]:
+    """Explain requests captured instead of sent (score requests still go to ``sent``)."""
+    from labeling.explain import broker as explain_broker
+
+    requests: list[dict[str, Any]] = []
+    monkeypatch.setattr(explain_broker, "send_explain_request", requests.append)
     return requests
 
 
