@@ -10,10 +10,11 @@ and waits for the run. Prints one JSON object; everything it created is deleted 
 (``--keep`` keeps it).
 
 * ``wall_seconds``: from the run's creation to its finish;
-* ``model_seconds``: the scorer's own time, as the model worker reports it;
-  ``outside_model_share``: ``1 - model_seconds / wall_seconds`` (everything else: the broker,
-  the bookkeeping worker, sending); ``web_seconds``: the bookkeeping worker's time in
-  ``labeling.record_explain`` tasks (from its log), and ``web_share_of_wall``;
+* ``model_seconds``: the scorer's own time, summed over chunks as the model worker reports it
+  (above the wall time when the worker scores chunks in parallel); ``web_seconds``: the
+  bookkeeping worker's time in ``labeling.record_explain`` tasks (from its log);
+  ``outside_model_share``: ``web_seconds / (web_seconds + model_seconds)``, the share of the
+  work that is bookkeeping, and ``web_share_of_wall``;
 * ``variants`` (distinct, per item) and ``scores`` (variant scores recorded);
 * ``job_page_queries``: the SQL queries of one GET of the job page once the run is done.
 
@@ -34,7 +35,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -222,8 +222,10 @@ def report(run: ExplainRun, tmp: Path, queries: int) -> dict[str, Any]:
         "wall_seconds": round(wall, 2) if wall else None,
         "scores_per_s": round(run.scores / wall, 1) if wall else None,
         "model_seconds": round(run.model_seconds, 2),
-        "outside_model_share": round(1 - run.model_seconds / wall, 4) if wall else None,
         "web_seconds": round(web_seconds, 2),
+        "outside_model_share": round(web_seconds / (web_seconds + run.model_seconds), 4)
+        if web_seconds + run.model_seconds
+        else None,
         "web_share_of_wall": round(web_seconds / wall, 4) if wall else None,
         "run_bookkeeping_seconds": round(run.bookkeeping_seconds, 2),
         "verdicts": verdicts,
@@ -249,7 +251,6 @@ class Command(BaseCommand):
                 "bench_explain measures the production shape: set DATABASE_URL to PostgreSQL "
                 "and CELERY_BROKER_URL (or --broker) to Redis."
             )
-        redis.Redis.from_url(broker).flushdb()
         celery_app.conf.broker_url = broker
         celery_app.conf.broker_transport_options = {}
         celery_app.conf.broker_transport = None

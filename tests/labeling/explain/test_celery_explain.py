@@ -90,8 +90,12 @@ def test_real_workers_attribute_every_mismatch_to_the_one_changed_criterion(
     mismatches = services.mismatch_ids(job)
     assert mismatches, "the changed criterion must change some labels"
 
-    run = retry_locked(lambda: services.explain_after_job(job.pk))
-    assert run is not None and run.items_total == len(mismatches)
+    # The finished job started explaining its mismatches by itself, once.
+    runs = ExplainRun.objects.filter(job=job)
+    wait_for(lambda: runs.exists(), timeout=30, what="the automatic run", workers=celery_workers)
+    run = runs.get()
+    assert run.requested_by is None and run.items_total == len(mismatches)
+    assert retry_locked(lambda: services.explain_after_job(job.pk)) is None
     wait_for(
         lambda: _finished(ExplainRun, run.pk), timeout=180, what="the run", workers=celery_workers
     )
