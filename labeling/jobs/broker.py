@@ -54,15 +54,27 @@ class BrokerView:
     model_workers: int | None
 
 
+def job_chunk_id(args: Any) -> int | None:
+    """The job chunk id of a task's arguments when they are a score request or its result.
+    An explain chunk (``run_id``) is not a job chunk: the two count their ids apart."""
+    if isinstance(args, list | tuple) and args and isinstance(args[0], dict):
+        first = args[0]
+        if "chunk_id" in first and "run_id" not in first:
+            try:
+                return int(first["chunk_id"])
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
 def _chunk_id(raw: bytes | str) -> int | None:
-    """The ``chunk_id`` of a kombu message envelope carrying a score request or its result."""
+    """The job chunk id of a kombu message envelope carrying a score request or its result."""
     try:
         envelope = json.loads(raw)
         body: Any = envelope["body"]
         if envelope.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)
-        args = json.loads(body)[0]
-        return int(args[0]["chunk_id"])
+        return job_chunk_id(json.loads(body)[0])
     except (ValueError, KeyError, IndexError, TypeError):
         return None
 
@@ -125,9 +137,9 @@ def held_chunks(app: Any) -> tuple[frozenset[int] | None, int | None]:
         for replies in (inspect.active() or {}, inspect.reserved() or {}):
             for requests in replies.values():
                 for request in requests:
-                    args = request.get("args") or []
-                    if args and isinstance(args[0], dict) and "chunk_id" in args[0]:
-                        ids.add(int(args[0]["chunk_id"]))
+                    chunk_id = job_chunk_id(request.get("args"))
+                    if chunk_id is not None:
+                        ids.add(chunk_id)
         return frozenset(ids), len(nodes)
     except Exception:
         log.warning("could not ask the workers what they hold", exc_info=True)

@@ -48,3 +48,20 @@ def test_a_job_without_mismatches_or_not_finished_explains_nothing(
     assert calm.status == JobStatus.SUCCEEDED and calm.stats["p_o"] == 1.0
     assert partial.status == JobStatus.PARTIAL
     assert not ExplainRun.objects.exists() and not explain_sent
+
+
+def test_explain_chunks_in_the_broker_are_not_taken_for_job_chunks() -> None:
+    import base64
+    import json
+
+    from labeling.jobs.broker import _chunk_id, job_chunk_id
+
+    score = [{"job_id": 3, "chunk_id": 7, "side": "A"}]
+    explain = [{"run_id": 2, "chunk_id": 7, "variants": [], "items": []}]
+    assert job_chunk_id(score) == 7 and job_chunk_id(explain) is None
+
+    def envelope(args: list[dict[str, Any]]) -> str:
+        body = base64.b64encode(json.dumps([args, {}, {}]).encode()).decode()
+        return json.dumps({"body": body, "properties": {"body_encoding": "base64"}})
+
+    assert _chunk_id(envelope(score)) == 7 and _chunk_id(envelope(explain)) is None
