@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,14 +68,19 @@ def job_chunk_id(args: Any) -> int | None:
     return None
 
 
-def _chunk_id(raw: bytes | str) -> int | None:
-    """The job chunk id of a kombu message envelope carrying a score request or its result."""
+# Reads a chunk id from a task's arguments, or None when they are not that kind of chunk (job
+# chunks here; explain chunks in ``labeling.explain.broker``).
+ChunkIdReader = Callable[[Any], "int | None"]
+
+
+def _chunk_id(raw: bytes | str, chunk_of: ChunkIdReader = job_chunk_id) -> int | None:
+    """The chunk id of a kombu message envelope carrying a request or its result."""
     try:
         envelope = json.loads(raw)
         body: Any = envelope["body"]
         if envelope.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)
-        return job_chunk_id(json.loads(body)[0])
+        return chunk_of(json.loads(body)[0])
     except (ValueError, KeyError, IndexError, TypeError):
         return None
 
@@ -101,7 +107,7 @@ def _filesystem_messages(channel: Any, queue: str) -> list[bytes]:
     return messages
 
 
-def queued_chunks(app: Any) -> frozenset[int] | None:
+def queued_chunks(app: Any, chunk_of: ChunkIdReader = job_chunk_id) -> frozenset[int] | None:
     """Chunk ids waiting in the ``gpu`` queue, or whose result waits in ``default``."""
     try:
         with app.connection_for_read() as conn:
@@ -116,7 +122,7 @@ def queued_chunks(app: Any) -> frozenset[int] | None:
             ids = set()
             for queue in (GPU_QUEUE, DEFAULT_QUEUE):
                 for raw in read(channel, queue):
-                    chunk_id = _chunk_id(raw)
+                    chunk_id = _chunk_id(raw, chunk_of)
                     if chunk_id is not None:
                         ids.add(chunk_id)
             return frozenset(ids)
@@ -125,7 +131,9 @@ def queued_chunks(app: Any) -> frozenset[int] | None:
         return None
 
 
-def held_chunks(app: Any) -> tuple[frozenset[int] | None, int | None]:
+def held_chunks(
+    app: Any, chunk_of: ChunkIdReader = job_chunk_id
+) -> tuple[frozenset[int] | None, int | None]:
     """(chunk ids the model workers hold, how many model workers answered)."""
     try:
         queues = app.control.inspect(timeout=INSPECT_TIMEOUT).active_queues() or {}
@@ -137,7 +145,7 @@ def held_chunks(app: Any) -> tuple[frozenset[int] | None, int | None]:
         for replies in (inspect.active() or {}, inspect.reserved() or {}):
             for requests in replies.values():
                 for request in requests:
-                    chunk_id = job_chunk_id(request.get("args"))
+                    chunk_id = chunk_of(request.get("args"))
                     if chunk_id is not None:
                         ids.add(chunk_id)
         return frozenset(ids), len(nodes)
@@ -146,12 +154,13 @@ def held_chunks(app: Any) -> tuple[frozenset[int] | None, int | None]:
         return None, None
 
 
-def look() -> BrokerView:
+def look(chunk_of: ChunkIdReader = job_chunk_id) -> BrokerView:
     """Queues, then workers, then queues again: a chunk that moves on while we look (queue →
     worker → result queue → database) is seen at one of these steps, so only a chunk that is
-    nowhere counts as lost. Read the database's chunks in flight after this."""
-    before = queued_chunks(celery_app)
-    held, workers = held_chunks(celery_app)
-    after = queued_chunks(celery_app)
+    nowhere counts as lost. Read the database's chunks in flight after this. ``chunk_of`` picks
+    the kind of chunk (job chunks by default)."""
+    before = queued_chunks(celery_app, chunk_of)
+    held, workers = held_chunks(celery_app, chunk_of)
+    after = queued_chunks(celery_app, chunk_of)
     queued = None if before is None or after is None else before | after
     return BrokerView(queued=queued, held=held, model_workers=workers)

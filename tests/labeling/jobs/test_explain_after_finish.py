@@ -65,3 +65,8 @@ def test_explain_chunks_in_the_broker_are_not_taken_for_job_chunks() -> None:
         return json.dumps({"body": body, "properties": {"body_encoding": "base64"}})
 
     assert _chunk_id(envelope(score)) == 7 and _chunk_id(envelope(explain)) is None
+    # The explain side reads the same envelopes through the same code, for its own kind.
+    from labeling.explain.broker import explain_chunk_id
+
+    assert _chunk_id(envelope(explain), explain_chunk_id) == 7
+    assert _chunk_id(envelope(score), explain_chunk_id) is None
