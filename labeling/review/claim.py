@@ -193,7 +193,12 @@ def lock_reviewer(reviewer: User) -> None:
 def _claims_of(reviewer: User) -> list[tuple[int, datetime | None]]:
     """(id, expiry) of every claim the reviewer holds, read on the partial index of claims and
     usually answering nothing (right after a decision); on PostgreSQL the same statement takes
-    the reviewer's lock (``lock_reviewer``): the card pays per round trip."""
+    the reviewer's lock (``lock_reviewer``): the card pays per round trip.
+
+    The claims are read as of the statement's start, before any wait for the lock: a claim that
+    another request of this reviewer committed meanwhile is not among them. The take's ``NOT
+    EXISTS`` (a later statement, a fresh snapshot) refuses a second claim, and the retry in
+    ``claim_next`` then finds and renews that one."""
     claims = ReviewTask.objects.filter(status=ReviewStatus.CLAIMED, claimed_by=reviewer)
     if not connection.features.has_select_for_update:
         return list(claims.order_by().values_list("id", "claim_expires_at"))
