@@ -38,7 +38,9 @@ from worker.contract import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-REDIS_URL = os.environ.get("COPE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+# A database of its own, not the suite's (COPE_TEST_REDIS_URL): the labeling tests' session-wide
+# bookkeeping worker consumes `default` there and would take the answer these tests wait for.
+REDIS_URL = os.environ.get("COPE_TEST_WORKER_REDIS_URL", "redis://127.0.0.1:6379/9")
 POLICY = """# Violent threats
 
 ## Overview
