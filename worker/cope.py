@@ -33,6 +33,8 @@ from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 from worker.base import BackendConfigError, Score
 from worker.contract import WorkerInfo
+from worker.cope_variants import score_variants as _score_variants
+from worker.kv_prefix import Prefix as _Prefix
 from worker.prompt import CONTEXT_LIMIT, build_prefix, build_suffix
 
 log = logging.getLogger(__name__)
@@ -42,14 +44,6 @@ DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_MAX_BATCH_TOKENS = 16384
 DEFAULT_MAX_BATCH_SIZE = 16
 DEFAULT_PREFIX_CACHE_SIZE = 4
-
-
-@dataclass
-class _Prefix:
-    """A policy's prompt prefix: its token ids and (once computed) their key/value cache."""
-
-    ids: list[int]
-    cache: DynamicCache | None = None
 
 
 @dataclass(frozen=True)
@@ -172,9 +166,7 @@ class CopeScorer:
     def score_variants(self, policies: Sequence[str], contents: Sequence[str]) -> list[list[Score]]:
         """Every content under every policy variant, the variants' shared prefix computed once
         (``worker.cope_variants``); one list per policy, in order."""
-        from worker.cope_variants import score_variants
-
-        return score_variants(self, policies, contents)
+        return _score_variants(self, policies, contents)
 
     def clear_prefix_cache(self) -> None:
         with self._lock:

@@ -24,19 +24,35 @@ costs its changed tail plus the contents, not the whole prompt.
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from transformers import DynamicCache
 
 from worker.base import Score
-from worker.cope import _Prefix
+from worker.kv_prefix import Prefix as _Prefix
 
-if TYPE_CHECKING:
-    from worker.cope import CopeScorer
+
+class CopeScorer(Protocol):
+    """What the engine uses of ``worker.cope.CopeScorer`` (which calls it: a protocol, so the
+    engine needs no import of the scorer's module)."""
+
+    model: Any
+    device: torch.device
+    context_limit: int
+    _cache_arg: str
+    _lock: threading.Lock
+
+    def _prefix_ids(self, policy: str) -> list[int]: ...
+
+    def _suffix_ids(self, contents: Sequence[str]) -> list[list[int]]: ...
+
+    def _run(self, prefix: _Prefix, contents: Sequence[str], *, full: bool) -> list[Score]: ...
+
 
 # A variant joins a trunk unless another variant shares more than this many tokens more with it
 # (or 1/32 of its prefix, if longer): a few tokens of a clause's first words are not worth a
