@@ -45,6 +45,7 @@ from worker.policy_text import parse_policy
 
 TAU = 0.2
 K = 15.0
+_CRITERIA_CACHE = 4096  # criterion texts kept embedded (a few MB of MiniLM rows)
 FORMULA = f"sigmoid({K:g}*(max inc - max(exc, {TAU:g})))"
 
 Matrix = NDArray[np.float32]
@@ -170,6 +171,9 @@ class EmbeddingScorer:
         )
         self._cache: OrderedDict[str, PolicyCriteria] = OrderedDict()
         self._cache_size = cache_size
+        # Criterion texts already embedded: policy variants (attribution) repeat the same
+        # criteria in a hundred policies, each of which would embed them all again.
+        self._vectors: OrderedDict[str, Matrix] = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
@@ -188,14 +192,34 @@ class EmbeddingScorer:
             labels=labels,
             includes=includes,
             excludes=excludes,
-            include_vectors=self.embedder.embed([c.text for c in includes]),
-            exclude_vectors=self.embedder.embed([c.text for c in excludes]),
+            include_vectors=self._embed_criteria([c.text for c in includes]),
+            exclude_vectors=self._embed_criteria([c.text for c in excludes]),
         )
         with self._lock:
             self._cache[key] = found
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return found
+
+    def _embed_criteria(self, texts: list[str]) -> Matrix:
+        """The texts' embedding rows, each text embedded once while it stays in the cache."""
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+        if missing:
+            rows = self.embedder.embed(missing)
+            with self._lock:
+                for text, row in zip(missing, rows, strict=True):
+                    self._vectors[text] = row
+        with self._lock:
+            found = [self._vectors[t] for t in texts if t in self._vectors]
+            for text in texts:
+                if text in self._vectors:
+                    self._vectors.move_to_end(text)
+            while len(self._vectors) > _CRITERIA_CACHE:
+                self._vectors.popitem(last=False)
+        if len(found) != len(texts):  # evicted meanwhile by another thread: embed them together
+            return self.embedder.embed(texts)
+        return np.stack(found) if found else self.embedder.embed(texts)
 
     def margins(self, policy: str, contents: Sequence[str]) -> list[float]:
         """``max_L margin_L`` per content (see the module docstring)."""

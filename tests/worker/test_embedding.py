@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -80,6 +81,28 @@ def test_criteria_embeddings_are_cached_per_policy(scorer: EmbeddingScorer) -> N
     text = policy([THREAT], [PRAISE])
     assert scorer.criteria(text) is scorer.criteria(text)
     assert scorer.criteria(text) is not scorer.criteria(text + "\n- extra")
+
+
+def test_variants_sharing_criteria_embed_each_criterion_once(scorer: EmbeddingScorer) -> None:
+    embedded: list[str] = []
+
+    class Counting:
+        model_id = scorer.embedder.model_id
+
+        def embed(self, texts: Any) -> Any:
+            embedded.extend(texts)
+            return scorer.embedder.embed(texts)
+
+    counting = EmbeddingScorer(Counting())
+    extra = "Describing a plan to hurt someone at a named place."
+    a, b = policy([THREAT], [PRAISE]), policy([THREAT, extra], [PRAISE])
+    scores = counting.score_variants([a, b], ["I will kill you tomorrow."])
+    assert sorted(embedded) == sorted([THREAT, PRAISE, extra, "I will kill you tomorrow."])
+    # The same figures as a scorer that embeds every policy's criteria afresh.
+    fresh = [scorer.score(p, ["I will kill you tomorrow."]) for p in (a, b)]
+    assert [[round(x.p1 or 0, 6) for x in row] for row in scores] == [
+        [round(x.p1 or 0, 6) for x in row] for row in fresh
+    ]
 
 
 def test_policy_without_criteria_falls_back_to_label_names(scorer: EmbeddingScorer) -> None:
