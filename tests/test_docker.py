@@ -161,7 +161,7 @@ def test_build_context_holds_the_app_and_nothing_private() -> None:
         "gunicorn.conf.py",
         "bin/docker-init",
         "cope_studio/settings.py",
-        "labeling/models.py",
+        "labeling/models/core.py",
         "policies/models.py",
         "worker/tasks.py",
         "templates/base.html",

@@ -13,7 +13,7 @@ from labeling.models import Decision, Item, Job, ReviewTask
 
 # Earlier decisions on content that starts the same way count as "near-identical" only when the
 # shared start is this long; shorter texts are matched by their content hash alone. The
-# ``item_text_prefix`` index in labeling/models.py is built on the same length.
+# ``item_text_prefix`` index in labeling/models/core.py is built on the same length.
 NEAR_PREFIX = 64
 # The card shows the first 160 characters of an earlier decision's content; this much is read.
 EARLIER_SNIPPET_CHARS = 200

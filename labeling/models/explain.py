@@ -1,0 +1,206 @@
+"""Attribution's tables (``labeling.explain``): runs, their chunks, each item's scores under the
+policy variants, each item's conclusion and the clauses found to decide it."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from labeling.models.core import ChunkStatus, Item, Job, Side
+
+
+class ExplainStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Finished"
+    # Some chunks were given up or failed: ``items_done`` of ``items_total`` were explained.
+    PARTIAL = "partial", "Partial"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class ExplainRun(models.Model):
+    """One attribution run over some of a job's items: every item scored under every distinct
+    policy variant of the job's two wordings (``worker.variants``), in chunks of items."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="explain_runs")
+    attempt = models.PositiveIntegerField()  # 1, 2, … per job
+    status = models.CharField(
+        max_length=10, choices=ExplainStatus.choices, default=ExplainStatus.QUEUED
+    )
+    requested_by = models.ForeignKey(  # None: started automatically when the job finished
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    items_total = models.PositiveIntegerField(default=0)
+    items_done = models.PositiveIntegerField(default=0)  # every variant scored and analysed
+    items_failed = models.PositiveIntegerField(default=0)
+    variants = models.PositiveIntegerField(default=0)  # distinct variants scored per item
+    scores = models.PositiveIntegerField(default=0)  # variant scores recorded
+    chunk_size = models.PositiveIntegerField(default=8)
+    chunk_count = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0)
+    chunks_failed = models.PositiveIntegerField(default=0)
+    backend = models.CharField(max_length=40, blank=True)
+    model_id = models.CharField(max_length=500, blank=True)
+    weak_backend = models.BooleanField(default=False)
+    model_seconds = models.FloatField(default=0.0)
+    bookkeeping_seconds = models.FloatField(default=0.0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "-attempt"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "attempt"], name="explain_run_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Explain run {self.attempt} of job {self.job_id}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (ExplainStatus.QUEUED, ExplainStatus.RUNNING)
+
+    @property
+    def is_weak(self) -> bool:
+        return self.weak_backend or self.backend == "embedding"
+
+
+class ExplainChunk(models.Model):
+    """A slice of a run's items sent with every variant: the unit sent, re-sent and given up
+    (the same bookkeeping as ``JobChunk``)."""
+
+    run = models.ForeignKey(ExplainRun, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    item_ids = models.JSONField()
+    status = models.CharField(
+        max_length=10, choices=ChunkStatus.choices, default=ChunkStatus.QUEUED
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    model_seconds = models.FloatField(default=0.0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["run", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "index"], name="explain_chunk_unique"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["run", "sent_at"],
+                name="explain_chunk_in_flight",
+                condition=Q(status="queued", sent_at__isnull=False),
+            ),
+            models.Index(
+                fields=["run", "index"],
+                name="explain_chunk_unsent",
+                condition=Q(status="queued", sent_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Explain run {self.run_id} chunk {self.index}"
+
+
+class ExplainScore(models.Model):
+    """One item under one policy variant of a run (``key`` as ``worker.variants`` builds it):
+    the raw figures the analysis reads. ``delta`` is the variant's margin minus its side's base
+    margin; ``flipped``: its label differs from its side's base label."""
+
+    run = models.ForeignKey(ExplainRun, on_delete=models.CASCADE, related_name="+", db_index=False)
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="+", db_index=False)
+    key = models.CharField(max_length=300)
+    label = models.SmallIntegerField(null=True, blank=True)
+    p1 = models.FloatField(null=True, blank=True)
+    margin = models.FloatField(null=True, blank=True)
+    delta = models.FloatField(null=True, blank=True)
+    flipped = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "item", "key"], name="explain_score_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.run_id} item {self.item_id} {self.key}={self.label}"
+
+
+class ExplainVerdict(models.TextChoices):
+    DECIDED = "decided", "One clause decides"
+    TIE = "tie", "Tie"
+    NONE = "none", "No single clause decides"
+    AGREE = "agree", "Both wordings agree"
+    FAILED = "failed", "Could not be explained"
+
+
+class ExplainItem(models.Model):
+    """The conclusion for one item of a job (the latest run that explained it wins)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="+", db_index=False)
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="+")
+    run = models.ForeignKey(ExplainRun, on_delete=models.CASCADE, related_name="items")
+    label_a = models.SmallIntegerField(null=True, blank=True)
+    label_b = models.SmallIntegerField(null=True, blank=True)
+    margin_a = models.FloatField(null=True, blank=True)
+    margin_b = models.FloatField(null=True, blank=True)
+    gold = models.SmallIntegerField(null=True, blank=True)  # as of the run
+    verdict = models.CharField(max_length=10, choices=ExplainVerdict.choices)
+    # DECIDED: A's deciding clause and B's wording of it; TIE: the first of the tied ones.
+    clause_a = models.CharField(max_length=200, blank=True)
+    clause_b = models.CharField(max_length=200, blank=True)
+    effect = models.FloatField(null=True, blank=True)  # |Δ margin| of the deciding swap
+    error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "item"], name="explain_item_unique"),
+        ]
+        indexes = [models.Index(fields=["job", "verdict"], name="explain_item_verdict")]
+
+    def __str__(self) -> str:
+        return f"Job {self.job_id} item {self.item_id}: {self.verdict} {self.clause_a}"
+
+
+class FindingRole(models.TextChoices):
+    DECIDES = "decides", "Decides the mismatch"  # the swap turns A's label into B's
+    TIED = "tied", "Tied for deciding"  # one of several swaps with the same top effect
+    NECESSARY = "necessary", "Necessary for the label"  # removing it flips the side's label
+    GOLD_MISS = "gold_miss", "Causes a gold miss"  # removing it turns a wrong label into gold
+
+
+class ExplainFinding(models.Model):
+    """One clause's part in one item's label under one wording: the rows the pages count
+    (clauses ranked per job) and list (items per clause). ``clause`` is a clause key of
+    ``side``'s text (``worker.clauses``); ``other`` its aligned counterpart for a swap."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="+", db_index=False)
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="+", db_index=False)
+    run = models.ForeignKey(ExplainRun, on_delete=models.CASCADE, related_name="+", db_index=False)
+    side = models.CharField(max_length=1, choices=Side.choices)
+    role = models.CharField(max_length=10, choices=FindingRole.choices)
+    clause = models.CharField(max_length=200)
+    other = models.CharField(max_length=200, blank=True)
+    effect = models.FloatField()  # |Δ margin| (the answer's logit) of the test
+    rank = models.PositiveSmallIntegerField(default=0)  # 0 = largest effect in its (item, role)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "item", "side", "role", "clause"], name="explain_finding_unique"
+            ),
+        ]
+        indexes = [
+            # Clauses ranked per job: GROUP BY (side, role, clause).
+            models.Index(fields=["job", "role", "side", "clause"], name="explain_finding_clause"),
+            # The findings of one run (replaced when a later run explains the item again).
+            models.Index(fields=["run"], name="explain_finding_run"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Job {self.job_id} item {self.item_id}: {self.side} {self.clause} {self.role}"
