@@ -51,7 +51,16 @@ from labeling.explain import services
 from labeling.explain.dispatch import ACTIVE
 from labeling.management.commands.bench_job import _SUCCEEDED
 from labeling.management.commands.bench_job import Command as JobBench
-from labeling.models import ExplainItem, ExplainRun, Item, Job, JobStatus, Label, SampleSet
+from labeling.models import (
+    ExplainItem,
+    ExplainRun,
+    Item,
+    Job,
+    JobStatus,
+    Label,
+    ReviewTask,
+    SampleSet,
+)
 from labeling.samples.values import content_hash
 from policies.models import Policy, TwinOrigin, Version
 from policies.roles import AUTHOR, ensure_roles
@@ -175,6 +184,20 @@ def build_job(n: int) -> Job:
         ],
         batch_size=5000,
     )
+    # Every item is a mismatch (A says 1 on even rows, B on odd ones): a review task each, as
+    # the job's finish opens them.
+    ReviewTask.objects.bulk_create(
+        [
+            ReviewTask(
+                job=job, item_id=pk, policy=version.policy, label_a=int(row % 2 == 0),
+                label_b=int(row % 2 == 1), p1_a=0.5, p1_b=0.5,
+            )
+            for row, pk in enumerate(
+                sample_set.items.order_by("row_number").values_list("pk", flat=True)
+            )
+        ],
+        batch_size=5000,
+    )  # fmt: skip
     return job
 
 

@@ -26,7 +26,7 @@ def make_finished_job(
     """A job over ``rows`` (text, label A, label B), finished with those labels."""
     from django.utils import timezone
 
-    from labeling.models import Job, Label
+    from labeling.models import Job, Label, ReviewTask
     from policies.models import Version
 
     version = make_version(author, twin=text_b, number=Version.objects.count() + 1)
@@ -51,6 +51,17 @@ def make_finished_job(
             for side, label in (("A", la), ("B", lb))
         ]
     )
+    # The job's finish opens a review task per mismatch (both labels, and they differ).
+    ReviewTask.objects.bulk_create(
+        [
+            ReviewTask(
+                job=job, item=item, policy=version.policy, label_a=la, label_b=lb,
+                p1_a=float(la), p1_b=float(lb),
+            )
+            for item, (_, la, lb) in zip(items, rows, strict=True)
+            if la is not None and lb is not None and la != lb
+        ]
+    )  # fmt: skip
     return job
 
 
