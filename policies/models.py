@@ -44,11 +44,12 @@ def percent_text(value: float) -> str:
 
 
 # The settings that gate a finalize, audited wherever they change (``PolicySettingChange``).
-AUDITED_SETTINGS = ("agreement_threshold", "min_sample_size", "min_kappa")
+AUDITED_SETTINGS = ("agreement_threshold", "min_sample_size", "min_kappa", "probe_gate")
 SETTING_NAMES = {
     "agreement_threshold": "agreement threshold",
     "min_sample_size": "minimum sample",
     "min_kappa": "minimum kappa",
+    "probe_gate": "probe findings at finalize",
     "evaluation_set": "evaluation set",
 }
 
@@ -59,6 +60,8 @@ def setting_text(field: str, value: Any) -> str:
         return percent_text(value)
     if field == "min_kappa":
         return f"{float(value):.2f}"
+    if field == "probe_gate":
+        return "refuse" if value else "warn"
     return str(value)
 
 
@@ -124,6 +127,12 @@ class Policy(models.Model):
         default=0.60,
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         help_text="Cohen's kappa between the two wordings needed to finalize (0.0–1.0).",
+    )
+    # Probe findings (topic leakage above COPE_PROBE_MAX_LEAKAGE, dead clauses) at finalize:
+    # False warns, True refuses (labeling.probes; labeling.release.finalize).
+    probe_gate = models.BooleanField(
+        default=False,
+        help_text="Refuse to finalize a version whose probe shows topic leakage or dead clauses.",
     )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="policies_created"

@@ -31,6 +31,8 @@ from labeling.models.core import (
     WorkerHeartbeat,
 )
 from labeling.models.explain import (
+    Carveout,
+    CarveoutStatus,
     ExplainChunk,
     ExplainFinding,
     ExplainItem,
@@ -39,10 +41,13 @@ from labeling.models.explain import (
     ExplainStatus,
     ExplainVerdict,
     FindingRole,
+    RunKind,
 )
 
 __all__ = [
     "ApiKey",
+    "Carveout",
+    "CarveoutStatus",
     "ChunkStatus",
     "CompareKind",
     "Decision",
@@ -56,6 +61,7 @@ __all__ = [
     "ExplainStatus",
     "ExplainVerdict",
     "FindingRole",
+    "RunKind",
     "GoldChange",
     "GoldChoice",
     "GoldLabel",

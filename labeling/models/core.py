@@ -68,6 +68,9 @@ class Item(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     expected_label = models.SmallIntegerField(null=True, blank=True)
     row_number = models.PositiveIntegerField()
+    # A test pack's functionality / category (HateCheck, XSTest, OpenAI moderation), or a
+    # column the import names: figures break down by it.
+    tag = models.CharField(max_length=200, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["sample_set", "row_number"]

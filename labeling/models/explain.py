@@ -20,11 +20,46 @@ class ExplainStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
-class ExplainRun(models.Model):
-    """One attribution run over some of a job's items: every item scored under every distinct
-    policy variant of the job's two wordings (``worker.variants``), in chunks of items."""
+class RunKind(models.TextChoices):
+    """What a run scores. One engine (chunks, flow control, resend, give-up, record) for all."""
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="explain_runs")
+    # A job's items under every variant of its two wordings; each item analysed (ExplainItem).
+    ATTRIBUTION = "attribution", "Attribution"
+    # A version's probes on its policy's evaluation set (``labeling.probes``): the variants are
+    # the run's own (``variant_specs``), the conclusions its ``summary``.
+    PROBE = "probe", "Probe"
+    # Signed-off carve-outs of a probe run (``parent``): each chunk carries its own variants.
+    CARVEOUT = "carveout", "Carve-out probe"
+
+
+class ExplainRun(models.Model):
+    """One run of policy variants over items, in chunks of items, on the model workers.
+
+    ``kind`` attribution: some of a job's items under every distinct variant of the job's two
+    wordings (``worker.variants``). probe / carveout: a version's items under the variants the
+    run carries itself (``variant_specs``), with no job."""
+
+    kind = models.CharField(max_length=12, choices=RunKind.choices, default=RunKind.ATTRIBUTION)
+    job = models.ForeignKey(
+        Job, on_delete=models.CASCADE, related_name="explain_runs", null=True, blank=True
+    )
+    version = models.ForeignKey(  # probe and carveout runs: the version probed
+        "policies.Version",
+        on_delete=models.CASCADE,
+        related_name="probe_runs",
+        null=True,
+        blank=True,
+    )
+    sample_set = models.ForeignKey(  # probe runs: the set the items were drawn from
+        "labeling.SampleSet", on_delete=models.SET_NULL, related_name="+", null=True, blank=True
+    )
+    parent = models.ForeignKey(  # carveout runs: the probe run whose carve-outs they score
+        "self", on_delete=models.CASCADE, related_name="children", null=True, blank=True
+    )
+    # probe / carveout: [{"key": ..., "policy": ...}, ...] every variant the run may send.
+    variant_specs = models.JSONField(default=list, blank=True)
+    # probe: the conclusions (``labeling.probes``), written when the run finishes.
+    summary = models.JSONField(default=dict, blank=True)
     attempt = models.PositiveIntegerField()  # 1, 2, … per job
     status = models.CharField(
         max_length=10, choices=ExplainStatus.choices, default=ExplainStatus.QUEUED
@@ -55,9 +90,19 @@ class ExplainRun(models.Model):
         ordering = ["job", "-attempt"]
         constraints = [
             models.UniqueConstraint(fields=["job", "attempt"], name="explain_run_unique"),
+            models.UniqueConstraint(
+                fields=["version", "kind", "attempt"],
+                name="probe_run_unique",
+                condition=Q(job__isnull=True),
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["version", "kind", "-attempt"], name="probe_run_version"),
         ]
 
     def __str__(self) -> str:
+        if self.job_id is None:
+            return f"{self.get_kind_display()} run {self.attempt} of version {self.version_id}"
         return f"Explain run {self.attempt} of job {self.job_id}"
 
     @property
@@ -76,6 +121,9 @@ class ExplainChunk(models.Model):
     run = models.ForeignKey(ExplainRun, on_delete=models.CASCADE, related_name="chunks")
     index = models.PositiveIntegerField()
     item_ids = models.JSONField()
+    # None: every variant of the run; else the keys this chunk's items are scored under
+    # (a carve-out applies to its own item only).
+    variant_keys = models.JSONField(null=True, blank=True)
     status = models.CharField(
         max_length=10, choices=ChunkStatus.choices, default=ChunkStatus.QUEUED
     )
@@ -204,3 +252,42 @@ class ExplainFinding(models.Model):
 
     def __str__(self) -> str:
         return f"Job {self.job_id} item {self.item_id}: {self.side} {self.clause} {self.role}"
+
+
+class CarveoutStatus(models.TextChoices):
+    PROPOSED = "proposed", "Waiting for sign-off"
+    APPROVED = "approved", "Signed off"
+    REJECTED = "rejected", "Rejected"
+
+
+class Carveout(models.Model):
+    """An Excludes criterion an LLM wrote to exempt exactly one item's case (a probe's
+    carve-out): once an author signs it off, the item is scored under the policy with it added,
+    and its label should turn 0."""
+
+    run = models.ForeignKey(ExplainRun, on_delete=models.CASCADE, related_name="carveouts")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="+")
+    label = models.CharField(max_length=100)  # the label code whose Excludes gets the criterion
+    criterion = models.TextField()
+    status = models.CharField(
+        max_length=10, choices=CarveoutStatus.choices, default=CarveoutStatus.PROPOSED
+    )
+    model = models.CharField(max_length=300, blank=True)  # the LLM that wrote it
+    prompt = models.TextField(blank=True)  # what was sent (authors may see what left)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    # After scoring: the label and p(1) under the policy with the criterion added.
+    label_after = models.SmallIntegerField(null=True, blank=True)
+    p1_after = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "item"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "item", "label"], name="carveout_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Carve-out of item {self.item_id} ({self.label}) for run {self.run_id}"

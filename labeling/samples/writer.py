@@ -26,6 +26,7 @@ ITEM_FIELDS = (
     "metadata",
     "expected_label",
     "row_number",
+    "tag",
 )
 
 
@@ -36,6 +37,7 @@ class ItemRow(NamedTuple):
     metadata: dict[str, Any]
     expected_label: int | None
     row_number: int
+    tag: str = ""
 
 
 Writer = Callable[[int, list[ItemRow]], None]
@@ -69,6 +71,7 @@ def _values(sample_set_id: int, row: ItemRow) -> tuple[Any, ...]:
         json.dumps(row.metadata),
         row.expected_label,
         row.row_number,
+        row.tag,
     )
 
 
