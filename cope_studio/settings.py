@@ -299,6 +299,14 @@ COPE_RESEND_GRACE_SECONDS = env_int("COPE_RESEND_GRACE_SECONDS", 60, minimum=1)
 # Attribution (labeling.explain): a finished job's mismatches explained automatically, at most
 # this many per run (0: none automatically); "Explain more" asks for the next as many.
 COPE_EXPLAIN_MAX_ITEMS = env_int("COPE_EXPLAIN_MAX_ITEMS", 500, minimum=0)
+# Probes (labeling.probes): items of the evaluation set a probe scores (a random sample when the
+# set is larger), and the topic leakage above which finalize warns (or refuses, per policy).
+COPE_PROBE_ITEMS = env_int("COPE_PROBE_ITEMS", 200, minimum=1)
+COPE_PROBE_MAX_LEAKAGE = env_float("COPE_PROBE_MAX_LEAKAGE", 0.10, minimum=0.0, maximum=1.0)
+# Carve-outs an LLM is asked to write per probe (items labeled 1, at most this many).
+COPE_PROBE_CARVEOUTS = env_int("COPE_PROBE_CARVEOUTS", 20, minimum=0)
+# Gold audit: A and B agree, both at least this far from p(1) = 0.5, and gold says otherwise.
+COPE_GOLD_AUDIT_MARGIN = env_float("COPE_GOLD_AUDIT_MARGIN", 0.35, minimum=0.0, maximum=0.5)
 # How often Celery beat looks for lost chunks.
 COPE_RESUME_EVERY_SECONDS = env_int("COPE_RESUME_EVERY_SECONDS", 60, minimum=1)
 CELERY_BEAT_SCHEDULE = {

@@ -60,6 +60,14 @@ class ExplainRun(models.Model):
     variant_specs = models.JSONField(default=list, blank=True)
     # probe: the conclusions (``labeling.probes``), written when the run finishes.
     summary = models.JSONField(default=dict, blank=True)
+    # probe, with an LLM backend (COPE_TWIN_BACKEND): a fresh rewording of the whole policy
+    # (labels should not move under it) and the carve-outs (``Carveout``), asked once the run
+    # has finished. ``llm_status``: "" (none asked), requested, done, failed.
+    rewording = models.TextField(blank=True)
+    llm_status = models.CharField(max_length=10, blank=True)
+    llm_model = models.CharField(max_length=300, blank=True)
+    llm_prompt = models.TextField(blank=True)  # what was sent (authors may see what left)
+    llm_error = models.TextField(blank=True)
     attempt = models.PositiveIntegerField()  # 1, 2, … per job
     status = models.CharField(
         max_length=10, choices=ExplainStatus.choices, default=ExplainStatus.QUEUED
