@@ -3,8 +3,10 @@
 The jobs' rules (``labeling.jobs.dispatch``): at most ``COPE_CHUNKS_IN_FLIGHT`` chunks of a
 run out at a time, each recorded result sends the run's next, and every writer of a run's chunk
 statuses first locks the run row (``select_for_update``), so "no chunk is queued any more"
-cannot change between the check and the finish. Every chunk carries every distinct variant of
-the job's wordings and a slice of the items.
+cannot change between the check and the finish. A chunk carries a slice of the items and the
+run's distinct variants: an attribution run's are every variant of its job's two wordings
+(``job_variants``), a probe or carve-out run's are its own (``ExplainRun.variant_specs``), and
+a chunk with ``variant_keys`` carries only those.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from labeling.models import (
     ExplainStatus,
     ExplainVerdict,
     Item,
+    RunKind,
 )
 from worker.contract import ExplainRequest, ScoreItem, VariantSpec
 from worker.variants import Variant, build_variants, distinct
@@ -43,14 +46,30 @@ def job_variants(text_a: str, text_b: str) -> tuple[Variant, ...]:
     return tuple(build_variants(text_a, text_b))
 
 
-def lock_run(run_id: int) -> tuple[str, int] | None:
-    """Lock the run row; (its status, its job id), or None when it is gone."""
+def lock_run(run_id: int) -> tuple[str, int | None, str] | None:
+    """Lock the run row; (its status, its job id (None for a probe), its kind), or None when
+    it is gone."""
     return (
         ExplainRun.objects.select_for_update()
         .filter(pk=run_id)
-        .values_list("status", "job_id")
+        .values_list("status", "job_id", "kind")
         .first()
     )
+
+
+def run_variants(run_id: int) -> list[VariantSpec] | None:
+    """The distinct variants a run scores (None when the run is gone)."""
+    row = (
+        ExplainRun.objects.filter(pk=run_id)
+        .values_list("kind", "job__text_a", "job__text_b", "variant_specs")
+        .first()
+    )
+    if row is None:
+        return None
+    kind, text_a, text_b, specs = row
+    if kind == RunKind.ATTRIBUTION:
+        return [VariantSpec(v.key, v.policy) for v in distinct(job_variants(text_a, text_b))]
+    return [VariantSpec(str(s["key"]), str(s["policy"])) for s in specs]
 
 
 def claim_next_chunks(run_id: int) -> int:
@@ -84,24 +103,23 @@ def send_chunks(run_id: int, chunk_ids: list[int]) -> int:
     """Send chunks already marked sent, with every distinct variant and their items' texts. A
     broker that refuses is logged, not raised: the chunks look lost and are sent again."""
     started = time.perf_counter()
-    row = ExplainRun.objects.filter(pk=run_id).values_list("job__text_a", "job__text_b").first()
-    if row is None:
+    specs = run_variants(run_id)
+    if specs is None:
         return 0
-    specs = [VariantSpec(v.key, v.policy) for v in distinct(job_variants(*row))]
     chunks = list(
         ExplainChunk.objects.filter(pk__in=chunk_ids, status=ChunkStatus.QUEUED)
         .order_by("index")
-        .values_list("pk", "item_ids", "attempts")
+        .values_list("pk", "item_ids", "attempts", "variant_keys")
     )
-    wanted = {i for _, ids, _ in chunks for i in ids}
+    wanted = {i for _, ids, _, _ in chunks for i in ids}
     texts = dict(Item.objects.filter(pk__in=wanted).order_by().values_list("pk", "text"))
     sent = 0
     try:
-        for pk, item_ids, attempts in chunks:
+        for pk, item_ids, attempts, keys in chunks:
             request = ExplainRequest(
                 run_id=run_id,
                 chunk_id=pk,
-                variants=specs,
+                variants=specs if keys is None else [v for v in specs if v.key in keys],
                 items=[ScoreItem(i, texts[i]) for i in item_ids if i in texts],
                 attempt=max(1, attempts),
             )
@@ -138,19 +156,22 @@ def fail_items(run_id: int, job_id: int, item_ids: list[int], error: str) -> Non
 
 
 def give_up_on_chunks(
-    run_id: int, job_id: int, chunks: list[tuple[int, list[int]]], cap: int
+    run_id: int, job_id: int | None, chunks: list[tuple[int, list[int]]], cap: int
 ) -> None:
-    """Fail queued chunks sent ``cap`` times without an answer (the run row is locked)."""
+    """Fail queued chunks sent ``cap`` times without an answer (the run row is locked). Only
+    an attribution run (one with a job) records its items as failed conclusions."""
     error = (
         f"Sent to the workers {cap} times without an answer (COPE_MAX_CHUNK_ATTEMPTS={cap}). "
         "A worker may be dying on it (out of memory, a CUDA error): check the model worker's "
-        "log, then explain the remaining mismatches again."
+        "log, then "
+        + ("explain the remaining mismatches again." if job_id else "run the probe again.")
     )
     ExplainChunk.objects.filter(pk__in=[pk for pk, _ in chunks], status=ChunkStatus.QUEUED).update(
         status=ChunkStatus.FAILED, finished_at=timezone.now(), error=error
     )
     items = [i for _, ids in chunks for i in ids]
-    fail_items(run_id, job_id, items, error)
+    if job_id is not None:
+        fail_items(run_id, job_id, items, error)
     ExplainRun.objects.filter(pk=run_id).update(
         chunks_failed=F("chunks_failed") + len(chunks),
         items_failed=F("items_failed") + len(items),

@@ -4,7 +4,9 @@ Answers come back as ``labeling.record_explain`` tasks on ``default``. As with a
 (``labeling.jobs.results``), a chunk moves queued -> done/failed under the run row's lock and
 only the delivery that moved it writes anything: a re-sent chunk's second answer changes
 nothing. A success may still move a chunk that was given up (its labels win); a failure never
-replaces scores. Each item of a done chunk is analysed at once (``analysis.explain_item``).
+replaces scores. Every run stores its scores (``ExplainScore``); an attribution run's items are
+also analysed at once (``analysis.explain_item``), while a probe's or carve-out run's
+conclusions are drawn when it finishes (``labeling.probes.record.finish_run``).
 
 Outcomes are honest: **succeeded** when every item was explained, **partial** when some
 could not be (the run says how many were), **failed** with the worker's error when none was.
@@ -34,8 +36,11 @@ from labeling.models import (
     ExplainStatus,
     ExplainVerdict,
     Job,
+    RunKind,
 )
+from labeling.probes.record import finish_run
 from worker.contract import ExplainResult
+from worker.probes import BASE_KEY, SIDE
 from worker.variants import Variant
 
 
@@ -64,10 +69,12 @@ def record_explain_result(result: ExplainResult) -> RecordOutcome:
             return RecordOutcome("duplicate")
         if run[0] not in ACTIVE and was != ChunkStatus.FAILED:
             return RecordOutcome("ignored")
-        job_id = run[1]
+        job_id, kind = run[1], run[2]
         items = [int(i) for i in chunk["item_ids"]]
-        mark = _mark_failed if result.error else _mark_done
-        counters = mark(result, job_id, items, was)
+        if result.error:
+            counters = _mark_failed(result, job_id, items, was)
+        else:
+            counters = _mark_done(result, job_id, kind, items, was)
         counters.update(_worker_fields(result))
         if run[0] not in ACTIVE:  # a given-up chunk answered after the run finished
             counters.update(status=ExplainStatus.RUNNING, finished_at=None)
@@ -90,14 +97,17 @@ def _worker_fields(result: ExplainResult) -> dict[str, Any]:
     return fields
 
 
-def _mark_failed(result: ExplainResult, job_id: int, items: list[int], was: str) -> dict[str, Any]:
+def _mark_failed(
+    result: ExplainResult, job_id: int | None, items: list[int], was: str
+) -> dict[str, Any]:
     ExplainChunk.objects.filter(pk=result.chunk_id, status=was).update(
         status=ChunkStatus.FAILED,
         finished_at=timezone.now(),
         model_seconds=result.model_seconds,
         error=result.error[:5000],
     )
-    fail_items(result.run_id, job_id, items, result.error[:2000])
+    if job_id is not None:
+        fail_items(result.run_id, job_id, items, result.error[:2000])
     return {
         "chunks_failed": F("chunks_failed") + 1,
         "items_failed": F("items_failed") + len(items),
@@ -105,14 +115,19 @@ def _mark_failed(result: ExplainResult, job_id: int, items: list[int], was: str)
     }
 
 
-def _mark_done(result: ExplainResult, job_id: int, items: list[int], was: str) -> dict[str, Any]:
+def _mark_done(
+    result: ExplainResult, job_id: int | None, kind: str, items: list[int], was: str
+) -> dict[str, Any]:
     ExplainChunk.objects.filter(pk=result.chunk_id, status=was).update(
         status=ChunkStatus.DONE,
         finished_at=timezone.now(),
         model_seconds=result.model_seconds,
         error="",
     )
-    explained, scores = record_items(result, job_id, items)
+    if job_id is not None and kind == RunKind.ATTRIBUTION:
+        explained, scores = record_items(result, job_id, items)
+    else:
+        explained, scores = record_scores(result, kind, items)
     counters: dict[str, Any] = {
         "chunks_done": F("chunks_done") + 1,
         "items_done": F("items_done") + explained,
@@ -147,6 +162,30 @@ def record_items(result: ExplainResult, job_id: int, items: list[int]) -> tuple[
     _store_conclusions(result.run_id, job_id, conclusions, by_item, golds)
     explained = sum(1 for c in conclusions.values() if c.verdict != ExplainVerdict.FAILED)
     return explained, len(rows)
+
+
+def record_scores(result: ExplainResult, kind: str, items: list[int]) -> tuple[int, int]:
+    """A probe's or carve-out run's chunk: store its scores as answered (delta and flip
+    against the version's own score ``P`` when the chunk has it). An item is scored when its
+    ``P`` is (probe), or every variant it was sent with is (carve-out). Returns (items
+    scored, scores stored)."""
+    by_item: dict[int, dict[str, Score]] = defaultdict(dict)
+    for o in result.outcomes:
+        by_item[o.item_id][o.key] = Score(o.label, o.p1, o.margin, o.error[:2000])
+    keys = list(dict.fromkeys(o.key for o in result.outcomes))
+    variants = tuple(Variant(k, "", SIDE, "", "") for k in keys)
+    rows: list[ExplainScore] = []
+    scored = 0
+    for item_id in items:
+        scores = by_item.get(item_id, {})
+        rows += _score_rows(result.run_id, item_id, variants, scores)
+        if kind == RunKind.PROBE:
+            base = scores.get(BASE_KEY)
+            scored += base is not None and base.ok
+        else:
+            scored += bool(scores) and all(s.ok for s in scores.values())
+    ExplainScore.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
+    return scored, len(rows)
 
 
 def _score_rows(
@@ -248,17 +287,20 @@ def maybe_finish_run(run_id: int) -> bool:
     run = ExplainRun.objects.get(pk=run_id)
     if run.status not in ACTIVE:
         return False
+    done = "explained" if run.kind == RunKind.ATTRIBUTION else "scored"
     if run.items_failed == 0 and run.items_done >= run.items_total:
         status, error = ExplainStatus.SUCCEEDED, ""
     elif run.items_done == 0:
-        status, error = ExplainStatus.FAILED, run.error or "No item could be explained."
+        status, error = ExplainStatus.FAILED, run.error or f"No item could be {done}."
     else:
         status = ExplainStatus.PARTIAL
         error = (
-            f"Explained {run.items_done} of {run.items_total} items; "
+            f"{done.capitalize()} {run.items_done} of {run.items_total} items; "
             f"{run.items_failed} could not be: {run.error or 'see the failed items'}"
         )
     ExplainRun.objects.filter(pk=run_id).update(
         status=status, error=error, finished_at=timezone.now()
     )
+    if run.kind != RunKind.ATTRIBUTION:
+        finish_run(run_id, run.kind)
     return True
