@@ -40,8 +40,10 @@ from worker.contract import (
     GENERATE_TWIN_TASK,
     GPU_QUEUE,
     LIVE_QUEUE,
+    PROBE_LLM_TASK,
     RECORD_CHUNK_TASK,
     RECORD_EXPLAIN_TASK,
+    RECORD_PROBE_LLM_TASK,
     RECORD_TWIN_TASK,
     SCORE_CHUNK_TASK,
     SCORE_LIVE_TASK,
@@ -52,8 +54,10 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     GENERATE_TWIN_TASK: {"queue": GPU_QUEUE},
     DESCRIBE_TASK: {"queue": GPU_QUEUE},
     EXPLAIN_CHUNK_TASK: {"queue": GPU_QUEUE},
+    PROBE_LLM_TASK: {"queue": GPU_QUEUE},
     RECORD_CHUNK_TASK: {"queue": DEFAULT_QUEUE},
     RECORD_EXPLAIN_TASK: {"queue": DEFAULT_QUEUE},
+    RECORD_PROBE_LLM_TASK: {"queue": DEFAULT_QUEUE},
     RECORD_TWIN_TASK: {"queue": DEFAULT_QUEUE},
     SCORE_LIVE_TASK: {"queue": LIVE_QUEUE},  # Consumed before GPU_QUEUE
 }

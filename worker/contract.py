@@ -23,6 +23,10 @@ RECORD_HEARTBEAT_TASK = "labeling.record_heartbeat"  # queue "default": Heartbea
 # Attribution (see ExplainRequest): queue "gpu": ExplainRequest -> sends RECORD_EXPLAIN_TASK.
 EXPLAIN_CHUNK_TASK = "worker.explain_chunk"
 RECORD_EXPLAIN_TASK = "labeling.record_explain"  # queue "default": ExplainResult as a dict
+# A probe's LLM parts (see ProbeLLMRequest): queue "gpu": ProbeLLMRequest -> sends
+# RECORD_PROBE_LLM_TASK.
+PROBE_LLM_TASK = "worker.probe_llm"
+RECORD_PROBE_LLM_TASK = "labeling.record_probe_llm"  # queue "default": ProbeLLMResult as a dict
 GPU_QUEUE = "gpu"
 DEFAULT_QUEUE = "default"
 
@@ -480,5 +484,106 @@ class ExplainResult:
             ],
             worker=WorkerInfo.from_dict(data["worker"]),
             model_seconds=float(data["model_seconds"]),
+            error=str(data.get("error", "")),
+        )
+
+
+# A probe's LLM parts: carve-outs and a rewording ----------------------------------------
+# When a probe run (``labeling.probes``) has finished and an LLM backend is configured
+# (COPE_TWIN_BACKEND), the web side sends one ProbeLLMRequest to PROBE_LLM_TASK on ``gpu``: the
+# version's text and some items it labels 1, each with the label whose Includes made it 1. The
+# worker asks the twin writer for a fresh rewording of the whole policy (``worker.twin``'s prompt
+# and checks) and, per item, one Excludes criterion that exempts exactly that item's case
+# (``worker.carveouts``), and sends one ProbeLLMResult to RECORD_PROBE_LLM_TASK on ``default``,
+# which the web side records once per run. Added within contract 1; the request carries no
+# ``chunk_id``, so the broker's look at explain chunks never takes it for one.
+
+
+@dataclass(frozen=True)
+class CarveoutAsk:
+    """One item to write a carve-out for: its text and the label code whose Excludes gets it."""
+
+    item_id: int
+    label: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ProbeLLMRequest:
+    run_id: int  # the web side's probe run
+    policy: str  # the version's text
+    items: list[CarveoutAsk]
+    contract: int = CONTRACT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "policy": self.policy,
+            "items": [{"item_id": i.item_id, "label": i.label, "text": i.text} for i in self.items],
+            "contract": self.contract,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProbeLLMRequest:
+        _check_version(data)
+        return cls(
+            run_id=int(data["run_id"]),
+            policy=str(data["policy"]),
+            items=[
+                CarveoutAsk(int(i["item_id"]), str(i["label"]), str(i["text"]))
+                for i in data["items"]
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class CarveoutAnswer:
+    """The criterion the LLM wrote for one item (empty with ``error`` when it was rejected or
+    could not be written) and the prompt sent for it."""
+
+    item_id: int
+    label: str
+    criterion: str
+    prompt: str
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ProbeLLMResult:
+    """The answer to a ProbeLLMRequest. ``rewording`` is empty when the twin failed its checks
+    (``rewording_error`` says why); ``error`` is set, and nothing else, when the whole request
+    failed (no backend, the server stayed down)."""
+
+    run_id: int
+    rewording: str
+    rewording_error: str
+    model: str
+    prompt: str  # the rewording prompt as sent
+    carveouts: list[CarveoutAnswer]
+    error: str = ""
+    contract: int = CONTRACT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProbeLLMResult:
+        _check_version(data)
+        return cls(
+            run_id=int(data["run_id"]),
+            rewording=str(data["rewording"]),
+            rewording_error=str(data.get("rewording_error", "")),
+            model=str(data.get("model", "")),
+            prompt=str(data.get("prompt", "")),
+            carveouts=[
+                CarveoutAnswer(
+                    item_id=int(c["item_id"]),
+                    label=str(c["label"]),
+                    criterion=str(c["criterion"]),
+                    prompt=str(c.get("prompt", "")),
+                    error=str(c.get("error", "")),
+                )
+                for c in data["carveouts"]
+            ],
             error=str(data.get("error", "")),
         )

@@ -1,5 +1,6 @@
 """Worker tasks: score one chunk of one job side, explain one chunk (every item under every
-policy variant), write a twin, describe the loaded model.
+policy variant), write a twin, write a probe's carve-outs and rewording, describe the loaded
+model.
 
 The model is loaded once per worker process (at ``worker_process_init``, or on the first task)
 and kept. Results go back as tasks by name on the ``default`` queue; a request that still fails
@@ -22,7 +23,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_ready
 
 from worker import heartbeat  # noqa: F401  (connects its signals before the preload below)
+from worker import twin as twins
 from worker.base import BackendConfigError, Scorer, TwinWriter, score_variants
+from worker.carveouts import CARVEOUT_PROMPT_VERSION, build_carveout_prompt, parse_carveout
 from worker.celery_app import app
 from worker.config import WorkerConfig
 from worker.contract import (
@@ -31,13 +34,19 @@ from worker.contract import (
     EXPLAIN_CHUNK_TASK,
     GENERATE_TWIN_TASK,
     GPU_QUEUE,
+    PROBE_LLM_TASK,
     RECORD_CHUNK_TASK,
     RECORD_EXPLAIN_TASK,
+    RECORD_PROBE_LLM_TASK,
     RECORD_TWIN_TASK,
     SCORE_CHUNK_TASK,
+    CarveoutAnswer,
+    CarveoutAsk,
     ContractError,
     ExplainRequest,
     ExplainResult,
+    ProbeLLMRequest,
+    ProbeLLMResult,
     ScoreOutcome,
     ScoreRequest,
     ScoreResult,
@@ -49,7 +58,7 @@ from worker.contract import (
 )
 from worker.embedding import TextEmbedder
 from worker.loader import load_scorer, load_twin_writer
-from worker.openai_backend import BackendUnavailable
+from worker.openai_backend import BackendUnavailable, OpenAIBackendError
 
 log = logging.getLogger(__name__)
 
@@ -437,6 +446,98 @@ def _failed_twin(request: TwinRequest, exc: BaseException) -> TwinResult:
         prompt="",
         error=_describe_error(exc),
     )
+
+
+def write_carveout(writer: TwinWriter, policy: str, ask: CarveoutAsk) -> CarveoutAnswer:
+    """One item's carve-out: the prompt, the model's one line, checked. A refusal of this one
+    prompt (the server will not take the content) fails this item alone; transient failures
+    propagate so the task retries."""
+    try:
+        prompt = build_carveout_prompt(policy, ask.label, ask.text)
+    except ValueError as exc:
+        return CarveoutAnswer(ask.item_id, ask.label, "", "", str(exc))
+    record = f"{CARVEOUT_PROMPT_VERSION}\n{prompt}"
+    try:
+        raw = writer.write(prompt)
+    except OpenAIBackendError as exc:
+        return CarveoutAnswer(
+            ask.item_id, ask.label, "", record, f"The model server refused: {exc}"
+        )
+    criterion, problem = parse_carveout(raw)
+    return CarveoutAnswer(ask.item_id, ask.label, criterion, record, problem)
+
+
+def probe_llm_answer(writer: TwinWriter | None, request: ProbeLLMRequest) -> ProbeLLMResult:
+    """A probe's rewording (``worker.twin``'s prompt and checks) and its carve-outs; the pure
+    part of ``probe_llm``."""
+    if writer is None:
+        return _probe_llm_failure(request.run_id, twins.MISSING_TWIN_BACKEND)
+    try:
+        rewording = twins.generate_twin(request.policy, writer, request_id=request.run_id)
+        text, error = rewording.text, rewording.error
+    except OpenAIBackendError as exc:  # refused: the carve-outs may still be written
+        text, error = "", f"The model server refused the rewording: {exc}"
+    answers = [write_carveout(writer, request.policy, ask) for ask in request.items]
+    return ProbeLLMResult(
+        run_id=request.run_id,
+        rewording=text,
+        rewording_error=error,
+        model=writer.model_name,
+        prompt=f"{twins.TWIN_PROMPT_VERSION}\n{twins.build_twin_prompt(request.policy)}",
+        carveouts=answers,
+    )
+
+
+def _probe_llm_failure(run_id: int, error: str) -> ProbeLLMResult:
+    writer = models.writer
+    model = writer.model_name if writer is not None else ""
+    return ProbeLLMResult(run_id, "", "", model, "", [], error=error)
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name=PROBE_LLM_TASK,
+    bind=True,
+    max_retries=_config().task_max_retries,
+)
+def probe_llm(self: Task, request: dict[str, Any]) -> None:
+    """Write a probe run's rewording and carve-outs (a ``ProbeLLMRequest`` dict); send the
+    ``ProbeLLMResult`` to ``record_probe_llm``. Every path answers: a malformed request, a
+    missing backend, a server that stays down, a worker that died on it (redelivered) and a
+    bug all come back as a result whose ``error`` says so."""
+    try:
+        parsed = ProbeLLMRequest.from_dict(request)
+    except (ContractError, KeyError, TypeError, ValueError) as exc:
+        log.error("malformed probe LLM request: %s", exc)
+        if isinstance(request, dict) and "run_id" in request:
+            failed = _probe_llm_failure(int(request["run_id"]), f"Malformed request: {exc}")
+            _send(RECORD_PROBE_LLM_TASK, failed.to_dict())
+        return
+    if _redelivered(self):
+        died = _probe_llm_failure(
+            parsed.run_id,
+            "A worker process died while writing this probe's carve-outs and rewording (out "
+            "of memory is likely; see the GPU worker's log). Ask again from the probe page.",
+        )
+        _send_or_retry(self, RECORD_PROBE_LLM_TASK, died.to_dict())
+        return
+    try:
+        result = probe_llm_answer(models.get_twin_writer(), parsed)
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries < self.max_retries:
+            raise self.retry(exc=exc, countdown=_countdown(self, exc)) from exc
+        result = _probe_llm_failure(parsed.run_id, _describe_error(exc))
+    except Exception as exc:
+        log.exception("probe LLM request for run %s failed", parsed.run_id)
+        result = _probe_llm_failure(parsed.run_id, _describe_error(exc))
+    written = sum(1 for answer in result.carveouts if answer.criterion)
+    log.info(
+        "probe run %s: %d of %d carve-outs written, rewording %s",
+        parsed.run_id,
+        written,
+        len(parsed.items),
+        "written" if result.rewording else "not written",
+    )
+    _send_or_retry(self, RECORD_PROBE_LLM_TASK, result.to_dict())
 
 
 @app.task(name=DESCRIBE_TASK, ignore_result=False)  # type: ignore[untyped-decorator]

@@ -3,6 +3,10 @@
 Completions answer with log-probabilities that depend only on the CONTENT of the CoPE prompt
 (``expected_p1``), so a test can check the client's arithmetic exactly. Special contents:
 ``ONLY_ONE`` puts only "1" among the top tokens, ``NO_DIGITS`` neither "0" nor "1".
+Chat completions answer a twin prompt with ``twin_text``, and a carve-out prompt
+(``worker.carveouts``: the content between ``<<<CONTENT`` and ``CONTENT>>>``) with
+``carveout_answer(content)``: one line naming the content's digest, or for the special contents
+``MALFORMED_ANSWER`` two lines, ``LONG_ANSWER`` 400 characters, ``EMPTY_ANSWER`` nothing.
 The server can be told to fail the next requests (429/5xx, optional Retry-After) and refuses a
 request holding a prompt longer than ``context_chars`` with vLLM's context-length 400.
 """
@@ -39,6 +43,30 @@ def expected_p1(content: str, policy: str = "") -> float:
         digest = int(hashlib.sha256(content.encode("utf-8")).hexdigest()[:8], 16)
         p1 = 0.05 + 0.9 * digest / 0xFFFFFFFF
     return 1 - p1 if "FLIP" in policy else p1
+
+
+CARVEOUT_START = "<<<CONTENT\n"
+CARVEOUT_END = "\nCONTENT>>>"
+
+
+def carveout_content(prompt: str) -> str | None:
+    """The content block of a carve-out prompt; None for any other prompt."""
+    start, end = prompt.rfind(CARVEOUT_START), prompt.rfind(CARVEOUT_END)
+    if start < 0 or end < start:
+        return None
+    return prompt[start + len(CARVEOUT_START) : end]
+
+
+def carveout_answer(content: str) -> str:
+    """What the fake LLM writes for a carve-out of ``content`` (see the module docstring)."""
+    if "MALFORMED_ANSWER" in content:
+        return "Posts quoting a song.\nAlso any other quotation."
+    if "LONG_ANSWER" in content:
+        return "Posts " + "that quote a lyric " * 21
+    if "EMPTY_ANSWER" in content:
+        return "  "
+    digest = hashlib.sha256(content.encode("utf-8")).hexdigest()[:8]
+    return f"- Criterion: Posts that recount the exact case {digest} as reported speech."
 
 
 def policy_of(prompt: str) -> str:
@@ -160,7 +188,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, {"id": "cmpl-fake", "object": "text_completion", "choices": choices})
 
     def _chat(self, body: dict[str, Any]) -> None:
-        message = {"role": "assistant", "content": self.server.state.twin_text}
+        prompt = str(body["messages"][-1]["content"])
+        content = carveout_content(prompt)
+        answer = self.server.state.twin_text if content is None else carveout_answer(content)
+        message = {"role": "assistant", "content": answer}
         choice = {"index": 0, "message": message, "finish_reason": "stop"}
         self._reply(200, {"id": "chat-fake", "object": "chat.completion", "choices": [choice]})
 
