@@ -4,6 +4,7 @@ lists its own patterns."""
 from labeling.api import urls as api_urls
 from labeling.gold import urls as gold_urls
 from labeling.jobs import urls as jobs_urls
+from labeling.probes import urls as probes_urls
 from labeling.release import urls as release_urls
 from labeling.review import urls as review_urls
 from labeling.samples import urls as samples_urls
@@ -14,6 +15,7 @@ app_name = "labeling"
 urlpatterns = [
     *samples_urls.urlpatterns,
     *jobs_urls.urlpatterns,
+    *probes_urls.urlpatterns,
     *review_urls.urlpatterns,
     *gold_urls.urlpatterns,
     *release_urls.urlpatterns,

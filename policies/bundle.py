@@ -8,8 +8,8 @@ timestamps. A bundle is another studio's word, never this studio's record:
 - A version the file calls finalized is not finalized here. It arrives either as a draft, or as
   *imported-finalized*: ``imported_finalized_at``/``imported_finalized_by`` (the source's
   finalizer as a name, never a local account) and ``imported_evidence`` (the file's figures,
-  which this studio did not produce). ``finalized_at`` stays empty, so the API and the finalize
-  gates treat the version as a draft.
+  which this studio did not produce, the probe frozen at finalize included). ``finalized_at``
+  stays empty, so the API and the finalize gates treat the version as a draft.
 - Every field is checked before anything is written; a malformed one is a ``BundleError`` that
   names it. A version already here with the same texts is left alone, so importing a bundle
   twice changes nothing; one whose texts differ is a conflict and nothing is written.
@@ -92,6 +92,7 @@ class PolicyEntry:
     agreement_threshold: float
     min_sample_size: int
     min_kappa: float | None
+    probe_gate: bool | None = None  # None: a bundle from before the probe gate
 
 
 @dataclass(frozen=True)
@@ -302,6 +303,9 @@ def parse_policy(data: dict[str, Any]) -> PolicyEntry:
     min_kappa = None
     if policy.get("min_kappa") is not None:
         min_kappa = _fraction(policy, "min_kappa", where, low=0.0, default=0.0)
+    probe_gate = policy.get("probe_gate")
+    if probe_gate is not None and not isinstance(probe_gate, bool):
+        raise BundleError(f"Policy: “probe_gate” must be true/false, not {_type_name(probe_gate)}.")
     return PolicyEntry(
         name=name,
         slug=slug,
@@ -309,6 +313,7 @@ def parse_policy(data: dict[str, Any]) -> PolicyEntry:
         agreement_threshold=_fraction(policy, "agreement_threshold", where, low=0.5, default=0.95),
         min_sample_size=_int(policy, "min_sample_size", where, default=200),
         min_kappa=min_kappa,
+        probe_gate=probe_gate,
     )
 
 
@@ -347,8 +352,43 @@ def _parse_version(entry: Any, position: int) -> VersionEntry:
         finalized_at=_when(entry, "finalized_at", where),
         finalized_by=_name(entry, "finalized_by", where, max_length=NAME_MAX_LENGTH),
         finalize_override=_text(entry, "finalize_override", where),
-        finalize_evidence=_object(entry, "finalize_evidence", where),
+        finalize_evidence=_evidence(entry, where),
     )
+
+
+def _evidence(entry: dict[str, Any], where: str) -> dict[str, Any]:
+    """The finalize evidence, with its probe (``probe``: the version's probe frozen at
+    finalize) checked for the shape the pages read: a summary object whose figures are
+    objects, and shares between 0 and 1."""
+    evidence = _object(entry, "finalize_evidence", where)
+    probe = evidence.get("probe")
+    if probe is None:
+        return evidence
+    here = f"{where}: “finalize_evidence.probe”"
+    if not isinstance(probe, dict) or not isinstance(probe.get("summary"), dict):
+        raise BundleError(f"{here} must be an object with a “summary” object.")
+    summary = probe["summary"]
+    steer = summary.get("steerability") or {}
+    figures = {
+        "leakage": summary.get("leakage"),
+        "rewording": summary.get("rewording"),
+        "steerability": summary.get("steerability"),
+        "steerability.flips": steer.get("flips") if isinstance(steer, dict) else None,
+        "steerability.stable": steer.get("stable") if isinstance(steer, dict) else None,
+    }
+    for name, figure in figures.items():
+        if figure is None:
+            continue
+        if not isinstance(figure, dict):
+            raise BundleError(f"{here}: “{name}” must be an object, not {_type_name(figure)}.")
+        share = figure.get("share")
+        if share is not None and (
+            isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1
+        ):
+            raise BundleError(f"{here}: “{name}.share” must be a number from 0 to 1.")
+    _text_list(summary, "dead", here)
+    _text_list(probe, "warnings", here)
+    return evidence
 
 
 def parse_versions(data: dict[str, Any]) -> list[VersionEntry]:
@@ -421,7 +461,9 @@ def _create_policy(entry: PolicyEntry, *, by: Any) -> Policy:
             f"A policy named “{entry.name}” already exists here with another slug; rename one "
             "of them before importing."
         )
-    gates = {"min_kappa": entry.min_kappa} if entry.min_kappa is not None else {}
+    gates: dict[str, Any] = {"min_kappa": entry.min_kappa} if entry.min_kappa is not None else {}
+    if entry.probe_gate is not None:
+        gates["probe_gate"] = entry.probe_gate
     return Policy.objects.create(
         name=entry.name,
         slug=entry.slug,

@@ -263,13 +263,15 @@ def update_policy_settings(
     agreement_threshold: float,
     min_sample_size: int,
     min_kappa: float | None = None,
+    probe_gate: bool | None = None,
     by: User | None = None,
     via: str = SettingPath.SETTINGS,
 ) -> dict[str, tuple[Any, Any]]:
     """Set the policy's gate settings; ``{field: (old, new)}`` of what changed.
 
-    ``min_kappa`` None keeps the current one. ``Policy.save`` writes the audit rows (one per
-    changed field, ``by`` and ``via`` on each); the caller may own a wider transaction.
+    ``min_kappa`` and ``probe_gate`` None keep the current ones. ``Policy.save`` writes the
+    audit rows (one per changed field, ``by`` and ``via`` on each); the caller may own a wider
+    transaction.
     """
     if not 0.5 <= agreement_threshold <= 1.0:
         raise ValueError("The agreement threshold must be between 50% and 100%.")
@@ -285,6 +287,8 @@ def update_policy_settings(
         }
         if min_kappa is not None:
             wanted["min_kappa"] = min_kappa
+        if probe_gate is not None:
+            wanted["probe_gate"] = probe_gate
         changes = {
             name: (getattr(locked, name), value)
             for name, value in wanted.items()

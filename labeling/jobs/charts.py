@@ -2,8 +2,10 @@
 
 ``agreement_chart`` draws percent agreement and Cohen's kappa per version number, with the
 policy's threshold as a dashed line, and F1 of the primary text against gold next to them where
-the deciding job has gold labels, so the story of a policy reads at a glance: agreement says
-the wording is unambiguous, F1 says it is right.
+the deciding job has gold labels, and the share of expected flips its probe observed
+(steerability, ``labeling.probes``) where the version was probed, so the story of a policy reads
+at a glance: agreement says the wording is unambiguous, F1 says it is right, steerability says
+the model reads the words rather than the topic.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ AGREEMENT_COLOR = "#2f5bd3"
 KAPPA_COLOR = "#a15c00"
 THRESHOLD_COLOR = "#b3261e"
 F1_COLOR = "#1e7a46"
+STEER_COLOR = "#7b3fa0"
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,9 @@ class ChartPoint:
     job_id: int | None = None
     f1: float | None = None  # side A against gold; None without gold
     gold_n: int = 0
+    # The version's probe: the share of expected flips observed, over ``steer_n`` expected.
+    steerability: float | None = None
+    steer_n: int = 0
 
 
 def _fmt(x: float) -> str:
@@ -62,8 +68,8 @@ class _Frame:
 
 
 def agreement_chart(points: list[ChartPoint], threshold: float, *, title: str = "") -> SafeString:
-    """An SVG line chart; versions without a deciding job are left out (with a note)."""
-    shown = [p for p in points if p.p_o is not None]
+    """An SVG line chart; versions with neither a deciding job nor a probe are left out."""
+    shown = [p for p in points if p.p_o is not None or p.steerability is not None]
     label = title or "Agreement between the wordings, by version"
     if not shown:
         return mark_safe(
@@ -74,6 +80,7 @@ def agreement_chart(points: list[ChartPoint], threshold: float, *, title: str = 
     values = [p.p_o for p in shown if p.p_o is not None]
     values += [p.kappa for p in shown if p.kappa is not None]
     values += [p.f1 for p in shown if p.f1 is not None]
+    values += [p.steerability for p in shown if p.steerability is not None]
     frame = _Frame(count=len(shown), y_min=min(0.0, math.floor(min(values) * 10) / 10))
     parts = [
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
@@ -82,7 +89,11 @@ def agreement_chart(points: list[ChartPoint], threshold: float, *, title: str = 
         *_grid(frame, threshold),
         *_version_labels(frame, shown),
         *_series(frame, shown),
-        *_legend(threshold, with_f1=any(p.f1 is not None for p in shown)),
+        *_legend(
+            threshold,
+            with_f1=any(p.f1 is not None for p in shown),
+            with_steer=any(p.steerability is not None for p in shown),
+        ),
         "</svg>",
     ]
     return mark_safe("".join(parts))  # noqa: S308 - numbers and escaped text only
@@ -123,6 +134,7 @@ def _series(frame: _Frame, shown: list[ChartPoint]) -> list[str]:
         ("p_o", AGREEMENT_COLOR, "agreement"),
         ("kappa", KAPPA_COLOR, "kappa"),
         ("f1", F1_COLOR, "f1"),
+        ("steerability", STEER_COLOR, "steerability"),
     ):
         coords = [
             (frame.x_at(i), frame.y_at(getattr(p, key)), p)
@@ -137,9 +149,11 @@ def _series(frame: _Frame, shown: list[ChartPoint]) -> list[str]:
             )
         for x, y, p in coords:
             value = getattr(p, key)
-            shown_value = f"{value:.1%}" if key == "p_o" else f"{value:.3f}"
-            n = p.gold_n if key == "f1" else p.n
-            what = "F1 against gold" if key == "f1" else name
+            shown_value = f"{value:.1%}" if key in ("p_o", "steerability") else f"{value:.3f}"
+            n = {"f1": p.gold_n, "steerability": p.steer_n}.get(key, p.n)
+            what = {"f1": "F1 against gold", "steerability": "expected flips observed"}.get(
+                key, name
+            )
             few = " — under 30 gold items" if key == "f1" and n < 30 else ""
             parts.append(
                 f'<circle class="point-{name}" cx="{_fmt(x)}" cy="{_fmt(y)}" r="4" '
@@ -149,7 +163,7 @@ def _series(frame: _Frame, shown: list[ChartPoint]) -> list[str]:
     return parts
 
 
-def _legend(threshold: float, *, with_f1: bool) -> list[str]:
+def _legend(threshold: float, *, with_f1: bool, with_steer: bool = False) -> list[str]:
     lx = LEFT + WIDTH - LEFT - RIGHT + 14
     parts = [
         f'<line x1="{lx}" x2="{lx + 22}" y1="{TOP + 10}" y2="{TOP + 10}" '
@@ -169,5 +183,13 @@ def _legend(threshold: float, *, with_f1: bool) -> list[str]:
             f'stroke="{F1_COLOR}" stroke-width="2.5"/>'
             f'<text x="{lx + 28}" y="{TOP + 74}" font-size="12" fill="#1d2330">'
             "F1 of A vs gold</text>"
+        )
+    if with_steer:
+        y = TOP + (90 if with_f1 else 70)
+        parts.append(
+            f'<line x1="{lx}" x2="{lx + 22}" y1="{y}" y2="{y}" '
+            f'stroke="{STEER_COLOR}" stroke-width="2.5"/>'
+            f'<text x="{lx + 28}" y="{y + 4}" font-size="12" fill="#1d2330">'
+            "steerability (flips)</text>"
         )
     return parts

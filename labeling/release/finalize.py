@@ -10,17 +10,26 @@ each time saying which condition failed, when
   reviewed;
 * its labels come from a weak backend (the CPU baseline), unless an admin states a reason;
 * the policy text or its twin is over CoPE's token budget with the prompt template;
-* the twin is nearly a copy of the text (fewer words changed than ``COPE_TWIN_MIN_CHANGED_WORDS``).
+* the twin is nearly a copy of the text (fewer words changed than ``COPE_TWIN_MIN_CHANGED_WORDS``);
+* the version's probe (``labeling.probes.summary.probe_findings``) shows topic leakage above
+  ``COPE_PROBE_MAX_LEAKAGE`` or dead clauses and the policy's ``probe_gate`` is on (refuse),
+  unless an admin states a reason; with the gate off the findings are warnings only.
+
+The weak backend and the probe gate are the conditions an admin may override with a stated
+reason (kept as the version's ``finalize_override`` and in its evidence); every other one holds.
 
 Finalizing freezes the deciding job: in one transaction, with the version and job rows locked,
-the version gets its finalized time, override reason and evidence, and the job its
-``frozen_at``. ``labeling.jobs`` then ignores late results and refuses retries on it.
+the version gets its finalized time, override reason and evidence (the deciding job's, and the
+probe's conclusions beside it: ``probe_evidence``), and the job its ``frozen_at``.
+``labeling.jobs`` then ignores late results and refuses retries on it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -34,6 +43,7 @@ from labeling.jobs.evaluation import (
     evaluation_set,
 )
 from labeling.models import CompareKind, Job, JobStatus, ReviewStatus
+from labeling.probes.summary import ProbeFindings, probe_findings
 from labeling.release.exports import job_evidence
 from policies import services as policy_services
 from policies.models import Policy, Version
@@ -89,10 +99,15 @@ class Readiness:
     job: Job | None = None
     figures: GateFigures | None = None
     already_finalized: bool = False
-    # The deciding job's labels come from a weak backend: the one condition an admin may
-    # override with a stated reason. ``overridable`` is True when it is the only one missing.
+    # The deciding job's labels come from a weak backend, or the probe gate refuses: the
+    # conditions an admin may override with a stated reason. ``overridable`` is True when the
+    # missing conditions are only those.
     weak: bool = False
     overridable: bool = False
+    probe: ProbeFindings | None = None
+    probe_refused: bool = False
+    # Probe findings under a gate that warns: shown, never blocking.
+    warnings: list[str] = field(default_factory=list)
 
 
 def weak_message(job: Job) -> str:
@@ -157,6 +172,14 @@ def _text_problems(version: Version) -> list[str]:
     return missing
 
 
+def probe_message(findings: ProbeFindings) -> str:
+    return (
+        "The policy's probe gate refuses a version whose probe shows topic leakage or dead "
+        "clauses: " + " ".join(findings.warnings) + " Write a version that fixes them, turn the "
+        "gate to warn in the settings, or an admin may finalize anyway with a stated reason."
+    )
+
+
 def finalize_readiness(version: Version) -> Readiness:
     """Which of the finalizing conditions the version's deciding job still misses."""
     policy = version.policy
@@ -170,8 +193,19 @@ def finalize_readiness(version: Version) -> Readiness:
             already_finalized=True,
         )
     missing = _text_problems(version)
+    findings = probe_findings(version)
+    refused = bool(findings.refuse)
+    warnings = [] if refused else list(findings.warnings)
+    probe_missing = [probe_message(findings)] if refused else []
     if job is None:
-        return Readiness(ok=False, missing=_no_deciding_job(version) + missing)
+        missing = _no_deciding_job(version) + missing + probe_missing
+        return Readiness(
+            ok=False,
+            missing=missing,
+            probe=findings,
+            probe_refused=refused,
+            warnings=warnings,
+        )
     figures = GateFigures.of(job, policy)
     ac1 = "" if figures.ac1 is None else f" (Gwet's AC1 {figures.ac1:.3f})"
     if figures.p_o is None:
@@ -199,16 +233,43 @@ def finalize_readiness(version: Version) -> Readiness:
         verb = "is" if unreviewed == 1 else "are"
         missing.append(f"{unreviewed} {noun} of job #{job.pk} {verb} not reviewed yet.")
     weak = job.is_weak
-    if weak:
-        missing.append(weak_message(job))
+    overridable_lines = probe_missing + ([weak_message(job)] if weak else [])
+    hard = bool(missing)
+    missing += overridable_lines
     return Readiness(
         ok=not missing,
         missing=missing,
         job=job,
         figures=figures,
         weak=weak,
-        overridable=weak and len(missing) == 1,
+        overridable=bool(overridable_lines) and not hard,
+        probe=findings,
+        probe_refused=refused,
+        warnings=warnings,
     )
+
+
+def probe_evidence(readiness: Readiness, policy: Policy) -> dict[str, Any] | None:
+    """The version's probe as frozen with it at finalize (None when it was never probed):
+    its figures (the run's summary), the findings and whether the gate warned or refused."""
+    findings = readiness.probe
+    run = findings.run if findings is not None else None
+    if findings is None or run is None:
+        return None
+    return {
+        "run_id": run.pk,
+        "attempt": run.attempt,
+        "status": run.status,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "backend": run.backend,
+        "model_id": run.model_id,
+        "weak_backend": run.is_weak,
+        "summary": run.summary,
+        "warnings": list(findings.warnings),
+        "max_leakage": settings.COPE_PROBE_MAX_LEAKAGE,
+        "gate": "refuse" if policy.probe_gate else "warn",
+        "overridden": readiness.probe_refused,
+    }
 
 
 def finalize(
@@ -241,22 +302,16 @@ def finalize(
             )
         if not readiness.ok and not (readiness.overridable and override_reason):
             if readiness.overridable:
-                readiness = Readiness(
-                    ok=False,
-                    missing=[*readiness.missing, "No override reason was given."],
-                    job=job,
-                    figures=readiness.figures,
-                    weak=True,
-                    overridable=True,
-                )
+                missing = [*readiness.missing, "No override reason was given."]
+                readiness = replace(readiness, missing=missing)
             raise NotReady(readiness)
         assert job is not None
-        evidence = job_evidence(job, override_reason=override_reason if job.is_weak else "")
+        # The reason is kept only when a condition was overridden with it.
+        reason = override_reason if readiness.overridable else ""
+        evidence = job_evidence(job, override_reason=reason)
+        evidence["probe"] = probe_evidence(readiness, locked.policy)
         finalized = policy_services.finalize_version(
-            version=locked,
-            by=by,
-            override_reason=override_reason if job.is_weak else "",
-            evidence=evidence,
+            version=locked, by=by, override_reason=reason, evidence=evidence
         )
         frozen = Job.objects.filter(pk=job.pk, frozen_at__isnull=True).update(
             frozen_at=timezone.now()

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from cope_studio.lib.htmx import AuthedHttpRequest
 from cope_studio.lib.permissions import require_perms
+from labeling.probes import pages as probe_pages
 from labeling.release import exports
 from labeling.release.finalize import NotReady, finalize, finalize_readiness
 from labeling.release.forms import FinalizeForm
@@ -26,13 +27,23 @@ FINALIZE = "labeling/release/review_finalize.html"
 def _finalize_context(
     request: AuthedHttpRequest, version: Version, error: str = ""
 ) -> dict[str, Any]:
+    readiness = finalize_readiness(version)
+    findings = readiness.probe
+    run = findings.run if findings is not None else None
+    frozen = (version.finalize_evidence or {}).get("probe") or {}
     return {
         "version": version,
-        "readiness": finalize_readiness(version),
+        "readiness": readiness,
         "can_finalize": request.user.has_perm("policies.finalize_version"),
+        "can_probe": request.user.has_perm("labeling.add_job"),
         "error": error,
         "form": FinalizeForm(),
         "evidence_gate": exports.gate_text(version.finalize_evidence),
+        # The version's probe as finalize reads it now, and as it was frozen at finalize.
+        "probe": probe_pages.probe_lines(run.summary) if run is not None else None,
+        "probe_run": run,
+        "evidence_probe": probe_pages.probe_lines(frozen.get("summary")),
+        "evidence_probe_record": frozen,
     }
 
 
