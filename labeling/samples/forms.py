@@ -9,6 +9,7 @@ from django.core.files.uploadedfile import UploadedFile
 from cope_studio.lib.text import validate_no_bidi_controls
 from labeling.samples.csv_reader import DELIMITERS
 from labeling.samples.errors import ImportFileError
+from labeling.samples.packs import Pack
 from labeling.samples.services import DEFAULT_MAX_CHARS, ImportOptions
 from labeling.samples.uploads import format_for_filename
 
@@ -97,6 +98,18 @@ class ImportConfirmForm(forms.Form):
         help_text="Values 0/1, true/false or yes/no; blank means no gold for that item. "
         "With a gold column, jobs on this set get precision, recall and F1.",
     )
+    tag_column = forms.ChoiceField(
+        label="Tag column (optional)",
+        required=False,
+        help_text="A category per item (a test pack's functionality, a topic, a source): "
+        "job pages break their figures down by it. Up to 200 characters per tag.",
+    )
+    pack = forms.ChoiceField(
+        label="Test pack",
+        required=False,
+        help_text="Read the file by the published pack's rules: its label words (hateful, "
+        "unsafe, the moderation categories) as expected labels, and its tags.",
+    )
     max_chars = forms.IntegerField(
         label="Report items longer than (characters)",
         min_value=1,
@@ -109,18 +122,24 @@ class ImportConfirmForm(forms.Form):
         choices=_DELIMITER_CHOICES, required=False, widget=forms.HiddenInput
     )
 
-    def __init__(self, *args: Any, columns: list[str], **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, columns: list[str], pack: Pack | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         choices = [(c, c) for c in columns]
         _set_choices(self.fields["text_column"], choices)
         _set_choices(self.fields["id_column"], [("", "— generate from row numbers —"), *choices])
         _set_choices(self.fields["label_column"], [("", "— none —"), *choices])
+        _set_choices(self.fields["tag_column"], [("", "— none —"), *choices])
+        # Only the pack recognised from this file's columns can be chosen.
+        packs = [(pack.key, f"read as {pack.name}")] if pack is not None else []
+        _set_choices(self.fields["pack"], [("", "no: a plain file"), *packs])
 
     def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
         text = data.get("text_column")
-        for name in ("id_column", "label_column"):
+        for name in ("id_column", "label_column", "tag_column"):
             if text and data.get(name) == text:
                 self.add_error(name, "Choose a column other than the text column.")
         if data.get("id_column") and data.get("id_column") == data.get("label_column"):
@@ -137,6 +156,8 @@ class ImportConfirmForm(forms.Form):
             label_column=str(data.get("label_column") or ""),
             max_chars=int(data["max_chars"]),
             delimiter=delimiter or None,
+            tag_column=str(data.get("tag_column") or ""),
+            pack=str(data.get("pack") or ""),
         )
 
 

@@ -1,5 +1,6 @@
 """The preview of an upload: its columns and first rows, what the reader decided (the
-separator), the damage it sees, and guesses for the text, id and label columns.
+separator), the damage it sees, and guesses for the text, id and label columns; or, when its
+columns are those of a published test pack (``packs``), the pack's columns and rules.
 
 It reads at most ``HEAD_BYTES`` of a text file (or the first rows of a Parquet file), so it
 costs the same for 1 kB and 200 MB, and refuses what cannot be imported.
@@ -22,13 +23,15 @@ from labeling.samples.csv_reader import (
 )
 from labeling.samples.errors import ImportFileError
 from labeling.samples.jsonl_reader import jsonl_rows
-from labeling.samples.report import parse_label
+from labeling.samples.packs import Pack, recognise_pack
 from labeling.samples.uploads import StoredUpload
-from labeling.samples.values import as_text
+from labeling.samples.values import as_text, parse_label
 
 PREVIEW_ROWS = 20
 _TEXT_NAMES = ("text", "content", "body", "message", "comment", "post")
 _ID_NAMES = ("id", "external_id", "item_id", "uid", "uuid", "key")
+# Names of a tag column (a category to break figures down by), best first.
+_TAG_NAMES = ("tag", "tags", "functionality", "category")
 # Names of a gold (expected label) column in common evaluation files, best first; compared
 # case-insensitively, with spaces and hyphens read as underscores ("Ground Truth").
 GOLD_NAMES = (
@@ -69,6 +72,8 @@ class Preview:
     id_column: str = ""
     label_column: str = ""
     label_reason: str = ""  # why the label column was chosen ("recognised by name")
+    tag_column: str = ""
+    pack: Pack | None = None  # the test pack recognised from the columns
     notes: list[str] = field(default_factory=list)  # what the reader decided (separator)
     warnings: list[str] = field(default_factory=list)  # damage seen in the rows read
     delimiter: str = ""  # CSV/TSV: the separator used
@@ -98,12 +103,29 @@ def preview_upload(upload: StoredUpload, *, delimiter: str | None = None) -> Pre
     else:
         raise ImportFileError(f"Unknown format {fmt!r}.")
     columns, rows = preview.columns, preview.rows
-    preview.id_column = _guess(columns, _ID_NAMES)
-    _guess_gold(preview)
-    exclude = {preview.id_column, preview.label_column}
-    preview.text_column = _guess(columns, _TEXT_NAMES) or _longest(columns, rows, exclude)
+    preview.pack = recognise_pack(columns)
+    if preview.pack is not None:
+        _use_pack(preview, preview.pack)
+    else:
+        preview.id_column = _guess(columns, _ID_NAMES)
+        _guess_gold(preview)
+        exclude = {preview.id_column, preview.label_column}
+        preview.text_column = _guess(columns, _TEXT_NAMES) or _longest(columns, rows, exclude)
+        taken = {preview.text_column, preview.id_column, preview.label_column}
+        tag = _guess(columns, _TAG_NAMES)
+        preview.tag_column = "" if tag in taken else tag
     preview.rows = [{c: _shown(r.get(c)) for c in columns} for r in rows]
     return preview
+
+
+def _use_pack(preview: Preview, pack: Pack) -> None:
+    """The pack's columns; its label is read by its own rule (``hateful``, ``unsafe``, the
+    moderation categories), which the gold guess by name would call "not a label"."""
+    preview.text_column = pack.text_column
+    preview.id_column = pack.id_column
+    preview.label_column = pack.label_column
+    preview.label_reason = f"the {pack.name} column, read {pack.label_rule}"
+    preview.tag_column = pack.tag_column
 
 
 # Column guesses ------------------------------------------------------------------------------

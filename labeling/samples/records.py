@@ -1,4 +1,4 @@
-"""Every row of an upload as a ``Record`` (row number, text, id, label, metadata, findings),
+"""Every row of an upload as a ``Record`` (row number, text, id, label, metadata, findings, tag),
 whatever its format; the columns not chosen become metadata and every string is clean of the
 characters PostgreSQL cannot store. Damage raises ``ImportFileError`` with its line.
 
@@ -45,6 +45,7 @@ class Record(NamedTuple):
     label: Any
     metadata: dict[str, Any]
     findings: tuple[str, ...]  # "nul", "swallowed", "missing_cells"
+    tag: Any = None  # the tag column's cell, or what a test pack derives (``packs``)
 
 
 @dataclass
@@ -57,15 +58,16 @@ class Progress:
 
 @dataclass(frozen=True)
 class Columns:
-    """The columns chosen for the text, id and label; "" for none."""
+    """The columns chosen for the text, id, label and tag; "" for none."""
 
     text: str
     id: str = ""
     label: str = ""
+    tag: str = ""
 
     @property
     def chosen(self) -> list[str]:
-        return [c for c in (self.text, self.id, self.label) if c]
+        return [c for c in (self.text, self.id, self.label, self.tag) if c]
 
 
 def iter_records(
@@ -133,6 +135,7 @@ def _jsonl_records(
             obj.get(columns.label) if columns.label else None,
             {k: json_safe(v) for k, v in obj.items() if k not in chosen},
             _NUL if changed else (),
+            obj.get(columns.tag) if columns.tag else None,
         )
 
 
@@ -144,6 +147,7 @@ class _CsvLayout:
     text: int
     id: int  # -1: no id column
     label: int  # -1: no label column
+    tag: int  # -1: no tag column
     metadata: list[tuple[int, str]]  # the other named columns
 
 
@@ -157,6 +161,7 @@ def _csv_layout(header: list[str], columns: Columns) -> _CsvLayout:
         text=header.index(columns.text),
         id=header.index(columns.id) if columns.id else -1,
         label=header.index(columns.label) if columns.label else -1,
+        tag=header.index(columns.tag) if columns.tag else -1,
         metadata=[(i, h) for i, h in enumerate(header) if h and h not in chosen],
     )
 
@@ -210,6 +215,7 @@ def _csv_record(number: int, cells: list[str], layout: _CsvLayout, delimiter: st
         cells[layout.label] if layout.label >= 0 else None,
         meta,
         tuple(findings),
+        cells[layout.tag] if layout.tag >= 0 else None,
     )
 
 
@@ -238,15 +244,17 @@ def _parquet_records(
         texts = data[columns.text]
         ids = data[columns.id] if columns.id else None
         labels = data[columns.label] if columns.label else None
+        tags = data[columns.tag] if columns.tag else None
         meta_columns = [(name, data[name]) for name in names if name not in chosen]
         for j, raw in enumerate(texts):
             number += 1
             text, text_changed = _clean_if_str(raw)
             item_id, id_changed = _clean_if_str(ids[j] if ids is not None else None)
             label, label_changed = _clean_if_str(labels[j] if labels is not None else None)
+            tag = tags[j] if tags is not None else None  # cleaned with the other tags
             meta, meta_changed = _parquet_metadata(meta_columns, j)
             changed = text_changed or id_changed or label_changed or meta_changed
-            yield Record(number, text, item_id, label, meta, _NUL if changed else ())
+            yield Record(number, text, item_id, label, meta, _NUL if changed else (), tag)
         progress.done = number
 
 

@@ -11,7 +11,11 @@ the report stored on the sample set. Nothing is dropped silently:
 * CSV rows with more cells than the header: the extra cells are kept in the item's metadata
   under ``"_extra_cells"``; rows with fewer cells, or whose quoted field holds line breaks
   that look like rows of their own (a quote is probably missing): imported as read;
-* NUL characters and unpaired surrogates: replaced by U+FFFD, the rows reported.
+* NUL characters and unpaired surrogates: replaced by U+FFFD, the rows reported;
+* tags (a tag column, or a test pack's functionality / category): trimmed; one longer than
+  ``TAG_MAX`` is cut there and the row reported. The report keeps how many items each tag has
+  (the ``TAGS_KEPT`` largest, and the number of distinct tags up to ``TAGS_COUNTED``): the job
+  page reads its tag breakdown from it without scanning the items.
 
 Each finding keeps its count and the first ``REPORT_ROWS`` row numbers.
 """
@@ -21,14 +25,16 @@ from __future__ import annotations
 from typing import Any
 
 from labeling.samples.csv_reader import delimiter_word
+from labeling.samples.packs import PACK_LABEL_VALUES, PACK_NAMES
 from labeling.samples.records import EXTRA_CELLS_KEY, Columns, Record
-from labeling.samples.values import as_text, clean_str, content_digest
+from labeling.samples.values import as_text, clean_str, content_digest, parse_label
 from labeling.samples.writer import ItemRow
 
 REPORT_ROWS = 200  # row numbers listed per finding; the counts are always complete
 EXTERNAL_ID_MAX = 255
-_TRUE = {"1", "true", "yes", "y"}
-_FALSE = {"0", "false", "no", "n"}
+TAG_MAX = 200  # Item.tag's max_length
+TAGS_KEPT = 50  # the largest tags listed in the report; the job page shows at most these
+TAGS_COUNTED = 10_000  # distinct tags counted in memory; past this the count says "more"
 
 
 class Finding:
@@ -47,35 +53,15 @@ class Finding:
         return {"count": self.count, "rows": self.rows, "more": self.count - len(self.rows)}
 
 
-def parse_label(value: Any) -> tuple[int | None, bool]:
-    """``(label, valid)``; blank means no label and is valid."""
-    if value is None or value == "":
-        return None, True
-    if value == "0" or value == "1":
-        return int(value), True
-    if isinstance(value, bool):
-        return int(value), True
-    if isinstance(value, int | float) and value in (0, 1):
-        return int(value), True
-    text = as_text(value).strip().lower()
-    if text == "":
-        return None, True
-    if text in _TRUE:
-        return 1, True
-    if text in _FALSE:
-        return 0, True
-    try:
-        number = float(text)
-    except (ValueError, OverflowError):
-        return None, False
-    return (int(number), True) if number in (0.0, 1.0) else (None, False)
-
-
 class ImportReport:
     """The checks of one import, record by record, and the report they add up to."""
 
-    def __init__(self, *, fmt: str, columns: Columns, max_chars: int) -> None:
+    def __init__(self, *, fmt: str, columns: Columns, max_chars: int, pack: str = "") -> None:
         self.format, self.columns, self.max_chars = fmt, columns, max_chars
+        self.pack = pack  # a test pack's key, or ""
+        self.long_tags = Finding()
+        self._tags: dict[str, int] = {}
+        self._tags_over = False  # more distinct tags than TAGS_COUNTED
         self.rows_read = self.imported = self.with_label = 0
         self.empty = Finding()
         self.over_long = Finding()
@@ -110,8 +96,9 @@ class ImportReport:
         if self.format in ("csv", "tsv"):
             self._note_cells(record)
         label = self._label(row, record.label)
+        tag = self._tag(row, record)
         self.imported += 1
-        return ItemRow(external_id, text, digest.hex(), record.metadata, label, row)
+        return ItemRow(external_id, text, digest.hex(), record.metadata, label, row, tag)
 
     def _external_id(self, row: int, raw: Any) -> str:
         """The row's id, unique in the set: ``row-<n>`` when it has none, suffixed (``~2``)
@@ -153,6 +140,37 @@ class ImportReport:
         if "missing_cells" in record.findings:
             self.missing_cells.add(record.row)
 
+    def _tag(self, row: int, record: Record) -> str:
+        tag, changed = clean_str(as_text(record.tag).strip())  # None reads as ""
+        if changed and "nul" not in record.findings:
+            self.nul.add(row)
+        if len(tag) > TAG_MAX:
+            self.long_tags.add({"row": row, "chars": len(tag)})
+            tag = tag[:TAG_MAX].rstrip()
+        if tag in self._tags:
+            self._tags[tag] += 1
+        elif len(self._tags) < TAGS_COUNTED:
+            self._tags[tag] = 1
+        else:
+            self._tags_over = True
+        return tag
+
+    def tags_dict(self) -> dict[str, Any]:
+        """How the items are tagged: the source, the largest tags with their item counts
+        (untagged items under ""), and how many distinct tags there are."""
+        largest = sorted(self._tags.items(), key=lambda kv: (-kv[1], kv[0]))
+        return {
+            "column": self.columns.tag,
+            "pack": self.pack,
+            "pack_name": PACK_NAMES.get(self.pack, ""),
+            "pack_labels": PACK_LABEL_VALUES.get(self.pack, ""),
+            "distinct": len([t for t in self._tags if t]),
+            "more": self._tags_over,
+            "largest": [[tag, n] for tag, n in largest if tag][:TAGS_KEPT],
+            "untagged": self._tags.get("", 0),
+            "long": self.long_tags.to_dict(),
+        }
+
     def _label(self, row: int, raw: Any) -> int | None:
         label, valid = parse_label(raw)
         if label is not None:
@@ -166,7 +184,12 @@ class ImportReport:
         columns = self.columns
         return {
             "format": self.format,
-            "columns": {"text": columns.text, "id": columns.id, "label": columns.label},
+            "columns": {
+                "text": columns.text,
+                "id": columns.id,
+                "label": columns.label,
+                "tag": columns.tag,
+            },
             "delimiter": delimiter_word(delimiter) if delimiter else "",
             "rows_read": self.rows_read,
             "imported": self.imported,
@@ -181,6 +204,7 @@ class ImportReport:
             "missing_cells": self.missing_cells.to_dict(),
             "swallowed_lines": self.swallowed.to_dict(),
             "with_expected_label": self.with_label,
+            "tags": self.tags_dict(),
             "seconds": round(seconds, 3),
         }
 

@@ -25,6 +25,7 @@ from django.utils import timezone
 from cope_studio.celery import app
 from labeling.models import SampleSet, SampleSetStatus
 from labeling.samples.errors import ImportFileError
+from labeling.samples.packs import apply_pack
 from labeling.samples.records import Columns, Progress, iter_records
 from labeling.samples.report import ImportReport
 from labeling.samples.uploads import StoredUpload, discard_upload, load_upload, remove_stale_uploads
@@ -52,10 +53,12 @@ class ImportOptions:
     label_column: str = ""
     max_chars: int = DEFAULT_MAX_CHARS
     delimiter: str | None = None  # CSV/TSV: None sniffs the separator
+    tag_column: str = ""
+    pack: str = ""  # a test pack's key (``labeling.samples.packs``): its labels and tags
 
     @property
     def columns(self) -> Columns:
-        return Columns(self.text_column, self.id_column, self.label_column)
+        return Columns(self.text_column, self.id_column, self.label_column, self.tag_column)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +67,8 @@ class ImportOptions:
             "label_column": self.label_column,
             "max_chars": self.max_chars,
             "delimiter": self.delimiter,
+            "tag_column": self.tag_column,
+            "pack": self.pack,
         }
 
     @classmethod
@@ -74,6 +79,8 @@ class ImportOptions:
             label_column=str(data.get("label_column") or ""),
             max_chars=int(data.get("max_chars") or DEFAULT_MAX_CHARS),
             delimiter=str(data.get("delimiter") or "") or None,
+            tag_column=str(data.get("tag_column") or ""),
+            pack=str(data.get("pack") or ""),
         )
 
 
@@ -88,6 +95,8 @@ def import_sample_set(
     description: str = "",
     max_chars: int = DEFAULT_MAX_CHARS,
     delimiter: str | None = None,
+    tag_column: str = "",
+    pack: str = "",
     batch_size: int = BATCH_SIZE,
 ) -> SampleSet:
     """Import every row of ``upload`` into a new, ready sample set, in this process (the
@@ -95,7 +104,9 @@ def import_sample_set(
 
     Raises ``ImportFileError`` when the file cannot be read or has no item; nothing is kept.
     The upload itself is left where it is."""
-    options = ImportOptions(text_column, id_column, label_column, max_chars, delimiter)
+    options = ImportOptions(
+        text_column, id_column, label_column, max_chars, delimiter, tag_column, pack
+    )
     sample_set = _new_sample_set(
         upload=upload, name=name, description=description, by=by, options=options
     )
@@ -296,7 +307,12 @@ def _fill(
     count and the report. Raises ``ImportFileError``; the caller removes what was written.
     """
     started = time.perf_counter()
-    report = ImportReport(fmt=upload.format, columns=options.columns, max_chars=options.max_chars)
+    report = ImportReport(
+        fmt=upload.format,
+        columns=options.columns,
+        max_chars=options.max_chars,
+        pack=options.pack,
+    )
     progress = Progress()
 
     def save_progress() -> bool:
@@ -306,6 +322,8 @@ def _fill(
 
     batches = _Batches(sample_set.pk, batch_size, item_writer(), save_progress)
     records = iter_records(upload, options.columns, delimiter=options.delimiter, progress=progress)
+    if options.pack:
+        records = apply_pack(options.pack, records)
     for record in records:
         row = report.check(record)
         if row is not None:

@@ -13,6 +13,8 @@ from typing import Any
 MAX_FIELD_CHARS = 5_000_000
 MAX_JSON_DEPTH = 64
 REPLACEMENT = "\ufffd"
+_TRUE = {"1", "true", "yes", "y"}
+_FALSE = {"0", "false", "no", "n"}
 
 
 class TooDeep(Exception):
@@ -97,3 +99,27 @@ def content_digest(text: str) -> bytes:
 def content_hash(text: str) -> str:
     """``content_digest`` in hex: what ``Item.content_hash`` stores."""
     return content_digest(text).hex()
+
+
+def parse_label(value: Any) -> tuple[int | None, bool]:
+    """``(label, valid)``; blank means no label and is valid."""
+    if value is None or value == "":
+        return None, True
+    if value == "0" or value == "1":
+        return int(value), True
+    if isinstance(value, bool):
+        return int(value), True
+    if isinstance(value, int | float) and value in (0, 1):
+        return int(value), True
+    text = as_text(value).strip().lower()
+    if text == "":
+        return None, True
+    if text in _TRUE:
+        return 1, True
+    if text in _FALSE:
+        return 0, True
+    try:
+        number = float(text)
+    except (ValueError, OverflowError):
+        return None, False
+    return (int(number), True) if number in (0.0, 1.0) else (None, False)

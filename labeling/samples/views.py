@@ -94,7 +94,9 @@ def sampleset_preview(request: AuthedHttpRequest, token: str) -> HttpResponse:
         context = _import_context(UploadForm(), error=str(exc))
         return render(request, "labeling/samples/sampleset_import.html", context, status=status)
     initial = _confirm_initial(upload, preview)
-    form = ImportConfirmForm(request.POST or None, columns=preview.columns, initial=initial)
+    form = ImportConfirmForm(
+        request.POST or None, columns=preview.columns, pack=preview.pack, initial=initial
+    )
     if request.method == "POST" and form.is_valid():
         sample_set = begin_import(
             upload=upload,
@@ -131,6 +133,8 @@ def _confirm_initial(upload: StoredUpload, preview: Preview) -> dict[str, str]:
         "text_column": preview.text_column,
         "id_column": preview.id_column,
         "label_column": preview.label_column,
+        "tag_column": preview.tag_column,
+        "pack": preview.pack.key if preview.pack is not None else "",
         "delimiter": DELIMITER_NAMES.get(preview.delimiter, ""),
     }
 
