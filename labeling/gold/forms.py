@@ -1,4 +1,5 @@
-"""Forms for comparisons, the items page, typed gold labels and a policy's settings."""
+"""Forms for comparisons, the items page, typed gold labels, the gold audit and a policy's
+settings."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from django import forms
 
 from labeling.explain.pages import ROLE_CHOICES, parse_clause_value
+from labeling.gold.audit import CONFIRM, CORRECT
 from labeling.models import GoldChoice
 
 SIDE_SAID_ONE = [
@@ -92,3 +94,25 @@ class GoldForm(forms.Form):
 
     item = forms.IntegerField(widget=forms.HiddenInput)
     label = forms.ChoiceField(choices=GoldChoice.choices)
+
+
+class AuditPageForm(forms.Form):
+    """The gold audit's page cursor (GET)."""
+
+    after = forms.IntegerField(required=False, min_value=0)
+
+
+class AuditResolveForm(forms.Form):
+    """Confirm a suspected gold label or correct it; ``gold`` is the label the reviewer saw,
+    so a gold changed meanwhile is refused rather than overwritten."""
+
+    item = forms.IntegerField(widget=forms.HiddenInput)
+    action = forms.ChoiceField(choices=[(CONFIRM, "Confirm gold"), (CORRECT, "Correct gold")])
+    gold = forms.ChoiceField(choices=[("0", "0"), ("1", "1")], widget=forms.HiddenInput)
+    after = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+
+
+class AuditExplainForm(forms.Form):
+    """The gold audit's "explain the suspects not explained yet" button."""
+
+    explain = forms.ChoiceField(choices=[("suspects", "Explain")])

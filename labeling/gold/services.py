@@ -56,9 +56,21 @@ class GoldError(ValueError):
     """A gold label cannot be set; the message is shown to the user."""
 
 
-def set_gold(*, policy: Policy, item: Item, label: str, source: str, by: Any) -> GoldLabel:
+def set_gold(
+    *,
+    policy: Policy,
+    item: Item,
+    label: str,
+    source: str,
+    by: Any,
+    note: str = "",
+    expected: str | None = None,
+) -> GoldLabel:
     """Record the gold label of (policy, item); it replaces any earlier one (newest wins), and
-    the change (old → new, who, source) goes to the gold history in the same transaction."""
+    the change (old → new, who, source, ``note``) goes to the gold history in the same
+    transaction. ``expected``: the gold the person saw; when the gold is another by the time
+    the item is locked (someone changed it meanwhile), nothing is written and ``GoldError``
+    says so, so that a decision taken on stale evidence never overwrites a newer one."""
     if label not in GoldChoice.values:
         raise GoldError(f"Unknown gold label {label!r}: choose 0, 1 or “policy can't decide”.")
     if source not in GoldSource.values or source == GoldSource.IMPORT:
@@ -68,6 +80,12 @@ def set_gold(*, policy: Policy, item: Item, label: str, source: str, by: Any) ->
         # one item, so two people typing at once each record the gold the other left.
         Item.objects.select_for_update().filter(pk=item.pk).values("pk").first()
         old_label, old_source = current_gold(policy_id=policy.pk, item_ids=[item.pk])[item.pk]
+        if expected is not None and old_label != expected:
+            now = old_label or "no gold"
+            raise GoldError(
+                f"The gold of {item.external_id} changed since the page was loaded "
+                f"(it is now {now}); nothing was saved: reload and decide again."
+            )
         gold, _ = GoldLabel.objects.update_or_create(
             policy=policy,
             item=item,
@@ -77,6 +95,7 @@ def set_gold(*, policy: Policy, item: Item, label: str, source: str, by: Any) ->
             policy_id=policy.pk,
             transitions=[GoldTransition(item.pk, old_label, old_source, label, source)],
             by=by,
+            note=note,
         )
     return gold
 

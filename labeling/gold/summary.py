@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from labeling.gold import items
+from labeling.gold import audit, items
 from labeling.gold import services as gold
 from labeling.jobs import comparisons
 from labeling.models import Job
@@ -32,7 +32,14 @@ def gold_context(job: Job) -> dict[str, Any]:
                 ],
             }
         )
-    return {"gold": report, "gold_sides": sides, "few_gold": FEW_GOLD, **compare_context(job)}
+    return {
+        "gold": report,
+        "gold_sides": sides,
+        "few_gold": FEW_GOLD,
+        # Beside F1: the gold labels both wordings confidently contradict (a capped count).
+        "gold_audit": audit.suspect_count(job) if report.has_gold else None,
+        **compare_context(job),
+    }
 
 
 def _s(n: int) -> str:

@@ -11,4 +11,15 @@ urlpatterns = [
         name="job_item_gold_history",
     ),
     path("jobs/<int:pk>/gold/", views.job_gold_set, name="job_gold_set"),
+    path("jobs/<int:pk>/gold/audit/", views.job_gold_audit, name="job_gold_audit"),
+    path(
+        "jobs/<int:pk>/gold/audit/resolve/",
+        views.job_gold_audit_resolve,
+        name="job_gold_audit_resolve",
+    ),
+    path(
+        "jobs/<int:pk>/gold/audit/explain/",
+        views.job_gold_audit_explain,
+        name="job_gold_audit_explain",
+    ),
 ]

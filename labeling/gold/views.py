@@ -1,8 +1,10 @@
-"""A job's items page (filters, keyset pages, CSV, typed gold), the compare-versions view and a
-policy's settings page.
+"""A job's items page (filters, keyset pages, CSV, typed gold), its gold audit, the
+compare-versions view and a policy's settings page.
 
-Permissions: anyone who may view jobs sees the items and comparisons; typing a gold label needs
-``labeling.add_goldlabel`` (reviewers, admins); changing a policy's settings needs
+Permissions: anyone who may view jobs sees the items, the gold audit and comparisons; typing a
+gold label, and confirming or correcting one in the audit, needs ``labeling.add_goldlabel``
+(reviewers, admins); explaining the audit's suspects needs ``labeling.change_job``, as the job
+page's explain buttons do; changing a policy's settings needs
 ``labeling.change_policyevaluation`` (admins).
 """
 
@@ -21,9 +23,16 @@ from django.views.decorators.http import require_GET, require_POST
 from cope_studio.lib.htmx import AuthedHttpRequest
 from cope_studio.lib.permissions import require_perms
 from labeling.explain import pages as explain_pages
-from labeling.gold import items
+from labeling.explain.services import ExplainError, explain_max_items
+from labeling.gold import audit, items
 from labeling.gold import services as gold
-from labeling.gold.forms import GoldForm, ItemFilterForm
+from labeling.gold.forms import (
+    AuditExplainForm,
+    AuditPageForm,
+    AuditResolveForm,
+    GoldForm,
+    ItemFilterForm,
+)
 from labeling.gold.history import item_history
 from labeling.jobs import comparisons
 from labeling.models import GoldChoice, GoldSource, Item, Job
@@ -171,3 +180,84 @@ def job_gold_set(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     back = request.POST.get("back", "")
     url = reverse("labeling:job_items", args=[job.pk])
     return redirect(f"{url}?{back}" if back and not back.startswith(("/", "http")) else url)
+
+
+# The gold audit --------------------------------------------------------------------------
+
+
+def _audit_url(job: Job, after: int | None = None) -> str:
+    url = reverse("labeling:job_gold_audit", args=[job.pk])
+    return f"{url}?{urlencode({'after': after})}" if after is not None else url
+
+
+@login_required
+@require_GET
+def job_gold_audit(request: AuthedHttpRequest, pk: int) -> HttpResponse:
+    """The job's suspected gold errors, a page at a time, each with its evidence."""
+    job = _get_job(request, pk, "labeling.view_label")
+    form = AuditPageForm(request.GET)
+    after = form.cleaned_data["after"] if form.is_valid() else None
+    page = audit.suspect_page(job, after=after)
+    context = {
+        "job": job,
+        "page": page,
+        "after": after,
+        "count": audit.suspect_count(job),
+        "margin": audit.audit_margin(),
+        "label_b_name": comparisons.side_b_name(job),
+        "can_gold": request.user.has_perm("labeling.add_goldlabel"),
+        "can_explain": request.user.has_perm("labeling.change_job"),
+        "explaining": audit.explaining(job),
+        "explain_max": explain_max_items(),
+        "unexplained_shown": sum(1 for row in page.rows if not row["explained"]),
+        "next_url": _audit_url(job, page.next_after) if page.next_after else "",
+    }
+    return render(request, "labeling/gold/audit.html", context)
+
+
+@login_required
+@require_POST
+def job_gold_audit_resolve(request: AuthedHttpRequest, pk: int) -> HttpResponse:
+    """Confirm or correct one suspect's gold; htmx swaps its entry for the outcome."""
+    job = _get_job(request, pk, "labeling.view_label", "labeling.add_goldlabel")
+    form = AuditResolveForm(request.POST)
+    if not form.is_valid():
+        return HttpResponse("This needs the gold audit's confirm or correct button.", status=400)
+    data = form.cleaned_data
+    item = get_object_or_404(
+        Item.objects.only("pk", "external_id"), pk=data["item"], labels__job=job, labels__side="A"
+    )
+    context: dict[str, Any] = {"job": job, "item": item, "action": data["action"]}
+    try:
+        context["gold"] = audit.resolve_suspect(
+            job=job, item=item, action=data["action"], shown_gold=data["gold"], by=request.user
+        )
+    except gold.GoldError as exc:
+        if request.htmx:
+            return render(request, "labeling/gold/audit.html#refused", {**context, "error": exc})
+        messages.error(request, str(exc))
+    else:
+        if request.htmx:
+            return render(request, "labeling/gold/audit.html#resolved", context)
+        done = "confirmed" if data["action"] == audit.CONFIRM else "corrected"
+        messages.success(request, f"Gold of {item.external_id} {done}: {context['gold'].label}.")
+    return redirect(_audit_url(job, data["after"]))
+
+
+@login_required
+@require_POST
+def job_gold_audit_explain(request: AuthedHttpRequest, pk: int) -> HttpResponse:
+    """Explain the suspects no run has explained, so the list can show their clauses."""
+    job = _get_job(request, pk, "labeling.change_job")
+    if not AuditExplainForm(request.POST).is_valid():
+        return HttpResponse("This needs the gold audit's explain button.", status=400)
+    try:
+        run = audit.explain_suspects(job, request.user)
+    except ExplainError as exc:
+        messages.error(request, str(exc))
+    else:
+        n = run.items_total
+        messages.info(
+            request, f"Explaining {n} suspect{'s' if n != 1 else ''} on the model workers."
+        )
+    return redirect(_audit_url(job))
