@@ -124,7 +124,7 @@ def _use_pack(preview: Preview, pack: Pack) -> None:
     preview.text_column = pack.text_column
     preview.id_column = pack.id_column
     preview.label_column = pack.label_column
-    preview.label_reason = f"the {pack.name} column, read {pack.label_rule}"
+    preview.label_reason = f"read by the {pack.name} rule above"
     preview.tag_column = pack.tag_column
 
 
