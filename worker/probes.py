@@ -157,7 +157,7 @@ def carveout_policy(text: str, code: str, criterion: str) -> str:
     """The text with ``criterion`` as the last Excludes criterion of ``code`` (an Excludes
     heading is added at the end of the label when it has none). The criterion is one line."""
     words = re.sub(r"\s+", " ", criterion).strip()
-    words = re.sub(r"^(?:[-*+]|\d+[.)])\s+", "", words)
+    words = re.sub(r"^(?:[-*+]|\d+[.)])(?:\s+|$)", "", words)
     if not words:
         raise ValueError("an empty carve-out criterion")
     block = next((b for b in label_blocks(text) if b.code == code), None)
