@@ -12,13 +12,16 @@ from labeling.explain import record as explain_record
 from labeling.explain import services as explain_services
 from labeling.jobs import results, services
 from labeling.jobs.broker import PREPARE_JOB_TASK
+from labeling.probes import llm as probe_llm
 from labeling.samples import services as samples
 from labeling.workers.services import record_heartbeat_task  # noqa: F401  (registers it)
 from worker.contract import (
     RECORD_CHUNK_TASK,
     RECORD_EXPLAIN_TASK,
+    RECORD_PROBE_LLM_TASK,
     ContractError,
     ExplainResult,
+    ProbeLLMResult,
     ScoreResult,
 )
 
@@ -112,6 +115,25 @@ def record_explain(result_dict: dict[str, Any]) -> str:
         " (run finished)" if outcome.finished else "",
     )
     return outcome.action
+
+
+@shared_task(  # type: ignore[untyped-decorator]
+    name=RECORD_PROBE_LLM_TASK,
+    acks_late=True,
+    autoretry_for=DATABASE_GONE,
+    retry_backoff=True,
+    retry_backoff_max=300,
+    max_retries=8,
+)
+def record_probe_llm(result_dict: dict[str, Any]) -> str:
+    """Write a probe's carve-outs and rewording (``labeling.probes.llm``). Idempotent per run:
+    a redelivered answer changes nothing."""
+    try:
+        result = ProbeLLMResult.from_dict(result_dict)
+    except (ContractError, KeyError, TypeError, ValueError) as exc:
+        log.error("labeling.record_probe_llm: unusable result (%s): %.300r", exc, result_dict)
+        return "rejected"
+    return probe_llm.record_probe_llm_result(result)
 
 
 # Sample-set imports run here, not in the request ---------------------------------
