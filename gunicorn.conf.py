@@ -6,6 +6,7 @@ run by one user on one machine would fight over it. Each studio gets its own, in
 Unix socket. Everything else stays on the command line (bin/run-studio, docker-compose.yml).
 """
 
+import gc
 from pathlib import Path
 
 from worker.env import env_str
@@ -17,3 +18,11 @@ if _socket.lower() in ("off", "none", "false", "0") or len(_socket.encode()) > 1
 else:
     Path(_socket).parent.mkdir(parents=True, exist_ok=True)
     control_socket = _socket
+
+
+def post_worker_init(worker: object) -> None:
+    """Move everything loaded at start (Django, the URL and template caches, the apps' modules)
+    out of the garbage collector's sight: a full collection then walks only what requests made.
+    Measured on the review queue's process: a full collection paused a worker (every thread of
+    it) for 182 ms with the start-up objects tracked, 12 ms frozen."""
+    gc.freeze()
