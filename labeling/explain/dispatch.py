@@ -49,9 +49,12 @@ def job_variants(text_a: str, text_b: str) -> tuple[Variant, ...]:
 def lock_run(run_id: int) -> tuple[str, int | None, str] | None:
     """Lock the run row; (its status, its job id (None for a probe), its kind), or None when
     it is gone."""
+    # Ordered by pk: the model's default ordering joins the (nullable) job, and PostgreSQL
+    # refuses FOR UPDATE on the nullable side of an outer join.
     return (
         ExplainRun.objects.select_for_update()
         .filter(pk=run_id)
+        .order_by("pk")
         .values_list("status", "job_id", "kind")
         .first()
     )

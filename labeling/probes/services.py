@@ -118,7 +118,9 @@ def start_probe(version: Version, *, by: Any, max_items: int | None = None) -> E
     variants = distinct(probe_variants(version.text))
     size = max(1, SCORES_PER_CHUNK // len(variants))
     with transaction.atomic():
-        Version.objects.select_for_update().filter(pk=version.pk).values("pk").first()
+        Version.objects.select_for_update().filter(pk=version.pk).order_by("pk").values(
+            "pk"
+        ).first()
         if ExplainRun.objects.filter(
             version=version, kind=RunKind.PROBE, status__in=ACTIVE
         ).exists():
@@ -153,7 +155,9 @@ def start_carveout_run(parent: ExplainRun, *, by: Any) -> ExplainRun:
         raise ProbeError("Carve-outs are scored for a finished probe only.")
     version = parent.version
     with transaction.atomic():
-        Version.objects.select_for_update().filter(pk=version.pk).values("pk").first()
+        Version.objects.select_for_update().filter(pk=version.pk).order_by("pk").values(
+            "pk"
+        ).first()
         if ExplainRun.objects.filter(parent=parent, status__in=ACTIVE).exists():
             raise ProbeError("The carve-outs of this probe are being scored; wait or cancel.")
         carveouts = list(
