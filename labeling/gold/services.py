@@ -1,9 +1,9 @@
 """Gold labels: the trusted label of (policy, item), and how right each side of a job is.
 
-Gold has three sources (``GoldSource``):
+Gold has four sources (``GoldSource``):
 
 * **import**: the item's expected-label column (``Item.expected_label``). It counts as gold for
-  every policy whose job ran on the item. It needs no row: it is the oldest of the three (it
+  every policy whose job ran on the item. It needs no row: it is the oldest of the four (it
   exists from the import on), so any ``GoldLabel`` row for the (policy, item) is newer and wins;
 * **review**: a reviewer's "correct label" (``labeling.review.decisions.submit_decision``);
 * **typed**: a label typed on a job's items page (``set_gold``);
