@@ -30,6 +30,7 @@ from labeling.jobs.display import WEAK_NOTE, duration, stats_display
 from labeling.jobs.errors import JobError
 from labeling.jobs.forms import CompareForm, JobActionForm, JobStartForm, PolicySettingsForm
 from labeling.jobs.stats import job_progress, open_reviews_by_version
+from labeling.jobs.tags import tags_context
 from labeling.models import ChunkStatus, Job, JobStatus, ReviewStatus
 from labeling.scoring import FEW_GOLD, GoldScore
 from policies.models import Policy, Version, percent_text
@@ -139,6 +140,7 @@ def _job_context(request: AuthedHttpRequest, job: Job) -> dict[str, Any]:
         "below_minimum_sample": evaluation.below_minimum_sample(job),
         **_review_counts(job),
         **gold_part,
+        **tags_context(job),
         **_explain_context(job),
     }
 

@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.template.loader import render_to_string
+from django.urls import reverse
 
 from labeling.jobs.tags import tag_breakdown, tags_context
 from labeling.models import GoldLabel, GoldSource, Job, Label, SampleSet
 from labeling.samples.services import import_sample_set
 from labeling.samples.uploads import store_upload
+from tests.conftest import PASSWORD
 from tests.labeling.review.test_review import make_policy, make_version
 
 pytestmark = pytest.mark.django_db
@@ -160,3 +162,11 @@ def test_the_partial_shows_each_tag_with_hostile_tags_inert(author: Any) -> None
     assert "<b>t3</b>" not in html and "&lt;b&gt;t3&lt;/b&gt;" in html
     assert "Pass A" in html and '<td class="num">50.0%</td>' in html
     assert render_to_string("labeling/jobs/_tags.html", {"tag_breakdown": None}).strip() == ""
+
+
+def test_the_job_page_shows_the_breakdown_by_tag(client: Any, author: Any) -> None:
+    job = finished_job(author, tagged_set(author))
+    client.login(username=author.username, password=PASSWORD)
+    page = client.get(reverse("labeling:job_detail", args=[job.pk])).content.decode()
+    assert 'id="tag-breakdown"' in page and page.count('class="tag-row"') == 3
+    assert "&lt;b&gt;t3&lt;/b&gt;" in page and "<b>t3</b>" not in page
