@@ -7,7 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -246,9 +248,6 @@ def test_page_queries_do_not_grow_with_the_items_named(
     client = client_for(author)
     url = reverse("labeling:probe", args=[version.pk])
     run = make_probe_run(version, probe_summary(items[:1], leaked=1))
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
     with CaptureQueriesContext(connection) as few:
         client.get(url)
     ExplainRun.objects.filter(pk=run.pk).update(summary=probe_summary(items * 12, leaked=3))
