@@ -1,0 +1,131 @@
+"""Measure a probe run through the real broker and real Celery workers.
+
+``python manage.py bench_probe --items 200`` (PostgreSQL in ``DATABASE_URL``, Redis in
+``CELERY_BROKER_URL`` or ``--broker``) builds ``bench_explain``'s 30-clause policy and its
+items (``bench_explain.build_job``: the same data, its job unused), makes that set the
+policy's evaluation set, starts the bookkeeping worker and one model worker as
+``bin/run-studio`` does (``bench_job``'s, the CPU embedding baseline by default), probes the
+version (``labeling.probes.services.start_probe``: the control, the inversion and drop of its
+label, every clause removed) and waits for the run, re-sending lost chunks as beat does
+(``bench_explain``'s wait). Prints one JSON object; everything it created is deleted
+afterwards (``--keep`` keeps it).
+
+* ``wall_seconds``: from the run's creation to its finish (its summary written);
+* ``variants`` (distinct, per item), ``scores`` (variant scores recorded), ``scores_per_s``;
+* ``model_seconds``: the scorer's own time as the model worker reports it; ``web_seconds``:
+  the bookkeeping worker's time in ``labeling.record_explain`` tasks (from its log, the
+  summary included); ``outside_model_share``: ``web_seconds / (web_seconds +
+  model_seconds)``, the target being under 10%.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
+
+from cope_studio.celery import app as celery_app
+from labeling.management.commands.bench_explain import Command as ExplainBench
+from labeling.management.commands.bench_explain import build_job
+from labeling.management.commands.bench_job import _SUCCEEDED
+from labeling.management.commands.bench_job import Command as JobBench
+from labeling.models import ExplainRun, Job, PolicyEvaluation
+from labeling.probes import services
+from policies.models import Version
+
+
+def report(run: ExplainRun, tmp: Path) -> dict[str, Any]:
+    web_seconds = sum(
+        float(m.group(2))
+        for m in _SUCCEEDED.finditer((tmp / "web.log").read_text(errors="replace"))
+        if m.group(1) == "labeling.record_explain"
+    )
+    wall = (run.finished_at - run.created_at).total_seconds() if run.finished_at else None
+    busy = web_seconds + run.model_seconds
+    found = run.summary or {}
+    return {
+        "benchmark": "probe",
+        "items": run.items_total,
+        "scored": run.items_done,
+        "status": run.status,
+        "clauses": 30,
+        "variants": run.variants,
+        "scores": run.scores,
+        "chunks": run.chunk_count,
+        "chunk_size": run.chunk_size,
+        "chunks_in_flight": settings.COPE_CHUNKS_IN_FLIGHT,
+        "backend": run.backend,
+        "wall_seconds": round(wall, 2) if wall else None,
+        "scores_per_s": round(run.scores / wall, 1) if wall else None,
+        "model_seconds": round(run.model_seconds, 2),
+        "web_seconds": round(web_seconds, 2),
+        "outside_model_share": round(web_seconds / busy, 4) if busy else None,
+        "web_share_of_wall": round(web_seconds / wall, 4) if wall else None,
+        "run_bookkeeping_seconds": round(run.bookkeeping_seconds, 2),
+        "positive": found.get("positive"),
+        "leakage": (found.get("leakage") or {}).get("count"),
+        "dead": len(found.get("dead") or []),
+        "database": connection.vendor,
+        "broker": "redis",
+    }
+
+
+def _clean(job: Job) -> None:
+    version = job.version
+    policy, sample_set = version.policy, job.sample_set
+    ExplainRun.objects.filter(version__policy=policy).delete()
+    PolicyEvaluation.objects.filter(policy=policy).delete()
+    job.delete()
+    sample_set.delete()
+    Version.objects.filter(policy=policy).delete()
+    policy.delete()
+
+
+class Command(BaseCommand):
+    help = "Probe a 30-clause policy through Redis and real Celery workers; print the figures."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--items", type=int, default=200)
+        parser.add_argument("--broker", default="", help="default: CELERY_BROKER_URL")
+        parser.add_argument("--timeout", type=float, default=3600.0)
+        parser.add_argument("--keep", action="store_true", help="keep the policy and its rows")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        broker = options["broker"] or settings.CELERY_BROKER_URL
+        if connection.vendor != "postgresql" or not broker.startswith("redis://"):
+            raise CommandError(
+                "bench_probe measures the production shape: set DATABASE_URL to PostgreSQL "
+                "and CELERY_BROKER_URL (or --broker) to Redis."
+            )
+        celery_app.conf.broker_url = broker
+        celery_app.conf.broker_transport_options = {}
+        celery_app.conf.broker_transport = None
+        job = build_job(options["items"])
+        PolicyEvaluation.objects.create(policy=job.version.policy, sample_set=job.sample_set)
+        tmp = Path(tempfile.mkdtemp(prefix="bench_probe-"))
+        procs = JobBench()._start_workers(tmp, broker)
+        try:
+            JobBench()._wait_ready(tmp, procs)
+            run = services.start_probe(job.version, by=None, max_items=options["items"])
+            waiter = ExplainBench(stdout=self.stdout, stderr=self.stderr)
+            waiter._wait(run, options["timeout"], procs, tmp)
+            run.refresh_from_db()
+        finally:
+            for proc in procs:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(timeout=30)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    os.killpg(proc.pid, signal.SIGKILL)
+        out = report(run, tmp)
+        if not options["keep"]:
+            _clean(job)
+        self.stdout.write(json.dumps(out))
