@@ -120,7 +120,9 @@ def clause_effects(
     out = []
     for clause in clauses:
         key = clause_removal_key(clause.key)
-        to_one, to_zero, n = [], [], 0
+        to_one: list[int] = []
+        to_zero: list[int] = []
+        n = 0
         for item in items:
             base, removed = item.label(BASE_KEY), item.label(key)
             if base is None or removed is None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, QuerySet, Subquery
 
 from labeling.models import ExplainRun, ExplainStatus, RunKind
 from policies.models import Policy, Version
@@ -18,7 +18,7 @@ from policies.models import Policy, Version
 FINISHED = (ExplainStatus.SUCCEEDED, ExplainStatus.PARTIAL)
 
 
-def _probes(version: Version | int) -> Any:
+def _probes(version: Version | OuterRef) -> QuerySet[ExplainRun]:
     return ExplainRun.objects.filter(version=version, kind=RunKind.PROBE, job__isnull=True)
 
 
@@ -55,15 +55,15 @@ def findings_from_summary(
     limit = float(settings.COPE_PROBE_MAX_LEAKAGE)
     leakage = summary.get("leakage") or {}
     share = leakage.get("share")
-    over = share is not None and share > limit
+    over = isinstance(share, int | float) and share > limit
     dead = [c for c in summary.get("clauses", []) if c.get("status") == "dead"]
     warnings = []
     if over:
         warnings.append(
             f"Topic leakage: {leakage.get('count', 0)} of {leakage.get('n', 0)} items "
-            f"({100 * share:.1f}%) are still labeled 1 under an off-topic policy, above the "
-            f"limit of {100 * limit:.1f}% (COPE_PROBE_MAX_LEAKAGE): the model may be answering "
-            "the topic, not the text."
+            f"({100 * float(share or 0):.1f}%) are still labeled 1 under an off-topic policy, "
+            f"above the limit of {100 * limit:.1f}% (COPE_PROBE_MAX_LEAKAGE): the model may be "
+            "answering the topic, not the text."
         )
     if dead:
         names = ", ".join(c.get("where") or c.get("key", "") for c in dead[:10])

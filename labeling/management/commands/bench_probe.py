@@ -115,7 +115,8 @@ class Command(BaseCommand):
         try:
             JobBench()._wait_ready(tmp, procs)
             run = services.start_probe(job.version, by=None, max_items=options["items"])
-            waiter = ExplainBench(stdout=self.stdout, stderr=self.stderr)
+            waiter = ExplainBench()
+            waiter.stderr = self.stderr  # its notes on re-sent chunks go where ours do
             waiter._wait(run, options["timeout"], procs, tmp)
             run.refresh_from_db()
         finally:
