@@ -167,7 +167,8 @@ def _carveout_rows(run: ExplainRun, result: ProbeLLMResult) -> tuple[list[Carveo
             "item_id", flat=True
         )
     )
-    rows, problems = [], []
+    rows: list[Carveout] = []
+    problems: list[str] = []
     for answer in result.carveouts:
         criterion = answer.criterion.strip()
         problem = answer.error or carveout_problem(criterion)
@@ -196,7 +197,7 @@ def record_probe_llm_result(result: ProbeLLMResult) -> str:
     (the reasons in ``llm_error``). Returns what was done."""
     with transaction.atomic():
         run = (
-            ExplainRun.objects.select_for_update()
+            ExplainRun.objects.select_for_update(of=("self",))  # not the outer-joined version
             .select_related("version")
             .filter(pk=result.run_id, kind=RunKind.PROBE)
             .first()
@@ -207,8 +208,9 @@ def record_probe_llm_result(result: ProbeLLMResult) -> str:
         if run.llm_status != LLM_REQUESTED:
             log.info("probe run %s: LLM answer already recorded; ignored", run.pk)
             return "duplicate"
+        rows: list[Carveout] = []
         if result.error:
-            rewording, rows, problems = "", [], [result.error]
+            rewording, problems = "", [result.error]
         else:
             rewording, rewording_error = _rewording(run, result)
             rows, problems = _carveout_rows(run, result)

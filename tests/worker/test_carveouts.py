@@ -226,3 +226,17 @@ def test_the_task_writes_with_the_loaded_writer_and_retries_a_server_down(
     [(name, payload)] = sent
     result = ProbeLLMResult.from_dict(payload)
     assert result.error == "" and result.rewording == TWIN and result.carveouts[0].criterion
+
+
+def test_the_request_goes_to_the_gpu_queue_and_its_answer_to_default() -> None:
+    from django.conf import settings as django_settings
+
+    from worker.celery_app import TASK_ROUTES
+    from worker.contract import DEFAULT_QUEUE, GPU_QUEUE, PROBE_LLM_TASK
+
+    assert TASK_ROUTES[PROBE_LLM_TASK] == {"queue": GPU_QUEUE}
+    assert TASK_ROUTES[RECORD_PROBE_LLM_TASK] == {"queue": DEFAULT_QUEUE}
+    assert PROBE_LLM_TASK.startswith("worker.") and RECORD_PROBE_LLM_TASK.startswith("labeling.")
+    routes = django_settings.CELERY_TASK_ROUTES  # the web side routes by prefix
+    assert routes["worker.*"] == {"queue": GPU_QUEUE}
+    assert routes["labeling.*"] == {"queue": DEFAULT_QUEUE}

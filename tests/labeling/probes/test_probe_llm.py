@@ -201,7 +201,7 @@ def test_without_a_backend_nothing_is_asked_and_the_section_says_so(
 
 
 @pytest.fixture
-def fake_llm() -> Iterator[FakeOpenAIServer]:
+def chat_server() -> Iterator[FakeOpenAIServer]:
     with FakeOpenAIServer(twin_text=REWORDING) as server:
         yield server
 
@@ -230,13 +230,13 @@ def test_carveouts_and_rewording_come_back_as_proposed_rows(
     author: Any,
     llm_sent: list[dict[str, Any]],
     django_capture_on_commit_callbacks: Any,
-    fake_llm: FakeOpenAIServer,
+    chat_server: FakeOpenAIServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     run = make_probe_run(author)
     hostile, threat, _weather, malformed = item_ids(run)
     assert ask(run, django_capture_on_commit_callbacks)
-    result = run_worker(llm_sent[0], fake_llm, monkeypatch)
+    result = run_worker(llm_sent[0], chat_server, monkeypatch)
 
     assert record_probe_llm(result) == llm.LLM_DONE
     run.refresh_from_db()
@@ -260,12 +260,12 @@ def test_a_redelivered_or_late_answer_changes_nothing(
     author: Any,
     llm_sent: list[dict[str, Any]],
     django_capture_on_commit_callbacks: Any,
-    fake_llm: FakeOpenAIServer,
+    chat_server: FakeOpenAIServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     run = make_probe_run(author)
     assert ask(run, django_capture_on_commit_callbacks)
-    result = run_worker(llm_sent[0], fake_llm, monkeypatch)
+    result = run_worker(llm_sent[0], chat_server, monkeypatch)
     assert record_probe_llm(result) == llm.LLM_DONE
     before = list(Carveout.objects.filter(run=run).values_list("pk", "criterion", "status"))
     other = ProbeLLMResult.from_dict(result)
@@ -435,3 +435,37 @@ def test_the_score_button_starts_a_carveout_run_or_says_why_not(
     )
     answer = client.post(url, {"action": "score"}, **HX).content.decode()
     assert started == [(run.pk, author)] and "carve-out run 3" in answer
+
+
+# Through the broker and real workers ---------------------------------------------------------
+
+
+@pytest.mark.celery_worker
+@pytest.mark.django_db(transaction=True)
+def test_real_workers_write_the_carveouts_and_the_rewording(
+    celery_workers: Any, twin_server: FakeOpenAIServer, author: Any, settings: Any
+) -> None:
+    """``request_probe_llm`` -> the ``gpu`` queue -> the GPU worker's ``worker.probe_llm`` (its
+    twin writer: the loopback chat server) -> ``labeling.record_probe_llm`` on ``default``."""
+    from tests.celery_workers import FAKE_TWIN_MODEL, retry_locked, wait_for
+
+    settings.COPE_TWIN_BACKEND = "openai"
+    twin_server.state.twin_text = REWORDING
+    run = retry_locked(lambda: make_probe_run(author))
+    hostile, threat, _weather, malformed = retry_locked(lambda: item_ids(run))
+    assert retry_locked(lambda: llm.request_probe_llm(run)) is True
+    wait_for(
+        lambda: ExplainRun.objects.filter(pk=run.pk, llm_status=llm.LLM_DONE).exists(),
+        timeout=90,
+        what="the probe's LLM answer",
+        workers=celery_workers,
+    )
+    run.refresh_from_db()
+    assert run.rewording == REWORDING and run.llm_model == FAKE_TWIN_MODEL
+    rows = list(
+        Carveout.objects.filter(run=run).order_by("item_id").values_list("item_id", "label")
+    )
+    assert rows == [(hostile, "AB"), (threat, "TH")]
+    assert f"Item #{malformed} (AB)" in run.llm_error
+    chats = [r for r in twin_server.requests if r.path == "/v1/chat/completions"]
+    assert len(chats) == 4  # the rewording and one per item labeled 1
