@@ -68,11 +68,15 @@ def _labels(run_ids: list[int], key: str | None = None) -> dict[int, dict[str, i
 
 @transaction.atomic
 def summarize_probe(run_id: int) -> dict[str, Any]:
-    """Recompute a probe run's summary from its scores, its carve-out runs' and its
-    carve-outs; save it on the run and return it. The reads grow with the run's own size
-    (``COPE_PROBE_ITEMS`` items times its variants), never with the data."""
-    run = ExplainRun.objects.select_related("version").get(pk=run_id, kind=RunKind.PROBE)
-    assert run.version is not None
+    """Recompute a probe run's summary (given a carve-out run: its parent's) from its scores,
+    its carve-out runs' and its carve-outs; save it on the run and return it. The reads grow
+    with the run's own size (``COPE_PROBE_ITEMS`` items times its variants), never with the
+    data."""
+    run = ExplainRun.objects.select_related("version").get(pk=run_id)
+    if run.kind == RunKind.CARVEOUT and run.parent_id is not None:
+        return summarize_probe(run.parent_id)  # a carve-out run's figures are its parent's
+    if run.kind != RunKind.PROBE or run.version is None:
+        raise ValueError(f"run {run_id} is not a probe run")
     text = run.version.text
     variants = probe_variants(text)
     ids = run_item_ids(run_id)

@@ -261,6 +261,7 @@ def test_signed_off_carveouts_and_a_rewording_are_scored_and_counted(
     assert steer["stable"]["unchanged"] == unchanged
     with pytest.raises(services.ProbeError, match="No signed-off carve-out"):
         services.start_carveout_run(run, by=author)
+    assert services.summarize_probe(child.pk) == run.summary  # a child's figures: its parent's
 
 
 def test_findings_warn_on_leakage_and_dead_clauses_and_the_gate_refuses(
