@@ -1,7 +1,11 @@
 """A probe where a person runs it, in a real browser on real Celery workers (the embedding
 baseline on CPU): from the version page's probe card to the probe page's button, the run's
 progress to its end, then the steerability score, the dead clauses and the topic leakage on the
-page, each as the run's stored summary says; the finalize panel shows the same figures."""
+page, each as the run's stored summary says; the finalize panel shows the same figures.
+
+The policy has two labels: on the baseline a policy left with no Includes at all falls back to
+its label names, so a one-label policy's ``DROP`` never turns a 1 into 0 and no flip would be
+expected; with two, the other label's Includes remain and the score has a denominator."""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ import pytest
 
 from labeling.jobs.display import pct
 from labeling.models import ExplainRun, ExplainStatus, PolicyEvaluation, RunKind
-from tests.labeling.conftest import make_sample_set, make_version
+from policies.models import Policy, Version
+from tests.labeling.conftest import make_sample_set
 
 pytestmark = [
     pytest.mark.browser,
@@ -21,6 +26,32 @@ pytestmark = [
 ]
 
 TIMEOUT_MS = 180_000
+POLICY = """# Harassment and threats
+
+## Overview
+This policy finds content that abuses or threatens a specific person.
+
+## Definition of Terms
+- **Target**: a specific, identifiable person.
+
+## Interpretation of Language
+- Read insults literally; quoted abuse counts only when endorsed.
+
+## Definition of Labels
+
+### (HA1) Targeted abuse
+#### Includes
+- Insults and name-calling aimed at a **Target**: idiot, loser, moron.
+- Recipes for baking sourdough bread at home (no item uses it: dead on this set).
+#### Excludes
+- Criticism of ideas or public work.
+
+### (TH1) Threats
+#### Includes
+- Threats to hurt or harm a **Target** physically.
+#### Excludes
+- Threats in games or sport.
+"""
 TEXTS = [
     "You are a worthless idiot, Sam, and everyone hates you.",
     "Shut up, you pathetic loser Alex.",
@@ -36,7 +67,8 @@ TEXTS = [
 def test_a_probe_from_the_version_page_shows_score_dead_clauses_and_leakage(
     page: Any, live_server: Any, login: Any, screenshot: Any, author: Any, admin_user: Any
 ) -> None:
-    version = make_version(author, name="Harassment probed in a browser")
+    policy = Policy.objects.create(name="Harassment probed in a browser", created_by=author)
+    version = Version.objects.create(policy=policy, number=1, text=POLICY, author=author)
     sample_set = make_sample_set(author, TEXTS, name="Evaluation set")
     PolicyEvaluation.objects.create(policy=version.policy, sample_set=sample_set)
     login(author)
@@ -54,13 +86,14 @@ def test_a_probe_from_the_version_page_shows_score_dead_clauses_and_leakage(
 
     # The score, the dead clauses and the leakage, each as the run's summary stores it.
     flips = summary["steerability"]["flips"]
+    assert flips["expected"] > 0, summary["inversion"]
     assert page.inner_text("#probe-flips-share") == pct(flips["share"])
     assert page.inner_text("#probe-flips-count") == f"{flips['observed']} of {flips['expected']}"
     dead_shown = page.locator("#probe-dead li").evaluate_all(
         "rows => rows.map(r => r.dataset.clause)"
     )
     assert dead_shown == summary["dead"]
-    assert dead_shown, "a clause no item's maximum uses must be dead on the baseline"
+    assert "label/HA1/includes/2" in dead_shown  # the sourdough criterion no item uses
     leakage = summary["leakage"]
     assert page.inner_text("#probe-leakage-share") == pct(leakage["share"])
     assert page.inner_text("#probe-leakage-count") == f"{leakage['count']} of {leakage['n']}"
