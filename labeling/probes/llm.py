@@ -45,6 +45,8 @@ from worker.contract import (
     ProbeLLMResult,
 )
 from worker.policy_text import parse_policy, twin_problems
+from worker.probes import BASE_KEY, build_probe_variants
+from worker.probes import DROP as DROP_KIND
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,6 @@ LLM_NONE, LLM_REQUESTED, LLM_DONE, LLM_FAILED = "", "requested", "done", "failed
 # Who may sign off or reject a carve-out: those who run jobs (authors and admins).
 DECIDE_PERM = "labeling.change_job"
 FINISHED = (ExplainStatus.SUCCEEDED, ExplainStatus.PARTIAL)
-BASE_KEY = "P"  # the probe variant holding the version's own text (``worker.probes``)
-DROP_PREFIX = "DROP:"  # the probe variant with one label's Includes removed
 NO_BACKEND_MESSAGE = (
     "Carve-outs and the rewording test need an LLM backend: set COPE_TWIN_BACKEND (with "
     "COPE_TWIN_MODEL, or COPE_TWIN_BASE_URL and COPE_TWIN_OPENAI_MODEL) on the web app and the "
@@ -79,16 +79,21 @@ def send_probe_llm_request(request: dict[str, Any]) -> None:
     celery_app.send_task(PROBE_LLM_TASK, args=[request], queue=GPU_QUEUE)
 
 
-def _labels_from_drops(run: ExplainRun, item_ids: list[int], codes: list[str]) -> dict[int, str]:
+def _labels_from_drops(run: ExplainRun, item_ids: list[int], text: str) -> dict[int, str]:
     """Item -> the first label (in policy order) whose DROP variant turned it 0: that label's
-    Includes made it 1. Variants scored once for a shared text may lack a row: then none."""
-    keys = [f"{DROP_PREFIX}{code}" for code in codes]
+    Includes made it 1. A DROP variant whose text an earlier variant has was scored under
+    that one's key (``same_as``), so its labels are read there."""
+    stored = {
+        v.clause_key: v.same_as or v.key for v in build_probe_variants(text) if v.kind == DROP_KIND
+    }
+    codes = [code for code in stored if valid_label_code(code)]
+    by_key = {stored[code]: code for code in reversed(codes)}  # a shared key: the first code
     dropped = ExplainScore.objects.filter(
-        run=run, item_id__in=item_ids, key__in=keys, label=0
+        run=run, item_id__in=item_ids, key__in=list(by_key), label=0
     ).values_list("item_id", "key")
     found: dict[int, set[str]] = {}
     for item_id, key in dropped:
-        found.setdefault(item_id, set()).add(key.removeprefix(DROP_PREFIX))
+        found.setdefault(item_id, set()).add(by_key[key])
     return {
         item_id: next(code for code in codes if code in labels) for item_id, labels in found.items()
     }
@@ -106,7 +111,7 @@ def build_probe_llm_request(run: ExplainRun) -> ProbeLLMRequest:
         .order_by("item_id")
         .values_list("item_id", flat=True)[:limit]
     )
-    labels = _labels_from_drops(run, ids, codes) if ids else {}
+    labels = _labels_from_drops(run, ids, text) if ids else {}
     texts = dict(Item.objects.filter(pk__in=ids).values_list("pk", "text")) if ids else {}
     asks = [
         CarveoutAsk(item_id=i, label=labels.get(i, codes[0]), text=texts[i])
@@ -263,10 +268,6 @@ class CarveoutSection:
         return self.can_decide and (
             self.approved_unscored > 0 or bool(self.run and self.run.rewording)
         )
-
-    @property
-    def missing_backend(self) -> str:
-        return NO_BACKEND_MESSAGE
 
     @property
     def limit(self) -> int:

@@ -189,7 +189,8 @@ def test_without_a_backend_nothing_is_asked_and_the_section_says_so(
     assert run.llm_status == "" and llm_sent == []
     client.force_login(author)
     page = client.get(reverse("labeling:probe_llm", args=[run.pk])).content.decode()
-    assert "COPE_TWIN_BACKEND" in page and 'id="carveouts-no-backend"' in page
+    assert 'id="probe-llm-missing"' in page
+    assert "need an LLM backend (<code>COPE_TWIN_BACKEND</code>)" in page
     assert "carveouts-ask" not in page
     answer = client.post(
         reverse("labeling:probe_llm_action", args=[run.pk]), {"action": "ask"}, **HX
@@ -469,3 +470,48 @@ def test_real_workers_write_the_carveouts_and_the_rewording(
     assert f"Item #{malformed} (AB)" in run.llm_error
     chats = [r for r in twin_server.requests if r.path == "/v1/chat/completions"]
     assert len(chats) == 4  # the rewording and one per item labeled 1
+
+
+@pytest.mark.usefixtures("backend")
+def test_a_baseline_probe_asks_for_the_label_its_formula_says_made_each_1(
+    author: Any,
+    probe_sent: list[dict[str, Any]],
+    llm_sent: list[dict[str, Any]],
+    django_capture_on_commit_callbacks: Any,
+    scorer: Any,
+    embedder: Any,
+) -> None:
+    """A real probe (the CPU baseline scoring in this process): the request names, for each
+    item labeled 1, the label whose Includes made it 1, computed here from the baseline's
+    formula under the version's text and each label's DROP text."""
+    from labeling.probes.services import start_probe
+    from tests.labeling.probes.conftest import (
+        PROBE_POLICY,
+        TEXTS,
+        by_scorer,
+        deliver,
+        formula_labels,
+        make_probe_version,
+    )
+    from worker.probes import drop_label
+
+    version = make_probe_version(author)
+    with django_capture_on_commit_callbacks(execute=True):
+        run = start_probe(version, by=author)
+    deliver(probe_sent, django_capture_on_commit_callbacks, by_scorer(scorer))
+    run.refresh_from_db()
+    assert run.status == ExplainStatus.SUCCEEDED
+    with django_capture_on_commit_callbacks(execute=True):
+        llm.request_probe_llm(run)  # unless the probe's finish asked already
+    [sent] = llm_sent
+
+    base = formula_labels(embedder, PROBE_POLICY, TEXTS)
+    drops = {c: formula_labels(embedder, drop_label(PROBE_POLICY, c), TEXTS) for c in ("AB", "TH")}
+    items = list(version.policy.evaluation.sample_set.items.order_by("row_number"))
+    expected = sorted(
+        (item.pk, next((c for c in ("AB", "TH") if drops[c][n] == 0), "AB"))
+        for n, item in enumerate(items)
+        if base[n] == 1
+    )
+    assert {label for _, label in expected} == {"AB", "TH"}, "both labels must make some 1"
+    assert [(a["item_id"], a["label"]) for a in sent["items"]] == expected
