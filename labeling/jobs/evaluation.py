@@ -314,6 +314,7 @@ def update_policy_settings(
     evaluation_set: SampleSet | None,
     by: User,
     min_kappa: float | None = None,
+    probe_gate: bool | None = None,
 ) -> list[PolicySettingChange]:
     """Change a policy's gate settings and evaluation set; one audit row per change.
 
@@ -334,6 +335,7 @@ def update_policy_settings(
             agreement_threshold=agreement_threshold,
             min_sample_size=min_sample_size,
             min_kappa=min_kappa,
+            probe_gate=probe_gate,
             by=by,
             via=SettingPath.SETTINGS,
         )

@@ -103,7 +103,8 @@ class CompareForm(forms.Form):
 
 
 class PolicySettingsForm(forms.Form):
-    """A policy's gate (agreement threshold, minimum kappa, minimum sample) and evaluation set.
+    """A policy's gate (agreement threshold, minimum kappa, minimum sample, what probe findings
+    do at finalize) and evaluation set.
 
     The threshold is written and typed in percent, as every page shows it ("55" or "55.5");
     a share between 0.5 and 1 ("0.55") means the same, since no threshold under 50% exists.
@@ -140,6 +141,15 @@ class PolicySettingsForm(forms.Form):
         empty_label="— automatic: the first set a job reached the minimum sample on —",
         help_text="The sample set versions are compared on; the chart and finalize read only "
         "jobs on it.",
+    )
+    probe_gate = forms.TypedChoiceField(
+        label="Probe findings at finalize",
+        choices=[("warn", "Warn"), ("refuse", "Refuse")],
+        coerce=lambda value: value == "refuse",
+        empty_value=None,
+        required=False,  # a POST without it (older pages, scripts) keeps the current one
+        help_text="What finalize does when the version's probe shows topic leakage above "
+        "COPE_PROBE_MAX_LEAKAGE or dead clauses: warn, or refuse unless an admin states a reason.",
     )
     confirm = forms.BooleanField(
         required=False,

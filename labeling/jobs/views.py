@@ -32,6 +32,7 @@ from labeling.jobs.forms import CompareForm, JobActionForm, JobStartForm, Policy
 from labeling.jobs.stats import job_progress, open_reviews_by_version
 from labeling.jobs.tags import tags_context
 from labeling.models import ChunkStatus, Job, JobStatus, ReviewStatus
+from labeling.probes.summary import steerability_series
 from labeling.scoring import FEW_GOLD, GoldScore
 from policies.models import Policy, Version, percent_text
 
@@ -52,10 +53,12 @@ def _policy_chart(
     deciding: dict[int, Job] | None = None,
 ) -> SafeString:
     """Agreement, kappa and F1 against gold of each version's deciding job (only jobs
-    on the evaluation set at the minimum sample; see ``evaluation``). ``deciding``: the
-    versions' deciding jobs when the caller has them already."""
+    on the evaluation set at the minimum sample; see ``evaluation``), and the share of expected
+    flips of each version's probe (``labeling.probes.summary.steerability_series``).
+    ``deciding``: the versions' deciding jobs when the caller has them already."""
     versions = versions if versions is not None else list(policy.versions.order_by("number"))
     latest = deciding if deciding is not None else evaluation.deciding_jobs(policy, versions)
+    steerability = steerability_series(policy)  # each version's probe: one query
     points = []
     for v in sorted(versions, key=lambda v: v.number):
         job = latest.get(v.pk)
@@ -64,6 +67,7 @@ def _policy_chart(
         if job and report is None:
             report = gold.job_gold_report(job, sides=("A",))
         score = report.sides["A"].score if report else None
+        flips = (steerability.get(v.pk) or {}).get("flips") or {}
         points.append(
             ChartPoint(
                 version_number=v.number,
@@ -73,6 +77,8 @@ def _policy_chart(
                 job_id=job.pk if job else None,
                 f1=score.f1 if score else None,
                 gold_n=score.n if score else 0,
+                steerability=flips.get("share"),
+                steer_n=int(flips.get("expected") or 0),
             )
         )
     return agreement_chart(
@@ -445,6 +451,7 @@ def _settings_initial(policy: Policy) -> dict[str, Any]:
         "agreement_threshold": percent_text(policy.agreement_threshold).removesuffix("%"),
         "min_kappa": policy.min_kappa_display,
         "min_sample_size": policy.min_sample_size,
+        "probe_gate": "refuse" if policy.probe_gate else "warn",
         "evaluation_set": choice.sample_set if choice.chosen else None,
     }
 
@@ -456,6 +463,7 @@ def _save_settings(request: AuthedHttpRequest, policy: Policy, form: PolicySetti
         agreement_threshold=data["agreement_threshold"],
         min_sample_size=data["min_sample_size"],
         min_kappa=data["min_kappa"],
+        probe_gate=data["probe_gate"],
         evaluation_set=data["evaluation_set"],
         by=request.user,
     )

@@ -224,6 +224,7 @@ def bundle_header(policy: Policy) -> dict[str, Any]:
             "agreement_threshold": policy.agreement_threshold,
             "min_sample_size": policy.min_sample_size,
             "min_kappa": policy.min_kappa,
+            "probe_gate": policy.probe_gate,
             "evaluation_set": (
                 {"name": sample_set.name, "item_count": sample_set.item_count}
                 if sample_set is not None

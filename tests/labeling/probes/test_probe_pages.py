@@ -400,3 +400,42 @@ def test_chart_draws_steerability_beside_agreement() -> None:
     assert svg.count('class="point-agreement"') == 2
     plain = str(agreement_chart([ChartPoint(1, 0.9, 0.7, 250)], 0.95))
     assert "steerability" not in plain
+
+
+def test_the_settings_page_audits_the_probe_gate(admin_user: Any, version: Any) -> None:
+    policy = version.policy
+    client = client_for(admin_user)
+    url = reverse("labeling:policy_settings", args=[policy.pk])
+    form = {
+        "agreement_threshold": "95",
+        "min_kappa": "0.60",
+        "min_sample_size": str(policy.min_sample_size),
+        "probe_gate": "refuse",
+    }
+
+    response = client.post(url, form)
+
+    assert response.status_code == 302
+    policy.refresh_from_db()
+    assert policy.probe_gate
+    row = PolicySettingChange.objects.get(policy=policy)
+    assert (row.field, row.old_value, row.new_value) == ("probe_gate", "warn", "refuse")
+    assert row.changed_by == admin_user and row.via == SettingPath.SETTINGS
+    page = client.get(url).content.decode()
+    assert 'id="current-probe-gate">refuse<' in page
+    assert "probe findings at finalize</td><td>warn</td><td>refuse" in page
+    client.post(url, form | {"probe_gate": ""})  # a form without it keeps the gate
+    policy.refresh_from_db()
+    assert policy.probe_gate and PolicySettingChange.objects.filter(policy=policy).count() == 1
+
+
+def test_the_policy_chart_shows_each_versions_steerability(
+    author: Any, version: Any, items: list[int]
+) -> None:
+    make_probe_run(version, probe_summary(items))
+
+    page = client_for(author).get(
+        reverse("labeling:policy_panel", args=[version.policy_id]), **HTMX
+    )
+
+    assert f"v{version.number} expected flips observed: 93.0% (n=43)" in page.content.decode()

@@ -254,3 +254,12 @@ def test_the_bundle_keeps_the_probe_gate(ready: Any, admin_user: Any) -> None:
     data["policy"] |= {"name": "Bad gate", "slug": "bad-gate", "probe_gate": "yes"}
     with pytest.raises(BundleError, match="“probe_gate” must be true/false"):
         import_bundle(data, by=admin_user, source="studio two")
+
+
+def test_the_bundle_writes_the_probe_gate(ready: Any, admin_user: Any) -> None:
+    set_gate(ready, True)
+    data = exports.bundle(ready.policy)
+    assert data["policy"]["probe_gate"] is True
+    data["policy"] |= {"name": "Gated again", "slug": "gated-again"}
+
+    assert import_bundle(data, by=admin_user, source="studio two").policy.probe_gate is True
