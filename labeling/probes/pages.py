@@ -104,6 +104,8 @@ class ProbePage:
     can_start: bool
     can_cancel: bool
     warnings: list[str] = field(default_factory=list)
+    # The carve-out section (``_carveouts.html``) of THE probe shown.
+    llm_section: llm.CarveoutSection | None = None
 
     @property
     def active(self) -> bool:
@@ -203,6 +205,7 @@ def probe_page(version: Version, user: Any) -> ProbePage:
         can_start=user.has_perm("labeling.add_job") and not (latest and latest.is_active),
         can_cancel=user.has_perm("labeling.change_job") and bool(latest and latest.is_active),
         warnings=list(findings.warnings),
+        llm_section=llm.carveout_section(shown, user),
     )
 
 
