@@ -305,6 +305,10 @@ COPE_PROBE_ITEMS = env_int("COPE_PROBE_ITEMS", 200, minimum=1)
 COPE_PROBE_MAX_LEAKAGE = env_float("COPE_PROBE_MAX_LEAKAGE", 0.10, minimum=0.0, maximum=1.0)
 # Carve-outs an LLM is asked to write per probe (items labeled 1, at most this many).
 COPE_PROBE_CARVEOUTS = env_int("COPE_PROBE_CARVEOUTS", 20, minimum=0)
+# Suggested rewrites of a clause (labeling.whatif): candidates asked of the LLM backend, and the
+# largest drop of gold F1 or of a class's recall a candidate may cause before it is rejected.
+COPE_SUGGEST_CANDIDATES = env_int("COPE_SUGGEST_CANDIDATES", 3, minimum=1)
+COPE_SUGGEST_TOLERANCE = env_float("COPE_SUGGEST_TOLERANCE", 0.02, minimum=0.0, maximum=1.0)
 # Gold audit: A and B agree, both at least this far from p(1) = 0.5, and gold says otherwise.
 COPE_GOLD_AUDIT_MARGIN = env_float("COPE_GOLD_AUDIT_MARGIN", 0.35, minimum=0.0, maximum=0.5)
 # How often Celery beat looks for lost chunks.

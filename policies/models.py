@@ -44,12 +44,19 @@ def percent_text(value: float) -> str:
 
 
 # The settings that gate a finalize, audited wherever they change (``PolicySettingChange``).
-AUDITED_SETTINGS = ("agreement_threshold", "min_sample_size", "min_kappa", "probe_gate")
+AUDITED_SETTINGS = (
+    "agreement_threshold",
+    "min_sample_size",
+    "min_kappa",
+    "probe_gate",
+    "regression_tolerance",
+)
 SETTING_NAMES = {
     "agreement_threshold": "agreement threshold",
     "min_sample_size": "minimum sample",
     "min_kappa": "minimum kappa",
     "probe_gate": "probe findings at finalize",
+    "regression_tolerance": "regression tolerance",
     "evaluation_set": "evaluation set",
 }
 
@@ -60,6 +67,8 @@ def setting_text(field: str, value: Any) -> str:
         return percent_text(value)
     if field == "min_kappa":
         return f"{float(value):.2f}"
+    if field == "regression_tolerance":
+        return percent_text(value)
     if field == "probe_gate":
         return "refuse" if value else "warn"
     return str(value)
@@ -133,6 +142,15 @@ class Policy(models.Model):
     probe_gate = models.BooleanField(
         default=False,
         help_text="Refuse to finalize a version whose probe shows topic leakage or dead clauses.",
+    )
+    # Finalize compares a version with the policy's last finalized one on the evaluation set's
+    # gold items and refuses (unless an admin gives a reason) when gold F1 or either class's
+    # recall drops by more than this (labeling.release.regression).
+    regression_tolerance = models.FloatField(
+        default=0.02,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Largest drop of gold F1 or of a class's recall allowed against the last "
+        "finalized version (0.0–1.0).",
     )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="policies_created"

@@ -30,6 +30,16 @@ class RunKind(models.TextChoices):
     PROBE = "probe", "Probe"
     # Signed-off carve-outs of a probe run (``parent``): each chunk carries its own variants.
     CARVEOUT = "carveout", "Carve-out probe"
+    # A what-if edit of one clause (``labeling.whatif``): the edited wordings scored on the
+    # deciding job's items; ``summary`` holds the before -> after table. A suggested rewrite is
+    # one of these too, with ``parent`` its SUGGEST run.
+    WHATIF = "whatif", "What-if edit"
+    # Suggested rewrites of one clause asked of the LLM backend: holds the prompt and the
+    # answer's state (``llm_*``); its candidates are WHATIF runs with it as ``parent``.
+    SUGGEST = "suggest", "Suggested rewrites"
+    # The regression check at finalize: which clause decides each gold verdict that changed
+    # against the last finalized version (attribution between the two texts).
+    REGRESSION = "regression", "Regression check"
 
 
 class ExplainRun(models.Model):
@@ -68,6 +78,21 @@ class ExplainRun(models.Model):
     llm_model = models.CharField(max_length=300, blank=True)
     llm_prompt = models.TextField(blank=True)  # what was sent (authors may see what left)
     llm_error = models.TextField(blank=True)
+    # whatif / suggest / regression: the clause edited (a key of the version's text,
+    # ``worker.clauses``), the new wording of it and of its twin's aligned clause ("" keeps the
+    # twin), and a suggestion's one-line rationale.
+    clause_key = models.CharField(max_length=200, blank=True)
+    edit_a = models.TextField(blank=True)
+    edit_b = models.TextField(blank=True)
+    rationale = models.TextField(blank=True)
+    # regression: the last finalized version the version is compared with.
+    baseline_version = models.ForeignKey(
+        "policies.Version", on_delete=models.CASCADE, related_name="+", null=True, blank=True
+    )
+    # whatif: the draft version "Make it a version" created from this edit.
+    made_version = models.ForeignKey(
+        "policies.Version", on_delete=models.SET_NULL, related_name="+", null=True, blank=True
+    )
     attempt = models.PositiveIntegerField()  # 1, 2, … per job
     status = models.CharField(
         max_length=10, choices=ExplainStatus.choices, default=ExplainStatus.QUEUED
@@ -95,7 +120,9 @@ class ExplainRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["job", "-attempt"]
+        # By id, not by job: the job is nullable, and an ordering through it would outer-join
+        # (PostgreSQL refuses FOR UPDATE on the nullable side of one).
+        ordering = ["-id"]
         constraints = [
             models.UniqueConstraint(fields=["job", "attempt"], name="explain_run_unique"),
             models.UniqueConstraint(

@@ -20,6 +20,7 @@ def admin_form(policy: Policy, **changes: Any) -> dict[str, Any]:
         "agreement_threshold": str(policy.agreement_threshold),
         "min_sample_size": str(policy.min_sample_size),
         "min_kappa": str(policy.min_kappa),
+        "regression_tolerance": str(policy.regression_tolerance),
         "versions-TOTAL_FORMS": "0",
         "versions-INITIAL_FORMS": "0",
         "versions-MIN_NUM_FORMS": "0",
