@@ -4,7 +4,8 @@ Answers come back as ``labeling.record_explain`` tasks on ``default``. As with a
 (``labeling.jobs.results``), a chunk moves queued -> done/failed under the run row's lock and
 only the delivery that moved it writes anything: a re-sent chunk's second answer changes
 nothing. A success may still move a chunk that was given up (its labels win); a failure never
-replaces scores. Every run stores its scores (``ExplainScore``); an attribution run's items are
+replaces scores. Every run stores its scores (``ExplainScore``, through
+``labeling.explain.scores``); an attribution run's items are
 also analysed at once (``analysis.explain_item``), while a probe's or carve-out run's
 conclusions are drawn when it finishes (``labeling.probes.record.finish_run``).
 
@@ -25,6 +26,7 @@ from django.utils import timezone
 
 from labeling.explain.analysis import Conclusion, Score, explain_item, variant_tests
 from labeling.explain.dispatch import ACTIVE, claim_next_chunks, fail_items, job_variants, lock_run
+from labeling.explain.scores import ScoreRow, write_scores
 from labeling.gold.services import current_gold
 from labeling.models import (
     ChunkStatus,
@@ -32,7 +34,6 @@ from labeling.models import (
     ExplainFinding,
     ExplainItem,
     ExplainRun,
-    ExplainScore,
     ExplainStatus,
     ExplainVerdict,
     Job,
@@ -157,8 +158,8 @@ def record_items(result: ExplainResult, job_id: int, items: list[int]) -> tuple[
         conclusions[item_id] = explain_item(
             variants, scores, int(gold) if gold in ("0", "1") else None
         )
-        rows += _score_rows(result.run_id, item_id, variants, scores)
-    ExplainScore.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
+        rows += _score_rows(item_id, variants, scores)
+    write_scores(result.run_id, rows)
     _store_conclusions(result.run_id, job_id, conclusions, by_item, golds)
     explained = sum(1 for c in conclusions.values() if c.verdict != ExplainVerdict.FAILED)
     return explained, len(rows)
@@ -174,34 +175,33 @@ def record_scores(result: ExplainResult, kind: str, items: list[int]) -> tuple[i
         by_item[o.item_id][o.key] = Score(o.label, o.p1, o.margin, o.error[:2000])
     keys = list(dict.fromkeys(o.key for o in result.outcomes))
     variants = tuple(Variant(k, "", SIDE, "", "") for k in keys)
-    rows: list[ExplainScore] = []
+    rows: list[ScoreRow] = []
     scored = 0
     for item_id in items:
         scores = by_item.get(item_id, {})
-        rows += _score_rows(result.run_id, item_id, variants, scores)
+        rows += _score_rows(item_id, variants, scores)
         if kind == RunKind.PROBE:
             base = scores.get(BASE_KEY)
             scored += base is not None and base.ok
         else:
             scored += bool(scores) and all(s.ok for s in scores.values())
-    ExplainScore.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
+    write_scores(result.run_id, rows)
     return scored, len(rows)
 
 
 def _score_rows(
-    run_id: int, item_id: int, variants: tuple[Variant, ...], scores: dict[str, Score]
-) -> list[ExplainScore]:
+    item_id: int, variants: tuple[Variant, ...], scores: dict[str, Score]
+) -> list[ScoreRow]:
     return [
-        ExplainScore(
-            run_id=run_id,
-            item_id=item_id,
-            key=t.key,
-            label=t.score.label,
-            p1=t.score.p1,
-            margin=t.score.margin,
-            delta=t.delta,
-            flipped=t.flipped,
-            error=t.score.error,
+        ScoreRow(
+            item_id,
+            t.key,
+            t.score.label,
+            t.score.p1,
+            t.score.margin,
+            t.delta,
+            t.flipped,
+            t.score.error,
         )
         for t in variant_tests(variants, scores)
     ]
