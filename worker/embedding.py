@@ -18,8 +18,12 @@ Scoring, per content ``c`` with unit embedding ``e(c)`` and cosine ``s(x) = e(c)
 0.0-0.15 (p1 about 0.05-0.3); a short post that does what a criterion describes reaches about
 0.3 (p1 about 0.8), a paraphrase of the criterion 0.5-0.8 (p1 above 0.98). Empty content is 0.
 
-A policy without Includes/Excludes lists falls back to its label names (and, without labels, its
-Overview or title) as the Includes criteria.
+A policy in which no label has an Includes heading falls back to its label names (and, without
+labels, its Overview or title) as the Includes criteria. Once any label has an Includes heading
+the lists are read as written: a heading with no criterion under it includes nothing, so that
+label gets no margin, and a policy left with no Includes criterion at all labels everything 0.
+That is what a probe's ``DROP:<code>`` (every Includes criterion of a label removed, the heading
+kept) needs: on a one-label policy it turns every 1 into 0, so the inversion has flips to expect.
 """
 
 from __future__ import annotations
@@ -139,6 +143,8 @@ def extract_criteria(policy: str) -> tuple[list[str], list[Criterion], list[Crit
     includes = [Criterion(lab.code, c) for lab in parsed.labels for c in lab.includes]
     excludes = [Criterion(lab.code, c) for lab in parsed.labels for c in lab.excludes]
     labels = [lab.code for lab in parsed.labels]
+    if any(lab.has_includes for lab in parsed.labels):
+        return labels, includes, excludes  # an empty Includes list includes nothing
     if not includes:
         includes = [Criterion(lab.code, lab.name or lab.code) for lab in parsed.labels]
     if not includes:

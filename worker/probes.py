@@ -19,9 +19,10 @@ Inversion of a label without Excludes: its Includes heading is kept with no crit
 it and its Includes criteria become its Excludes. No neutral criterion is invented: the CPU
 baseline (``worker.embedding``) would embed it and compare every item with it, which moves
 labels by how close an item happens to be to that sentence. With an empty Includes the
-baseline gives the label no margin at all (or, when no label has any Includes left, falls
-back to label names against the moved criteria as Excludes); either way an item whose 1 came
-from the label's Includes turns 0, which is what the probe expects of CoPE too.
+baseline gives the label no margin at all (an Includes heading with nothing under it includes
+nothing), so an item whose 1 came from the label's Includes turns 0, which is what the probe
+expects of CoPE too. ``DROP:<code>`` reads the same way: on a one-label policy it labels
+everything 0.
 
 Carve-out runs add ``TW`` (an LLM's rewording of the whole policy) and ``CO:<id>``
 (``carveout_policy``: the text with one criterion appended as the last Excludes criterion of
@@ -32,12 +33,12 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from worker.clauses import EXCLUDE, INCLUDE, Clause, clause_lines, parse_clauses, remove_clause
 from worker.policy_text import is_label_section, parse_policy
-from worker.variants import BASE, REMOVAL, Variant, removal_key
+from worker.variants import BASE, REMOVAL, Variant, mark_duplicates, removal_key
 
 SIDE = "P"
 BASE_KEY, CONTROL_KEY, REWORDING_KEY = "P", "OFF", "TW"
@@ -211,7 +212,7 @@ def build_probe_variants(text: str) -> list[Variant]:
         Variant(clause_removal_key(c.key), remove_clause(text, c), SIDE, REMOVAL, c.key)
         for c in parse_clauses(text)
     ]
-    return mark_same(out)
+    return mark_duplicates(out)
 
 
 def build_carveout_variants(
@@ -224,13 +225,3 @@ def build_carveout_variants(
         for pk, code, criterion in carveouts
     ]
     return out
-
-
-def mark_same(variants: list[Variant]) -> list[Variant]:
-    """``same_as`` on every variant whose text an earlier one has (``worker.variants``' rule)."""
-    first: dict[str, str] = {}
-    marked = []
-    for variant in variants:
-        earlier = first.setdefault(variant.policy, variant.key)
-        marked.append(replace(variant, same_as=earlier) if earlier != variant.key else variant)
-    return marked

@@ -85,10 +85,11 @@ def build_variants(text_a: str, text_b: str) -> list[Variant]:
         assert pair.a is not None and pair.b is not None
         policy = replace_clause(text_b, pair.b, clause_lines(text_a, pair.a))
         out.append(Variant(swap_key("B", pair.b.key), policy, "B", SWAP, pair.b.key, pair.a.key))
-    return _mark_duplicates(out)
+    return mark_duplicates(out)
 
 
-def _mark_duplicates(variants: list[Variant]) -> list[Variant]:
+def mark_duplicates(variants: list[Variant]) -> list[Variant]:
+    """``same_as`` on every variant whose text an earlier one has (see above)."""
     first: dict[str, str] = {}
     marked = []
     for variant in variants:

@@ -114,6 +114,23 @@ def test_policy_without_criteria_falls_back_to_label_names(scorer: EmbeddingScor
     assert [s.label for s in scores] == [1, 0]
 
 
+def test_an_includes_heading_with_nothing_under_it_includes_nothing(
+    scorer: EmbeddingScorer,
+) -> None:
+    """Label names stand in only when no label has an Includes heading at all."""
+    empty = "# Spam\n\n## Definition of Labels\n\n### (SP1) Selling fake luxury watches\n"
+    empty += "#### Includes\n#### Excludes\n- Selling genuine second-hand watches.\n"
+    labels, includes, excludes = extract_criteria(empty)
+    assert labels == ["SP1"] and includes == []
+    assert [c.text for c in excludes] == ["Selling genuine second-hand watches."]
+    assert [s.label for s in scorer.score(empty, ["Cheap replica Rolex watches for sale!"])] == [0]
+    # One label with criteria, one with an empty Includes: the second's name is no criterion.
+    mixed = empty.replace("#### Includes\n", "#### Includes\n- Selling replica handbags.\n")
+    mixed += "\n### (SP2) Crypto giveaways\n#### Includes\n"
+    _, includes, _ = extract_criteria(mixed)
+    assert [(c.label, c.text) for c in includes] == [("SP1", "Selling replica handbags.")]
+
+
 def test_policy_without_labels_uses_its_overview() -> None:
     _, includes, _ = extract_criteria("# T\n\n## Overview\nPosts selling drugs.\n\n## Other\nx\n")
     assert [c.text for c in includes] == ["Posts selling drugs."]

@@ -118,6 +118,29 @@ def test_the_baseline_probe_gives_the_figures_its_formula_predicts(
     assert steer["stable"] is None and got["rewording"] is None
 
 
+ONE_LABEL = PROBE_POLICY.split("\n### (TH)")[0] + "\n"
+
+
+def test_a_one_label_policys_probe_expects_every_positive_to_flip(
+    author: Any, probe_sent: list, django_capture_on_commit_callbacks: Any, scorer: Any,
+    embedder: Any,
+) -> None:  # fmt: skip
+    """DROP:AB leaves AB's Includes heading with nothing under it: the baseline reads that as
+    nothing included (not as its label name), so every item labeled 1 under ``P`` turns 0
+    and the inversion has that many flips to expect."""
+    version = make_probe_version(author, text=ONE_LABEL)
+    start(version, django_capture_on_commit_callbacks)
+    deliver(probe_sent, django_capture_on_commit_callbacks, by_scorer(scorer))
+    got = ExplainRun.objects.get(version=version).summary
+    positive = formula_labels(embedder, ONE_LABEL, TEXTS)
+    assert got["positive"] == sum(positive) > 0
+    (row,) = got["inversion"]
+    inverted = formula_labels(embedder, invert_label(ONE_LABEL, "AB"), TEXTS)
+    flips = sum(1 for p, i in zip(positive, inverted, strict=True) if p == 1 and i == 0)
+    assert (row["label"], row["expected"], row["flipped"]) == ("AB", sum(positive), flips)
+    assert got["steerability"]["flips"]["expected"] == sum(positive)
+
+
 def test_a_probe_sends_its_distinct_variants_and_keeps_scores_not_conclusions(
     author: Any, probe_sent: list, django_capture_on_commit_callbacks: Any
 ) -> None:
