@@ -44,9 +44,11 @@ from worker.contract import (
     RECORD_CHUNK_TASK,
     RECORD_EXPLAIN_TASK,
     RECORD_PROBE_LLM_TASK,
+    RECORD_SUGGEST_TASK,
     RECORD_TWIN_TASK,
     SCORE_CHUNK_TASK,
     SCORE_LIVE_TASK,
+    SUGGEST_TASK,
 )
 
 TASK_ROUTES: dict[str, dict[str, str]] = {
@@ -55,9 +57,11 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     DESCRIBE_TASK: {"queue": GPU_QUEUE},
     EXPLAIN_CHUNK_TASK: {"queue": GPU_QUEUE},
     PROBE_LLM_TASK: {"queue": GPU_QUEUE},
+    SUGGEST_TASK: {"queue": GPU_QUEUE},
     RECORD_CHUNK_TASK: {"queue": DEFAULT_QUEUE},
     RECORD_EXPLAIN_TASK: {"queue": DEFAULT_QUEUE},
     RECORD_PROBE_LLM_TASK: {"queue": DEFAULT_QUEUE},
+    RECORD_SUGGEST_TASK: {"queue": DEFAULT_QUEUE},
     RECORD_TWIN_TASK: {"queue": DEFAULT_QUEUE},
     SCORE_LIVE_TASK: {"queue": LIVE_QUEUE},  # Consumed before GPU_QUEUE
 }

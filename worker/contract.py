@@ -587,3 +587,114 @@ class ProbeLLMResult:
             ],
             error=str(data.get("error", "")),
         )
+
+
+# Suggested rewrites of one clause ------------------------------------------------------------
+# An author asks for rewrites of a clause (``labeling.whatif.suggest``): the web side sends one
+# SuggestRequest to SUGGEST_TASK on ``gpu`` with the version's text, the clause's key and the
+# mismatches it decides; the worker's LLM (COPE_TWIN_BACKEND, the twin writer) writes the
+# candidates (``worker.suggest``), and one SuggestResult goes to RECORD_SUGGEST_TASK on
+# ``default``, recorded once per run. Added within contract 1; no ``chunk_id``, like the probe's.
+SUGGEST_TASK = "worker.suggest_rewrites"
+RECORD_SUGGEST_TASK = "labeling.record_suggest"  # queue "default": SuggestResult as a dict
+
+
+@dataclass(frozen=True)
+class SuggestMismatch:
+    """One mismatch the clause decides, as the prompt shows it. ``correct``/``wording`` are a
+    reviewer's decision ("" when none): correct "0", "1" or "u"; wording "a", "b" or "n"."""
+
+    item_id: int
+    text: str
+    label_a: int | None
+    label_b: int | None
+    correct: str = ""
+    wording: str = ""
+    quote: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class SuggestCandidate:
+    """A rewrite of the clause, its independent paraphrase for the twin, and why."""
+
+    rewrite: str
+    paraphrase: str
+    rationale: str
+
+
+def _optional_label(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+@dataclass(frozen=True)
+class SuggestRequest:
+    run_id: int  # the web side's SUGGEST run
+    policy: str  # the version's text
+    clause_key: str  # a key of ``worker.clauses.parse_clauses(policy)``
+    candidates: int  # how many rewrites to ask for (COPE_SUGGEST_CANDIDATES)
+    mismatches: list[SuggestMismatch]
+    contract: int = CONTRACT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SuggestRequest:
+        _check_version(data)
+        return cls(
+            run_id=int(data["run_id"]),
+            policy=str(data["policy"]),
+            clause_key=str(data["clause_key"]),
+            candidates=int(data["candidates"]),
+            mismatches=[
+                SuggestMismatch(
+                    item_id=int(m["item_id"]),
+                    text=str(m["text"]),
+                    label_a=_optional_label(m.get("label_a")),
+                    label_b=_optional_label(m.get("label_b")),
+                    correct=str(m.get("correct", "")),
+                    wording=str(m.get("wording", "")),
+                    quote=str(m.get("quote", "")),
+                    note=str(m.get("note", "")),
+                )
+                for m in data["mismatches"]
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class SuggestResult:
+    """The answer to a SuggestRequest: the candidates that passed the worker's checks, a line
+    per candidate (or answer) dropped in ``problems``, the model and the prompt as sent.
+    ``error`` is set, and nothing else, when the whole request failed."""
+
+    run_id: int
+    model: str
+    prompt: str
+    candidates: list[SuggestCandidate]
+    problems: list[str] = field(default_factory=list)
+    error: str = ""
+    contract: int = CONTRACT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SuggestResult:
+        _check_version(data)
+        return cls(
+            run_id=int(data["run_id"]),
+            model=str(data.get("model", "")),
+            prompt=str(data.get("prompt", "")),
+            candidates=[
+                SuggestCandidate(
+                    rewrite=str(c["rewrite"]),
+                    paraphrase=str(c["paraphrase"]),
+                    rationale=str(c["rationale"]),
+                )
+                for c in data["candidates"]
+            ],
+            problems=[str(p) for p in data.get("problems", [])],
+            error=str(data.get("error", "")),
+        )

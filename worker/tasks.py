@@ -1,6 +1,6 @@
 """Worker tasks: score one chunk of one job side, explain one chunk (every item under every
-policy variant), write a twin, write a probe's carve-outs and rewording, describe the loaded
-model.
+policy variant), write a twin, write a probe's carve-outs and rewording, suggest rewrites of a
+clause, describe the loaded model.
 
 The model is loaded once per worker process (at ``worker_process_init``, or on the first task)
 and kept. Results go back as tasks by name on the ``default`` queue; a request that still fails
@@ -27,6 +27,7 @@ from worker import twin as twins
 from worker.base import BackendConfigError, Scorer, TwinWriter, score_variants
 from worker.carveouts import CARVEOUT_PROMPT_VERSION, build_carveout_prompt, parse_carveout
 from worker.celery_app import app
+from worker.clauses import parse_clauses
 from worker.config import WorkerConfig
 from worker.contract import (
     DEFAULT_QUEUE,
@@ -38,8 +39,10 @@ from worker.contract import (
     RECORD_CHUNK_TASK,
     RECORD_EXPLAIN_TASK,
     RECORD_PROBE_LLM_TASK,
+    RECORD_SUGGEST_TASK,
     RECORD_TWIN_TASK,
     SCORE_CHUNK_TASK,
+    SUGGEST_TASK,
     CarveoutAnswer,
     CarveoutAsk,
     ContractError,
@@ -50,6 +53,8 @@ from worker.contract import (
     ScoreOutcome,
     ScoreRequest,
     ScoreResult,
+    SuggestRequest,
+    SuggestResult,
     TwinRequest,
     TwinResult,
     VariantOutcome,
@@ -59,6 +64,7 @@ from worker.contract import (
 from worker.embedding import TextEmbedder
 from worker.loader import load_scorer, load_twin_writer
 from worker.openai_backend import BackendUnavailable, OpenAIBackendError
+from worker.suggest import SUGGEST_PROMPT_VERSION, build_suggest_prompt, parse_suggestions
 
 log = logging.getLogger(__name__)
 
@@ -538,6 +544,74 @@ def probe_llm(self: Task, request: dict[str, Any]) -> None:
         "written" if result.rewording else "not written",
     )
     _send_or_retry(self, RECORD_PROBE_LLM_TASK, result.to_dict())
+
+
+def suggest_answer(writer: TwinWriter | None, request: SuggestRequest) -> SuggestResult:
+    """Rewrites of one clause from the LLM, checked (``worker.suggest``); the pure part of
+    ``suggest_rewrites``. A refusal of the prompt answers with the reason; transient failures
+    propagate so the task retries."""
+    if writer is None:
+        return _suggest_failure(request.run_id, twins.MISSING_TWIN_BACKEND)
+    clause = next((c for c in parse_clauses(request.policy) if c.key == request.clause_key), None)
+    if clause is None:
+        return _suggest_failure(
+            request.run_id, f"The policy has no clause {request.clause_key!r} to rewrite."
+        )
+    prompt = build_suggest_prompt(
+        request.policy, clause.where, clause.text, request.mismatches, request.candidates
+    )
+    record = f"{SUGGEST_PROMPT_VERSION}\n{prompt}"
+    try:
+        raw = writer.write(prompt)
+    except OpenAIBackendError as exc:
+        return SuggestResult(
+            request.run_id, writer.model_name, record, [], error=f"The model server refused: {exc}"
+        )
+    candidates, problems = parse_suggestions(raw, clause.text, request.candidates)
+    return SuggestResult(request.run_id, writer.model_name, record, candidates, problems)
+
+
+def _suggest_failure(run_id: int, error: str) -> SuggestResult:
+    writer = models.writer
+    return SuggestResult(run_id, writer.model_name if writer else "", "", [], error=error)
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name=SUGGEST_TASK,
+    bind=True,
+    max_retries=_config().task_max_retries,
+)
+def suggest_rewrites(self: Task, request: dict[str, Any]) -> None:
+    """Write rewrites of a clause (a ``SuggestRequest`` dict); send the ``SuggestResult`` to
+    ``record_suggest``. Every path answers, as ``probe_llm`` does: a malformed request, a
+    missing backend, a server that stays down, a lost worker and a bug give an ``error``."""
+    try:
+        parsed = SuggestRequest.from_dict(request)
+    except (ContractError, KeyError, TypeError, ValueError) as exc:
+        log.error("malformed suggest request: %s", exc)
+        if isinstance(request, dict) and "run_id" in request:
+            failed = _suggest_failure(int(request["run_id"]), f"Malformed request: {exc}")
+            _send(RECORD_SUGGEST_TASK, failed.to_dict())
+        return
+    if _redelivered(self):
+        died = _suggest_failure(
+            parsed.run_id,
+            "A worker process died while writing these rewrites (out of memory is likely; see "
+            "the GPU worker's log). Ask again.",
+        )
+        _send_or_retry(self, RECORD_SUGGEST_TASK, died.to_dict())
+        return
+    try:
+        result = suggest_answer(models.get_twin_writer(), parsed)
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries < self.max_retries:
+            raise self.retry(exc=exc, countdown=_countdown(self, exc)) from exc
+        result = _suggest_failure(parsed.run_id, _describe_error(exc))
+    except Exception as exc:
+        log.exception("suggest request for run %s failed", parsed.run_id)
+        result = _suggest_failure(parsed.run_id, _describe_error(exc))
+    log.info("suggest run %s: %d candidates written", parsed.run_id, len(result.candidates))
+    _send_or_retry(self, RECORD_SUGGEST_TASK, result.to_dict())
 
 
 @app.task(name=DESCRIBE_TASK, ignore_result=False)  # type: ignore[untyped-decorator]

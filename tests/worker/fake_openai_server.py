@@ -7,6 +7,8 @@ Chat completions answer a twin prompt with ``twin_text``, and a carve-out prompt
 (``worker.carveouts``: the content between ``<<<CONTENT`` and ``CONTENT>>>``) with
 ``carveout_answer(content)``: one line naming the content's digest, or for the special contents
 ``MALFORMED_ANSWER`` two lines, ``LONG_ANSWER`` 400 characters, ``EMPTY_ANSWER`` nothing.
+A suggest prompt (``worker.suggest``: it has a ``<<<MISMATCHES`` block) gets ``suggest_text``
+when set, else ``suggest_answer(prompt)``: the asked number of rewrites of the clause as JSON.
 The server can be told to fail the next requests (429/5xx, optional Retry-After) and refuses a
 request holding a prompt longer than ``context_chars`` with vLLM's context-length 400.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -69,6 +72,32 @@ def carveout_answer(content: str) -> str:
     return f"- Criterion: Posts that recount the exact case {digest} as reported speech."
 
 
+SUGGEST_BLOCK = "\n<<<MISMATCHES\n"
+_ASKED = re.compile(r"Write (\d+) different rewrites")
+
+
+def suggest_clause(prompt: str) -> str:
+    """The clause's words in a suggest prompt (the CLAUSE block's last line)."""
+    start, end = prompt.find("<<<CLAUSE\n"), prompt.find("\nCLAUSE>>>")
+    return prompt[start:end].split("\n")[-1] if 0 <= start < end else ""
+
+
+def suggest_answer(prompt: str) -> str:
+    """What the fake LLM writes for a suggest prompt: as many candidates as asked, each a
+    distinct rewrite of the clause with a paraphrase and a rationale, as JSON."""
+    asked = _ASKED.search(prompt)
+    clause = suggest_clause(prompt).rstrip(".")
+    candidates = [
+        {
+            "rewrite": f"{clause}, case {i} made explicit.",
+            "paraphrase": f"Case {i} spelled out: {clause.lower()}.",
+            "rationale": f"Settles the mismatches by naming case {i}.",
+        }
+        for i in range(1, (int(asked.group(1)) if asked else 1) + 1)
+    ]
+    return json.dumps({"candidates": candidates})
+
+
 def policy_of(prompt: str) -> str:
     start = prompt.find("POLICY\n======\n\n")
     end = prompt.rfind(CONTENT_START)
@@ -87,6 +116,7 @@ class FakeState:
     api_key: str = ""
     context_chars: int | None = None
     twin_text: str = ""
+    suggest_text: str = ""
     failures: list[tuple[int, str | None]] = field(default_factory=list)
     requests: list[Recorded] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -191,6 +221,8 @@ class _Handler(BaseHTTPRequestHandler):
         prompt = str(body["messages"][-1]["content"])
         content = carveout_content(prompt)
         answer = self.server.state.twin_text if content is None else carveout_answer(content)
+        if SUGGEST_BLOCK in prompt:
+            answer = self.server.state.suggest_text or suggest_answer(prompt)
         message = {"role": "assistant", "content": answer}
         choice = {"index": 0, "message": message, "finish_reason": "stop"}
         self._reply(200, {"id": "chat-fake", "object": "chat.completion", "choices": [choice]})
