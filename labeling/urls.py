@@ -8,6 +8,7 @@ from labeling.probes import urls as probes_urls
 from labeling.release import urls as release_urls
 from labeling.review import urls as review_urls
 from labeling.samples import urls as samples_urls
+from labeling.whatif import urls as whatif_urls
 from labeling.workers import urls as workers_urls
 
 app_name = "labeling"
@@ -16,6 +17,7 @@ urlpatterns = [
     *samples_urls.urlpatterns,
     *jobs_urls.urlpatterns,
     *probes_urls.urlpatterns,
+    *whatif_urls.urlpatterns,
     *review_urls.urlpatterns,
     *gold_urls.urlpatterns,
     *release_urls.urlpatterns,
