@@ -93,6 +93,7 @@ class PolicyEntry:
     min_sample_size: int
     min_kappa: float | None
     probe_gate: bool | None = None  # None: a bundle from before the probe gate
+    regression_tolerance: float | None = None  # None: a bundle from before the regression gate
 
 
 @dataclass(frozen=True)
@@ -306,6 +307,9 @@ def parse_policy(data: dict[str, Any]) -> PolicyEntry:
     probe_gate = policy.get("probe_gate")
     if probe_gate is not None and not isinstance(probe_gate, bool):
         raise BundleError(f"Policy: “probe_gate” must be true/false, not {_type_name(probe_gate)}.")
+    tolerance = None
+    if policy.get("regression_tolerance") is not None:
+        tolerance = _fraction(policy, "regression_tolerance", where, low=0.0, default=0.0)
     return PolicyEntry(
         name=name,
         slug=slug,
@@ -314,6 +318,7 @@ def parse_policy(data: dict[str, Any]) -> PolicyEntry:
         min_sample_size=_int(policy, "min_sample_size", where, default=200),
         min_kappa=min_kappa,
         probe_gate=probe_gate,
+        regression_tolerance=tolerance,
     )
 
 
@@ -361,6 +366,7 @@ def _evidence(entry: dict[str, Any], where: str) -> dict[str, Any]:
     finalize) checked for the shape the pages read: a summary object whose figures are
     objects, and shares between 0 and 1."""
     evidence = _object(entry, "finalize_evidence", where)
+    _regression(evidence.get("regression"), f"{where}: “finalize_evidence.regression”")
     probe = evidence.get("probe")
     if probe is None:
         return evidence
@@ -389,6 +395,42 @@ def _evidence(entry: dict[str, Any], where: str) -> dict[str, Any]:
     _text_list(summary, "dead", here)
     _text_list(probe, "warnings", here)
     return evidence
+
+
+def _number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float)
+
+
+def _regression(regression: Any, here: str) -> None:
+    """The regression diff frozen at finalize (``labeling.release.regression``), checked for
+    the shape the pages read: figures that are numbers (or null), changed items with an id."""
+    if regression is None:
+        return
+    if not isinstance(regression, dict):
+        raise BundleError(f"{here} must be an object, not {_type_name(regression)}.")
+    for name in ("baseline", "before", "after", "drops", "changed"):
+        part = regression.get(name)
+        if part is not None and not isinstance(part, dict):
+            raise BundleError(f"{here}: “{name}” must be an object, not {_type_name(part)}.")
+    for name in ("before", "after", "drops"):
+        for key, value in (regression.get(name) or {}).items():
+            if value is not None and not _number(value):
+                raise BundleError(f"{here}: “{name}.{key}” must be a number or null.")
+    for name in ("n", "tolerance"):
+        if regression.get(name) is not None and not _number(regression[name]):
+            raise BundleError(f"{here}: “{name}” must be a number.")
+    changed = regression.get("changed") or {}
+    for kind in ("fixed", "broken", "other"):
+        rows = changed.get(kind)
+        if rows is None:
+            continue
+        if not isinstance(rows, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("item"), int) for r in rows
+        ):
+            raise BundleError(f"{here}: “changed.{kind}” must be a list of items with an id.")
+    note = regression.get("note")
+    if note is not None and not isinstance(note, str):
+        raise BundleError(f"{here}: “note” must be text, not {_type_name(note)}.")
 
 
 def parse_versions(data: dict[str, Any]) -> list[VersionEntry]:
@@ -464,6 +506,8 @@ def _create_policy(entry: PolicyEntry, *, by: Any) -> Policy:
     gates: dict[str, Any] = {"min_kappa": entry.min_kappa} if entry.min_kappa is not None else {}
     if entry.probe_gate is not None:
         gates["probe_gate"] = entry.probe_gate
+    if entry.regression_tolerance is not None:
+        gates["regression_tolerance"] = entry.regression_tolerance
     return Policy.objects.create(
         name=entry.name,
         slug=entry.slug,

@@ -225,6 +225,7 @@ def bundle_header(policy: Policy) -> dict[str, Any]:
             "min_sample_size": policy.min_sample_size,
             "min_kappa": policy.min_kappa,
             "probe_gate": policy.probe_gate,
+            "regression_tolerance": policy.regression_tolerance,
             "evaluation_set": (
                 {"name": sample_set.name, "item_count": sample_set.item_count}
                 if sample_set is not None

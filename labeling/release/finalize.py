@@ -13,14 +13,20 @@ each time saying which condition failed, when
 * the twin is nearly a copy of the text (fewer words changed than ``COPE_TWIN_MIN_CHANGED_WORDS``);
 * the version's probe (``labeling.probes.summary.probe_findings``) shows topic leakage above
   ``COPE_PROBE_MAX_LEAKAGE`` or dead clauses and the policy's ``probe_gate`` is on (refuse),
-  unless an admin states a reason; with the gate off the findings are warnings only.
+  unless an admin states a reason; with the gate off the findings are warnings only;
+* against the policy's last finalized version, gold F1 or either class's recall dropped by more
+  than the policy's ``regression_tolerance`` (``labeling.release.regression``), unless an admin
+  states a reason.
 
-The weak backend and the probe gate are the conditions an admin may override with a stated
-reason (kept as the version's ``finalize_override`` and in its evidence); every other one holds.
+The weak backend, the probe gate and the regression gate are the conditions an admin may
+override with a stated reason (kept as the version's ``finalize_override`` and in its
+evidence); every other one holds.
 
 Finalizing freezes the deciding job: in one transaction, with the version and job rows locked,
-the version gets its finalized time, override reason and evidence (the deciding job's, and the
-probe's conclusions beside it: ``probe_evidence``), and the job its ``frozen_at``.
+the version gets its finalized time, override reason and evidence (the deciding job's, the
+probe's conclusions beside it: ``probe_evidence``, and the regression diff with the clause
+deciding each changed item where known: ``regression_evidence``), and the job its
+``frozen_at``.
 ``labeling.jobs`` then ignores late results and refuses retries on it.
 """
 
@@ -44,7 +50,9 @@ from labeling.jobs.evaluation import (
 )
 from labeling.models import CompareKind, Job, JobStatus, ReviewStatus
 from labeling.probes.summary import ProbeFindings, probe_findings
+from labeling.release import regression_run
 from labeling.release.exports import job_evidence
+from labeling.release.regression import Regression, compare, refusal_message
 from policies import services as policy_services
 from policies.models import Policy, Version
 from policies.tokens import count_policy_tokens
@@ -108,6 +116,10 @@ class Readiness:
     probe_refused: bool = False
     # Probe findings under a gate that warns: shown, never blocking.
     warnings: list[str] = field(default_factory=list)
+    # The diff against the last finalized version (None without a deciding job), and whether
+    # its drops are beyond the policy's tolerance (overridable like the two above).
+    regression: Regression | None = None
+    regression_refused: bool = False
 
 
 def weak_message(job: Job) -> str:
@@ -233,7 +245,9 @@ def finalize_readiness(version: Version) -> Readiness:
         verb = "is" if unreviewed == 1 else "are"
         missing.append(f"{unreviewed} {noun} of job #{job.pk} {verb} not reviewed yet.")
     weak = job.is_weak
-    overridable_lines = probe_missing + ([weak_message(job)] if weak else [])
+    diff = compare(version, job)
+    regression_missing = [refusal_message(diff)] if diff.refused else []
+    overridable_lines = probe_missing + regression_missing + ([weak_message(job)] if weak else [])
     hard = bool(missing)
     missing += overridable_lines
     return Readiness(
@@ -246,7 +260,28 @@ def finalize_readiness(version: Version) -> Readiness:
         probe=findings,
         probe_refused=refused,
         warnings=warnings,
+        regression=diff,
+        regression_refused=diff.refused,
     )
+
+
+def regression_evidence(readiness: Readiness, version: Version) -> dict[str, Any] | None:
+    """The regression diff as frozen at finalize (None without a deciding job): the figures,
+    the changed items (capped) with the clause deciding each where the regression run found
+    one, the run and whether the gate was overridden."""
+    diff = readiness.regression
+    if diff is None:
+        return None
+    data = diff.to_dict()
+    run = (
+        regression_run.latest_run(version, diff.baseline)
+        if diff.baseline is not None and diff.compared
+        else None
+    )
+    data["changed"] = regression_run.with_clauses(diff.changed, run)
+    data["run_id"] = run.pk if run is not None else None
+    data["overridden"] = readiness.regression_refused
+    return data
 
 
 def probe_evidence(readiness: Readiness, policy: Policy) -> dict[str, Any] | None:
@@ -310,6 +345,7 @@ def finalize(
         reason = override_reason if readiness.overridable else ""
         evidence = job_evidence(job, override_reason=reason)
         evidence["probe"] = probe_evidence(readiness, locked.policy)
+        evidence["regression"] = regression_evidence(readiness, locked)
         finalized = policy_services.finalize_version(
             version=locked, by=by, override_reason=reason, evidence=evidence
         )

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from cope_studio.lib.htmx import AuthedHttpRequest
 from cope_studio.lib.permissions import require_perms
 from labeling.probes import pages as probe_pages
-from labeling.release import exports
+from labeling.release import exports, regression_run
 from labeling.release.finalize import NotReady, finalize, finalize_readiness
 from labeling.release.forms import FinalizeForm
 from policies.models import Policy, Version
@@ -31,6 +31,12 @@ def _finalize_context(
     findings = readiness.probe
     run = findings.run if findings is not None else None
     frozen = (version.finalize_evidence or {}).get("probe") or {}
+    diff = readiness.regression
+    regression = (
+        regression_run.panel_view(diff, version, by=request.user)
+        if diff is not None and not version.is_finalized
+        else None
+    )
     return {
         "version": version,
         "readiness": readiness,
@@ -44,6 +50,9 @@ def _finalize_context(
         "probe_run": run,
         "evidence_probe": probe_pages.probe_lines(frozen.get("summary")),
         "evidence_probe_record": frozen,
+        # The diff against the last finalized version, and as it was frozen at finalize.
+        "regression": regression,
+        "evidence_regression": (version.finalize_evidence or {}).get("regression"),
     }
 
 
