@@ -1,0 +1,71 @@
+"""What the run engine calls when a what-if run finishes: its before -> after table.
+
+``labeling.probes.record.finish_run`` dispatches here for kind whatif, under the run row's
+lock, once the run's status is final. The table is drawn from the run's own scores, the job's
+stored labels (to say whether the rescored A and B equal them) and gold as it stands now
+(``current_gold``). A given-up chunk answered late reopens the run, and its second finish
+writes the table again from every score recorded: figures are always over the items scored.
+
+The reads grow with the run's own size (its items times at most four variants), never with
+the data.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from django.db import transaction
+
+from labeling.gold.services import current_gold
+from labeling.models import ExplainRun, ExplainScore, Label, RunKind
+from labeling.probes.record import run_item_ids
+from labeling.whatif.analysis import AFTER_B, Labels, WhatIfInput, whatif_table
+
+
+def _scores(run_id: int) -> dict[int, Labels]:
+    out: dict[int, dict[str, int | None]] = defaultdict(dict)
+    rows = ExplainScore.objects.filter(run_id=run_id).values_list("item_id", "key", "label")
+    for item_id, key, label in rows:
+        out[item_id][key] = label
+    return out
+
+
+def _job_labels(job_id: int, ids: list[int]) -> dict[int, tuple[int | None, int | None]]:
+    found: dict[int, dict[str, int | None]] = defaultdict(dict)
+    rows = Label.objects.filter(job_id=job_id, item_id__in=ids).values_list(
+        "item_id", "side", "label"
+    )
+    for item_id, side, label in rows:
+        found[item_id][side] = label
+    return {i: (found[i].get("A"), found[i].get("B")) for i in ids}
+
+
+@transaction.atomic
+def summarize_whatif(run_id: int) -> dict[str, Any]:
+    """Recompute a what-if run's table from its scores; save it as the run's ``summary`` and
+    return it."""
+    run = ExplainRun.objects.select_related("job__version").get(pk=run_id)
+    if run.kind != RunKind.WHATIF or run.job is None:
+        raise ValueError(f"run {run_id} is not a what-if run")
+    ids = run_item_ids(run_id)
+    affected = [int(i) for i in (run.summary or {}).get("affected_items", [])]
+    gold = current_gold(policy_id=run.job.version.policy_id, item_ids=ids)
+    table = whatif_table(
+        WhatIfInput(
+            items=ids,
+            affected=affected,
+            scores=_scores(run_id),
+            job_labels=_job_labels(run.job_id, ids),
+            gold={i: g for i, (g, _) in gold.items()},
+            twin_edited=any(s.get("key") == AFTER_B for s in run.variant_specs),
+        )
+    )
+    summary = {"backend": run.backend, "weak": run.is_weak, **table, "affected_items": affected}
+    ExplainRun.objects.filter(pk=run_id).update(summary=summary)
+    return summary
+
+
+def finish_whatif(run_id: int) -> None:
+    """The engine's finisher for kind whatif (see the module docstring)."""
+    summarize_whatif(run_id)
