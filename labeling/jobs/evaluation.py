@@ -315,6 +315,7 @@ def update_policy_settings(
     by: User,
     min_kappa: float | None = None,
     probe_gate: bool | None = None,
+    regression_tolerance: float | None = None,
 ) -> list[PolicySettingChange]:
     """Change a policy's gate settings and evaluation set; one audit row per change.
 
@@ -322,6 +323,8 @@ def update_policy_settings(
     evaluation set's here. Choosing no evaluation set (``None``) returns to the automatic rule.
     When the minimum sample changes while the rule is automatic, the set the rule gives now is
     kept as chosen, so that a new minimum cannot silently move the comparison to another set.
+    ``regression_tolerance`` None keeps the current one; a change is audited by ``Policy.save``
+    like the other gate settings.
     """
     with transaction.atomic():
         # Locked until the end: the audit rows this call writes are the policy's after the
@@ -339,6 +342,16 @@ def update_policy_settings(
             by=by,
             via=SettingPath.SETTINGS,
         )
+        if regression_tolerance is not None:
+            if not 0.0 <= regression_tolerance <= 1.0:
+                raise ValueError("The regression tolerance must be between 0% and 100%.")
+            if regression_tolerance != policy.regression_tolerance:
+                policy.regression_tolerance = regression_tolerance
+                policy.save(
+                    update_fields=["regression_tolerance", "updated_at"],
+                    changed_by=by,
+                    via=SettingPath.SETTINGS,
+                )
         wanted = evaluation_set
         if wanted is None and "min_sample_size" in changed and not before.chosen:
             wanted = before.sample_set

@@ -104,7 +104,7 @@ class CompareForm(forms.Form):
 
 class PolicySettingsForm(forms.Form):
     """A policy's gate (agreement threshold, minimum kappa, minimum sample, what probe findings
-    do at finalize) and evaluation set.
+    do at finalize, the regression tolerance) and evaluation set.
 
     The threshold is written and typed in percent, as every page shows it ("55" or "55.5");
     a share between 0.5 and 1 ("0.55") means the same, since no threshold under 50% exists.
@@ -151,6 +151,17 @@ class PolicySettingsForm(forms.Form):
         help_text="What finalize does when the version's probe shows topic leakage above "
         "COPE_PROBE_MAX_LEAKAGE or dead clauses: warn, or refuse unless an admin states a reason.",
     )
+    regression_tolerance = forms.DecimalField(
+        label="Regression tolerance (%)",
+        required=False,  # a POST without it (older pages, scripts) keeps the current one
+        min_value=0,
+        max_value=100,
+        max_digits=12,
+        widget=forms.NumberInput(attrs={"step": "any", "inputmode": "decimal"}),
+        help_text="In percent, 0–100 (2 by default): the largest drop of gold F1, recall of 1 "
+        "or recall of 0 against the last finalized version that finalize lets through; a larger "
+        "one refuses unless an admin states a reason.",
+    )
     confirm = forms.BooleanField(
         required=False,
         label="Yes, lower the gate",
@@ -172,6 +183,10 @@ class PolicySettingsForm(forms.Form):
                 "(type 55, 55.5 or 0.55)."
             )
         return round(value / 100, 6)
+
+    def clean_regression_tolerance(self) -> float | None:
+        value = self.cleaned_data["regression_tolerance"]
+        return None if value is None else round(float(value) / 100, 6)
 
     def clean_min_kappa(self) -> float | None:
         value = self.cleaned_data["min_kappa"]

@@ -452,6 +452,7 @@ def _settings_initial(policy: Policy) -> dict[str, Any]:
         "min_kappa": policy.min_kappa_display,
         "min_sample_size": policy.min_sample_size,
         "probe_gate": "refuse" if policy.probe_gate else "warn",
+        "regression_tolerance": percent_text(policy.regression_tolerance).removesuffix("%"),
         "evaluation_set": choice.sample_set if choice.chosen else None,
     }
 
@@ -464,6 +465,7 @@ def _save_settings(request: AuthedHttpRequest, policy: Policy, form: PolicySetti
         min_sample_size=data["min_sample_size"],
         min_kappa=data["min_kappa"],
         probe_gate=data["probe_gate"],
+        regression_tolerance=data["regression_tolerance"],
         evaluation_set=data["evaluation_set"],
         by=request.user,
     )
