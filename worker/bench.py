@@ -1,6 +1,6 @@
 """Benchmark: prefix-cached CoPE scoring against the usual one-prompt-per-forward loop.
 
-    python -m worker.bench --json                    # a random ~33M Gemma2; --attribution: variants
+    python -m worker.bench --json                    # a random ~33M Gemma2
     python -m worker.bench --model /models/cope-merged --device cuda --json
     python -m worker.bench --shape gemma-2-9b --device cuda --dtype bfloat16 \
         --batch-sizes 1,4,16,32 --policy-tokens 1550 --content-tokens 64 --peak-tflops 989
@@ -20,6 +20,8 @@ The naive and padded-full paths are slow, so they run on the first ``--naive-ite
 ``--batch-sizes`` adds one row per batch size (``batch_sizes`` in the JSON): cached items/s at
 exactly that many rows per forward, the speedup over naive, max |dp1|, peak memory and the share
 of ``--peak-tflops`` reached (FLOPs counted as 2 x parameters x tokens processed).
+
+Many variants of one policy (attribution, probes): ``python -m worker.bench_attribution``.
 """
 
 from __future__ import annotations
@@ -638,10 +640,6 @@ def format_rows(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if "--attribution" in (rest := list(sys.argv[1:] if argv is None else argv)):
-        from worker.bench_attribution import main as attribution  # many policy variants
-
-        return attribution([a for a in rest if a != "--attribution"])
     parser = argparse.ArgumentParser(
         prog="python -m worker.bench",
         description=__doc__,

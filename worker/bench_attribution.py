@@ -1,7 +1,7 @@
 """Benchmark: scoring contents under many variants of one policy (attribution's workload).
 
-    python -m worker.bench --attribution            # a small random Gemma2 on this machine
-    python -m worker.bench --attribution --shape gemma-2-9b --device cuda --dtype bfloat16
+    python -m worker.bench_attribution            # a small random Gemma2 on this machine
+    python -m worker.bench_attribution --shape gemma-2-9b --device cuda --dtype bfloat16
 
 A policy of ``--policy-tokens`` prompt-prefix tokens (1,551 by default: the demo policy's size)
 written as ``--clauses`` clauses (30: the Overview, 3 terms, 2 interpretation entries, then a
@@ -179,7 +179,7 @@ def measure_attribution(
     content_tokens: int,
     naive_pairs: int,
 ) -> dict[str, Any]:
-    """Every figure ``--attribution`` prints, on an already built scorer."""
+    """Every figure this benchmark prints, on an already built scorer."""
     scorer = bench.scorer
     device = scorer.device
     policy = attribution_policy(bench, policy_tokens=policy_tokens, clauses=clauses)
@@ -276,7 +276,7 @@ def format_attribution(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m worker.bench --attribution",
+        prog="python -m worker.bench_attribution",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -314,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 naive_pairs=args.naive_pairs,
             )
     except (NoCudaDevice, ValueError) as exc:
-        print(f"worker.bench --attribution: {exc}", file=sys.stderr)
+        print(f"worker.bench_attribution: {exc}", file=sys.stderr)
         return 2
     result.update(
         {
@@ -333,3 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{key:>36}: {value}")
         print(format_attribution(result))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -293,9 +293,9 @@ def test_gpu_check_refuses_the_9b_shape_on_the_cpu(tmp_path: Path) -> None:
 def test_attribution_bench_prints_rates_agreement_and_the_flop_bound(
     tiny_cope: TinyCope, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from worker.bench import main
+    from worker.bench_attribution import main
 
-    argv = ["--attribution", "--model", str(tiny_cope.merged), "--device", "cpu", "--json"]
+    argv = ["--model", str(tiny_cope.merged), "--device", "cpu", "--json"]
     argv += ["--policy-tokens", "300", "--clauses", "10", "--contents", "3"]
     argv += ["--content-tokens", "10", "--naive-pairs", "3"]
     assert main(argv) == 0
