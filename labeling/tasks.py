@@ -14,15 +14,18 @@ from labeling.jobs import results, services
 from labeling.jobs.broker import PREPARE_JOB_TASK
 from labeling.probes import llm as probe_llm
 from labeling.samples import services as samples
+from labeling.whatif import suggest as whatif_suggest
 from labeling.workers.services import record_heartbeat_task  # noqa: F401  (registers it)
 from worker.contract import (
     RECORD_CHUNK_TASK,
     RECORD_EXPLAIN_TASK,
     RECORD_PROBE_LLM_TASK,
+    RECORD_SUGGEST_TASK,
     ContractError,
     ExplainResult,
     ProbeLLMResult,
     ScoreResult,
+    SuggestResult,
 )
 
 log = logging.getLogger(__name__)
@@ -134,6 +137,25 @@ def record_probe_llm(result_dict: dict[str, Any]) -> str:
         log.error("labeling.record_probe_llm: unusable result (%s): %.300r", exc, result_dict)
         return "rejected"
     return probe_llm.record_probe_llm_result(result)
+
+
+@shared_task(  # type: ignore[untyped-decorator]
+    name=RECORD_SUGGEST_TASK,
+    acks_late=True,
+    autoretry_for=DATABASE_GONE,
+    retry_backoff=True,
+    retry_backoff_max=300,
+    max_retries=8,
+)
+def record_suggest(result_dict: dict[str, Any]) -> str:
+    """Write a clause's suggested rewrites and start a what-if run for each
+    (``labeling.whatif.suggest``). Idempotent per run: a redelivered answer changes nothing."""
+    try:
+        result = SuggestResult.from_dict(result_dict)
+    except (ContractError, KeyError, TypeError, ValueError) as exc:
+        log.error("labeling.record_suggest: unusable result (%s): %.300r", exc, result_dict)
+        return "rejected"
+    return whatif_suggest.record_suggest_result(result)
 
 
 # Sample-set imports run here, not in the request ---------------------------------
