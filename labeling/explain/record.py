@@ -284,7 +284,10 @@ def maybe_finish_run(run_id: int) -> bool:
     """Finish the run when no chunk is queued (the caller holds the run row's lock)."""
     if ExplainChunk.objects.filter(run_id=run_id, status=ChunkStatus.QUEUED).exists():
         return False
-    run = ExplainRun.objects.get(pk=run_id)
+    # Not the run's variant texts or summary: a probe's are hundreds of kilobytes of JSON.
+    run = ExplainRun.objects.only(
+        "status", "kind", "items_total", "items_done", "items_failed", "error"
+    ).get(pk=run_id)
     if run.status not in ACTIVE:
         return False
     done = "explained" if run.kind == RunKind.ATTRIBUTION else "scored"

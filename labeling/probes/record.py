@@ -72,7 +72,11 @@ def summarize_probe(run_id: int) -> dict[str, Any]:
     its carve-out runs' and its carve-outs; save it on the run and return it. The reads grow
     with the run's own size (``COPE_PROBE_ITEMS`` items times its variants), never with the
     data."""
-    run = ExplainRun.objects.select_related("version").get(pk=run_id)
+    run = (  # not the run's variant texts nor its old summary (large JSON)
+        ExplainRun.objects.select_related("version")
+        .only("kind", "parent_id", "items_total", "backend", "weak_backend", "version__text")
+        .get(pk=run_id)
+    )
     if run.kind == RunKind.CARVEOUT and run.parent_id is not None:
         return summarize_probe(run.parent_id)  # a carve-out run's figures are its parent's
     if run.kind != RunKind.PROBE or run.version is None:

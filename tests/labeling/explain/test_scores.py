@@ -1,11 +1,14 @@
-"""The hand-written score writer (COPY through a staging table on PostgreSQL, executemany
-elsewhere): every field written, and a (run, item, key) already stored keeps its row."""
+"""The hand-written score writer (COPY on PostgreSQL, through a staging table when a row
+conflicts; executemany elsewhere): every field written, and a (run, item, key) already stored
+keeps its row."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from labeling.explain.scores import SCORE_FIELDS, ScoreRow, write_scores
 from labeling.models import ExplainRun, ExplainScore, RunKind
@@ -49,8 +52,11 @@ def test_scores_read_back_through_the_orm_and_a_second_write_keeps_the_first(
         ScoreRow(one, "P-:scope/1", 0, 0.2, -1.0, -3.5, True, ""),
         ScoreRow(two, "P", None, None, None, None, False, "worker <b>failed</b>"),
     ]
-    write_scores(run.pk, first)
+    with CaptureQueriesContext(connection) as queries:
+        write_scores(run.pk, first)
     assert _stored(run) == sorted(tuple(r) for r in first)
+    # Without a conflict, PostgreSQL's rows go by COPY straight into the table.
+    assert not [q for q in queries.captured_queries if "explain_score_in" in q["sql"]]
     # A later write of the same (run, item, key) with other figures, and a row repeated
     # within one write: the first row written stays, the new key is added, nothing fails.
     again = [
