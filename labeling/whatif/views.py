@@ -95,21 +95,22 @@ def whatif_cancel(request: AuthedHttpRequest, run_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def whatif_make_version(request: AuthedHttpRequest, run_id: int) -> HttpResponse:
-    """ "Make it a version": a draft version with the edit, then its page."""
+    """The "Make it a version" button: a draft version with the edit, then its page; refused,
+    the run's page again with the reason and the change note kept."""
     run = _get_run_for_user(request, run_id, "policies.add_version")
     form = MakeVersionForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "The change note is too long (2,000 characters at most).")
-        return htmx_redirect(request, reverse("labeling:whatif_run", args=[run.pk]))
-    try:
-        version = services.make_version(
-            run, by=request.user, change_note=form.cleaned_data["change_note"]
-        )
-    except services.WhatIfError as exc:
-        messages.error(request, str(exc))
-        return htmx_redirect(request, reverse("labeling:whatif_run", args=[run.pk]))
-    messages.info(request, f"Draft {version} made from this what-if edit.")
-    return htmx_redirect(request, version.get_absolute_url())
+    if form.is_valid():
+        try:
+            version = services.make_version(
+                run, by=request.user, change_note=form.cleaned_data["change_note"]
+            )
+        except services.WhatIfError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.info(request, f"Draft {version} made from this what-if edit.")
+            return htmx_redirect(request, version.get_absolute_url())
+    context = {"page": pages.run_page(run, request.user), "make_form": form}
+    return render(request, RUN, context)
 
 
 @login_required

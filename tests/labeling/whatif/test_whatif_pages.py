@@ -392,10 +392,29 @@ def test_make_it_a_version_leads_to_the_draft_which_links_the_evidence(
     page = client.get(evidence).content.decode()
     assert f'href="{made.get_absolute_url()}" id="whatif-made-link"' in page
     assert 'id="whatif-make"' not in page
-    # A second click makes nothing more.
-    again = client.post(reverse("labeling:whatif_make_version", args=[run.pk]), follow=True)
+    # A second click makes nothing more, and says why.
+    again = client.post(
+        reverse("labeling:whatif_make_version", args=[run.pk]), {"change_note": "x"}
+    )
     assert Version.objects.filter(parent=version).count() == 1
+    assert 'id="whatif-make-errors"' in again.content.decode()
     assert "already made a version" in again.content.decode()
+
+
+def test_a_refused_note_comes_back_with_the_reason_and_the_words_kept(
+    author: Any, version: Any, items: list[int]
+) -> None:
+    run = make_whatif_run(version, whatif_summary(items[:1], [], []))
+    note = "<b>Cover</b> slurs " + "x" * 2100
+
+    response = client_for(author).post(
+        reverse("labeling:whatif_make_version", args=[run.pk]), {"change_note": note}
+    )
+
+    page = response.content.decode()
+    assert response.status_code == 200 and 'id="whatif-make-errors"' in page
+    assert 'value="&lt;b&gt;Cover&lt;/b&gt; slurs xxx' in page
+    assert not Version.objects.filter(parent=version).exists()
 
 
 def test_version_page_loads_the_whatif_card_with_the_runs_newest_first(
