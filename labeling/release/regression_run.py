@@ -25,7 +25,6 @@ from django.utils import timezone
 
 from labeling.explain.analysis import Score, explain_item
 from labeling.explain.dispatch import claim_next_chunks, job_variants, lock_run
-from labeling.explain.services import SCORES_PER_CHUNK
 from labeling.gold.services import current_gold
 from labeling.models import (
     ExplainChunk,
@@ -43,6 +42,10 @@ from worker.variants import distinct
 
 # Changed gold items explained per run: the broken ones first, then the fixed.
 MAX_ITEMS = 500
+# Scores per chunk (items times variants), as the engine's attribution runs send. Not imported
+# from ``labeling.explain.services``: that module imports the engine's record, which calls
+# ``finish_regression`` through ``labeling.probes.record``, and the import would be a cycle.
+SCORES_PER_CHUNK = 4000
 # A run in one of these is not started again for the same (version, baseline).
 _RETRY_AFTER = (ExplainStatus.FAILED, ExplainStatus.CANCELLED)
 

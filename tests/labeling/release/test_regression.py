@@ -33,6 +33,7 @@ from labeling.release.regression import compare
 from policies.bundle import BundleError, import_bundle, read_bundle
 from policies.models import Policy, PolicySettingChange, SettingPath, Version
 from tests.conftest import POLICY_TEXT
+from tests.labeling.probes.conftest import by_rule, deliver
 from tests.labeling.release.test_finalize import stats
 from tests.labeling.review.test_review import make_item, make_policy, make_version
 from tests.policies.test_settings_audit import admin_form
@@ -424,3 +425,30 @@ def test_the_admin_audits_the_tolerance(policy: Policy, admin_user: Any) -> None
     row = PolicySettingChange.objects.get(policy=policy)
     assert (row.field, row.old_value, row.new_value) == ("regression_tolerance", "2%", "10%")
     assert row.changed_by == admin_user and row.via == SettingPath.ADMIN
+
+
+def test_the_clause_run_goes_through_the_engine(
+    regressed: Any,
+    admin_user: Any,
+    explain_sent: list[Any],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """Chunks sent with the run's own variants, answered as a worker would, recorded by the
+    engine until the run finishes; ``finish_regression`` (which the engine calls through
+    ``labeling.probes.record.finish_run``) then names the edited clause for each item."""
+
+    def rule(key: str, text: str) -> tuple[int, float]:
+        row = int(text.split()[2])
+        label = OLD[row] if key.startswith("B") or key == f"A<B:{CHANGED}" else NEW[row]
+        return label, (2.0 if label else -2.0) + (0.0 if key in ("A", "B") else 0.5)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        panel(admin_client(admin_user), regressed)
+    actions = deliver(explain_sent, django_capture_on_commit_callbacks, by_rule(rule))
+
+    run = ExplainRun.objects.get(kind=RunKind.REGRESSION)
+    assert actions and set(actions) == {"recorded"}
+    assert run.status == ExplainStatus.SUCCEEDED and run.items_done == 3
+    summary = regression_run.finish_regression(run.pk)
+    assert summary["explained"] == 3
+    assert {c["where"] for c in summary["clauses"].values()} == {"Includes of (HA1), criterion 2"}
