@@ -113,11 +113,9 @@ def start_job(version: Any, sample_set: Any, author: Any, capture: Any, **kw: An
         )
 
 
-def make_decided_version(
-    author: Any, sent: list, explain_sent: list, capture: Any, model: Any
-) -> Decided:
-    """Policy, version (A, twin B), evaluation set with gold, its deciding job labeled by the
-    baseline, and the job's attribution run delivered (which names the deciding clauses)."""
+def make_whatif_version(author: Any) -> tuple[Any, Any, list[Any]]:
+    """Policy (minimum sample 10), version (A, twin B), and its evaluation set with gold:
+    (version, sample set, its items in TEXTS order)."""
     from labeling.models import Item, PolicyEvaluation
     from policies.models import Policy, TwinOrigin, Version
 
@@ -133,6 +131,15 @@ def make_decided_version(
     for item, gold in zip(items, GOLD, strict=True):
         Item.objects.filter(pk=item.pk).update(expected_label=int(gold) if gold else None)
     PolicyEvaluation.objects.create(policy=policy, sample_set=sample_set, chosen_by=author)
+    return version, sample_set, items
+
+
+def make_decided_version(
+    author: Any, sent: list, explain_sent: list, capture: Any, model: Any
+) -> Decided:
+    """``make_whatif_version``, its deciding job labeled by the baseline in this process, and
+    the job's attribution run delivered (which names the deciding clauses)."""
+    version, sample_set, items = make_whatif_version(author)
     job = start_job(version, sample_set, author, capture)
     run_job(sent, capture, model)
     deliver(explain_sent, capture, by_scorer(model))
