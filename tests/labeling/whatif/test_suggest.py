@@ -421,3 +421,48 @@ def test_the_include_loads_the_section_and_links_the_page(decided: Decided) -> N
     section = reverse("labeling:suggest_section", args=[decided.version.pk])
     assert f'hx-get="{section}?clause=label/IN/includes/2"' in html
     assert 'hx-trigger="load"' in html and 'id="suggest-open"' in html
+
+
+# Through the broker and real workers -----------------------------------------------------------
+
+
+@pytest.mark.celery_worker
+@pytest.mark.django_db(transaction=True)
+def test_real_workers_write_the_rewrites_and_start_their_what_if_runs(
+    celery_workers: Any, twin_server: FakeOpenAIServer, author: Any, settings: Any,
+    sent: list, explain_sent: list, django_capture_on_commit_callbacks: Any, scorer: Any,
+) -> None:  # fmt: skip
+    """``request_suggestions`` -> the ``gpu`` queue -> the GPU worker's
+    ``worker.suggest_rewrites`` (its twin writer: the loopback chat server) ->
+    ``labeling.record_suggest`` on ``default`` -> a what-if run per usable candidate."""
+    from tests.celery_workers import FAKE_TWIN_MODEL, retry_locked, wait_for
+
+    settings.COPE_TWIN_BACKEND = "openai"
+    settings.COPE_SUGGEST_CANDIDATES = 3
+    decided = retry_locked(
+        lambda: make_decided_version(
+            author, sent, explain_sent, django_capture_on_commit_callbacks, scorer
+        )
+    )
+    twin_server.state.suggest_text = json.dumps({"candidates": [KEEP, GUTTED, SAME]})
+    try:
+        run = retry_locked(lambda: ask(decided, author, django_capture_on_commit_callbacks))
+        wait_for(
+            lambda: ExplainRun.objects.filter(pk=run.pk, llm_status="done").exists(),
+            timeout=90,
+            what="the suggested rewrites",
+            workers=celery_workers,
+        )
+    finally:
+        twin_server.state.suggest_text = ""
+    run.refresh_from_db()
+    assert run.llm_model == FAKE_TWIN_MODEL and run.llm_prompt.startswith("suggest-v1\n")
+    assert "current wording" in run.llm_error
+    edits = list(
+        ExplainRun.objects.filter(parent=run).order_by("pk").values_list("edit_a", flat=True)
+    )
+    assert edits == [KEEP["rewrite"], GUTTED["rewrite"]]
+    chats = [
+        r for r in twin_server.requests if "<<<MISMATCHES" in r.body["messages"][-1]["content"]
+    ]
+    assert len(chats) == 1
