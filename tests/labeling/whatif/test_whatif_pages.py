@@ -150,7 +150,7 @@ def items(job: Any) -> list[int]:
 
 
 def test_form_shows_the_clause_in_both_wordings_and_starts_from_its_words(
-    author: Any, version: Any
+    author: Any, version: Any, job: Any
 ) -> None:
     url = reverse("labeling:whatif", args=[version.pk])
 
@@ -164,6 +164,9 @@ def test_form_shows_the_clause_in_both_wordings_and_starts_from_its_words(
     # The textarea holds A's clause to edit, and the clause is chosen in the form.
     assert "- Insults aimed at a **Target**.</textarea>" in page
     assert f'value="{CLAUSE}" selected' in page
+    job_url = reverse("labeling:job_detail", args=[job.pk])
+    assert f'id="whatif-job">Scored on the items of <a href="{job_url}">' in page
+    assert 'id="whatif-no-job"' not in page
 
 
 def test_form_without_a_clause_offers_the_picker(author: Any, version: Any) -> None:
