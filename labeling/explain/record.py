@@ -4,10 +4,10 @@ Answers come back as ``labeling.record_explain`` tasks on ``default``. As with a
 (``labeling.jobs.results``), a chunk moves queued -> done/failed under the run row's lock and
 only the delivery that moved it writes anything: a re-sent chunk's second answer changes
 nothing. A success may still move a chunk that was given up (its labels win); a failure never
-replaces scores. Every run stores its scores (``ExplainScore``, through
-``labeling.explain.scores``); an attribution run's items are
-also analysed at once (``analysis.explain_item``), while a probe's or carve-out run's
-conclusions are drawn when it finishes (``labeling.probes.record.finish_run``).
+replaces scores. Every run stores its scores (``ExplainScore``, written by
+``labeling.explain.scores``); an attribution run's items are also analysed at once
+(``analysis.explain_item``), while a probe's or carve-out run's conclusions are drawn when it
+finishes (``labeling.probes.record.finish_run``).
 
 Outcomes are honest: **succeeded** when every item was explained, **partial** when some
 could not be (the run says how many were), **failed** with the worker's error when none was.
