@@ -28,10 +28,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, QuerySet
 from django.utils import timezone
 
 from cope_studio.celery import app as celery_app
+from labeling.explain.services import resume_after
 from labeling.explain.summary import decided_item_ids
 from labeling.jobs.evaluation import deciding_job
 from labeling.models import ExplainRun, ExplainStatus, Job, ReviewTask, RunKind
@@ -71,6 +72,27 @@ class SuggestError(Exception):
 def send_suggest_request(request: dict[str, Any]) -> None:
     """Hand a ``SuggestRequest`` (as a dict) to the model workers."""
     celery_app.send_task(SUGGEST_TASK, args=[request], queue=GPU_QUEUE)
+
+
+def _send_or_fail(request: dict[str, Any]) -> None:
+    """Send after commit; a broker that refuses fails the run with the reason, so the author
+    may ask again instead of waiting for an answer that cannot come."""
+    try:
+        send_suggest_request(request)
+    except Exception as exc:
+        log.exception("suggest run %s: the broker refused the request", request["run_id"])
+        ExplainRun.objects.filter(pk=request["run_id"], llm_status=LLM_REQUESTED).update(
+            llm_status=LLM_FAILED,
+            status=ExplainStatus.FAILED,
+            llm_error=f"The request could not be sent to the model workers: {exc}",
+            finished_at=timezone.now(),
+        )
+
+
+def _pending(runs: QuerySet[ExplainRun]) -> QuerySet[ExplainRun]:
+    """Requests still worth waiting for: asked less than COPE_RESUME_AFTER_SECONDS ago (a
+    request older than that has lost its message or its worker; it may be asked again)."""
+    return runs.filter(llm_status=LLM_REQUESTED, started_at__gte=timezone.now() - resume_after())
 
 
 def find_clause(text: str, clause_key: str) -> Clause | None:
@@ -136,7 +158,7 @@ def request_suggestions(version: Version, *, clause_key: str, by: Any) -> Explai
             "pk"
         ).first()  # serialise the numbering and the one-at-a-time check
         runs = ExplainRun.objects.filter(version=version, kind=RunKind.SUGGEST, job__isnull=True)
-        if runs.filter(clause_key=clause_key, llm_status=LLM_REQUESTED).exists():
+        if _pending(runs.filter(clause_key=clause_key)).exists():
             raise SuggestError("Rewrites of this clause are being written already.")
         run = ExplainRun.objects.create(
             kind=RunKind.SUGGEST,
@@ -155,7 +177,7 @@ def request_suggestions(version: Version, *, clause_key: str, by: Any) -> Explai
             candidates=int(settings.COPE_SUGGEST_CANDIDATES),
             mismatches=mismatches,
         ).to_dict()
-        transaction.on_commit(lambda: send_suggest_request(request))
+        transaction.on_commit(lambda: _send_or_fail(request))
     log.info("suggest run %s: asked with %d mismatches", run.pk, len(mismatches))
     return run
 
@@ -365,9 +387,11 @@ class SuggestSection:
     candidates: list[Candidate]
     tolerance: float
 
+    stale: bool  # asked, and no answer for longer than COPE_RESUME_AFTER_SECONDS
+
     @property
     def asked(self) -> bool:
-        return self.run is not None and self.run.llm_status == LLM_REQUESTED
+        return self.run is not None and self.run.llm_status == LLM_REQUESTED and not self.stale
 
     @property
     def waiting(self) -> bool:
@@ -398,6 +422,11 @@ def suggest_section(version: Version, clause_key: str, user: Any) -> SuggestSect
     )
     by_id = {c.pk: c for c in children}
     available = llm_available()
+    stale = bool(
+        run is not None
+        and run.llm_status == LLM_REQUESTED
+        and (run.started_at is None or run.started_at < timezone.now() - resume_after())
+    )
     return SuggestSection(
         version=version,
         clause_key=clause_key,
@@ -407,8 +436,9 @@ def suggest_section(version: Version, clause_key: str, user: Any) -> SuggestSect
             available
             and clause is not None
             and user.has_perm(ASK_PERM)
-            and (run is None or run.llm_status != LLM_REQUESTED)
+            and (run is None or run.llm_status != LLM_REQUESTED or stale)
         ),
+        stale=stale,
         run=run,
         candidates=[Candidate(by_id[r.run_id], r) for r in ranked],
         tolerance=tolerance,

@@ -423,6 +423,37 @@ def test_the_include_loads_the_section_and_links_the_page(decided: Decided) -> N
     assert 'hx-trigger="load"' in html and 'id="suggest-open"' in html
 
 
+@pytest.mark.usefixtures("backend")
+def test_a_lost_request_may_be_asked_again_and_a_refusing_broker_fails_the_run(
+    decided: Decided, author: Any, client: Any, settings: Any,
+    suggest_sent: list[dict[str, Any]], django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    lost = ask(decided, author, django_capture_on_commit_callbacks)
+    with pytest.raises(suggest.SuggestError, match="being written already"):
+        ask(decided, author, django_capture_on_commit_callbacks)
+    long_ago = timezone.now() - timedelta(seconds=settings.COPE_RESUME_AFTER_SECONDS + 1)
+    ExplainRun.objects.filter(pk=lost.pk).update(started_at=long_ago)
+    client.force_login(author)
+    url = reverse("labeling:suggest", args=[decided.version.pk]) + f"?clause={CLAUSE}"
+    page = client.get(url).content.decode()
+    assert 'id="suggest-stale"' in page and 'id="suggest-ask"' in page
+    assert 'hx-trigger="every' not in page
+
+    def refuse(request: dict[str, Any]) -> None:
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(suggest, "send_suggest_request", refuse)
+    again = ask(decided, author, django_capture_on_commit_callbacks)
+    again.refresh_from_db()
+    assert (again.llm_status, again.status) == ("failed", ExplainStatus.FAILED)
+    assert "could not be sent to the model workers: broker down" in again.llm_error
+
+
 # Through the broker and real workers -----------------------------------------------------------
 
 
