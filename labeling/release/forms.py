@@ -1,4 +1,5 @@
-"""The finalize form: the deciding job the admin saw, and an override reason for weak labels."""
+"""The finalize form: the deciding job the admin saw, and an override reason (weak labels, the
+probe's findings, a regression against the last finalized version)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ class FinalizeForm(forms.Form):
         required=False,
         max_length=2000,
         label="Override reason",
-        help_text="Why finalize on labels that are not CoPE's. Stored with the version and shown "
-        "in every export.",
+        help_text="Why finalize despite the conditions above (labels that are not CoPE's, the "
+        "probe's findings, a regression against the last finalized version). Stored with the "
+        "version and shown in every export.",
         widget=forms.Textarea(attrs={"rows": 3}),
     )
 
