@@ -26,6 +26,7 @@ from labeling.models import (
     Item,
     RunKind,
 )
+from labeling.probes import llm
 from labeling.probes.analysis import CarveoutState, ClauseRef, ProbeItem, summarize
 from worker.clauses import parse_clauses
 from worker.policy_text import parse_policy
@@ -44,6 +45,9 @@ def probe_variants(text: str) -> tuple[Variant, ...]:
 def finish_run(run_id: int, kind: str) -> None:
     if kind == RunKind.PROBE:
         summarize_probe(run_id)
+        # The carve-outs and the rewording, when an LLM backend is configured (sent after
+        # commit; a run already asked, or not finished with results, is left alone).
+        llm.request_probe_llm(ExplainRun.objects.select_related("version").get(pk=run_id))
     elif kind == RunKind.CARVEOUT:
         finish_carveouts(run_id)
 
