@@ -49,8 +49,8 @@ def p_o(a: list[int], b: list[int]) -> float:
     return sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
 
 
-def counts(labels: list[int]) -> dict[str, int]:
-    pairs = [(g, x) for g, x in zip(GOLD, labels, strict=True) if g in ("0", "1")]
+def counts(labels: list[int], gold: list[str] = GOLD) -> dict[str, int]:
+    pairs = [(g, x) for g, x in zip(gold, labels, strict=True) if g in ("0", "1")]
     return {
         "tp": sum(g == "1" and x == 1 for g, x in pairs),
         "fp": sum(g == "0" and x == 1 for g, x in pairs),
@@ -138,6 +138,35 @@ def test_the_edit_fixes_the_ambiguous_clause_as_the_formula_predicts(
     assert (changed["fixed_count"], changed["broken_count"], changed["other_count"]) == (1, 1, 1)
     view = whatif_view(run)
     assert view.finished and view.changed["broken"][0]["text"] == TEXTS[2]
+
+
+def test_gold_after_reads_the_edited_wording(
+    decided: Any, explain_sent: list, django_capture_on_commit_callbacks: Any, scorer: Any,
+    embedder: Any,
+) -> None:  # fmt: skip
+    """With the book review's gold 0 the edit fixes it (fp -> tn): the counts move, so "after"
+    must read A*'s labels (with the fixture's gold one fix and one break cancel out)."""
+    from labeling.models import Item
+
+    book = decided.items[4]
+    Item.objects.filter(pk=book.pk).update(expected_label=0)
+    gold = [*GOLD[:4], "0", *GOLD[5:]]
+    run = start(decided, django_capture_on_commit_callbacks)
+    deliver(explain_sent, django_capture_on_commit_callbacks, by_scorer(scorer))
+    run.refresh_from_db()
+    a = formula_labels(embedder, POLICY_A, TEXTS)
+    after = formula_labels(embedder, EDITED_A, TEXTS)
+    before_c, after_c = counts(a, gold), counts(after, gold)
+    assert before_c != after_c and after_c["tn"] == before_c["tn"] + 1
+    got = run.summary["gold"]
+    assert got["n"] == 12
+    assert {k: got["before"][k] for k in before_c} == before_c
+    assert {k: got["after"][k] for k in after_c} == after_c
+    assert got["after"]["accuracy"] == pytest.approx(
+        (after_c["tp"] + after_c["tn"]) / sum(after_c.values())
+    )
+    fixed = run.summary["changed"]["fixed"]
+    assert {r["item"] for r in fixed} == {book.pk, decided.items[6].pk}
 
 
 def test_make_it_a_version_once_and_its_first_job_shows_the_predicted_agreement(
