@@ -18,12 +18,19 @@ from typing import Any
 from django.db import transaction
 
 from labeling.gold.services import current_gold
-from labeling.models import ExplainRun, ExplainScore, Label, RunKind
-from labeling.probes.record import run_item_ids
-from labeling.whatif.analysis import AFTER_B, Labels, WhatIfInput, whatif_table
+from labeling.models import ExplainChunk, ExplainRun, ExplainScore, Label, RunKind
+from labeling.whatif.analysis import AFTER_B, WhatIfInput, whatif_table
 
 
-def _scores(run_id: int) -> dict[int, Labels]:
+def _run_items(run_id: int) -> list[int]:
+    """The run's items in chunk order, each once. (Not ``labeling.probes.record``'s: that
+    module dispatches finishes here, and this one must not import it back.)"""
+    chunks = ExplainChunk.objects.filter(run_id=run_id).order_by("index")
+    ids = (i for item_ids in chunks.values_list("item_ids", flat=True) for i in item_ids)
+    return list(dict.fromkeys(int(i) for i in ids))
+
+
+def _scores(run_id: int) -> dict[int, dict[str, int | None]]:
     out: dict[int, dict[str, int | None]] = defaultdict(dict)
     rows = ExplainScore.objects.filter(run_id=run_id).values_list("item_id", "key", "label")
     for item_id, key, label in rows:
@@ -46,17 +53,18 @@ def summarize_whatif(run_id: int) -> dict[str, Any]:
     """Recompute a what-if run's table from its scores; save it as the run's ``summary`` and
     return it."""
     run = ExplainRun.objects.select_related("job__version").get(pk=run_id)
-    if run.kind != RunKind.WHATIF or run.job is None:
+    job = run.job
+    if run.kind != RunKind.WHATIF or job is None:
         raise ValueError(f"run {run_id} is not a what-if run")
-    ids = run_item_ids(run_id)
+    ids = _run_items(run_id)
     affected = [int(i) for i in (run.summary or {}).get("affected_items", [])]
-    gold = current_gold(policy_id=run.job.version.policy_id, item_ids=ids)
+    gold = current_gold(policy_id=job.version.policy_id, item_ids=ids)
     table = whatif_table(
         WhatIfInput(
             items=ids,
             affected=affected,
             scores=_scores(run_id),
-            job_labels=_job_labels(run.job_id, ids),
+            job_labels=_job_labels(job.pk, ids),
             gold={i: g for i, (g, _) in gold.items()},
             twin_edited=any(s.get("key") == AFTER_B for s in run.variant_specs),
         )
