@@ -7,7 +7,7 @@ computed), of which the first ``--mismatches`` stay mismatches and the rest agre
 ``--gold`` of them a gold label (the trade offers 1, the rest 0), makes the job the version's
 deciding job, starts the bookkeeping worker and one model worker as ``bin/run-studio`` does
 (``bench_job``'s, the CPU embedding baseline by default), submits an edit of the first
-Includes criterion (``labeling.whatif.services.start_whatif``) and waits for its table,
+Excludes criterion (``labeling.whatif.services.start_whatif``) and waits for its table,
 re-sending lost chunks as beat does (``bench_explain``'s wait). Prints one JSON object;
 everything it created is deleted afterwards (``--keep`` keeps it).
 
@@ -51,8 +51,10 @@ from labeling.whatif import services
 from labeling.whatif.record import finish_whatif
 from policies.models import Policy
 
-CLAUSE = "label/RG/includes/1"  # "Offers to sell drugs to another person."
-EDIT = "Offers to sell drugs, pills or other controlled substances to anyone."
+CLAUSE = "label/RG/excludes/1"  # "News reporting about the trade in regulated goods."
+# An exception worded like the selling posts: on the baseline (which labels every post of this
+# policy 1) it turns them 0, so the table has changed verdicts to list (broken against gold).
+EDIT = "Selling drugs or firearms cheap tonight, message me."
 # POSTS rows that offer a trade (sell, buy, swap): gold 1; the debate and the novel: gold 0.
 TRADE_POSTS = 3
 
