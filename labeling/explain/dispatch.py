@@ -167,7 +167,7 @@ def give_up_on_chunks(
         f"Sent to the workers {cap} times without an answer (COPE_MAX_CHUNK_ATTEMPTS={cap}). "
         "A worker may be dying on it (out of memory, a CUDA error): check the model worker's "
         "log, then "
-        + ("explain the remaining mismatches again." if job_id else "run the probe again.")
+        + ("explain the remaining mismatches again." if job_id else "start the run again.")
     )
     ExplainChunk.objects.filter(pk__in=[pk for pk, _ in chunks], status=ChunkStatus.QUEUED).update(
         status=ChunkStatus.FAILED, finished_at=timezone.now(), error=error

@@ -7,7 +7,7 @@ nothing. A success may still move a chunk that was given up (its labels win); a 
 replaces scores. Every run stores its scores (``ExplainScore``, written by
 ``labeling.explain.scores``); an attribution run's items are also analysed at once
 (``analysis.explain_item``), while a probe's or carve-out run's conclusions are drawn when it
-finishes (``labeling.probes.record.finish_run``).
+finishes (``labeling.runs.finish_run``).
 
 Outcomes are honest: **succeeded** when every item was explained, **partial** when some
 could not be (the run says how many were), **failed** with the worker's error when none was.
@@ -39,7 +39,7 @@ from labeling.models import (
     Job,
     RunKind,
 )
-from labeling.probes.record import finish_run
+from labeling.runs import finish_run
 from worker.contract import ExplainResult
 from worker.probes import BASE_KEY, SIDE
 from worker.variants import Variant
@@ -73,7 +73,9 @@ def record_explain_result(result: ExplainResult) -> RecordOutcome:
         job_id, kind = run[1], run[2]
         items = [int(i) for i in chunk["item_ids"]]
         if result.error:
-            counters = _mark_failed(result, job_id, items, was)
+            # Only an attribution run writes conclusions (a what-if run also has a job).
+            concludes = job_id if kind == RunKind.ATTRIBUTION else None
+            counters = _mark_failed(result, concludes, items, was)
         else:
             counters = _mark_done(result, job_id, kind, items, was)
         counters.update(_worker_fields(result))

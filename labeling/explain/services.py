@@ -39,6 +39,7 @@ from labeling.models import (
     Job,
     JobStatus,
     ReviewTask,
+    RunKind,
 )
 from worker.variants import distinct
 
@@ -91,7 +92,10 @@ def unexplained_mismatches(job: Job) -> list[int]:
     pending = {
         i
         for ids in ExplainChunk.objects.filter(
-            run__job=job, run__status__in=ACTIVE, status=ChunkStatus.QUEUED
+            run__job=job,
+            run__kind=RunKind.ATTRIBUTION,
+            run__status__in=ACTIVE,
+            status=ChunkStatus.QUEUED,
         ).values_list("item_ids", flat=True)
         for i in ids
     }
@@ -114,7 +118,12 @@ def start_explain(
     size = max(1, SCORES_PER_CHUNK // max(1, len(variants)))
     with transaction.atomic():
         Job.objects.select_for_update().filter(pk=job.pk).values("pk").first()  # serialise runs
-        last = ExplainRun.objects.filter(job=job).aggregate(n=Max("attempt"))["n"] or 0
+        last = (
+            ExplainRun.objects.filter(job=job, kind=RunKind.ATTRIBUTION).aggregate(
+                n=Max("attempt")
+            )["n"]
+            or 0
+        )
         chunks = [items[i : i + size] for i in range(0, len(items), size)]
         run = ExplainRun.objects.create(
             job=job,
@@ -142,7 +151,7 @@ def explain_after_job(job_id: int) -> ExplainRun | None:
     job = Job.objects.filter(pk=job_id).first()
     if job is None or job.status != JobStatus.SUCCEEDED or explain_max_items() <= 0:
         return None
-    if ExplainRun.objects.filter(job=job).exists():
+    if ExplainRun.objects.filter(job=job, kind=RunKind.ATTRIBUTION).exists():
         return None
     try:
         return start_explain(job, None)
@@ -153,7 +162,7 @@ def explain_after_job(job_id: int) -> ExplainRun | None:
 def explain_more(job: Job, by: Any) -> ExplainRun:
     """ "Explain more": a run over the next ``COPE_EXPLAIN_MAX_ITEMS`` mismatches not explained
     yet (failed ones again). Raises ``ExplainError`` while a run is active or none is left."""
-    if ExplainRun.objects.filter(job=job, status__in=ACTIVE).exists():
+    if ExplainRun.objects.filter(job=job, kind=RunKind.ATTRIBUTION, status__in=ACTIVE).exists():
         raise ExplainError("A run is still explaining this job's mismatches; wait or cancel it.")
     return start_explain(job, by)
 
@@ -231,7 +240,8 @@ def resend(lost: list[InFlight], *, count: bool) -> int:
             spent = [(c[0], c[3]) for c in live if count and c[5] >= cap]
             again = [c[0] for c in live if not (count and c[5] >= cap)]
             if spent:
-                give_up_on_chunks(run_id, run[1], spent, cap)
+                concludes = run[1] if run[2] == RunKind.ATTRIBUTION else None
+                give_up_on_chunks(run_id, concludes, spent, cap)
             if again:
                 ExplainChunk.objects.filter(pk__in=again).update(
                     sent_at=timezone.now(),

@@ -20,6 +20,7 @@ from labeling.models import (
     ExplainStatus,
     FindingRole,
     Job,
+    RunKind,
 )
 from worker.clauses import Clause, parse_clauses
 
@@ -87,7 +88,7 @@ def clause_title(clause: Clause) -> str:
 
 
 def latest_run(job: Job) -> ExplainRun | None:
-    return ExplainRun.objects.filter(job=job).order_by("-attempt").first()
+    return ExplainRun.objects.filter(job=job, kind=RunKind.ATTRIBUTION).order_by("-attempt").first()
 
 
 def job_explanation(job: Job) -> JobExplanation:
@@ -116,7 +117,9 @@ def job_explanation(job: Job) -> JobExplanation:
     return JobExplanation(
         latest=latest,
         active=ExplainRun.objects.filter(
-            job=job, status__in=(ExplainStatus.QUEUED, ExplainStatus.RUNNING)
+            job=job,
+            kind=RunKind.ATTRIBUTION,
+            status__in=(ExplainStatus.QUEUED, ExplainStatus.RUNNING),
         ).exists(),
         explained=sum(verdicts.values()),
         mismatches_explained=sum(verdicts.get(v, 0) for v in ("decided", "tie", "none")),

@@ -50,6 +50,7 @@ from labeling.models import (
     Item,
     Job,
     Label,
+    RunKind,
     SampleSet,
     Side,
 )
@@ -225,7 +226,7 @@ def resolve_suspect(*, job: Job, item: Item, action: str, shown_gold: str, by: A
 
 def explaining(job: Job) -> bool:
     """Whether an explain run of the job is queued or running (one query)."""
-    return ExplainRun.objects.filter(job=job, status__in=ACTIVE).exists()
+    return ExplainRun.objects.filter(job=job, kind=RunKind.ATTRIBUTION, status__in=ACTIVE).exists()
 
 
 def unexplained_suspects(job: Job, limit: int) -> list[int]:

@@ -124,11 +124,16 @@ class ExplainRun(models.Model):
         # (PostgreSQL refuses FOR UPDATE on the nullable side of one).
         ordering = ["-id"]
         constraints = [
-            models.UniqueConstraint(fields=["job", "attempt"], name="explain_run_unique"),
+            # Attribution runs are numbered per job, every other kind per version and kind.
+            models.UniqueConstraint(
+                fields=["job", "attempt"],
+                name="explain_run_unique",
+                condition=Q(kind="attribution"),
+            ),
             models.UniqueConstraint(
                 fields=["version", "kind", "attempt"],
                 name="probe_run_unique",
-                condition=Q(job__isnull=True),
+                condition=~Q(kind="attribution"),
             ),
         ]
         indexes = [

@@ -26,7 +26,6 @@ from labeling.models import (
     Item,
     RunKind,
 )
-from labeling.probes import llm
 from labeling.probes.analysis import CarveoutState, ClauseRef, ProbeItem, summarize
 from worker.clauses import parse_clauses
 from worker.policy_text import parse_policy
@@ -40,16 +39,6 @@ CARVEOUT_PREFIX = "CO:"
 def probe_variants(text: str) -> tuple[Variant, ...]:
     """``worker.probes.build_probe_variants``, built once per process for a version's text."""
     return tuple(build_probe_variants(text))
-
-
-def finish_run(run_id: int, kind: str) -> None:
-    if kind == RunKind.PROBE:
-        summarize_probe(run_id)
-        # The carve-outs and the rewording, when an LLM backend is configured (sent after
-        # commit; a run already asked, or not finished with results, is left alone).
-        llm.request_probe_llm(ExplainRun.objects.select_related("version").get(pk=run_id))
-    elif kind == RunKind.CARVEOUT:
-        finish_carveouts(run_id)
 
 
 def run_item_ids(run_id: int) -> list[int]:

@@ -6,7 +6,7 @@ distinct variant of the two texts, the new one as side A and the last finalized 
 (``worker.variants.build_variants``). The swap test (``labeling.explain.analysis.explain_item``)
 then names the clause of the new text whose old wording gives the item back its old verdict:
 the clause that decides the change. Its finish (``finish_regression``, called by the engine
-through ``labeling.probes.record.finish_run``) writes the run's ``summary``:
+through ``labeling.runs.finish_run``) writes the run's ``summary``:
 ``{"items", "explained", "backend", "weak", "clauses": {item id: {"verdict", "clause",
 "where", "other", "effect"}}}``.
 
@@ -78,7 +78,7 @@ def start_regression_run(diff: Regression, *, version: Version, by: Any) -> Expl
         if last is not None and last.status not in _RETRY_AFTER:
             return last
         attempt = ExplainRun.objects.filter(
-            version=version, kind=RunKind.REGRESSION, job__isnull=True
+            version=version, kind=RunKind.REGRESSION
         ).aggregate(n=Max("attempt"))["n"]
         chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
         run = ExplainRun.objects.create(

@@ -1,6 +1,6 @@
 """What the run engine calls when a what-if run finishes: its before -> after table.
 
-``labeling.probes.record.finish_run`` dispatches here for kind whatif, under the run row's
+``labeling.runs.finish_run`` dispatches here for kind whatif, under the run row's
 lock, once the run's status is final. The table is drawn from the run's own scores, the job's
 stored labels (to say whether the rescored A and B equal them) and gold as it stands now
 (``current_gold``). A given-up chunk answered late reopens the run, and its second finish

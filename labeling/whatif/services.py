@@ -6,9 +6,8 @@ when the twin's aligned clause is edited too). Scoring A and B again keeps befor
 from one model. It runs on the attribution engine (``labeling.explain``: chunks, flow control,
 resend, give-up); its finish (``labeling.whatif.record.finish_whatif``) writes the table.
 
-The run is created with its chunks in one transaction, the job row locked as the engine's own
-runs lock it (a run's ``attempt`` is numbered per job, whatever its kind), and its first chunks
-go out once committed.
+The run is created with its chunks in one transaction, the version row locked (a what-if run's
+``attempt`` is numbered per version), and its first chunks go out once committed.
 """
 
 from __future__ import annotations
@@ -184,8 +183,17 @@ def start_whatif(
     size = max(1, min(int(settings.COPE_CHUNK_SIZE), SCORES_PER_CHUNK // len(specs)))
     chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
     with transaction.atomic():
-        Job.objects.select_for_update().filter(pk=job.pk).values("pk").first()  # numbering
-        last = ExplainRun.objects.filter(job=job).aggregate(n=Max("attempt"))["n"] or 0
+        # The version row's lock serialises the numbering (per version, like every run but
+        # attribution's).
+        Version.objects.select_for_update().filter(pk=version.pk).order_by("pk").values(
+            "pk"
+        ).first()
+        last = (
+            ExplainRun.objects.filter(version=version, kind=RunKind.WHATIF).aggregate(
+                n=Max("attempt")
+            )["n"]
+            or 0
+        )
         run = ExplainRun.objects.create(
             kind=RunKind.WHATIF,
             job=job,

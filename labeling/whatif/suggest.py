@@ -157,7 +157,7 @@ def request_suggestions(version: Version, *, clause_key: str, by: Any) -> Explai
         Version.objects.select_for_update().filter(pk=version.pk).order_by("pk").values(
             "pk"
         ).first()  # serialise the numbering and the one-at-a-time check
-        runs = ExplainRun.objects.filter(version=version, kind=RunKind.SUGGEST, job__isnull=True)
+        runs = ExplainRun.objects.filter(version=version, kind=RunKind.SUGGEST)
         if _pending(runs.filter(clause_key=clause_key)).exists():
             raise SuggestError("Rewrites of this clause are being written already.")
         run = ExplainRun.objects.create(

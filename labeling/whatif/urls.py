@@ -1,6 +1,7 @@
 from django.urls import path
 
 from labeling.whatif import views
+from labeling.whatif.suggest_views import suggest_urlpatterns
 
 urlpatterns = [
     path("versions/<int:version_id>/whatif/", views.whatif_form, name="whatif"),
@@ -8,4 +9,5 @@ urlpatterns = [
     path("whatif/<int:run_id>/", views.whatif_run, name="whatif_run"),
     path("whatif/<int:run_id>/cancel/", views.whatif_cancel, name="whatif_cancel"),
     path("whatif/<int:run_id>/make/", views.whatif_make_version, name="whatif_make_version"),
+    *suggest_urlpatterns,
 ]

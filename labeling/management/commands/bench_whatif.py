@@ -18,7 +18,7 @@ everything it created is deleted afterwards (``--keep`` keeps it).
   table included); ``outside_model_share``: ``web_seconds / (web_seconds + model_seconds)``
   and ``outside_model_share_of_table``: ``1 - model_seconds / table_seconds``;
 * ``finisher_wired``: whether the engine wrote the table at the run's finish
-  (``labeling.probes.record.finish_run`` dispatching kind whatif); when it did not, this
+  (``labeling.runs.finish_run`` dispatching kind whatif); when it did not, this
   command writes it (``finish_whatif``) and its time is counted in ``table_seconds``.
 
 The job's labels are written, so the rescored A and B need not equal them

@@ -213,7 +213,7 @@ def test_a_lost_probe_chunk_is_sent_again_then_given_up_and_a_late_answer_still_
         explain_services.resume_stalled_runs()
     chunk.refresh_from_db()
     run.refresh_from_db()
-    assert chunk.status == ChunkStatus.FAILED and "run the probe again" in chunk.error
+    assert chunk.status == ChunkStatus.FAILED and "start the run again" in chunk.error
     assert run.status == ExplainStatus.FAILED and run.items_failed == len(TEXTS)
     assert not ExplainItem.objects.exists() and summary.version_probe(run.version) is None
     assert run.summary["scored"] == 0  # a failed probe still says what it scored

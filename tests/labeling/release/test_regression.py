@@ -435,7 +435,7 @@ def test_the_clause_run_goes_through_the_engine(
 ) -> None:
     """Chunks sent with the run's own variants, answered as a worker would, recorded by the
     engine until the run finishes; ``finish_regression`` (which the engine calls through
-    ``labeling.probes.record.finish_run``) then names the edited clause for each item."""
+    ``labeling.runs.finish_run``) then names the edited clause for each item."""
 
     def rule(key: str, text: str) -> tuple[int, float]:
         row = int(text.split()[2])

@@ -3,18 +3,13 @@
 Includes criterion ("harsh criticism of a book, a film or a restaurant") and B's aligned one
 ("mocking the way a person looks or dresses") disagree on three items, and an edit of A's
 clause toward B's meaning makes the two wordings agree on them. Gold is constructed so the
-edit fixes one item, breaks one, and changes one without gold.
-
-Until ``labeling.probes.record.finish_run`` dispatches kind whatif, ``whatif_finisher`` routes a
-finished what-if run to ``finish_whatif`` exactly where the engine calls ``finish_run``."""
+edit fixes one item, breaks one, and changes one without gold."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-import pytest
 
 from tests.labeling.conftest import make_sample_set
 from tests.labeling.probes.conftest import (  # noqa: F401 - fixtures re-exported
@@ -146,21 +141,3 @@ def make_decided_version(
     job.refresh_from_db()
     assert job.status == "succeeded", job.error
     return Decided(version, job, items)
-
-
-@pytest.fixture(autouse=True)
-def whatif_finisher(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The engine's finish dispatches kind whatif to ``finish_whatif`` (the lead's one-line
-    wiring in ``labeling.probes.record.finish_run``, applied here where the engine calls it)."""
-    from labeling.explain import record as engine
-    from labeling.whatif.record import finish_whatif
-
-    original = engine.finish_run
-
-    def finish_run(run_id: int, kind: str) -> None:
-        if kind == "whatif":
-            finish_whatif(run_id)
-        else:
-            original(run_id, kind)
-
-    monkeypatch.setattr(engine, "finish_run", finish_run)

@@ -238,6 +238,8 @@ def test_a_failed_chunk_leaves_an_honest_partial_table(
     # The first chunk held the three affected items: none was scored, and the table says so.
     assert got["affected"]["n"] == 0 and got["affected"]["before"]["agreement"] is None
     assert got["whole"]["n"] == got["predicted"]["n"] == 7
+    # A what-if run carries the deciding job, but only attribution writes conclusions on it.
+    assert not ExplainItem.objects.filter(run=run).exists()
 
 
 def test_every_item_failed_leaves_a_failed_run_with_an_empty_table(
