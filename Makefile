@@ -84,6 +84,11 @@ bench: $(STAMP)
 	  $(BIN)/python manage.py bench_api --broker redis --redis-url $(REDIS_URL)
 	DJANGO_SECRET_KEY=$(BENCH_KEY) HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) CELERY_BROKER_URL=$(REDIS_URL) \
 	  $(BIN)/python manage.py bench_job --items 100000
+	# A version's probes and a what-if edit, through Redis and real workers (CPU baseline).
+	DJANGO_SECRET_KEY=$(BENCH_KEY) HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) CELERY_BROKER_URL=$(REDIS_URL) \
+	  $(BIN)/python manage.py bench_probe --items 200
+	DJANGO_SECRET_KEY=$(BENCH_KEY) HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) CELERY_BROKER_URL=$(REDIS_URL) \
+	  $(BIN)/python manage.py bench_whatif
 
 clean:
 	rm -rf $(VENV) var artifacts
