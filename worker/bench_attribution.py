@@ -100,6 +100,23 @@ def attribution_policy(bench: Bench, *, policy_tokens: int, clauses: int, seed: 
     return policy
 
 
+def bench_contents(bench: Bench, *, count: int, content_tokens: int, seed: int = 11) -> list[str]:
+    """``count`` synthetic contents of ``content_tokens`` tokens give or take an eighth (the
+    same texts for the same arguments: the device check's probe and what-if steps use them)."""
+    rng = random.Random(seed)
+    spread = max(1, content_tokens // 8)
+    return [
+        _fit_tokens(
+            bench.scorer,
+            rng,
+            bench.words,
+            max(1, content_tokens + rng.randint(-spread, spread)),
+            prefix=False,
+        )
+        for _ in range(count)
+    ]
+
+
 def removal_variants(policy: str) -> list[str]:
     """The base, then the policy without each of its clauses."""
     return [policy] + [remove_clause(policy, clause) for clause in parse_clauses(policy)]
@@ -184,18 +201,7 @@ def measure_attribution(
     device = scorer.device
     policy = attribution_policy(bench, policy_tokens=policy_tokens, clauses=clauses)
     variants = removal_variants(policy)
-    rng = random.Random(11)
-    spread = max(1, content_tokens // 8)
-    texts = [
-        _fit_tokens(
-            scorer,
-            rng,
-            bench.words,
-            max(1, content_tokens + rng.randint(-spread, spread)),
-            prefix=False,
-        )
-        for _ in range(contents)
-    ]
+    texts = bench_contents(bench, count=contents, content_tokens=content_tokens)
     scorer.score_naive("warm-up policy", ["warm-up"])  # first-call overheads, off the clock
     scorer.score_variants(["warm-up policy", "warm-up policy 2"], ["warm-up"])
 

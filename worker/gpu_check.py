@@ -19,6 +19,13 @@ still leaves what it measured) and ``OUT/summary.txt`` (the figures the README q
 - attribution (``worker.bench_attribution``): a 1,551-token policy of 30 clauses, its 31
   removal variants x 64 contents of ~62 tokens: variant scores/s with the shared prefix against
   one full prompt per forward, max |dp1|, and the FLOP bound beside the measured ratio;
+- the probe (``worker.bench_probe_shape``, issue 19's ``bench_probe`` at this shape): the same
+  30-clause policy, its distinct probe variants (control, inversion, drop, each clause removed)
+  x 200 contents through the explain task's engine call: model seconds, scores/s, and the share
+  of the step's wall time outside that call;
+- a what-if edit (``worker.bench_probe_shape``, issue 20): the same policy as A, a reworded
+  twin B, A* (its first Excludes criterion reworded) and B* (the twin's aligned clause) x 350
+  contents: model seconds against the 5 s target;
 - 8-bit and 4-bit loading through ``load_cope``: the clear error when bitsandbytes is absent, or
   a score when it is present.
 
@@ -40,7 +47,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker.bench import Bench
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,10 @@ class Plan:
     attribution_contents: int
     attribution_content_tokens: int
     attribution_naive_pairs: int
+    # The probe and the what-if edit (worker.bench_probe_shape) on the attribution policy, with
+    # contents of attribution_content_tokens.
+    probe_items: int
+    whatif_items: int
 
 
 FULL = Plan(
@@ -80,6 +94,8 @@ FULL = Plan(
     attribution_contents=64,
     attribution_content_tokens=62,
     attribution_naive_pairs=8,
+    probe_items=200,
+    whatif_items=350,
 )
 TINY = Plan(  # every step of FULL, small enough for CI on two cores
     shape="gemma-2-mini",
@@ -97,11 +113,14 @@ TINY = Plan(  # every step of FULL, small enough for CI on two cores
     attribution_contents=4,
     attribution_content_tokens=12,
     attribution_naive_pairs=3,
+    probe_items=4,
+    whatif_items=5,
 )
 # The issue's targets on an H200; judged in the summary of a full run.
 TARGET_SHARE = 0.35
 TARGET_P95_MS = 50.0
 TARGET_DP1 = 1e-3
+TARGET_WHATIF_S = 5.0  # a what-if edit's model time for 350 items (issue 20)
 JSON_NAME, SUMMARY_NAME = "gpu-check.json", "summary.txt"
 
 
@@ -301,6 +320,7 @@ def summarize(report: dict[str, Any]) -> str:
         lines.append(format_attribution(attribution))
     elif "error" in attribution:
         lines.append(f"attribution: {attribution['error']}")
+    lines += _probe_lines(report)
     quant = report.get("quantization", {})
     for key in ("8bit", "4bit"):
         if key in quant:
@@ -318,6 +338,17 @@ def summarize(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _probe_lines(report: dict[str, Any]) -> list[str]:
+    from worker.bench_probe_shape import format_probe, format_whatif
+
+    lines = []
+    for key, fmt in (("probe", format_probe), ("whatif", format_whatif)):
+        step = report.get(key)
+        if step is not None:
+            lines.append(fmt(step) if "scores" in step else f"{key}: {step.get('error')}")
+    return lines
+
+
 def judge(report: dict[str, Any]) -> dict[str, str]:
     """The issue's H200 targets, each with the measured figure."""
     rows = [row for run in report.get("runs", []) for row in run.get("batch_sizes", [])]
@@ -326,6 +357,7 @@ def judge(report: dict[str, Any]) -> dict[str, str]:
         run["latency_warm"]["p95_ms"] for run in report.get("runs", []) if "latency_warm" in run
     ]
     dp1 = [row["max_abs_diff"] for row in rows]
+    whatif = report.get("whatif", {}).get("model_seconds")
     out: dict[str, str] = {}
     if shares:
         best = max(shares)
@@ -336,6 +368,9 @@ def judge(report: dict[str, Any]) -> dict[str, str]:
     if dp1:
         worst = max(dp1)
         out["|dp1| <= 1e-3"] = f"{worst:.1e} {'met' if worst <= TARGET_DP1 else 'MISSED'}"
+    if whatif is not None:
+        met = "met" if whatif < TARGET_WHATIF_S else "MISSED"
+        out[f"what-if model time < {TARGET_WHATIF_S:g} s"] = f"{whatif} s {met}"
     return out
 
 
@@ -441,6 +476,30 @@ def _measure_model(
         )
 
     report["attribution"] = _step(report, "attribution", attribution)
+    write(out, report)
+    _measure_probes(report, plan, out, bench)
+
+
+def _measure_probes(report: dict[str, Any], plan: Plan, out: Path, bench: Bench) -> None:
+    """The probe and the what-if edit on the attribution step's policy."""
+    from worker.bench_probe_shape import measure_probe, measure_whatif
+
+    shape = {
+        "policy_tokens": plan.attribution_policy_tokens,
+        "clauses": plan.attribution_clauses,
+        "content_tokens": plan.attribution_content_tokens,
+    }
+    report["probe"] = _step(
+        report, "probe", lambda: measure_probe(bench, items=plan.probe_items, **shape)
+    )
+    write(out, report)
+    report["whatif"] = _step(
+        report,
+        "whatif",
+        lambda: measure_whatif(
+            bench, items=plan.whatif_items, target_seconds=TARGET_WHATIF_S, **shape
+        ),
+    )
     write(out, report)
 
 
