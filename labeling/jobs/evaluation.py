@@ -271,9 +271,19 @@ class GateLowering:
 
 
 def gate_lowering(
-    policy: Policy, *, agreement_threshold: float, min_kappa: float, min_sample_size: int
+    policy: Policy,
+    *,
+    agreement_threshold: float,
+    min_kappa: float,
+    min_sample_size: int,
+    probe_gate: bool | None = None,
+    regression_tolerance: float | None = None,
 ) -> GateLowering | None:
-    """None unless the threshold or the minimum kappa goes down (those need a confirmation)."""
+    """None unless the gate gets looser (that needs a confirmation): the threshold or the
+    minimum kappa goes down, probe findings go from refusing to warning, or the regression
+    tolerance goes up. ``newly_passing`` lists the versions the agreement gate would let through
+    (probe findings and regressions are judged at finalize, against the version's own probe and
+    the last finalized version)."""
     lowered = []
     if agreement_threshold < policy.agreement_threshold:
         lowered.append(
@@ -282,6 +292,14 @@ def gate_lowering(
     if min_kappa < policy.min_kappa:
         lowered.append(
             f"minimum kappa {policy.min_kappa_display} → {setting_text('min_kappa', min_kappa)}"
+        )
+    if probe_gate is False and policy.probe_gate:
+        lowered.append("probe findings at finalize refuse → warn")
+    if regression_tolerance is not None and regression_tolerance > policy.regression_tolerance:
+        lowered.append(
+            "regression tolerance "
+            f"{setting_text('regression_tolerance', policy.regression_tolerance)} → "
+            f"{setting_text('regression_tolerance', regression_tolerance)}"
         )
     if not lowered:
         return None

@@ -165,7 +165,8 @@ class PolicySettingsForm(forms.Form):
     confirm = forms.BooleanField(
         required=False,
         label="Yes, lower the gate",
-        help_text="Lowering the threshold or the minimum kappa lets weaker versions finalize.",
+        help_text="Lowering the threshold or the minimum kappa, letting probe findings only warn, "
+        "or raising the regression tolerance lets weaker versions finalize.",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -442,6 +442,8 @@ def _unconfirmed_lowering(
         agreement_threshold=data["agreement_threshold"],
         min_kappa=policy.min_kappa if min_kappa is None else min_kappa,
         min_sample_size=data["min_sample_size"],
+        probe_gate=data["probe_gate"],
+        regression_tolerance=data["regression_tolerance"],
     )
 
 

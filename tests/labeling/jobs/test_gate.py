@@ -301,6 +301,31 @@ def test_lowering_the_minimum_kappa_asks_too_and_is_audited(author: Any, admin_u
     assert "ana_admin" in audit and "Settings page" in audit
 
 
+def test_loosening_the_probe_and_regression_gates_asks_too(author: Any, admin_user: Any) -> None:
+    policy = make_policy(author)
+    Policy.objects.filter(pk=policy.pk).update(probe_gate=True)
+    client = client_for(admin_user)
+    data = {
+        "agreement_threshold": "95",
+        "min_sample_size": 200,
+        "min_kappa": "0.60",
+        "probe_gate": "warn",
+        "regression_tolerance": "5",
+    }
+
+    html = client.post(settings_url(policy), data).content.decode()
+
+    assert 'id="confirm-lowering"' in html
+    assert "probe findings at finalize refuse → warn" in html
+    assert "regression tolerance 2% → 5%" in html
+    policy.refresh_from_db()
+    assert policy.probe_gate and policy.regression_tolerance == 0.02
+
+    assert client.post(settings_url(policy), {**data, "confirm": "on"}).status_code == 302
+    policy.refresh_from_db()
+    assert not policy.probe_gate and policy.regression_tolerance == 0.05
+
+
 def test_raising_the_gate_needs_no_confirmation(author: Any, admin_user: Any) -> None:
     policy = make_policy(author, agreement_threshold=0.9)
     response = client_for(admin_user).post(

@@ -398,7 +398,12 @@ def test_the_settings_page_sets_and_audits_the_tolerance(policy: Policy, admin_u
     assert 'id="current-regression-tolerance">2.0%' in page
     assert 'name="regression_tolerance" value="2"' in page
 
-    response = client.post(url, settings_post(policy, regression_tolerance="5.5"))
+    # Raising the tolerance loosens the gate: without the confirmation nothing is saved.
+    asked = client.post(url, settings_post(policy, regression_tolerance="5.5"))
+    assert asked.status_code == 200 and "regression tolerance 2% → 5.5%" in asked.content.decode()
+    assert Policy.objects.get(pk=policy.pk).regression_tolerance == 0.02
+
+    response = client.post(url, settings_post(policy, regression_tolerance="5.5", confirm="on"))
 
     assert response.status_code == 302
     policy.refresh_from_db()
