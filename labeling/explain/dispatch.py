@@ -14,10 +14,11 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Max
 from django.utils import timezone
 
 from labeling.explain import broker
@@ -73,6 +74,38 @@ def run_variants(run_id: int) -> list[VariantSpec] | None:
     if kind == RunKind.ATTRIBUTION:
         return [VariantSpec(v.key, v.policy) for v in distinct(job_variants(text_a, text_b))]
     return [VariantSpec(str(s["key"]), str(s["policy"])) for s in specs]
+
+
+Chunk = tuple[list[int], list[str] | None]  # item ids, and the variant keys (None: all)
+
+
+def next_attempt(**filters: Any) -> int:
+    """The next ``attempt`` among the runs ``filters`` select (the caller holds the lock that
+    serialises the numbering: the job row for attribution, the version row for the others)."""
+    last = ExplainRun.objects.filter(**filters).aggregate(n=Max("attempt"))["n"]
+    return (last or 0) + 1
+
+
+def create_run(*, chunks: list[Chunk], **fields: Any) -> ExplainRun:
+    """A running run and its chunks, its first chunks sent once committed: every kind starts
+    this way. ``fields`` are the run's own (kind, job or version, attempt, variants, ...); the
+    caller is inside ``transaction.atomic()``."""
+    run = ExplainRun.objects.create(
+        status=ExplainStatus.RUNNING,
+        items_total=sum(len(ids) for ids, _ in chunks),
+        chunk_count=len(chunks),
+        started_at=timezone.now(),
+        **fields,
+    )
+    ExplainChunk.objects.bulk_create(
+        [
+            ExplainChunk(run=run, index=n, item_ids=ids, variant_keys=keys)
+            for n, (ids, keys) in enumerate(chunks)
+        ]
+    )
+    lock_run(run.pk)
+    claim_next_chunks(run.pk)
+    return run
 
 
 def claim_next_chunks(run_id: int) -> int:

@@ -16,17 +16,19 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Max
+from django.db.models import F
 from django.utils import timezone
 
 from labeling.explain import broker
 from labeling.explain.dispatch import (
     ACTIVE,
     claim_next_chunks,
+    create_run,
     fill_window,
     give_up_on_chunks,
     job_variants,
     lock_run,
+    next_attempt,
     send_chunks,
 )
 from labeling.explain.record import maybe_finish_run
@@ -118,30 +120,15 @@ def start_explain(
     size = max(1, SCORES_PER_CHUNK // max(1, len(variants)))
     with transaction.atomic():
         Job.objects.select_for_update().filter(pk=job.pk).values("pk").first()  # serialise runs
-        last = (
-            ExplainRun.objects.filter(job=job, kind=RunKind.ATTRIBUTION).aggregate(
-                n=Max("attempt")
-            )["n"]
-            or 0
-        )
-        chunks = [items[i : i + size] for i in range(0, len(items), size)]
-        run = ExplainRun.objects.create(
+        return create_run(
+            chunks=[(items[i : i + size], None) for i in range(0, len(items), size)],
+            kind=RunKind.ATTRIBUTION,
             job=job,
-            attempt=last + 1,
-            status=ExplainStatus.RUNNING,
+            attempt=next_attempt(job=job, kind=RunKind.ATTRIBUTION),
             requested_by=by,
-            items_total=len(items),
             variants=len(variants),
             chunk_size=size,
-            chunk_count=len(chunks),
-            started_at=timezone.now(),
         )
-        ExplainChunk.objects.bulk_create(
-            [ExplainChunk(run=run, index=n, item_ids=ids) for n, ids in enumerate(chunks)]
-        )
-        lock_run(run.pk)
-        claim_next_chunks(run.pk)
-    return run
 
 
 def explain_after_job(job_id: int) -> ExplainRun | None:

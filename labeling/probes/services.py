@@ -13,16 +13,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max
-from django.utils import timezone
 
-from labeling.explain.dispatch import ACTIVE, claim_next_chunks, lock_run
+from labeling.explain.dispatch import ACTIVE, Chunk, create_run, next_attempt
 from labeling.explain.services import SCORES_PER_CHUNK, cancel_explain
 from labeling.jobs.evaluation import evaluation_set
 from labeling.models import (
     Carveout,
     CarveoutStatus,
-    ExplainChunk,
     ExplainRun,
     ExplainScore,
     ExplainStatus,
@@ -75,37 +72,21 @@ def _create_run(
     kind: str,
     version: Version,
     variants: list[Variant],
-    chunks: list[tuple[list[int], list[str] | None]],
+    chunks: list[Chunk],
     by: Any,
     **fields: Any,
 ) -> ExplainRun:
-    """A run and its chunks ((item ids, variant keys or None)); the first go out at commit.
-    The caller holds the version row's lock."""
-    last = ExplainRun.objects.filter(version=version, kind=kind, job__isnull=True).aggregate(
-        n=Max("attempt")
-    )["n"]
-    run = ExplainRun.objects.create(
+    """A run of ``version`` and its chunks; the caller holds the version row's lock."""
+    return create_run(
+        chunks=chunks,
         kind=kind,
         version=version,
-        attempt=(last or 0) + 1,
-        status=ExplainStatus.RUNNING,
+        attempt=next_attempt(version=version, kind=kind),
         requested_by=by,
         variant_specs=[{"key": v.key, "policy": v.policy} for v in variants],
-        items_total=sum(len(ids) for ids, _ in chunks),
         variants=len(variants),
-        chunk_count=len(chunks),
-        started_at=timezone.now(),
         **fields,
     )
-    ExplainChunk.objects.bulk_create(
-        [
-            ExplainChunk(run=run, index=n, item_ids=ids, variant_keys=keys)
-            for n, (ids, keys) in enumerate(chunks)
-        ]
-    )
-    lock_run(run.pk)
-    claim_next_chunks(run.pk)
-    return run
 
 
 def start_probe(version: Version, *, by: Any, max_items: int | None = None) -> ExplainRun:

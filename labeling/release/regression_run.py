@@ -20,14 +20,11 @@ from collections import defaultdict
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Max
-from django.utils import timezone
 
 from labeling.explain.analysis import Score, explain_item
-from labeling.explain.dispatch import claim_next_chunks, job_variants, lock_run
+from labeling.explain.dispatch import create_run, job_variants, next_attempt
 from labeling.gold.services import current_gold
 from labeling.models import (
-    ExplainChunk,
     ExplainRun,
     ExplainScore,
     ExplainStatus,
@@ -77,30 +74,17 @@ def start_regression_run(diff: Regression, *, version: Version, by: Any) -> Expl
         last = latest_run(version, baseline)
         if last is not None and last.status not in _RETRY_AFTER:
             return last
-        attempt = ExplainRun.objects.filter(
-            version=version, kind=RunKind.REGRESSION
-        ).aggregate(n=Max("attempt"))["n"]
-        chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
-        run = ExplainRun.objects.create(
+        return create_run(
+            chunks=[(ids[i : i + size], None) for i in range(0, len(ids), size)],
             kind=RunKind.REGRESSION,
             version=version,
             baseline_version=baseline,
-            attempt=(attempt or 0) + 1,
-            status=ExplainStatus.RUNNING,
+            attempt=next_attempt(version=version, kind=RunKind.REGRESSION),
             requested_by=by,
             variant_specs=[{"key": v.key, "policy": v.policy} for v in variants],
-            items_total=len(ids),
             variants=len(variants),
             chunk_size=size,
-            chunk_count=len(chunks),
-            started_at=timezone.now(),
         )
-        ExplainChunk.objects.bulk_create(
-            [ExplainChunk(run=run, index=n, item_ids=chunk) for n, chunk in enumerate(chunks)]
-        )
-        lock_run(run.pk)
-        claim_next_chunks(run.pk)
-    return run
 
 
 def _scores(run_id: int) -> dict[int, dict[str, Score]]:

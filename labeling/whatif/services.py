@@ -18,15 +18,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max
-from django.utils import timezone
 
-from labeling.explain.dispatch import claim_next_chunks, lock_run
+from labeling.explain.dispatch import create_run, next_attempt
 from labeling.explain.services import SCORES_PER_CHUNK, mismatch_ids
 from labeling.explain.summary import decided_item_ids
 from labeling.gold.services import current_gold
 from labeling.jobs.evaluation import deciding_job
-from labeling.models import ExplainChunk, ExplainRun, ExplainStatus, Job, Label, RunKind
+from labeling.models import ExplainRun, Job, Label, RunKind
 from labeling.whatif.analysis import AFTER_A, AFTER_B, BEFORE_A, BEFORE_B
 from policies.models import Version
 from policies.services import PolicyError, create_version
@@ -181,27 +179,20 @@ def start_whatif(
         raise WhatIfError("The deciding job labeled no item under both wordings.")
     specs = _variant_specs(job, texts)
     size = max(1, min(int(settings.COPE_CHUNK_SIZE), SCORES_PER_CHUNK // len(specs)))
-    chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
     with transaction.atomic():
         # The version row's lock serialises the numbering (per version, like every run but
         # attribution's).
         Version.objects.select_for_update().filter(pk=version.pk).order_by("pk").values(
             "pk"
         ).first()
-        last = (
-            ExplainRun.objects.filter(version=version, kind=RunKind.WHATIF).aggregate(
-                n=Max("attempt")
-            )["n"]
-            or 0
-        )
-        run = ExplainRun.objects.create(
+        return create_run(
+            chunks=[(ids[i : i + size], None) for i in range(0, len(ids), size)],
             kind=RunKind.WHATIF,
             job=job,
             version=version,
             sample_set_id=job.sample_set_id,
             parent=parent,
-            attempt=last + 1,
-            status=ExplainStatus.RUNNING,
+            attempt=next_attempt(version=version, kind=RunKind.WHATIF),
             requested_by=by,
             clause_key=clause_key,
             edit_a=edit_a.strip(),
@@ -209,18 +200,9 @@ def start_whatif(
             rationale=rationale.strip(),
             variant_specs=specs,
             summary={"affected_items": affected},
-            items_total=len(ids),
             variants=len(specs),
             chunk_size=size,
-            chunk_count=len(chunks),
-            started_at=timezone.now(),
         )
-        ExplainChunk.objects.bulk_create(
-            [ExplainChunk(run=run, index=n, item_ids=part) for n, part in enumerate(chunks)]
-        )
-        lock_run(run.pk)
-        claim_next_chunks(run.pk)
-    return run
 
 
 def _spec(run: ExplainRun, key: str) -> str:
