@@ -19,12 +19,14 @@ from labeling.workers.services import record_heartbeat_task  # noqa: F401  (regi
 from worker.contract import (
     RECORD_CHUNK_TASK,
     RECORD_EXPLAIN_TASK,
-    RECORD_PROBE_LLM_TASK,
-    RECORD_SUGGEST_TASK,
     ContractError,
     ExplainResult,
-    ProbeLLMResult,
     ScoreResult,
+)
+from worker.contract_llm import (
+    RECORD_PROBE_LLM_TASK,
+    RECORD_SUGGEST_TASK,
+    ProbeLLMResult,
     SuggestResult,
 )
 

@@ -40,14 +40,16 @@ from worker.contract import (
     GENERATE_TWIN_TASK,
     GPU_QUEUE,
     LIVE_QUEUE,
-    PROBE_LLM_TASK,
     RECORD_CHUNK_TASK,
     RECORD_EXPLAIN_TASK,
-    RECORD_PROBE_LLM_TASK,
-    RECORD_SUGGEST_TASK,
     RECORD_TWIN_TASK,
     SCORE_CHUNK_TASK,
     SCORE_LIVE_TASK,
+)
+from worker.contract_llm import (
+    PROBE_LLM_TASK,
+    RECORD_PROBE_LLM_TASK,
+    RECORD_SUGGEST_TASK,
     SUGGEST_TASK,
 )
 

@@ -24,8 +24,8 @@ import json
 import re
 
 from worker.carveouts import inert
-from worker.contract import SuggestCandidate as Candidate
-from worker.contract import SuggestMismatch as Mismatch
+from worker.contract_llm import SuggestCandidate as Candidate
+from worker.contract_llm import SuggestMismatch as Mismatch
 
 SUGGEST_PROMPT_VERSION = "suggest-v1"
 MAX_REWRITE_CHARS = 600

@@ -37,13 +37,8 @@ from labeling.models import (
 )
 from policies.services import twin_generation_enabled
 from worker.carveouts import carveout_problem, valid_label_code
-from worker.contract import (
-    GPU_QUEUE,
-    PROBE_LLM_TASK,
-    CarveoutAsk,
-    ProbeLLMRequest,
-    ProbeLLMResult,
-)
+from worker.contract import GPU_QUEUE
+from worker.contract_llm import PROBE_LLM_TASK, CarveoutAsk, ProbeLLMRequest, ProbeLLMResult
 from worker.policy_text import parse_policy, twin_problems
 from worker.probes import BASE_KEY, build_probe_variants
 from worker.probes import DROP as DROP_KIND

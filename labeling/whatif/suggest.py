@@ -41,13 +41,8 @@ from labeling.whatif.services import WhatIfError, start_whatif
 from labeling.whatif.summary import FINISHED
 from policies.models import Version
 from worker.clauses import Clause, parse_clauses
-from worker.contract import (
-    GPU_QUEUE,
-    SUGGEST_TASK,
-    SuggestMismatch,
-    SuggestRequest,
-    SuggestResult,
-)
+from worker.contract import GPU_QUEUE
+from worker.contract_llm import SUGGEST_TASK, SuggestMismatch, SuggestRequest, SuggestResult
 from worker.suggest import MAX_MISMATCHES, candidate_problem
 
 log = logging.getLogger(__name__)

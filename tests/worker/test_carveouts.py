@@ -17,12 +17,7 @@ from worker.carveouts import (
     inert,
     parse_carveout,
 )
-from worker.contract import (
-    RECORD_PROBE_LLM_TASK,
-    CarveoutAsk,
-    ProbeLLMRequest,
-    ProbeLLMResult,
-)
+from worker.contract_llm import RECORD_PROBE_LLM_TASK, CarveoutAsk, ProbeLLMRequest, ProbeLLMResult
 from worker.openai_backend import OpenAIChatTwinWriter, OpenAIClient
 from worker.twin import MISSING_TWIN_BACKEND, TWIN_PROMPT_VERSION
 
@@ -232,7 +227,8 @@ def test_the_request_goes_to_the_gpu_queue_and_its_answer_to_default() -> None:
     from django.conf import settings as django_settings
 
     from worker.celery_app import TASK_ROUTES
-    from worker.contract import DEFAULT_QUEUE, GPU_QUEUE, PROBE_LLM_TASK
+    from worker.contract import DEFAULT_QUEUE, GPU_QUEUE
+    from worker.contract_llm import PROBE_LLM_TASK
 
     assert TASK_ROUTES[PROBE_LLM_TASK] == {"queue": GPU_QUEUE}
     assert TASK_ROUTES[RECORD_PROBE_LLM_TASK] == {"queue": DEFAULT_QUEUE}

@@ -13,7 +13,7 @@ import pytest
 from tests.worker.fake_openai_server import FakeOpenAIServer
 from tests.worker.test_twin import PRIMARY
 from worker.clauses import parse_clauses
-from worker.contract import (
+from worker.contract_llm import (
     RECORD_SUGGEST_TASK,
     SUGGEST_TASK,
     SuggestCandidate,

@@ -28,7 +28,7 @@ from labeling.tasks import record_probe_llm
 from tests.labeling.conftest import make_sample_set
 from tests.worker.fake_openai_server import FakeOpenAIServer, carveout_answer
 from worker.carveouts import inert
-from worker.contract import ProbeLLMRequest, ProbeLLMResult
+from worker.contract_llm import ProbeLLMRequest, ProbeLLMResult
 
 
 def _with_probe_urls() -> list[Any]:

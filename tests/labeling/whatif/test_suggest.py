@@ -33,7 +33,7 @@ from tests.labeling.whatif.conftest import (
     make_decided_version,
 )
 from tests.worker.fake_openai_server import FakeOpenAIServer
-from worker.contract import SuggestRequest, SuggestResult
+from worker.contract_llm import SuggestRequest, SuggestResult
 
 
 def _with_suggest_urls() -> list[Any]:
@@ -350,7 +350,7 @@ def test_a_candidate_start_whatif_refuses_is_reported_and_the_rest_tried(
     django_capture_on_commit_callbacks: Any,
 ) -> None:  # fmt: skip
     from policies.tokens import count_policy_tokens
-    from worker.contract import SuggestCandidate
+    from worker.contract_llm import SuggestCandidate
 
     run = ask(decided, author, django_capture_on_commit_callbacks)
     settings.COPE_TOKENIZER = ""
