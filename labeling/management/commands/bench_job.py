@@ -263,6 +263,18 @@ class Command(BaseCommand):
             time.sleep(0.2)
         raise CommandError("the workers did not start within 300 s")
 
+    def _wait_model(self, tmp: Path, timeout: float = 300) -> bool:
+        """Wait until the model worker's process has loaded its model (its "loaded ... scorer"
+        log line): a benchmark of one run then measures a warm worker, as a deployment has,
+        not the model's load. False when the line did not come within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = (tmp / "gpu.log").read_text(errors="replace")
+            if re.search(r"loaded \S+ scorer", log):
+                return True
+            time.sleep(0.2)
+        return False
+
     def _wait(
         self,
         job: Job,

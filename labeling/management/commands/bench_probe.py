@@ -114,6 +114,8 @@ class Command(BaseCommand):
         procs = JobBench()._start_workers(tmp, broker)
         try:
             JobBench()._wait_ready(tmp, procs)
+            if not JobBench()._wait_model(tmp):
+                self.stderr.write("the model worker did not log its model loaded; measuring anyway")
             run = services.start_probe(job.version, by=None, max_items=options["items"])
             waiter = ExplainBench()
             waiter.stderr = self.stderr  # its notes on re-sent chunks go where ours do

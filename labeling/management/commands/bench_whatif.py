@@ -155,6 +155,8 @@ class Command(BaseCommand):
         procs = JobBench()._start_workers(tmp, broker)
         try:
             JobBench()._wait_ready(tmp, procs)
+            if not JobBench()._wait_model(tmp):
+                self.stderr.write("the model worker did not log its model loaded; measuring anyway")
             run, seconds, wired = self._measure(job, options["timeout"], procs, tmp)
         finally:
             for proc in procs:
