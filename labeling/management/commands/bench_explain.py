@@ -27,10 +27,6 @@ from its own scores): ``verdicts`` counts what the baseline found.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -46,11 +42,14 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from cope_studio.celery import app as celery_app
 from labeling.explain import services
 from labeling.explain.dispatch import ACTIVE
+from labeling.management.commands._run_bench import (
+    add_run_arguments,
+    live_workers,
+    production_broker,
+)
 from labeling.management.commands.bench_job import _SUCCEEDED
-from labeling.management.commands.bench_job import Command as JobBench
 from labeling.models import (
     ExplainItem,
     ExplainRun,
@@ -263,36 +262,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--mismatches", type=int, default=500)
-        parser.add_argument("--broker", default="", help="default: CELERY_BROKER_URL")
-        parser.add_argument("--timeout", type=float, default=3600.0)
-        parser.add_argument("--keep", action="store_true", help="keep the job and its rows")
+        add_run_arguments(parser, keeps="the job and its rows")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        broker = options["broker"] or settings.CELERY_BROKER_URL
-        if connection.vendor != "postgresql" or not broker.startswith("redis://"):
-            raise CommandError(
-                "bench_explain measures the production shape: set DATABASE_URL to PostgreSQL "
-                "and CELERY_BROKER_URL (or --broker) to Redis."
-            )
-        celery_app.conf.broker_url = broker
-        celery_app.conf.broker_transport_options = {}
-        celery_app.conf.broker_transport = None
+        broker = production_broker("bench_explain", options)
         job = build_job(options["mismatches"])
-        tmp = Path(tempfile.mkdtemp(prefix="bench_explain-"))
-        bench = JobBench()
-        procs = bench._start_workers(tmp, broker)
-        try:
-            bench._wait_ready(tmp, procs)
+        with live_workers("bench_explain", broker, self.stderr) as (tmp, procs):
             run = services.start_explain(job, None, max_items=options["mismatches"])
             self._wait(run, options["timeout"], procs, tmp)
             run.refresh_from_db()
-        finally:
-            for proc in procs:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                    proc.wait(timeout=30)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    os.killpg(proc.pid, signal.SIGKILL)
         out = report(run, tmp, page_queries(job))
         if not options["keep"]:
             policy, sample_set = job.version.policy, job.sample_set

@@ -21,22 +21,21 @@ afterwards (``--keep`` keeps it).
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 from django.db import connection
 
-from cope_studio.celery import app as celery_app
+from labeling.management.commands._run_bench import (
+    add_run_arguments,
+    live_workers,
+    production_broker,
+)
 from labeling.management.commands.bench_explain import Command as ExplainBench
 from labeling.management.commands.bench_explain import build_job
 from labeling.management.commands.bench_job import _SUCCEEDED
-from labeling.management.commands.bench_job import Command as JobBench
 from labeling.models import ExplainRun, Job, PolicyEvaluation
 from labeling.probes import services
 from policies.models import Version
@@ -94,40 +93,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--items", type=int, default=200)
-        parser.add_argument("--broker", default="", help="default: CELERY_BROKER_URL")
-        parser.add_argument("--timeout", type=float, default=3600.0)
-        parser.add_argument("--keep", action="store_true", help="keep the policy and its rows")
+        add_run_arguments(parser, keeps="the policy and its rows")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        broker = options["broker"] or settings.CELERY_BROKER_URL
-        if connection.vendor != "postgresql" or not broker.startswith("redis://"):
-            raise CommandError(
-                "bench_probe measures the production shape: set DATABASE_URL to PostgreSQL "
-                "and CELERY_BROKER_URL (or --broker) to Redis."
-            )
-        celery_app.conf.broker_url = broker
-        celery_app.conf.broker_transport_options = {}
-        celery_app.conf.broker_transport = None
+        broker = production_broker("bench_probe", options)
         job = build_job(options["items"])
         PolicyEvaluation.objects.create(policy=job.version.policy, sample_set=job.sample_set)
-        tmp = Path(tempfile.mkdtemp(prefix="bench_probe-"))
-        procs = JobBench()._start_workers(tmp, broker)
-        try:
-            JobBench()._wait_ready(tmp, procs)
-            if not JobBench()._wait_model(tmp):
-                self.stderr.write("the model worker did not log its model loaded; measuring anyway")
+        with live_workers("bench_probe", broker, self.stderr) as (tmp, procs):
             run = services.start_probe(job.version, by=None, max_items=options["items"])
             waiter = ExplainBench()
             waiter.stderr = self.stderr  # its notes on re-sent chunks go where ours do
             waiter._wait(run, options["timeout"], procs, tmp)
             run.refresh_from_db()
-        finally:
-            for proc in procs:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                    proc.wait(timeout=30)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    os.killpg(proc.pid, signal.SIGKILL)
         out = report(run, tmp)
         if not options["keep"]:
             _clean(job)

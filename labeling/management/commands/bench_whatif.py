@@ -28,10 +28,6 @@ The job's labels are written, so the rescored A and B need not equal them
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,11 +36,14 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
-from cope_studio.celery import app as celery_app
+from labeling.management.commands._run_bench import (
+    add_run_arguments,
+    live_workers,
+    production_broker,
+)
 from labeling.management.commands.bench_explain import POSTS, build_job
 from labeling.management.commands.bench_explain import Command as ExplainBench
 from labeling.management.commands.bench_job import _SUCCEEDED
-from labeling.management.commands.bench_job import Command as JobBench
 from labeling.management.commands.bench_probe import _clean
 from labeling.models import ExplainRun, Item, Job, Label, PolicyEvaluation, ReviewTask
 from labeling.whatif import services
@@ -136,35 +135,13 @@ class Command(BaseCommand):
         parser.add_argument("--items", type=int, default=350)
         parser.add_argument("--mismatches", type=int, default=48)
         parser.add_argument("--gold", type=int, default=300)
-        parser.add_argument("--broker", default="", help="default: CELERY_BROKER_URL")
-        parser.add_argument("--timeout", type=float, default=3600.0)
-        parser.add_argument("--keep", action="store_true", help="keep the policy and its rows")
+        add_run_arguments(parser, keeps="the policy and its rows")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        broker = options["broker"] or settings.CELERY_BROKER_URL
-        if connection.vendor != "postgresql" or not broker.startswith("redis://"):
-            raise CommandError(
-                "bench_whatif measures the production shape: set DATABASE_URL to PostgreSQL "
-                "and CELERY_BROKER_URL (or --broker) to Redis."
-            )
-        celery_app.conf.broker_url = broker
-        celery_app.conf.broker_transport_options = {}
-        celery_app.conf.broker_transport = None
+        broker = production_broker("bench_whatif", options)
         job = build_decided_job(options["items"], options["mismatches"], options["gold"])
-        tmp = Path(tempfile.mkdtemp(prefix="bench_whatif-"))
-        procs = JobBench()._start_workers(tmp, broker)
-        try:
-            JobBench()._wait_ready(tmp, procs)
-            if not JobBench()._wait_model(tmp):
-                self.stderr.write("the model worker did not log its model loaded; measuring anyway")
+        with live_workers("bench_whatif", broker, self.stderr) as (tmp, procs):
             run, seconds, wired = self._measure(job, options["timeout"], procs, tmp)
-        finally:
-            for proc in procs:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                    proc.wait(timeout=30)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    os.killpg(proc.pid, signal.SIGKILL)
         out = report(run, tmp, seconds, wired)
         if not options["keep"]:
             _clean(job)

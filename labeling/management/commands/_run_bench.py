@@ -1,0 +1,67 @@
+"""What the benchmarks of one run (``bench_explain``, ``bench_probe``, ``bench_whatif``) share:
+the production shape they insist on (PostgreSQL and Redis), and the live workers they start
+before the run and stop after it (``bench_job``'s bookkeeping and model workers, the model
+loaded before the clock starts, as a deployment's workers are warm)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+from django.conf import settings
+from django.core.management.base import CommandError, CommandParser
+from django.db import connection
+
+from cope_studio.celery import app as celery_app
+from labeling.management.commands.bench_job import Command as JobBench
+
+
+def add_run_arguments(parser: CommandParser, *, keeps: str) -> None:
+    """``--broker``, ``--timeout`` and ``--keep`` (``keeps``: what it keeps)."""
+    parser.add_argument("--broker", default="", help="default: CELERY_BROKER_URL")
+    parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument("--keep", action="store_true", help=f"keep {keeps}")
+
+
+def production_broker(name: str, options: dict[str, Any]) -> str:
+    """The Redis broker to use, with this process's Celery app pointed at it; refuses anything
+    but PostgreSQL and Redis (the shape these figures are about)."""
+    broker = str(options["broker"] or settings.CELERY_BROKER_URL)
+    if connection.vendor != "postgresql" or not broker.startswith("redis://"):
+        raise CommandError(
+            f"{name} measures the production shape: set DATABASE_URL to PostgreSQL "
+            "and CELERY_BROKER_URL (or --broker) to Redis."
+        )
+    celery_app.conf.broker_url = broker
+    celery_app.conf.broker_transport_options = {}
+    celery_app.conf.broker_transport = None
+    return broker
+
+
+@contextmanager
+def live_workers(
+    name: str, broker: str, stderr: TextIO | Any
+) -> Iterator[tuple[Path, list[subprocess.Popen[bytes]]]]:
+    """The workers started, ready and with the model loaded; stopped on the way out. Yields
+    the folder of their logs and their processes."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    jobs = JobBench()
+    procs = jobs._start_workers(tmp, broker)
+    try:
+        jobs._wait_ready(tmp, procs)
+        if not jobs._wait_model(tmp):
+            stderr.write("the model worker did not log its model loaded; measuring anyway")
+        yield tmp, procs
+    finally:
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(proc.pid, signal.SIGKILL)
