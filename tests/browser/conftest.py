@@ -66,6 +66,12 @@ def page(browser: Any) -> Iterator[Any]:
 
     page.on("console", note)
     yield page
+    # Requests the page still has in flight (a card loaded on "load", a poll) are answered
+    # before the test's database goes: the server must not serve them against a flushed one.
+    try:
+        page.wait_for_load_state("networkidle", timeout=5_000)
+    except Exception:  # noqa: BLE001 - a page that never goes quiet is closed all the same
+        pass
     context.close()
     assert refused == [], "refused by the page's Content-Security-Policy or Permissions-Policy"
 
