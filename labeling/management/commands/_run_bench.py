@@ -19,7 +19,10 @@ from django.core.management.base import CommandError, CommandParser
 from django.db import connection
 
 from cope_studio.celery import app as celery_app
+from labeling.management.commands.bench_job import _SUCCEEDED
 from labeling.management.commands.bench_job import Command as JobBench
+from labeling.models import ExplainRun
+from worker.contract import RECORD_EXPLAIN_TASK
 
 
 def add_run_arguments(parser: CommandParser, *, keeps: str) -> None:
@@ -65,3 +68,31 @@ def live_workers(
                 proc.wait(timeout=30)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+def run_figures(run: ExplainRun, tmp: Path) -> dict[str, Any]:
+    """A finished run's figures: size, wall time, scores per second, the model worker's time,
+    and the bookkeeping worker's (its ``labeling.record_explain`` tasks, from its log) beside
+    the model's and the wall's."""
+    log = (tmp / "web.log").read_text(errors="replace")
+    web_seconds = sum(
+        float(m.group(2)) for m in _SUCCEEDED.finditer(log) if m.group(1) == RECORD_EXPLAIN_TASK
+    )
+    wall = (run.finished_at - run.created_at).total_seconds() if run.finished_at else None
+    busy = web_seconds + run.model_seconds
+    return {
+        "status": run.status,
+        "variants": run.variants,
+        "scores": run.scores,
+        "chunks": run.chunk_count,
+        "chunk_size": run.chunk_size,
+        "chunks_in_flight": settings.COPE_CHUNKS_IN_FLIGHT,
+        "backend": run.backend,
+        "wall_seconds": round(wall, 2) if wall else None,
+        "scores_per_s": round(run.scores / wall, 1) if wall else None,
+        "model_seconds": round(run.model_seconds, 2),
+        "web_seconds": round(web_seconds, 2),
+        "outside_model_share": round(web_seconds / busy, 4) if busy else None,
+        "web_share_of_wall": round(web_seconds / wall, 4) if wall else None,
+        "run_bookkeeping_seconds": round(run.bookkeeping_seconds, 2),
+    }

@@ -48,8 +48,8 @@ from labeling.management.commands._run_bench import (
     add_run_arguments,
     live_workers,
     production_broker,
+    run_figures,
 )
-from labeling.management.commands.bench_job import _SUCCEEDED
 from labeling.models import (
     ExplainItem,
     ExplainRun,
@@ -217,12 +217,6 @@ def page_queries(job: Job) -> int:
 
 
 def report(run: ExplainRun, tmp: Path, queries: int) -> dict[str, Any]:
-    web_seconds = sum(
-        float(m.group(2))
-        for m in _SUCCEEDED.finditer((tmp / "web.log").read_text(errors="replace"))
-        if m.group(1) == "labeling.record_explain"
-    )
-    wall = (run.finished_at - run.created_at).total_seconds() if run.finished_at else None
     verdicts = dict(
         ExplainItem.objects.filter(run=run)
         .values_list("verdict")
@@ -233,23 +227,8 @@ def report(run: ExplainRun, tmp: Path, queries: int) -> dict[str, Any]:
         "benchmark": "explain",
         "mismatches": run.items_total,
         "explained": run.items_done,
-        "status": run.status,
         "clauses": 30,
-        "variants": run.variants,
-        "scores": run.scores,
-        "chunks": run.chunk_count,
-        "chunk_size": run.chunk_size,
-        "chunks_in_flight": settings.COPE_CHUNKS_IN_FLIGHT,
-        "backend": run.backend,
-        "wall_seconds": round(wall, 2) if wall else None,
-        "scores_per_s": round(run.scores / wall, 1) if wall else None,
-        "model_seconds": round(run.model_seconds, 2),
-        "web_seconds": round(web_seconds, 2),
-        "outside_model_share": round(web_seconds / (web_seconds + run.model_seconds), 4)
-        if web_seconds + run.model_seconds
-        else None,
-        "web_share_of_wall": round(web_seconds / wall, 4) if wall else None,
-        "run_bookkeeping_seconds": round(run.bookkeeping_seconds, 2),
+        **run_figures(run, tmp),
         "verdicts": verdicts,
         "job_page_queries": queries,
         "database": connection.vendor,

@@ -24,7 +24,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import connection
 
@@ -32,43 +31,23 @@ from labeling.management.commands._run_bench import (
     add_run_arguments,
     live_workers,
     production_broker,
+    run_figures,
 )
 from labeling.management.commands.bench_explain import Command as ExplainBench
 from labeling.management.commands.bench_explain import build_job
-from labeling.management.commands.bench_job import _SUCCEEDED
 from labeling.models import ExplainRun, Job, PolicyEvaluation
 from labeling.probes import services
 from policies.models import Version
 
 
 def report(run: ExplainRun, tmp: Path) -> dict[str, Any]:
-    web_seconds = sum(
-        float(m.group(2))
-        for m in _SUCCEEDED.finditer((tmp / "web.log").read_text(errors="replace"))
-        if m.group(1) == "labeling.record_explain"
-    )
-    wall = (run.finished_at - run.created_at).total_seconds() if run.finished_at else None
-    busy = web_seconds + run.model_seconds
     found = run.summary or {}
     return {
         "benchmark": "probe",
         "items": run.items_total,
         "scored": run.items_done,
-        "status": run.status,
         "clauses": 30,
-        "variants": run.variants,
-        "scores": run.scores,
-        "chunks": run.chunk_count,
-        "chunk_size": run.chunk_size,
-        "chunks_in_flight": settings.COPE_CHUNKS_IN_FLIGHT,
-        "backend": run.backend,
-        "wall_seconds": round(wall, 2) if wall else None,
-        "scores_per_s": round(run.scores / wall, 1) if wall else None,
-        "model_seconds": round(run.model_seconds, 2),
-        "web_seconds": round(web_seconds, 2),
-        "outside_model_share": round(web_seconds / busy, 4) if busy else None,
-        "web_share_of_wall": round(web_seconds / wall, 4) if wall else None,
-        "run_bookkeeping_seconds": round(run.bookkeeping_seconds, 2),
+        **run_figures(run, tmp),
         "positive": found.get("positive"),
         "leakage": (found.get("leakage") or {}).get("count"),
         "dead": len(found.get("dead") or []),
