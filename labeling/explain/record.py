@@ -4,10 +4,10 @@ Answers come back as ``labeling.record_explain`` tasks on ``default``. As with a
 (``labeling.jobs.results``), a chunk moves queued -> done/failed under the run row's lock and
 only the delivery that moved it writes anything: a re-sent chunk's second answer changes
 nothing. A success may still move a chunk that was given up (its labels win); a failure never
-replaces scores. Every run stores its scores (``ExplainScore``, written by
-``labeling.explain.scores``); an attribution run's items are also analysed at once
-(``analysis.explain_item``), while a probe's or carve-out run's conclusions are drawn when it
-finishes (``labeling.runs.finish_run``).
+replaces scores. An attribution run stores a row per score (``ExplainScore``, written by
+``labeling.explain.scores``) and analyses its items at once (``analysis.explain_item``); every
+other kind stores a chunk's answers as one document (``labeling.run_scores``) and draws its
+conclusions when it finishes (``labeling.runs.finish_run``).
 
 Outcomes are honest: **succeeded** when every item was explained, **partial** when some
 could not be (the run says how many were), **failed** with the worker's error when none was.
@@ -39,9 +39,10 @@ from labeling.models import (
     Job,
     RunKind,
 )
+from labeling.run_scores import pack_scores, write_chunk_scores
 from labeling.runs import finish_run
 from worker.contract import ExplainResult
-from worker.probes import BASE_KEY, SIDE
+from worker.probes import BASE_KEY
 from worker.variants import Variant
 
 
@@ -168,27 +169,22 @@ def record_items(result: ExplainResult, job_id: int, items: list[int]) -> tuple[
 
 
 def record_scores(result: ExplainResult, kind: str, items: list[int]) -> tuple[int, int]:
-    """A probe's or carve-out run's chunk: store its scores as answered (delta and flip
-    against the version's own score ``P`` when the chunk has it). An item is scored when its
-    ``P`` is (probe), or every variant it was sent with is (carve-out). Returns (items
-    scored, scores stored)."""
-    by_item: dict[int, dict[str, Score]] = defaultdict(dict)
-    for o in result.outcomes:
-        by_item[o.item_id][o.key] = Score(o.label, o.p1, o.margin, o.error[:2000])
-    keys = list(dict.fromkeys(o.key for o in result.outcomes))
-    variants = tuple(Variant(k, "", SIDE, "", "") for k in keys)
-    rows: list[ScoreRow] = []
-    scored = 0
-    for item_id in items:
-        scores = by_item.get(item_id, {})
-        rows += _score_rows(item_id, variants, scores)
-        if kind == RunKind.PROBE:
-            base = scores.get(BASE_KEY)
-            scored += base is not None and base.ok
-        else:
-            scored += bool(scores) and all(s.ok for s in scores.values())
-    write_scores(result.run_id, rows)
-    return scored, len(rows)
+    """Any other run's chunk (probe, carve-out, what-if, suggestion, regression): its answers
+    stored as one document (``labeling.run_scores``). An item is scored when its ``P`` is
+    (probe), or every variant it was sent with is (the others). Returns (items scored, scores
+    stored)."""
+    wanted = set(items)
+    payload = pack_scores(wanted, result.outcomes)
+    ok: dict[int, bool] = {}
+    base: dict[int, bool] = {}
+    columns = zip(payload["item"], payload["key"], payload["label"], payload["margin"], strict=True)
+    for item_id, k, label, margin in columns:
+        good = label is not None and margin is not None  # ``analysis.Score.ok``
+        ok[item_id] = ok.get(item_id, True) and good
+        if payload["keys"][k] == BASE_KEY:
+            base[item_id] = good
+    scored = sum(base.values()) if kind == RunKind.PROBE else sum(ok.values())
+    return scored, write_chunk_scores(result.run_id, result.chunk_id, payload)
 
 
 def _score_rows(

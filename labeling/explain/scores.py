@@ -1,4 +1,5 @@
-"""Writing a chunk's variant scores (``ExplainScore``), for attribution and probe runs alike:
+"""Writing an attribution run's variant scores (``ExplainScore``, one row each: its pages read
+one item's scores at a time; other kinds store a document per chunk, ``labeling.run_scores``):
 ``COPY`` on PostgreSQL, one ``executemany`` ``INSERT ... ON CONFLICT DO NOTHING`` elsewhere.
 
 Why not ``bulk_create``: a probe chunk is ~4,000 rows (117 items x 34 variants); building and

@@ -33,6 +33,7 @@ from labeling.models.core import (
 from labeling.models.explain import (
     Carveout,
     CarveoutStatus,
+    ChunkScores,
     ExplainChunk,
     ExplainFinding,
     ExplainItem,
@@ -53,6 +54,7 @@ __all__ = [
     "Decision",
     "DecisionAction",
     "DecisionChange",
+    "ChunkScores",
     "ExplainChunk",
     "ExplainFinding",
     "ExplainItem",

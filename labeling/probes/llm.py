@@ -30,11 +30,11 @@ from labeling.models import (
     Carveout,
     CarveoutStatus,
     ExplainRun,
-    ExplainScore,
     ExplainStatus,
     Item,
     RunKind,
 )
+from labeling.run_scores import run_scores
 from policies.services import twin_generation_enabled
 from worker.carveouts import carveout_problem, valid_label_code
 from worker.contract import GPU_QUEUE
@@ -74,6 +74,12 @@ def send_probe_llm_request(request: dict[str, Any]) -> None:
     celery_app.send_task(PROBE_LLM_TASK, args=[request], queue=GPU_QUEUE)
 
 
+def _positive(run: ExplainRun, item_ids: list[int] | None = None) -> set[int]:
+    """The run's items (of ``item_ids`` when given) its version labels 1."""
+    scores = run_scores([run.pk], keys=[BASE_KEY], item_ids=item_ids)
+    return {s.item_id for s in scores if s.label == 1}
+
+
 def _labels_from_drops(run: ExplainRun, item_ids: list[int], text: str) -> dict[int, str]:
     """Item -> the first label (in policy order) whose DROP variant turned it 0: that label's
     Includes made it 1. A DROP variant whose text an earlier variant has was scored under
@@ -83,12 +89,10 @@ def _labels_from_drops(run: ExplainRun, item_ids: list[int], text: str) -> dict[
     }
     codes = [code for code in stored if valid_label_code(code)]
     by_key = {stored[code]: code for code in reversed(codes)}  # a shared key: the first code
-    dropped = ExplainScore.objects.filter(
-        run=run, item_id__in=item_ids, key__in=list(by_key), label=0
-    ).values_list("item_id", "key")
     found: dict[int, set[str]] = {}
-    for item_id, key in dropped:
-        found.setdefault(item_id, set()).add(by_key[key])
+    for score in run_scores([run.pk], keys=list(by_key), item_ids=item_ids):
+        if score.label == 0:
+            found.setdefault(score.item_id, set()).add(by_key[score.key])
     return {
         item_id: next(code for code in codes if code in labels) for item_id, labels in found.items()
     }
@@ -101,11 +105,7 @@ def build_probe_llm_request(run: ExplainRun) -> ProbeLLMRequest:
     text = run.version.text
     codes = [label.code for label in parse_policy(text).labels if valid_label_code(label.code)]
     limit = settings.COPE_PROBE_CARVEOUTS if codes else 0
-    ids = list(
-        ExplainScore.objects.filter(run=run, key=BASE_KEY, label=1)
-        .order_by("item_id")
-        .values_list("item_id", flat=True)[:limit]
-    )
+    ids = sorted(_positive(run))[:limit]
     labels = _labels_from_drops(run, ids, text) if ids else {}
     texts = dict(Item.objects.filter(pk__in=ids).values_list("pk", "text")) if ids else {}
     asks = [
@@ -162,11 +162,7 @@ def _carveout_rows(run: ExplainRun, result: ProbeLLMResult) -> tuple[list[Carveo
     assert run.version is not None
     codes = {label.code for label in parse_policy(run.version.text).labels}
     asked = [a.item_id for a in result.carveouts]
-    positive = set(
-        ExplainScore.objects.filter(run=run, key=BASE_KEY, label=1, item_id__in=asked).values_list(
-            "item_id", flat=True
-        )
-    )
+    positive = _positive(run, asked)
     rows: list[Carveout] = []
     problems: list[str] = []
     for answer in result.carveouts:

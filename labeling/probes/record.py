@@ -22,11 +22,11 @@ from labeling.models import (
     CarveoutStatus,
     ExplainChunk,
     ExplainRun,
-    ExplainScore,
     Item,
     RunKind,
 )
 from labeling.probes.analysis import CarveoutState, ClauseRef, ProbeItem, summarize
+from labeling.run_scores import run_scores
 from worker.clauses import parse_clauses
 from worker.policy_text import parse_policy
 from worker.probes import REWORDING_KEY, build_probe_variants
@@ -50,12 +50,9 @@ def run_item_ids(run_id: int) -> list[int]:
 
 def _labels(run_ids: list[int], key: str | None = None) -> dict[int, dict[str, int | None]]:
     """{item: {variant key: label}} of runs' scores (later runs win), ``key`` alone if given."""
-    rows = ExplainScore.objects.filter(run_id__in=run_ids)
-    if key is not None:
-        rows = rows.filter(key=key)
     out: dict[int, dict[str, int | None]] = defaultdict(dict)
-    for item_id, k, label in rows.order_by("run_id").values_list("item_id", "key", "label"):
-        out[item_id][k] = label
+    for score in run_scores(sorted(run_ids), keys=None if key is None else [key]):
+        out[score.item_id][score.key] = score.label
     return out
 
 
@@ -112,10 +109,10 @@ def finish_carveouts(run_id: int) -> None:
     parent_id = ExplainRun.objects.filter(pk=run_id).values_list("parent_id", flat=True).first()
     if parent_id is None:
         return
-    rows = ExplainScore.objects.filter(run_id=run_id, key__startswith=CARVEOUT_PREFIX)
-    for key, label, p1 in rows.values_list("key", "label", "p1"):
+    for score in run_scores([run_id]):
+        key, label, p1 = score.key, score.label, score.p1
         pk = key[len(CARVEOUT_PREFIX) :]
-        if pk.isdigit() and label is not None:
+        if key.startswith(CARVEOUT_PREFIX) and pk.isdigit() and label is not None:
             Carveout.objects.filter(
                 pk=int(pk), run_id=parent_id, status=CarveoutStatus.APPROVED
             ).update(label_after=label, p1_after=p1)

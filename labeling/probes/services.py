@@ -21,12 +21,12 @@ from labeling.models import (
     Carveout,
     CarveoutStatus,
     ExplainRun,
-    ExplainScore,
     ExplainStatus,
     Item,
     RunKind,
 )
 from labeling.probes.record import probe_variants, run_item_ids, summarize_probe
+from labeling.run_scores import run_scores
 from policies.models import Version
 from worker.probes import REWORDING_KEY, build_carveout_variants, carveout_key
 from worker.variants import Variant, distinct
@@ -124,8 +124,9 @@ def cancel_probe(run: ExplainRun) -> bool:
 
 
 def _rewording_scored(parent: ExplainRun) -> bool:
-    children = ExplainRun.objects.filter(parent=parent, kind=RunKind.CARVEOUT)
-    return ExplainScore.objects.filter(run_id__in=children.values("pk"), key=REWORDING_KEY).exists()
+    children = ExplainRun.objects.filter(parent=parent, kind=RunKind.CARVEOUT).order_by("pk")
+    ids = list(children.values_list("pk", flat=True))
+    return any(True for _ in run_scores(ids, keys=[REWORDING_KEY]))
 
 
 def start_carveout_run(parent: ExplainRun, *, by: Any) -> ExplainRun:

@@ -26,13 +26,13 @@ from labeling.explain.dispatch import create_run, job_variants, next_attempt
 from labeling.gold.services import current_gold
 from labeling.models import (
     ExplainRun,
-    ExplainScore,
     ExplainStatus,
     ExplainVerdict,
     Item,
     RunKind,
 )
 from labeling.release.regression import Regression
+from labeling.run_scores import run_scores
 from policies.models import Version
 from worker.clauses import parse_clauses
 from worker.variants import distinct
@@ -89,11 +89,8 @@ def start_regression_run(diff: Regression, *, version: Version, by: Any) -> Expl
 
 def _scores(run_id: int) -> dict[int, dict[str, Score]]:
     out: dict[int, dict[str, Score]] = defaultdict(dict)
-    rows = ExplainScore.objects.filter(run_id=run_id).values_list(
-        "item_id", "key", "label", "p1", "margin", "error"
-    )
-    for item_id, key, label, p1, margin, error in rows:
-        out[item_id][key] = Score(label, p1, margin, error)
+    for s in run_scores([run_id]):
+        out[s.item_id][s.key] = Score(s.label, s.p1, s.margin, s.error)
     return out
 
 

@@ -18,7 +18,8 @@ from typing import Any
 from django.db import transaction
 
 from labeling.gold.services import current_gold
-from labeling.models import ExplainChunk, ExplainRun, ExplainScore, Label, RunKind
+from labeling.models import ExplainChunk, ExplainRun, Label, RunKind
+from labeling.run_scores import run_scores
 from labeling.whatif.analysis import AFTER_B, WhatIfInput, whatif_table
 
 
@@ -32,9 +33,8 @@ def _run_items(run_id: int) -> list[int]:
 
 def _scores(run_id: int) -> dict[int, dict[str, int | None]]:
     out: dict[int, dict[str, int | None]] = defaultdict(dict)
-    rows = ExplainScore.objects.filter(run_id=run_id).values_list("item_id", "key", "label")
-    for item_id, key, label in rows:
-        out[item_id][key] = label
+    for score in run_scores([run_id]):
+        out[score.item_id][score.key] = score.label
     return out
 
 

@@ -70,7 +70,9 @@ def test_explain_messages_round_trip_and_check_their_version() -> None:
         worker=WorkerInfo("embedding", "m", "r", "cpu", weak=True),
         model_seconds=0.5,
     )
-    assert result.to_dict() == asdict(result)
+    # Outcomes are named tuples, which ``asdict`` keeps as tuples: on the wire each is a dict.
+    outcomes = [o._asdict() for o in result.outcomes]
+    assert result.to_dict() == asdict(result) | {"outcomes": outcomes}
     assert ExplainResult.from_dict(result.to_dict()) == result
     with pytest.raises(ContractError):
         ExplainResult.from_dict(result.to_dict() | {"contract": 0})
