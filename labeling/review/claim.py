@@ -92,14 +92,24 @@ def _claimable(now: datetime) -> Q:
     return Q(status=ReviewStatus.OPEN) | Q(status=ReviewStatus.CLAIMED, claim_expires_at__lt=now)
 
 
-def _groups(scope: QueueFilter, now: datetime) -> list[QuerySet[ReviewTask]]:
+def _expired(scope: QueueFilter, now: datetime) -> QuerySet[ReviewTask]:
+    """Claims in the filter whose time ran out, oldest first (the partial index of claims)."""
+    tasks = scope.apply(ReviewTask.objects.all())
+    return tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__lt=now).order_by("id")
+
+
+def _groups(
+    scope: QueueFilter, now: datetime, *, any_expired: bool = True
+) -> list[QuerySet[ReviewTask]]:
     """Where the next task is looked for, in this order, each oldest first.
 
     Abandoned claims (expired) come before open tasks: they are older work somebody dropped, and
     looking them up apart keeps each query on one partial index (claims by expiry, then open
     tasks by id, by policy and id, or by job and id) instead of an ``OR`` the planner cannot walk
     in id order. Those indexes hold only live work, so the resolved history is never stepped
-    over.
+    over. ``any_expired`` False (the reviewer's lock statement found none in the filter) leaves
+    the abandoned claims out: with ``now`` fixed, claims that ran out before it can only end
+    (decided, renewed, taken), never begin, so none can appear later in the request.
 
     For a policy, open tasks are read from the (policy, id) index. With ``policy_id = 6`` and
     ``ORDER BY id`` PostgreSQL walks the whole queue's index instead, filtering (it takes a
@@ -111,7 +121,6 @@ def _groups(scope: QueueFilter, now: datetime) -> list[QuerySet[ReviewTask]]:
     id`` walks the (job, id) index.
     """
     tasks = scope.apply(ReviewTask.objects.all())
-    expired = tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__lt=now).order_by("id")
     if scope.policy is not None and scope.job is None:
         open_tasks = (
             replace(scope, policy=None)
@@ -121,7 +130,7 @@ def _groups(scope: QueueFilter, now: datetime) -> list[QuerySet[ReviewTask]]:
         )
     else:
         open_tasks = tasks.filter(status=ReviewStatus.OPEN).order_by("id")
-    return [expired, open_tasks]
+    return [_expired(scope, now), open_tasks] if any_expired else [open_tasks]
 
 
 def _first_not_skipped(group: QuerySet[ReviewTask], reviewer_id: int) -> ReviewTask | None:
@@ -148,9 +157,11 @@ def _first_not_skipped(group: QuerySet[ReviewTask], reviewer_id: int) -> ReviewT
         after = rows[-1][0]
 
 
-def _pick(scope: QueueFilter, reviewer_id: int, now: datetime) -> ReviewTask | None:
+def _pick(
+    scope: QueueFilter, reviewer_id: int, now: datetime, *, any_expired: bool = True
+) -> ReviewTask | None:
     """The task a claim tries next, or None when nothing in the filter is claimable."""
-    for group in _groups(scope, now):
+    for group in _groups(scope, now, any_expired=any_expired):
         task = _first_not_skipped(group, reviewer_id)
         if task is not None:
             return task
@@ -190,10 +201,18 @@ def lock_reviewer(reviewer: User) -> None:
         )
 
 
-def _claims_of(reviewer: User) -> list[tuple[int, datetime | None]]:
+@dataclass(frozen=True)
+class _Claims:
+    held: list[tuple[int, datetime | None]]  # (id, expiry) of the reviewer's claims
+    any_expired: bool  # whether the filter may have abandoned claims to pick up
+
+
+def _claims_of(reviewer: User, expired: QuerySet[ReviewTask]) -> _Claims:
     """(id, expiry) of every claim the reviewer holds, read on the partial index of claims and
     usually answering nothing (right after a decision); on PostgreSQL the same statement takes
-    the reviewer's lock (``lock_reviewer``): the card pays per round trip.
+    the reviewer's lock (``lock_reviewer``) and says whether ``expired`` (the filter's abandoned
+    claims) has any row, so a card with none spares the pick among them: the card pays per
+    round trip. SQLite answers "maybe" (its round trips cost nothing).
 
     The claims are read as of the statement's start, before any wait for the lock: a claim that
     another request of this reviewer committed meanwhile is not among them. The take's ``NOT
@@ -201,7 +220,7 @@ def _claims_of(reviewer: User) -> list[tuple[int, datetime | None]]:
     ``claim_next`` then finds and renews that one."""
     claims = ReviewTask.objects.filter(status=ReviewStatus.CLAIMED, claimed_by=reviewer)
     if not connection.features.has_select_for_update:
-        return list(claims.order_by().values_list("id", "claim_expires_at"))
+        return _Claims(list(claims.order_by().values_list("id", "claim_expires_at")), True)
     ordered = claims.order_by("id")
     row = (
         User.objects.filter(pk=reviewer.pk)
@@ -209,24 +228,27 @@ def _claims_of(reviewer: User) -> list[tuple[int, datetime | None]]:
         .annotate(
             claim_ids=ArraySubquery(ordered.values("id")),
             claim_until=ArraySubquery(ordered.values("claim_expires_at")),
+            any_expired=Exists(expired),
         )
-        .values_list("claim_ids", "claim_until")
+        .values_list("claim_ids", "claim_until", "any_expired")
         .first()
     )
     if row is None:  # the account is gone: it holds nothing
-        return []
-    return list(zip(row[0], row[1], strict=True))
+        return _Claims([], True)
+    return _Claims(list(zip(row[0], row[1], strict=True)), bool(row[2]))
 
 
 def _renew_held_claim(
     scope: QueueFilter, reviewer: User, now: datetime, expires: datetime
-) -> tuple[int | None, int | None]:
-    """``(held, lost)``: the id of the reviewer's live claim inside the filter, renewed; or the
-    id of the one that ended before it could be renewed (its renewal changed no row). Any other
-    claim they hold goes back to the queue."""
-    mine = _claims_of(reviewer)
+) -> tuple[int | None, int | None, bool]:
+    """``(held, lost, any_expired)``: the id of the reviewer's live claim inside the filter,
+    renewed; or the id of the one that ended before it could be renewed (its renewal changed no
+    row); and whether the filter may hold abandoned claims (``_claims_of``). Any other claim
+    they hold goes back to the queue."""
+    claims = _claims_of(reviewer, _expired(scope, now))
+    mine = claims.held
     if not mine:
-        return None, None
+        return None, None, claims.any_expired
     held_by_reviewer = ReviewTask.objects.filter(status=ReviewStatus.CLAIMED, claimed_by=reviewer)
     valid = [pk for pk, until in mine if until is not None and until >= now]
     held = (
@@ -249,7 +271,7 @@ def _renew_held_claim(
         held_by_reviewer.filter(pk__in=others).update(
             status=ReviewStatus.OPEN, claimed_by=None, claim_expires_at=None
         )
-    return held, lost
+    return held, lost, claims.any_expired
 
 
 @dataclass(frozen=True)
@@ -289,18 +311,18 @@ def claim_next(
     now = timezone.now()
     expires = now + timedelta(minutes=settings.COPE_CLAIM_MINUTES)
     with transaction.atomic():
-        held, lost = _renew_held_claim(scope, reviewer, now, expires)  # locks the reviewer
+        held, lost, any_expired = _renew_held_claim(scope, reviewer, now, expires)  # locks
         if held is not None:
             return NextTask(load_task(held))
         for _attempt in range(_CLAIM_ATTEMPTS):
-            task = _pick(scope, reviewer.pk, now)
+            task = _pick(scope, reviewer.pk, now, any_expired=any_expired)
             if task is None:
                 break
             if _take(task, reviewer, now, expires):
                 return NextTask(_attach_item_and_job(task), lost)
             # Not taken: another reviewer took the row, or this reviewer got a claim meanwhile
             # (the take refuses a second one); then that claim is the one to show.
-            held, _lost = _renew_held_claim(scope, reviewer, now, expires)
+            held, _lost, any_expired = _renew_held_claim(scope, reviewer, now, expires)
             if held is not None:
                 return NextTask(load_task(held), lost)
     return NextTask(None, lost)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from labeling.models import (
@@ -212,6 +213,45 @@ def test_expired_claim_is_reclaimable(author: Any, reviewer: Any, second_reviewe
     assert task.claimed_by == second_reviewer
     with pytest.raises(ReviewError):
         decide(tasks_of(job)[0], reviewer)
+
+
+def _expired_picks(queries: list[dict[str, Any]]) -> list[str]:
+    """The statements that looked among abandoned claims (status claimed, expiry before now)."""
+    return [
+        q["sql"]
+        for q in queries
+        if q["sql"].startswith("SELECT")
+        and '"claim_expires_at" <' in q["sql"]
+        and "'claimed'" in q["sql"]
+        and "COUNT(" not in q["sql"]
+        and "FOR NO KEY UPDATE" not in q["sql"]  # the reviewer's lock, which asks EXISTS
+    ]
+
+
+def test_a_claim_looks_among_abandoned_claims_only_when_the_filter_has_one(
+    author: Any, reviewer: Any, second_reviewer: Any
+) -> None:
+    """On PostgreSQL the reviewer's lock statement also says whether the filter holds an
+    abandoned claim; without one the claim goes straight to open work (one round trip fewer).
+    With one, it is picked up first."""
+    job = make_job(author=author, mismatches=[(1, 0.9, 0.1)] * 3, texts=["x", "y", "z"])
+    first, second, _third = tasks_of(job)
+    with CaptureQueriesContext(connection) as quiet:
+        mine = claim_next_task(reviewer=reviewer)
+    assert mine is not None and mine.pk == first.pk
+    looked = _expired_picks(quiet.captured_queries)
+    if connection.vendor == "postgresql":
+        lock = [q["sql"] for q in quiet.captured_queries if "FOR NO KEY UPDATE" in q["sql"]]
+        assert looked == [] and "EXISTS" in lock[0]
+    else:
+        assert len(looked) == 1  # SQLite asks: its round trips cost nothing
+    ReviewTask.objects.filter(pk=first.pk).update(
+        claim_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    with CaptureQueriesContext(connection) as abandoned:
+        theirs = claim_next_task(reviewer=second_reviewer)
+    assert theirs is not None and theirs.pk == first.pk  # before the open ``second``
+    assert len(_expired_picks(abandoned.captured_queries)) == 1
 
 
 def test_queue_is_empty_when_everything_is_resolved(author: Any, reviewer: Any) -> None:
