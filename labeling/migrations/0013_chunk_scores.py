@@ -4,6 +4,16 @@ import django.db.models.deletion
 from django.db import migrations, models
 
 
+def store_uncompressed(apps, schema_editor):
+    """PostgreSQL compresses a large value (pglz) as it writes it: for a chunk's document of
+    floats that was three quarters of the insert (about 30 ms of 40 for a probe chunk). Stored
+    out of line and uncompressed it takes a quarter of that, at about twice the disk."""
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    table = schema_editor.quote_name(apps.get_model("labeling", "ChunkScores")._meta.db_table)
+    schema_editor.execute(f"ALTER TABLE {table} ALTER COLUMN payload SET STORAGE EXTERNAL")
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -20,4 +30,5 @@ class Migration(migrations.Migration):
                 ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='labeling.explainrun')),
             ],
         ),
+        migrations.RunPython(store_uncompressed, migrations.RunPython.noop),
     ]

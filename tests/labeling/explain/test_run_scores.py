@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 import pytest
+from django.db import connection
 
 from labeling.models import ChunkScores, ExplainChunk, ExplainRun, ExplainScore, RunKind
 from labeling.run_scores import StoredScore, pack_scores, run_scores, write_chunk_scores
@@ -72,3 +73,15 @@ def test_runs_read_in_the_order_given_each_item_and_key_once_per_run(author: Any
     assert [(s.item_id, s.label) for s in run_scores([run.pk])] == [(three, 0)]
     # ``probes.record._labels`` and the others: a later run's answer comes after, and wins.
     assert [s.label for s in run_scores([run.pk, later.pk])] == [0, 1]
+
+
+def test_postgresql_stores_the_documents_uncompressed() -> None:
+    """Compressing a chunk's document was most of its insert (see migration 0013)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite does not compress values")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT attstorage FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s",
+            [ChunkScores._meta.db_table, "payload"],
+        )
+        assert cursor.fetchone() == ("e",)
