@@ -9,6 +9,9 @@ class GroupsValidator(OAuth2Validator):  # type: ignore[misc]
     """Puts the user's groups (as an IdP would: Keycloak's group mapper, Okta's groups claim) in
     the ID token and the userinfo answer, with email and name."""
 
+    # Released with every OpenID sign-in (a provider may instead ask for a "groups" scope).
+    oidc_claim_scope = {**OAuth2Validator.oidc_claim_scope, "groups": "openid"}
+
     def get_additional_claims(self, request: Any) -> dict[str, Any]:
         user = request.user
         return {
