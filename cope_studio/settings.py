@@ -237,9 +237,7 @@ _EMAIL_BACKENDS = {
     "smtp": "django.core.mail.backends.smtp.EmailBackend",
     "file": "django.core.mail.backends.filebased.EmailBackend",
 }
-EMAIL_BACKEND = _EMAIL_BACKENDS[
-    env_choice("COPE_EMAIL_BACKEND", "console", tuple(_EMAIL_BACKENDS))
-]
+EMAIL_BACKEND = _EMAIL_BACKENDS[env_choice("COPE_EMAIL_BACKEND", "console", tuple(_EMAIL_BACKENDS))]
 EMAIL_FILE_PATH = str(DATA_DIR / "mail")  # the file backend's folder
 EMAIL_HOST = env_str("COPE_EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("COPE_EMAIL_PORT", 25, minimum=1, maximum=65535)

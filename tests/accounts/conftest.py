@@ -112,4 +112,3 @@ def set_provider_groups(provider: RunningProvider, username: str, groups: list[s
 def signed_in_user_id(client: Client) -> int | None:
     value = client.session.get("_auth_user_id")
     return int(value) if value is not None else None
-

@@ -34,10 +34,14 @@ pytestmark = pytest.mark.django_db
 
 
 def _roles(user: User) -> set[str]:
-    return set(user.groups.filter(name__in=[AUTHOR, REVIEWER, ADMIN]).values_list("name", flat=True))
+    return set(
+        user.groups.filter(name__in=[AUTHOR, REVIEWER, ADMIN]).values_list("name", flat=True)
+    )
 
 
-def test_login_page_offers_single_sign_on_only_when_configured(client: Client, settings: Any) -> None:
+def test_login_page_offers_single_sign_on_only_when_configured(
+    client: Client, settings: Any
+) -> None:
     settings.COPE_OIDC_ISSUER = ""
     page = client.get("/login/").content.decode()
     assert "Sign in with" not in page

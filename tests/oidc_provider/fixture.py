@@ -78,9 +78,7 @@ def running_provider(
         "client_secret": CLIENT_SECRET,
         "redirect_uris": [f"{url}/oidc/callback/" for url in studio_urls],
         "post_logout_redirect_uris": [f"{url}/login/" for url in studio_urls],
-        "users": [
-            {"username": name, "password": PASSWORD, **spec} for name, spec in USERS.items()
-        ],
+        "users": [{"username": name, "password": PASSWORD, **spec} for name, spec in USERS.items()],
     }
     (state / "setup.json").write_text(json.dumps(setup))
     port = _free_port()
