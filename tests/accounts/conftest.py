@@ -59,9 +59,9 @@ class Flow:
     browser: requests.Session
     provider: RunningProvider
 
-    def start(self) -> str:
+    def start(self, query: str = "") -> str:
         """The studio's redirect to the provider's authorization endpoint."""
-        response = self.client.get("/oidc/authenticate/")
+        response = self.client.get(f"/oidc/authenticate/{query}")
         assert response.status_code == 302, response
         return str(response["Location"])
 
@@ -84,8 +84,8 @@ class Flow:
             )
         return response
 
-    def callback_url(self, username: str) -> str:
-        answer = self.provider_sign_in(username, self.start())
+    def callback_url(self, username: str, query: str = "") -> str:
+        answer = self.provider_sign_in(username, self.start(query))
         assert answer.status_code == 302, answer.text
         location = answer.headers["Location"]
         assert location.startswith(f"{STUDIO}/oidc/callback/"), location

@@ -126,6 +126,14 @@ def test_signing_in_creates_the_user_with_the_roles_their_groups_give(flow: Flow
     assert flow.client.get("/labeling/review/").status_code == 403
 
 
+def test_sign_in_returns_to_the_page_asked_for_on_this_site_only(flow: Flow) -> None:
+    asked = flow.finish(flow.callback_url("alice", "?next=/policies/new/"))
+    assert asked["Location"] == "/policies/new/"
+    flow.client.post("/logout/")
+    elsewhere = flow.finish(flow.callback_url("alice", "?next=https://evil.example/"))
+    assert elsewhere["Location"] == "/policies/"
+
+
 def test_a_reviewer_group_gives_the_reviewer_role(flow: Flow) -> None:
     flow.sign_in("rita")
     user = User.objects.get(pk=signed_in_user_id(flow.client))
