@@ -20,4 +20,11 @@ class LoginView(auth_views.LoginView):
         context = super().get_context_data(**kwargs)
         context["sso_name"] = settings.COPE_OIDC_PROVIDER_NAME if oidc.enabled() else ""
         context["sso_message"] = _SSO_MESSAGES.get(self.request.GET.get("sso", ""), "")
+        # Shown after a failed local sign-in too, so its error is seen.
+        context["local_form"] = not (
+            context["sso_name"]
+            and settings.COPE_OIDC_HIDE_LOCAL_LOGIN
+            and "local" not in self.request.GET
+            and not context["form"].is_bound
+        )
         return context

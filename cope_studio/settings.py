@@ -211,6 +211,9 @@ LOGOUT_REDIRECT_URL = "login"
 # ID tokens must be RS256, signed by a key of the provider's JWKS, for this client and issuer.
 COPE_OIDC_ISSUER = env_str("COPE_OIDC_ISSUER", "").rstrip("/")
 COPE_OIDC_PROVIDER_NAME = env_str("COPE_OIDC_PROVIDER_NAME", "single sign-on")
+# Hides the local username/password form behind a link on the login page (it still works: a
+# break-glass admin signs in with it while the provider is down).
+COPE_OIDC_HIDE_LOCAL_LOGIN = env_bool("COPE_OIDC_HIDE_LOCAL_LOGIN", False)
 OIDC_RP_CLIENT_ID = env_str("COPE_OIDC_CLIENT_ID", "")
 OIDC_RP_CLIENT_SECRET = env_secret("COPE_OIDC_CLIENT_SECRET", "")
 OIDC_RP_SCOPES = env_str("COPE_OIDC_SCOPES", "openid email profile")

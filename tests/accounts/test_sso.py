@@ -57,6 +57,23 @@ def test_login_page_keeps_the_local_form_beside_the_provider_button(flow: Flow) 
     assert "Forgot your password?" in page
 
 
+def test_the_local_form_can_be_hidden_behind_a_link_and_still_works(
+    flow: Flow, settings: Any
+) -> None:
+    settings.COPE_OIDC_HIDE_LOCAL_LOGIN = True
+    User.objects.create_user("breakglass", password=PASSWORD)
+    page = flow.client.get("/login/?next=/policies/new/").content.decode()
+    assert "Sign in with Test IdP" in page
+    assert 'id="id_password"' not in page
+    assert 'href="/login/?local=1&amp;next=/policies/new/"' in page
+    assert 'id="id_password"' in flow.client.get("/login/?local=1").content.decode()
+    wrong = flow.client.post("/login/", {"username": "breakglass", "password": "nope"})
+    assert 'id="id_password"' in wrong.content.decode()
+    assert "Please try again" in wrong.content.decode()
+    signed_in = flow.client.post("/login/", {"username": "breakglass", "password": PASSWORD})
+    assert signed_in["Location"] == "/policies/"
+
+
 def test_endpoints_come_from_the_issuers_discovery_document(flow: Flow) -> None:
     found = oidc.provider()
     assert found.issuer == flow.provider.issuer
