@@ -32,7 +32,7 @@ test: $(STAMP)
 test-core: $(STAMP)
 	env -u DATABASE_URL DJANGO_SECRET_KEY=test-only HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
 	  $(BIN)/pytest -p no:cacheprovider tests/test_settings.py tests/test_env_example.py \
-	  tests/test_deploy_settings.py tests/policies tests/labeling \
+	  tests/test_deploy_settings.py tests/accounts tests/policies tests/labeling \
 	  -m "not browser and not celery_worker"
 	# The embedded default's transport: a real model worker over the filesystem broker.
 	env -u DATABASE_URL DJANGO_SECRET_KEY=test-only HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false \

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 import django_stubs_ext
@@ -81,6 +82,7 @@ INSTALLED_APPS = [
     "cope_studio.apps.CopeStudioConfig",
     "policies",
     "labeling",
+    "accounts",
     "axes",
 ]
 
@@ -92,6 +94,9 @@ AUTHENTICATION_BACKENDS = [
     "cope_studio.lib.auth.ThrottledLoginBackend",
     "cope_studio.lib.auth.StudioModelBackend",
     "django.contrib.auth.backends.ModelBackend",
+    # Single sign-on (accounts.oidc): answers only the provider's callback, and only when
+    # COPE_OIDC_ISSUER is set; it reuses the permissions read above.
+    "accounts.oidc.OIDCBackend",
 ]
 
 MIDDLEWARE = [
@@ -128,6 +133,9 @@ AXES_CLIENT_IP_CALLABLE = "cope_studio.lib.login.client_address"
 # proxy: 1). 0 trusts no such header: the connection's own address is the client's.
 COPE_PROXY_COUNT = env_int("COPE_PROXY_COUNT", 0, minimum=0, maximum=10)
 
+_issuer = urlsplit(env_str("COPE_OIDC_ISSUER", ""))
+_SSO_ORIGIN = [f"{_issuer.scheme}://{_issuer.netloc}"] if _issuer.netloc else []
+
 # --- Content-Security-Policy (django-csp) and Permissions-Policy (cope_studio.lib.headers).
 # Everything comes from this origin: htmx and the page scripts are vendored files, no inline
 # script or style runs (htmx's own indicator style is off: static/css/studio.css has it), and
@@ -140,7 +148,8 @@ CONTENT_SECURITY_POLICY = {
         "img-src": ["'self'"],
         "object-src": ["'none'"],
         "base-uri": ["'none'"],
-        "form-action": ["'self'"],
+        # The provider's sign-out page is where logging out redirects to.
+        "form-action": ["'self'", *_SSO_ORIGIN],
         "frame-ancestors": ["'none'"],
     },
 }
@@ -196,6 +205,55 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "policies:list"
 LOGOUT_REDIRECT_URL = "login"
+
+# --- Single sign-on over OpenID Connect (accounts.oidc, mozilla-django-oidc). Off while
+# COPE_OIDC_ISSUER is empty. Endpoints and keys come from the issuer's discovery document;
+# ID tokens must be RS256, signed by a key of the provider's JWKS, for this client and issuer.
+COPE_OIDC_ISSUER = env_str("COPE_OIDC_ISSUER", "").rstrip("/")
+COPE_OIDC_PROVIDER_NAME = env_str("COPE_OIDC_PROVIDER_NAME", "single sign-on")
+# Hides the local username/password form behind a link on the login page (it still works: a
+# break-glass admin signs in with it while the provider is down).
+COPE_OIDC_HIDE_LOCAL_LOGIN = env_bool("COPE_OIDC_HIDE_LOCAL_LOGIN", False)
+OIDC_RP_CLIENT_ID = env_str("COPE_OIDC_CLIENT_ID", "")
+OIDC_RP_CLIENT_SECRET = env_secret("COPE_OIDC_CLIENT_SECRET", "")
+OIDC_RP_SCOPES = env_str("COPE_OIDC_SCOPES", "openid email profile")
+# The claim listing a person's groups, and the groups that give each role. A role is set again
+# at every sign-in: a group taken away at the provider takes the role away here.
+COPE_OIDC_GROUPS_CLAIM = env_str("COPE_OIDC_GROUPS_CLAIM", "groups")
+COPE_OIDC_AUTHOR_GROUP = env_str("COPE_OIDC_AUTHOR_GROUP", "")
+COPE_OIDC_REVIEWER_GROUP = env_str("COPE_OIDC_REVIEWER_GROUP", "")
+COPE_OIDC_ADMIN_GROUP = env_str("COPE_OIDC_ADMIN_GROUP", "")
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_USE_PKCE = True
+OIDC_PKCE_CODE_CHALLENGE_METHOD = "S256"
+OIDC_TIMEOUT = env_int("COPE_OIDC_TIMEOUT", 10, minimum=1)
+# Kept for the provider's logout (id_token_hint).
+OIDC_STORE_ID_TOKEN = True
+OIDC_AUTHENTICATE_CLASS = "accounts.oidc.AuthenticateView"
+OIDC_CALLBACK_CLASS = "accounts.oidc.CallbackView"
+OIDC_OP_LOGOUT_URL_METHOD = "accounts.oidc.provider_logout_url"
+
+# --- Email: password reset links (and any other mail the studio sends). The embedded default
+# prints each message to the web process's log (console); smtp sends it.
+_EMAIL_BACKENDS = {
+    "console": "django.core.mail.backends.console.EmailBackend",
+    "smtp": "django.core.mail.backends.smtp.EmailBackend",
+    "file": "django.core.mail.backends.filebased.EmailBackend",
+}
+EMAIL_BACKEND = _EMAIL_BACKENDS[env_choice("COPE_EMAIL_BACKEND", "console", tuple(_EMAIL_BACKENDS))]
+EMAIL_FILE_PATH = str(DATA_DIR / "mail")  # the file backend's folder
+EMAIL_HOST = env_str("COPE_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("COPE_EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("COPE_EMAIL_USER", "")
+EMAIL_HOST_PASSWORD = env_secret("COPE_EMAIL_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("COPE_EMAIL_STARTTLS", False)
+EMAIL_USE_SSL = env_bool("COPE_EMAIL_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("Set COPE_EMAIL_STARTTLS or COPE_EMAIL_SSL, not both.")
+EMAIL_TIMEOUT = env_int("COPE_EMAIL_TIMEOUT", 20, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("COPE_EMAIL_FROM", "CoPE Studio <cope-studio@localhost>")
+# A reset link works once, and for this long.
+PASSWORD_RESET_TIMEOUT = env_int("COPE_PASSWORD_RESET_HOURS", 24, minimum=1) * 3600
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")

@@ -1,5 +1,4 @@
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
@@ -7,8 +6,8 @@ from labeling.api.endpoints import api
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/policies/", permanent=False)),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Login, logout, single sign-on and password reset
+    path("", include("accounts.urls")),
     path("policies/", include("policies.urls")),
     path("labeling/", include("labeling.urls")),
     path("admin/", admin.site.urls),

@@ -13,7 +13,7 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-WEB_PACKAGES = ("cope_studio", "policies", "labeling")
+WEB_PACKAGES = ("cope_studio", "accounts", "policies", "labeling")
 OURS = {*WEB_PACKAGES, "worker", "tests"}
 
 

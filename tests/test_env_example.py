@@ -14,7 +14,7 @@ from worker import env as worker_env
 from worker.config import ENV_VARS, WorkerConfig
 
 REPO = Path(__file__).resolve().parents[1]
-CODE = ["cope_studio", "worker", "labeling", "policies", "gunicorn.conf.py"]
+CODE = ["cope_studio", "accounts", "worker", "labeling", "policies", "gunicorn.conf.py"]
 READER = re.compile(
     r"\benv_(?:str|secret|bool|int|float|choice|list)\(\s*\"([A-Z][A-Z0-9_]*)\"", re.S
 )
