@@ -16,7 +16,9 @@ older than a few minutes (replays).
 A delivery is tried up to its ``max_attempts``; after a failed try (no answer, a timeout, any
 status outside 2xx) the next one is due after ``base_delay_seconds * 2**(tries - 1)``. Every try
 is a ``WebhookAttempt`` row. A try is claimed with a conditional UPDATE of the attempt counter,
-so a duplicated task message cannot send the same try twice. Redirects are not followed.
+so a duplicated task message cannot send the same try twice, nor the next one before it is due.
+A worker lost in the middle of a try leaves the delivery pending with no next time (shown so in
+the log). Redirects are not followed.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ SIGNATURE_HEADER = "X-Cope-Signature"
 TIMESTAMP_HEADER = "X-Cope-Timestamp"
 EVENT_HEADER = "X-Cope-Event"
 DELIVERY_HEADER = "X-Cope-Delivery"
+# A retry's message may run this much before its recorded time (clocks of two hosts).
+_EARLY = timedelta(seconds=1)
 
 
 def new_secret() -> str:
@@ -143,10 +147,15 @@ def deliver(delivery_id: int) -> str:
     )
     if row is None or row.status != DeliveryStatus.PENDING or row.attempts >= row.max_attempts:
         return "skipped"
+    # A retry is due once its time has come; while a try is in flight no time is set, so a
+    # duplicated message arriving meanwhile does not start the next try early.
+    due = row.next_attempt_at is not None and row.next_attempt_at <= timezone.now() + _EARLY
+    if row.attempts > 0 and not due:
+        return "skipped"
     number = row.attempts + 1
     claimed = WebhookDelivery.objects.filter(
         pk=row.pk, status=DeliveryStatus.PENDING, attempts=row.attempts
-    ).update(attempts=number)
+    ).update(attempts=number, next_attempt_at=None)
     if claimed != 1:
         return "skipped"
     body = json.dumps(payload(row.event), separators=(",", ":")).encode()

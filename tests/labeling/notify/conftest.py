@@ -3,6 +3,7 @@ backend), webhook tries made at once with their backoff recorded instead of wait
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ def inline_notify(monkeypatch: pytest.MonkeyPatch, settings: Any) -> list[float]
 
     def send_delivery(delivery_id: int, *, countdown: float = 0.0) -> None:
         countdowns.append(countdown)
+        time.sleep(countdown)  # as the queued retry would wait
         webhooks.deliver(delivery_id)
 
     monkeypatch.setattr(broker, "send_email", services.send_notification_email)
