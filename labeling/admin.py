@@ -145,14 +145,14 @@ class ApiKeyAdmin(ReadOnlyAdmin[ApiKey]):
 @admin.register(PolicyWebhook)
 class PolicyWebhookAdmin(ReadOnlyAdmin[PolicyWebhook]):
     list_display = ["policy", "url", "enabled", "masked_secret", "updated_by", "updated_at"]
-    fields = ["policy", "url", "enabled", "masked_secret", "updated_by", "updated_at"]
+    fields = ("policy", "url", "enabled", "masked_secret", "updated_by", "updated_at")
     readonly_fields = fields
     list_select_related = ["policy", "updated_by"]
 
 
 class WebhookAttemptInline(admin.TabularInline[WebhookAttempt, WebhookDelivery]):
     model = WebhookAttempt
-    fields = ["number", "started_at", "status_code", "error", "duration_ms", "next_retry_at"]
+    fields = ("number", "started_at", "status_code", "error", "duration_ms", "next_retry_at")
     readonly_fields = fields
     extra = 0
     can_delete = False

@@ -45,7 +45,7 @@ from labeling.notify import broker
 from labeling.notify.preferences import choices_for
 from policies.models import Version
 
-_JOB_KINDS = {
+_JOB_KINDS: dict[str, tuple[str, str]] = {
     JobStatus.SUCCEEDED: (EventKind.JOB_SUCCEEDED, "finished"),
     JobStatus.PARTIAL: (EventKind.JOB_PARTIAL, "ended partial"),
     JobStatus.FAILED: (EventKind.JOB_FAILED, "failed"),

@@ -134,7 +134,7 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, s
 
 def retry_delay(delivery: WebhookDelivery, tries: int) -> float:
     """Seconds before the try after ``tries`` failed ones."""
-    return float(delivery.base_delay_seconds) * 2 ** (tries - 1)
+    return float(delivery.base_delay_seconds) * float(2 ** (tries - 1))
 
 
 def deliver(delivery_id: int) -> str:
