@@ -333,6 +333,12 @@ CELERY_BEAT_SCHEDULE = {
         # A tick that waited longer than the next one (worker down) is dropped, not piled up.
         "options": {"queue": "default", "expires": max(1, COPE_RESUME_EVERY_SECONDS - 5)},
     },
+    # Send again the webhook deliveries whose message was lost.
+    "resume-webhook-deliveries": {
+        "task": "labeling.resume_webhook_deliveries",
+        "schedule": 60.0,
+        "options": {"queue": "default", "expires": 55},
+    },
     # Fail imports whose worker was lost, delete uploads nobody imported.
     "clean-uploads": {
         "task": "labeling.clean_uploads",

@@ -217,3 +217,10 @@ def deliver_webhook(delivery_id: int) -> str:
     outcome = webhooks.deliver(int(delivery_id))
     log.info("webhook delivery %s: %s", delivery_id, outcome)
     return outcome
+
+
+@shared_task(name=notify_broker.RESUME_DELIVERIES_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+def resume_webhook_deliveries() -> int:
+    """Run by Celery beat every minute: send again the webhook deliveries whose message was
+    lost (``labeling.notify.webhooks.resume_deliveries``)."""
+    return webhooks.resume_deliveries()

@@ -160,7 +160,15 @@ class WebhookDelivery(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["webhook", "event"], name="webhook_delivery_once")
         ]
-        indexes = [models.Index(fields=["webhook", "-created_at", "-id"], name="delivery_time")]
+        indexes = [
+            models.Index(fields=["webhook", "-created_at", "-id"], name="delivery_time"),
+            # Beat's look for lost deliveries reads only the pending ones.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="delivery_pending",
+                condition=Q(status="pending"),
+            ),
+        ]
         verbose_name_plural = "webhook deliveries"
 
     def __str__(self) -> str:

@@ -13,6 +13,7 @@ log = logging.getLogger(__name__)
 
 SEND_EMAIL_TASK = "labeling.send_notification_email"
 DELIVER_WEBHOOK_TASK = "labeling.deliver_webhook"
+RESUME_DELIVERIES_TASK = "labeling.resume_webhook_deliveries"  # in CELERY_BEAT_SCHEDULE
 
 
 def send_email(notification_id: int) -> None:

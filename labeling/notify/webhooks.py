@@ -17,8 +17,9 @@ A delivery is tried up to its ``max_attempts``; after a failed try (no answer, a
 status outside 2xx) the next one is due after ``base_delay_seconds * 2**(tries - 1)``. Every try
 is a ``WebhookAttempt`` row. A try is claimed with a conditional UPDATE of the attempt counter,
 so a duplicated task message cannot send the same try twice, nor the next one before it is due.
-A worker lost in the middle of a try leaves the delivery pending with no next time (shown so in
-the log). Redirects are not followed.
+Celery beat's ``resume_deliveries`` sends again the deliveries whose message was lost (a broker
+that refused it, a worker lost in the middle of a try): those pending well past their time.
+Redirects are not followed.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from labeling.models import DeliveryStatus, NotifyEvent, WebhookAttempt, WebhookDelivery
@@ -147,15 +149,17 @@ def deliver(delivery_id: int) -> str:
     )
     if row is None or row.status != DeliveryStatus.PENDING or row.attempts >= row.max_attempts:
         return "skipped"
-    # A retry is due once its time has come; while a try is in flight no time is set, so a
-    # duplicated message arriving meanwhile does not start the next try early.
-    due = row.next_attempt_at is not None and row.next_attempt_at <= timezone.now() + _EARLY
-    if row.attempts > 0 and not due:
+    # A try is due once its time has come (the first at once): a duplicated message arriving
+    # while a try is in flight, or before a retry's time, sends nothing.
+    if row.next_attempt_at is not None and row.next_attempt_at > timezone.now() + _EARLY:
         return "skipped"
     number = row.attempts + 1
+    # Until this try is recorded, the next one is due only after the receiver's time limit
+    # and a margin: a try lost with its worker is made again by ``resume_deliveries``.
+    lost_after = timezone.now() + timedelta(seconds=settings.COPE_WEBHOOK_TIMEOUT_SECONDS + 60)
     claimed = WebhookDelivery.objects.filter(
         pk=row.pk, status=DeliveryStatus.PENDING, attempts=row.attempts
-    ).update(attempts=number, next_attempt_at=None)
+    ).update(attempts=number, next_attempt_at=lost_after)
     if claimed != 1:
         return "skipped"
     body = json.dumps(payload(row.event), separators=(",", ":")).encode()
@@ -209,3 +213,24 @@ def _record(
             delay = (retry_at - now).total_seconds()
             transaction.on_commit(lambda: broker.send_delivery(row.pk, countdown=delay))
     return "delivered" if ok else ("retry" if retry_at is not None else "failed")
+
+
+# A pending delivery this late was lost (its message, or its worker mid-try).
+RESUME_AFTER = timedelta(seconds=60)
+
+
+def resume_deliveries() -> int:
+    """Run by beat: send again each pending delivery whose next try is more than
+    ``RESUME_AFTER`` late, or that was never tried that long after it was made. Returns how
+    many. A copy of a message that was only slow finds its try claimed and sends nothing."""
+    late = timezone.now() - RESUME_AFTER
+    ids = list(
+        WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING)
+        .filter(
+            Q(next_attempt_at__lte=late) | Q(next_attempt_at__isnull=True, created_at__lte=late)
+        )
+        .values_list("pk", flat=True)[:1000]
+    )
+    for delivery_id in ids:
+        broker.send_delivery(delivery_id)
+    return len(ids)

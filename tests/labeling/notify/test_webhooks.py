@@ -191,3 +191,37 @@ def test_webhook_changes_are_audited_without_the_secret(author: Any, admin_user:
     assert ("webhook_url", "https://example.org/b", "") in fields
     assert all(secret not in r.new_value for r in rows)
     assert all(r.changed_by == admin_user for r in rows)
+
+
+def test_beat_sends_again_deliveries_whose_message_was_lost(
+    author: Any,
+    reviewer: Any,
+    admin_user: Any,
+    fast_retries: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    job = make_job(author=author)
+    save_webhook(
+        policy=job.version.policy, url="https://example.org/h", enabled=True, by=admin_user
+    )
+    for batch in ("never-sent", "lost-mid-try", "fresh", "retry-not-due"):
+        notify_assignment(job=job, assignee=reviewer, task_count=1, batch=batch)
+    rows = {d.event.key.split(":")[-1]: d for d in WebhookDelivery.objects.select_related("event")}
+    old = timezone.now() - timedelta(minutes=5)
+    WebhookDelivery.objects.filter(pk=rows["never-sent"].pk).update(created_at=old)
+    WebhookDelivery.objects.filter(pk=rows["lost-mid-try"].pk).update(
+        attempts=1, next_attempt_at=old
+    )
+    WebhookDelivery.objects.filter(pk=rows["retry-not-due"].pk).update(
+        created_at=old, attempts=1, next_attempt_at=timezone.now() + timedelta(minutes=1)
+    )
+    resent: list[int] = []
+    monkeypatch.setattr(
+        webhooks.broker, "send_delivery", lambda pk, countdown=0.0: resent.append(pk)
+    )
+    assert webhooks.resume_deliveries() == 2
+    assert sorted(resent) == sorted([rows["never-sent"].pk, rows["lost-mid-try"].pk])
