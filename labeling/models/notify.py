@@ -3,11 +3,14 @@ webhooks with their delivery log (``labeling.notify``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
-from django.db import models
+from django.contrib.auth.models import User
+from django.db import models, transaction
 from django.db.models import Q
 
-from policies.models import Policy
+from policies.models import Policy, PolicySettingChange, SettingPath
 
 
 class EventKind(models.TextChoices):
@@ -111,7 +114,13 @@ class NotificationPreference(models.Model):
 
 class PolicyWebhook(models.Model):
     """A policy's outgoing webhook: every event of the policy is POSTed to ``url``, signed with
-    ``secret`` (``labeling.notify.webhooks``)."""
+    ``secret`` (``labeling.notify.webhooks``).
+
+    Audited like the policy's gate settings, by ``save`` and ``delete`` themselves whatever
+    called them: a ``PolicySettingChange`` per changed field (``webhook_url``,
+    ``webhook_enabled``, ``webhook_secret``: never the secret itself), with the user and path
+    passed as ``save(changed_by=..., via=...)`` (none and "shell" when not given).
+    """
 
     policy = models.OneToOneField(Policy, on_delete=models.CASCADE, related_name="+")
     url = models.URLField(max_length=500)
@@ -125,9 +134,67 @@ class PolicyWebhook(models.Model):
     def __str__(self) -> str:
         return f"Webhook of policy {self.policy_id} → {self.url}"
 
+    def save(
+        self,
+        *args: Any,
+        changed_by: User | None = None,
+        via: str = SettingPath.SHELL,
+        **kwargs: Any,
+    ) -> None:
+        with transaction.atomic():
+            # (url, enabled, secret) as stored; a new webhook had none of them.
+            before: tuple[str, bool | None, str] = ("", None, "")
+            if self.pk is not None:
+                row = (
+                    PolicyWebhook.objects.select_for_update()
+                    .filter(pk=self.pk)
+                    .values_list("url", "enabled", "secret")
+                    .first()
+                )
+                if row is not None:
+                    before = (str(row[0]), bool(row[1]), str(row[2]))
+            super().save(*args, **kwargs)
+            changes = [
+                ("webhook_url", before[0], self.url),
+                ("webhook_enabled", _on(before[1]), _on(self.enabled)),
+                ("webhook_secret", _masked(before[2]), _masked(self.secret)),
+            ]
+            self._audit(changes, changed_by, via)
+
+    def delete(
+        self, *args: Any, changed_by: User | None = None, via: str = SettingPath.SHELL, **kw: Any
+    ) -> tuple[int, dict[str, int]]:
+        with transaction.atomic():
+            self._audit([("webhook_url", self.url, "")], changed_by, via)
+            return super().delete(*args, **kw)
+
+    def _audit(self, changes: list[tuple[str, str, str]], by: User | None, via: str) -> None:
+        PolicySettingChange.objects.bulk_create(
+            [
+                PolicySettingChange(
+                    policy_id=self.policy_id,
+                    field=field,
+                    old_value=old[:300],
+                    new_value=new[:300],
+                    changed_by=by,
+                    via=via,
+                )
+                for field, old, new in changes
+                if old != new
+            ]
+        )
+
     @property
     def masked_secret(self) -> str:
-        return f"…{self.secret[-4:]}" if self.secret else ""
+        return _masked(self.secret)
+
+
+def _masked(secret: str) -> str:
+    return f"…{secret[-4:]}" if secret else ""
+
+
+def _on(value: bool | None) -> str:
+    return "" if value is None else ("on" if value else "off")
 
 
 class DeliveryStatus(models.TextChoices):

@@ -15,7 +15,7 @@ from django.utils import timezone
 from labeling.models import EmailStatus, Notification, PolicyWebhook
 from labeling.notify.events import absolute_url
 from labeling.notify.webhooks import new_secret, validate_url
-from policies.models import Policy, PolicySettingChange, SettingPath
+from policies.models import Policy, SettingPath
 
 log = logging.getLogger(__name__)
 
@@ -108,45 +108,22 @@ def save_webhook(
     *, policy: Policy, url: str, enabled: bool, by: User, new_key: bool = False
 ) -> tuple[PolicyWebhook | None, str]:
     """Set, change or (an empty ``url``) remove the policy's webhook; returns the webhook and
-    its secret when one was made now (shown once), else "". Each change is audited like the
-    policy's gate settings (``PolicySettingChange``, fields ``webhook_url``,
-    ``webhook_enabled``, ``webhook_secret``), never with the secret itself."""
+    its secret when one was made now (shown once), else "". ``PolicyWebhook.save`` and
+    ``delete`` audit each change."""
     url = validate_url(url) if url.strip() else ""
     with transaction.atomic():
         Policy.objects.select_for_update().filter(pk=policy.pk).first()
         current = PolicyWebhook.objects.filter(policy=policy).first()
-        before = (current.url, current.enabled) if current else ("", False)
-        secret = ""
         if not url:
             if current is not None:
-                current.delete()
-            _audit(policy, by, "webhook_url", before[0], "")
+                current.delete(changed_by=by, via=SettingPath.SETTINGS)
             return None, ""
         if current is None:
             current = PolicyWebhook(policy=policy)
             new_key = True
+        secret = ""
         if new_key:
             secret = current.secret = new_secret()
         current.url, current.enabled, current.updated_by = url, enabled, by
-        current.save()
-        _audit(policy, by, "webhook_url", before[0], url)
-        _audit(policy, by, "webhook_enabled", _on(before[1]) if before[0] else "", _on(enabled))
-        if secret:
-            _audit(policy, by, "webhook_secret", "", f"new secret {current.masked_secret}")
+        current.save(changed_by=by, via=SettingPath.SETTINGS)
     return current, secret
-
-
-def _on(value: bool) -> str:
-    return "on" if value else "off"
-
-
-def _audit(policy: Policy, by: User, field: str, old: str, new: str) -> None:
-    if old != new:
-        PolicySettingChange.objects.create(
-            policy=policy,
-            field=field,
-            old_value=old[:300],
-            new_value=new[:300],
-            changed_by=by,
-            via=SettingPath.SETTINGS,
-        )

@@ -225,3 +225,24 @@ def test_beat_sends_again_deliveries_whose_message_was_lost(
     )
     assert webhooks.resume_deliveries() == 2
     assert sorted(resent) == sorted([rows["never-sent"].pk, rows["lost-mid-try"].pk])
+
+
+def test_a_webhook_changed_from_the_shell_is_audited_too(author: Any) -> None:
+    from labeling.models import PolicyWebhook
+    from policies.models import PolicySettingChange, SettingPath
+
+    policy = make_job(author=author).version.policy
+    hook = PolicyWebhook.objects.create(policy=policy, url="https://example.org/a", secret="s1234")
+    hook.secret = "s5678"
+    hook.save()
+    hook.delete()
+    rows = list(PolicySettingChange.objects.filter(policy=policy).order_by("pk"))
+    assert {r.via for r in rows} == {SettingPath.SHELL} and all(r.changed_by is None for r in rows)
+    fields = [(r.field, r.old_value, r.new_value) for r in rows]
+    assert fields == [
+        ("webhook_url", "", "https://example.org/a"),
+        ("webhook_enabled", "", "on"),
+        ("webhook_secret", "", "…1234"),
+        ("webhook_secret", "…1234", "…5678"),
+        ("webhook_url", "https://example.org/a", ""),
+    ]
