@@ -172,6 +172,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "cope_studio.lib.context.studio",
+                "labeling.notify.context.notifications",
             ],
         },
     },
@@ -369,6 +370,18 @@ COPE_SUGGEST_CANDIDATES = env_int("COPE_SUGGEST_CANDIDATES", 3, minimum=1)
 COPE_SUGGEST_TOLERANCE = env_float("COPE_SUGGEST_TOLERANCE", 0.02, minimum=0.0, maximum=1.0)
 # Gold audit: A and B agree, both at least this far from p(1) = 0.5, and gold says otherwise.
 COPE_GOLD_AUDIT_MARGIN = env_float("COPE_GOLD_AUDIT_MARGIN", 0.35, minimum=0.0, maximum=0.5)
+# Notifications (labeling.notify): the studio's address, for links in emails and webhooks.
+COPE_PUBLIC_URL = env_str("COPE_PUBLIC_URL", "http://localhost:8000").rstrip("/")
+# Outgoing webhooks: tries per event, the first retry's delay (doubled for each later one), the
+# seconds a receiver has to answer, and whether a URL may name a private or loopback address.
+COPE_WEBHOOK_MAX_ATTEMPTS = env_int("COPE_WEBHOOK_MAX_ATTEMPTS", 6, minimum=1, maximum=20)
+COPE_WEBHOOK_RETRY_BASE_SECONDS = env_float(
+    "COPE_WEBHOOK_RETRY_BASE_SECONDS", 30.0, minimum=0.0, maximum=3600.0
+)
+COPE_WEBHOOK_TIMEOUT_SECONDS = env_float(
+    "COPE_WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.5, maximum=120.0
+)
+COPE_WEBHOOK_ALLOW_PRIVATE = env_bool("COPE_WEBHOOK_ALLOW_PRIVATE", False)
 # How often Celery beat looks for lost chunks.
 COPE_RESUME_EVERY_SECONDS = env_int("COPE_RESUME_EVERY_SECONDS", 60, minimum=1)
 CELERY_BEAT_SCHEDULE = {
@@ -377,6 +390,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(COPE_RESUME_EVERY_SECONDS),
         # A tick that waited longer than the next one (worker down) is dropped, not piled up.
         "options": {"queue": "default", "expires": max(1, COPE_RESUME_EVERY_SECONDS - 5)},
+    },
+    # Send again the webhook deliveries whose message was lost.
+    "resume-webhook-deliveries": {
+        "task": "labeling.resume_webhook_deliveries",
+        "schedule": 60.0,
+        "options": {"queue": "default", "expires": 55},
     },
     # Fail imports whose worker was lost, delete uploads nobody imported.
     "clean-uploads": {

@@ -19,8 +19,12 @@ from labeling.models import (
     Job,
     JobChunk,
     Label,
+    Notification,
+    PolicyWebhook,
     ReviewTask,
     SampleSet,
+    WebhookAttempt,
+    WebhookDelivery,
 )
 
 _M = TypeVar("_M", bound=Model)
@@ -132,3 +136,46 @@ class ApiKeyAdmin(ReadOnlyAdmin[ApiKey]):
     list_filter = ["can_label", "can_label_text", "revoked_at"]
     search_fields = ["name", "prefix", "owner__username"]
     exclude = ["key_hash"]
+
+
+# Notifications and webhooks: written by ``labeling.notify`` (a webhook's changes are audited
+# there), read here. A webhook's secret is never shown, only its last characters.
+
+
+@admin.register(PolicyWebhook)
+class PolicyWebhookAdmin(ReadOnlyAdmin[PolicyWebhook]):
+    list_display = ["policy", "url", "enabled", "masked_secret", "updated_by", "updated_at"]
+    fields = ("policy", "url", "enabled", "masked_secret", "updated_by", "updated_at")
+    readonly_fields = fields
+    list_select_related = ["policy", "updated_by"]
+
+
+class WebhookAttemptInline(admin.TabularInline[WebhookAttempt, WebhookDelivery]):
+    model = WebhookAttempt
+    fields = ("number", "started_at", "status_code", "error", "duration_ms", "next_retry_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: WebhookDelivery | None = None) -> bool:
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin[WebhookDelivery]):
+    list_display = ["created_at", "webhook", "event", "status", "attempts", "next_attempt_at"]
+    list_filter = ["status"]
+    list_select_related = ["webhook__policy", "event"]
+    inlines = [WebhookAttemptInline]
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: WebhookDelivery | None = None
+    ) -> bool:
+        return False
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin[Notification]):
+    list_display = ["created_at", "user", "event", "in_app", "read_at", "email_status"]
+    list_filter = ["email_status", "in_app"]
+    list_select_related = ["user", "event"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from smtplib import SMTPException
 from typing import Any
 
 from celery import shared_task
@@ -12,6 +13,9 @@ from labeling.explain import record as explain_record
 from labeling.explain import services as explain_services
 from labeling.jobs import results, services
 from labeling.jobs.broker import PREPARE_JOB_TASK
+from labeling.notify import broker as notify_broker
+from labeling.notify import services as notify_services
+from labeling.notify import webhooks
 from labeling.probes import llm as probe_llm
 from labeling.samples import services as samples
 from labeling.whatif import suggest as whatif_suggest
@@ -181,3 +185,42 @@ def clean_uploads() -> dict[str, int]:
     """Run by Celery beat every hour: fail imports whose worker was lost, delete uploads
     nobody imported (``samples.clean_abandoned_imports``)."""
     return samples.clean_abandoned_imports()
+
+
+# Notifications: emails and webhook deliveries, never in a request or a result write ------
+
+
+@shared_task(  # type: ignore[untyped-decorator]
+    name=notify_broker.SEND_EMAIL_TASK,
+    bind=True,
+    acks_late=True,
+    autoretry_for=(*DATABASE_GONE, OSError, SMTPException),
+    retry_backoff=True,
+    retry_backoff_max=600,
+    max_retries=5,
+)
+def send_notification_email(self: Any, notification_id: int) -> str:
+    """Send one notification's email (``labeling.notify.services``); a mail server that
+    refuses is retried with backoff, and after the last try the row says "failed"."""
+    try:
+        return notify_services.send_notification_email(int(notification_id))
+    except (OSError, SMTPException) as exc:
+        if self.request.retries >= self.max_retries:
+            notify_services.mark_email_failed(int(notification_id), str(exc))
+        raise
+
+
+@shared_task(name=notify_broker.DELIVER_WEBHOOK_TASK, acks_late=True)  # type: ignore[untyped-decorator]
+def deliver_webhook(delivery_id: int) -> str:
+    """One try of a webhook delivery; a failed try queues the next itself, with its backoff
+    (``labeling.notify.webhooks``)."""
+    outcome = webhooks.deliver(int(delivery_id))
+    log.info("webhook delivery %s: %s", delivery_id, outcome)
+    return outcome
+
+
+@shared_task(name=notify_broker.RESUME_DELIVERIES_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+def resume_webhook_deliveries() -> int:
+    """Run by Celery beat every minute: send again the webhook deliveries whose message was
+    lost (``labeling.notify.webhooks.resume_deliveries``)."""
+    return webhooks.resume_deliveries()

@@ -4,6 +4,7 @@ lists its own patterns."""
 from labeling.api import urls as api_urls
 from labeling.gold import urls as gold_urls
 from labeling.jobs import urls as jobs_urls
+from labeling.notify import urls as notify_urls
 from labeling.probes import urls as probes_urls
 from labeling.release import urls as release_urls
 from labeling.review import urls as review_urls
@@ -23,4 +24,5 @@ urlpatterns = [
     *release_urls.urlpatterns,
     *api_urls.urlpatterns,
     *workers_urls.urlpatterns,
+    *notify_urls.urlpatterns,
 ]

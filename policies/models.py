@@ -58,6 +58,9 @@ SETTING_NAMES = {
     "probe_gate": "probe findings at finalize",
     "regression_tolerance": "regression tolerance",
     "evaluation_set": "evaluation set",
+    "webhook_url": "webhook URL",
+    "webhook_enabled": "webhook",
+    "webhook_secret": "webhook secret",
 }
 
 

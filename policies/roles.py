@@ -42,6 +42,7 @@ _ADMIN = [
     "labeling.delete_sampleset",
     "labeling.change_policyevaluation",  # Threshold, minimum sample, evaluation set
     "labeling.change_decision",  # Correct any reviewer's decision (reviewers: their own only)
+    "labeling.change_policywebhook",  # A policy's webhook and its delivery log
 ]
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {

@@ -28,6 +28,7 @@ from labeling.explain.services import explain_after_job
 from labeling.jobs import sql, stats
 from labeling.jobs.dispatch import ACTIVE, claim_next_chunks, take_bookkeeping
 from labeling.models import ChunkStatus, Job, JobChunk, JobStatus, Label, ReviewTask
+from labeling.notify.events import job_finished
 from labeling.review.carry_over import carry_over_decisions
 from worker.contract import ScoreResult
 
@@ -291,13 +292,16 @@ def maybe_finish_job(job_id: int, *, locked_status: str | None = None) -> bool:
         final, error = _outcome(job, job_stats["labeled"])
         _open_review_tasks(job, mismatches)
         carry_over_decisions(job_id=job_id)  # reruns do not ask twice
+        finished_at = timezone.now()
         Job.objects.filter(pk=job_id).update(
             status=final,
-            finished_at=timezone.now(),
+            finished_at=finished_at,
             stats=job_stats,
             error=error,
             bookkeeping_seconds=F("bookkeeping_seconds") + take_bookkeeping(job_id, started),
         )
+        # The job row is locked and was running: this is the one finish of this run.
+        job_finished(job=job, status=final, finished_at=finished_at, stats=job_stats)
         if final == JobStatus.SUCCEEDED and mismatches:
             # Which clause decides each mismatch: explained in the background once committed.
             transaction.on_commit(lambda: explain_after_job(job_id))

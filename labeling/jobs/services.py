@@ -38,6 +38,7 @@ from labeling.jobs.dispatch import (
 from labeling.jobs.errors import JobError
 from labeling.jobs.results import maybe_finish_job
 from labeling.models import ChunkStatus, Item, Job, JobChunk, JobStatus, Label, SampleSet, Side
+from labeling.notify.events import job_finished
 from policies.models import Version
 
 # What "Resume stalled chunks" re-sends: chunks in flight not heard of for a minute.
@@ -164,6 +165,8 @@ def prepare_job(job_id: int) -> bool:
                 item_count=0,
                 error="This sample set has no items.",
             )
+            failed = Job.objects.get(pk=job_id)
+            job_finished(job=failed, status=JobStatus.FAILED, finished_at=now, stats={})
             return True
         size = current["chunk_size"]
         slices = [item_ids[i : i + size] for i in range(0, len(item_ids), size)]

@@ -1,5 +1,6 @@
 """The binocular loop's tables: sample sets, jobs, labels, review tasks, decisions, gold labels,
-worker heartbeats, API keys (``core``), and attribution's runs and findings (``explain``).
+worker heartbeats, API keys (``core``), attribution's runs and findings (``explain``), and
+notifications and webhooks (``notify``).
 
 Code imports them from here (``from labeling.models import Job``); each lives in the module
 named above.
@@ -44,8 +45,30 @@ from labeling.models.explain import (
     FindingRole,
     RunKind,
 )
+from labeling.models.notify import (
+    EMAIL_BY_DEFAULT,
+    DeliveryStatus,
+    EmailStatus,
+    EventKind,
+    Notification,
+    NotificationPreference,
+    NotifyEvent,
+    PolicyWebhook,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 
 __all__ = [
+    "EMAIL_BY_DEFAULT",
+    "DeliveryStatus",
+    "EmailStatus",
+    "EventKind",
+    "Notification",
+    "NotificationPreference",
+    "NotifyEvent",
+    "PolicyWebhook",
+    "WebhookAttempt",
+    "WebhookDelivery",
     "ApiKey",
     "Carveout",
     "CarveoutStatus",

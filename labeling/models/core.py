@@ -446,7 +446,11 @@ class GoldChange(models.Model):
 
     class Meta:
         ordering = ["-changed_at", "-id"]
-        indexes = [models.Index(fields=["policy", "item", "-changed_at"], name="gold_change_item")]
+        indexes = [
+            models.Index(fields=["policy", "item", "-changed_at"], name="gold_change_item"),
+            # A policy's activity feed pages through its gold edits, newest first.
+            models.Index(fields=["policy", "-changed_at", "-id"], name="gold_change_policy_time"),
+        ]
 
     def __str__(self) -> str:
         change = f"{self.old_label or '—'} → {self.new_label or '—'}"

@@ -49,6 +49,7 @@ from labeling.jobs.evaluation import (
     evaluation_set,
 )
 from labeling.models import CompareKind, Job, JobStatus, ReviewStatus
+from labeling.notify.events import version_finalized
 from labeling.probes.summary import ProbeFindings, probe_findings
 from labeling.release import regression_run
 from labeling.release.exports import job_evidence
@@ -356,4 +357,5 @@ def finalize(
             raise NotReady(
                 Readiness(ok=False, missing=[f"Job #{job.pk} is already frozen."], job=job)
             )
+        version_finalized(version=finalized, by=by)
     return finalized

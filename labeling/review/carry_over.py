@@ -11,6 +11,7 @@ from cope_studio.lib.db import any_of
 from labeling.gold.history import GoldTransition, record_gold_changes
 from labeling.gold.services import current_gold
 from labeling.models import Decision, GoldLabel, GoldSource, Item, Job, ReviewStatus, ReviewTask
+from labeling.notify.events import queues_touched
 
 # Gold that lives in a row (reviewed, typed, audited): carry-over never replaces it.
 _ROW_SOURCES = frozenset(GoldSource.values) - {GoldSource.IMPORT}
@@ -53,29 +54,29 @@ def _carried_copies(sources: dict[int, Decision], task_ids: list[int]) -> list[D
     return carried
 
 
-def _carry(pairs: list[tuple[int, Decision]]) -> int:
+def _carry(pairs: list[tuple[int, Decision]], *, touched: set[int] | None = None) -> int:
     """Resolve each open task with a copy of its earlier decision; how many were resolved.
 
     The tasks still open are locked (PostgreSQL; SQLite lets one writer in at a time), then
     resolved with one conditional ``update()``: a task a reviewer claimed in the meantime stays
     theirs. The gold label is written only where none exists: an older decision never
     overwrites a newer gold label. A fixed number of statements whatever the number of tasks,
-    none of them a join.
+    none of them a join. ``touched`` collects the jobs whose tasks were resolved.
     """
     if not pairs:
         return 0
     sources = dict(pairs)
     with transaction.atomic(savepoint=False):
-        still_open = {
-            pk: (policy_id, item_id)
-            for pk, policy_id, item_id in ReviewTask.objects.filter(
-                any_of("id", sources), status=ReviewStatus.OPEN
-            )
+        rows = list(
+            ReviewTask.objects.filter(any_of("id", sources), status=ReviewStatus.OPEN)
             .select_for_update()
-            .values_list("id", "policy_id", "item_id")
-        }
-        if not still_open:
+            .values_list("id", "policy_id", "item_id", "job_id")
+        )
+        if not rows:
             return 0
+        still_open = {pk: (policy_id, item_id) for pk, policy_id, item_id, _job in rows}
+        if touched is not None:
+            touched.update(job_id for *_task, job_id in rows)
         resolved = ReviewTask.objects.filter(
             any_of("id", still_open), status=ReviewStatus.OPEN
         ).update(status=ReviewStatus.RESOLVED, resolved_at=timezone.now(), carried_over=True)
@@ -201,4 +202,7 @@ def carry_to_open_reruns(decision: Decision, task: ReviewTask) -> int:
     open_tasks = ReviewTask.objects.filter(
         any_of("job_id", same), any_of("item_id", items), status=ReviewStatus.OPEN
     ).values_list("id", flat=True)[:_CARRY_BATCH]
-    return _carry([(pk, decision) for pk in open_tasks])
+    touched: set[int] = set()
+    carried = _carry([(pk, decision) for pk in open_tasks], touched=touched)
+    queues_touched(touched)  # a rerun's queue may have emptied
+    return carried

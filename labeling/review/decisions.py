@@ -19,6 +19,7 @@ from labeling.models import (
     ReviewTask,
     Wording,
 )
+from labeling.notify.events import queues_touched
 from labeling.review.carry_over import carry_to_open_reruns
 from labeling.review.claim import ReviewError
 
@@ -98,6 +99,7 @@ def submit_decision(
             decision_id=decision.pk,
         )
         carry_to_open_reruns(decision, task)
+        queues_touched([task.job_id])
     task.status = ReviewStatus.RESOLVED
     task.resolved_at = now
     return decision
