@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('labeling', '0012_run_numbering_by_kind'),
+        ('labeling', '0013_chunk_scores'),
         ('policies', '0006_regression_tolerance'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
