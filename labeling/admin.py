@@ -20,6 +20,7 @@ from labeling.models import (
     JobChunk,
     Label,
     ReviewTask,
+    ReviewVote,
     SampleSet,
 )
 
@@ -105,6 +106,19 @@ class DecisionAdmin(ReadOnlyAdmin[Decision]):
     list_select_related = ["task", "reviewer"]
     search_fields = ["note", "quote"]
     raw_id_fields = ["task", "reviewer"]
+
+
+@admin.register(ReviewVote)
+class ReviewVoteAdmin(ReadOnlyAdmin[ReviewVote]):
+    """A vote counts towards its task's overlap and agreement: never deleted by hand either."""
+
+    list_display = ["pk", "task", "reviewer", "label", "wording", "seconds", "created_at"]
+    list_filter = ["label"]
+    list_select_related = ["task", "reviewer"]
+    raw_id_fields = ["task", "reviewer"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: ReviewVote | None = None) -> bool:
+        return False
 
 
 @admin.register(GoldLabel)

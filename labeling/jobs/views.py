@@ -455,6 +455,7 @@ def _settings_initial(policy: Policy) -> dict[str, Any]:
         "min_sample_size": policy.min_sample_size,
         "probe_gate": "refuse" if policy.probe_gate else "warn",
         "regression_tolerance": percent_text(policy.regression_tolerance).removesuffix("%"),
+        "review_overlap": policy.review_overlap,
         "evaluation_set": choice.sample_set if choice.chosen else None,
     }
 
@@ -468,6 +469,7 @@ def _save_settings(request: AuthedHttpRequest, policy: Policy, form: PolicySetti
         min_kappa=data["min_kappa"],
         probe_gate=data["probe_gate"],
         regression_tolerance=data["regression_tolerance"],
+        review_overlap=data["review_overlap"],
         evaluation_set=data["evaluation_set"],
         by=request.user,
     )

@@ -43,6 +43,7 @@ from labeling.models.explain import (
     FindingRole,
     RunKind,
 )
+from labeling.models.votes import ReviewVote
 
 __all__ = [
     "ApiKey",
@@ -74,6 +75,7 @@ __all__ = [
     "PolicyEvaluation",
     "ReviewStatus",
     "ReviewTask",
+    "ReviewVote",
     "SampleSet",
     "SampleSetStatus",
     "Side",
