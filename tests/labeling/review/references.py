@@ -35,9 +35,7 @@ def reference_fleiss(units: Sequence[Mapping[Any, Hashable]]) -> float:
 def reference_alpha(units: Sequence[Mapping[Any, Hashable]]) -> float:
     codes = _codes(units)
     raters = sorted({r for unit in units for r in unit}, key=str)
-    data = [
-        [float(codes[unit[r]]) if r in unit else np.nan for unit in units] for r in raters
-    ]
+    data = [[float(codes[unit[r]]) if r in unit else np.nan for unit in units] for r in raters]
     return float(
         krippendorff.alpha(reliability_data=np.array(data), level_of_measurement="nominal")
     )

@@ -20,8 +20,7 @@ from labeling.models import (
 )
 from labeling.rater_agreement import rater_agreement
 from labeling.release.finalize import finalize_readiness
-from labeling.review.claim import ReviewError, claim_next_task, skip_task, unskip_tasks
-from labeling.review.claim import QueueFilter
+from labeling.review.claim import QueueFilter, ReviewError, claim_next_task, skip_task, unskip_tasks
 from labeling.review.decisions import submit_decision
 from labeling.review.earlier import earlier_decisions
 from labeling.review.team import job_agreement

@@ -111,7 +111,10 @@ def test_cohen_is_the_sets_kappa_only_with_exactly_two_raters() -> None:
     )
     figures = rater_agreement(three, 3)
     assert figures.cohen_kappa is None
-    assert [(p.rater_a, p.rater_b, p.units) for p in figures.pairs] == [("a", "b", 3), ("a", "c", 1)]
+    assert [(p.rater_a, p.rater_b, p.units) for p in figures.pairs] == [
+        ("a", "b", 3),
+        ("a", "c", 1),
+    ]
 
 
 def test_reviewer_figures_count_decisions_speed_and_agreement_with_the_final_result() -> None:
@@ -128,4 +131,9 @@ def test_reviewer_figures_count_decisions_speed_and_agreement_with_the_final_res
 
     assert (ann.rater, ann.decisions, ann.median_seconds) == ("ann", 3, 20.0)
     assert (ann.compared, ann.agreed_with_final, ann.agreement_with_final) == (2, 2, 1.0)
-    assert (bob.decisions, bob.median_seconds, bob.agreed_with_final, bob.compared) == (2, 6.0, 1, 2)
+    assert (bob.decisions, bob.median_seconds, bob.agreed_with_final, bob.compared) == (
+        2,
+        6.0,
+        1,
+        2,
+    )
