@@ -21,6 +21,7 @@ from labeling.models import (
 from labeling.rater_agreement import rater_agreement
 from labeling.release.finalize import finalize_readiness
 from labeling.review.claim import QueueFilter, ReviewError, claim_next_task, skip_task, unskip_tasks
+from labeling.review.corrections import undo_last_decision
 from labeling.review.decisions import submit_decision
 from labeling.review.earlier import earlier_decisions
 from labeling.review.team import job_agreement
@@ -248,3 +249,21 @@ def test_two_reviewers_decide_blind_and_agreement_matches_the_references(
     assert by_name[second_reviewer.username].agreed_with_final == 12 - len(disagree)
     assert team.adjudicated == len(disagree) and team.awaiting == 0
     assert all(row.figures.median_seconds is not None for row in team.reviewers)
+
+
+def test_undo_refuses_a_vote_and_a_decision_made_of_votes(
+    author: Any, reviewer: Any, second_reviewer: Any
+) -> None:
+    """Undo gives one reviewer's decision back to them; a vote, and the final decision the
+    votes made, are not one reviewer's to take back (the other votes would be orphaned)."""
+    job = overlap_job(author, mismatches=[(1, 0.9, 0.1)])
+    [task_id] = task_ids(job)
+    decide_offered(reviewer, job, {task_id: "1"})
+    with pytest.raises(ReviewError, match="several independent decisions"):
+        undo_last_decision(reviewer=reviewer)
+
+    decide_offered(second_reviewer, job, {task_id: "1"})  # agreeing: the final decision is made
+    with pytest.raises(ReviewError, match="several independent decisions"):
+        undo_last_decision(reviewer=second_reviewer)
+    assert ReviewTask.objects.get(pk=task_id).status == ReviewStatus.RESOLVED
+    assert Decision.objects.filter(task_id=task_id).count() == 1
