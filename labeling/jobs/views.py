@@ -139,7 +139,8 @@ def _job_context(request: AuthedHttpRequest, job: Job) -> dict[str, Any]:
         "failed_chunks": failed_chunks,
         "can_change": request.user.has_perm("labeling.change_job"),
         "action_form": JobActionForm(auto_id=False),
-        "open_reviews": job.review_tasks.filter(status__in=["open", "claimed"]).count(),
+        # Not decided yet, awaiting adjudication included (labeling.review.votes).
+        "open_reviews": job.review_tasks.exclude(status=ReviewStatus.RESOLVED).count(),
         "chart": None if job.is_active else _policy_chart(job.version.policy, known=known),
         "threshold": job.version.policy.threshold_display,
         "min_kappa": job.version.policy.min_kappa_display,
