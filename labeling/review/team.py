@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
 
-from labeling.models import Decision, GoldChoice, Job, ReviewStatus, ReviewVote
+from labeling.models import Decision, GoldChoice, Job, ReviewStatus, ReviewTask, ReviewVote
 from labeling.rater_agreement import RaterAgreement, RaterFigures, rater_agreement, rater_figures
 from policies.models import Policy
 
@@ -35,23 +35,20 @@ class TeamAgreement:
 
 def _team(votes: QuerySet[ReviewVote]) -> TeamAgreement:
     rows = list(votes.values_list("task_id", "reviewer_id", "label", "seconds"))
-    task_ids = sorted({row[0] for row in rows})
     units: dict[int, dict[int, str]] = {}
     for task_id, reviewer_id, label, _seconds in rows:
         units.setdefault(task_id, {})[reviewer_id] = label
-    finals = dict(Decision.objects.filter(task_id__in=task_ids).values_list("task_id", "label"))
+    finals = dict(
+        Decision.objects.filter(task__in=votes.values("task_id")).values_list("task_id", "label")
+    )
     figures = rater_agreement(list(units.values()), categories=len(GoldChoice.values))
     users = {u.pk: u for u in User.objects.filter(pk__in={row[1] for row in rows})}
-    statuses = list(
-        Decision.objects.filter(task_id__in=task_ids).values_list("task_id", "reviewer_id")
+    # Votes that disagree and a final decision: a lead adjudicated it.
+    adjudicated = sum(1 for t, unit in units.items() if t in finals and len(set(unit.values())) > 1)
+    undecided = ReviewTask.objects.filter(pk__in=votes.values("task_id")).exclude(
+        status=ReviewStatus.RESOLVED
     )
-    voters = {task_id: set(unit) for task_id, unit in units.items()}
-    adjudicated = sum(1 for task_id, by in statuses if by not in voters[task_id])
-    from_votes = votes.values("task__status")
-    awaiting = (
-        from_votes.filter(task__status=ReviewStatus.ADJUDICATE).values("task_id").distinct().count()
-    )
-    waiting = from_votes.filter(task__status__in=[ReviewStatus.OPEN, ReviewStatus.CLAIMED])
+    awaiting = undecided.filter(status=ReviewStatus.ADJUDICATE).count()
     return TeamAgreement(
         figures=figures,
         reviewers=[
@@ -60,7 +57,7 @@ def _team(votes: QuerySet[ReviewVote]) -> TeamAgreement:
         names={pk: user.get_username() for pk, user in users.items()},
         adjudicated=adjudicated,
         awaiting=awaiting,
-        waiting_votes=waiting.values("task_id").distinct().count(),
+        waiting_votes=undecided.count() - awaiting,
     )
 
 
