@@ -22,6 +22,7 @@ from labeling.models import (
     Notification,
     PolicyWebhook,
     ReviewTask,
+    ReviewVote,
     SampleSet,
     WebhookAttempt,
     WebhookDelivery,
@@ -109,6 +110,19 @@ class DecisionAdmin(ReadOnlyAdmin[Decision]):
     list_select_related = ["task", "reviewer"]
     search_fields = ["note", "quote"]
     raw_id_fields = ["task", "reviewer"]
+
+
+@admin.register(ReviewVote)
+class ReviewVoteAdmin(ReadOnlyAdmin[ReviewVote]):
+    """A vote counts towards its task's overlap and agreement: never deleted by hand either."""
+
+    list_display = ["pk", "task", "reviewer", "label", "wording", "seconds", "created_at"]
+    list_filter = ["label"]
+    list_select_related = ["task", "reviewer"]
+    raw_id_fields = ["task", "reviewer"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: ReviewVote | None = None) -> bool:
+        return False
 
 
 @admin.register(GoldLabel)

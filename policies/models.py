@@ -43,6 +43,9 @@ def percent_text(value: float) -> str:
     return f"{text}%"
 
 
+# More independent decisions per mismatch than any team we know of asks for.
+MAX_REVIEW_OVERLAP = 5
+
 # The settings that gate a finalize, audited wherever they change (``PolicySettingChange``).
 AUDITED_SETTINGS = (
     "agreement_threshold",
@@ -50,6 +53,7 @@ AUDITED_SETTINGS = (
     "min_kappa",
     "probe_gate",
     "regression_tolerance",
+    "review_overlap",
 )
 SETTING_NAMES = {
     "agreement_threshold": "agreement threshold",
@@ -57,6 +61,7 @@ SETTING_NAMES = {
     "min_kappa": "minimum kappa",
     "probe_gate": "probe findings at finalize",
     "regression_tolerance": "regression tolerance",
+    "review_overlap": "review overlap",
     "evaluation_set": "evaluation set",
     "webhook_url": "webhook URL",
     "webhook_enabled": "webhook",
@@ -154,6 +159,13 @@ class Policy(models.Model):
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         help_text="Largest drop of gold F1 or of a class's recall allowed against the last "
         "finalized version (0.0–1.0).",
+    )
+    # How many reviewers decide each mismatch independently (labeling.review.votes). With more
+    # than one, a mismatch is reviewed once they agree on the label or a lead adjudicated.
+    review_overlap = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_REVIEW_OVERLAP)],
+        help_text="Independent reviewer decisions each mismatch needs (1 = one reviewer decides).",
     )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="policies_created"

@@ -2,7 +2,8 @@
 
 - author: writes policies and versions, imports sample sets, runs jobs.
 - reviewer: reviews mismatches (records decisions and gold labels); cannot edit policies.
-- admin: everything an author and a reviewer can do, plus finalizing versions.
+- lead: a reviewer who also adjudicates mismatches whose reviewers disagree (overlap above 1).
+- admin: everything an author, a reviewer and a lead can do, plus finalizing versions.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from django.contrib.auth.models import Group, Permission
 
-AUTHOR, REVIEWER, ADMIN = "author", "reviewer", "admin"
+AUTHOR, REVIEWER, LEAD, ADMIN = "author", "reviewer", "lead", "admin"
 
 _VIEW = [
     "policies.view_policy",
@@ -36,6 +37,7 @@ _AUTHOR = [
     "labeling.change_job",
 ]
 _REVIEWER = ["labeling.add_decision", "labeling.add_goldlabel", "labeling.change_reviewtask"]
+_LEAD = ["labeling.adjudicate_reviewtask"]
 _ADMIN = [
     "policies.finalize_version",
     "policies.delete_policy",
@@ -48,7 +50,8 @@ _ADMIN = [
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     AUTHOR: _VIEW + _AUTHOR,
     REVIEWER: _VIEW + _REVIEWER,
-    ADMIN: _VIEW + _AUTHOR + _REVIEWER + _ADMIN,
+    LEAD: _VIEW + _REVIEWER + _LEAD,
+    ADMIN: _VIEW + _AUTHOR + _REVIEWER + _LEAD + _ADMIN,
 }
 
 

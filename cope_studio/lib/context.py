@@ -12,6 +12,7 @@ _SECTIONS = (
     ("labeling.api.views.try_run", "policies"),
     ("labeling.api.", "api"),
     ("labeling.samples.", "samples"),
+    ("labeling.review.team_views.adjudica", "adjudication"),
     ("labeling.review.", "review"),
     ("labeling.workers.", "workers"),
     ("labeling.", "policies"),

@@ -16,6 +16,7 @@ conclusion from the scores.
 - ``summary``: what the pages read (clauses ranked per job, items per clause, one item).
 
 Models (``labeling.models``): ``ExplainRun``, ``ExplainChunk``, ``ExplainScore`` (one item under
-one variant, attribution runs; the other kinds keep ``ChunkScores``, ``labeling.run_scores``), ``ExplainItem`` (one item's conclusion per job), ``ExplainFinding`` (one clause's
-part in one item's label: decides, tied, necessary, gold miss).
+one variant, attribution runs; the other kinds keep ``ChunkScores``, ``labeling.run_scores``),
+``ExplainItem`` (one item's conclusion per job), ``ExplainFinding`` (one clause's part in one
+item's label: decides, tied, necessary, gold miss).
 """

@@ -41,6 +41,7 @@ from labeling.models import (
 from policies import services as policy_services
 from policies.hooks import AgreementFigure
 from policies.models import (
+    MAX_REVIEW_OVERLAP,
     Policy,
     PolicySettingChange,
     SettingPath,
@@ -334,6 +335,7 @@ def update_policy_settings(
     min_kappa: float | None = None,
     probe_gate: bool | None = None,
     regression_tolerance: float | None = None,
+    review_overlap: int | None = None,
 ) -> list[PolicySettingChange]:
     """Change a policy's gate settings and evaluation set; one audit row per change.
 
@@ -342,7 +344,7 @@ def update_policy_settings(
     When the minimum sample changes while the rule is automatic, the set the rule gives now is
     kept as chosen, so that a new minimum cannot silently move the comparison to another set.
     ``regression_tolerance`` None keeps the current one; a change is audited by ``Policy.save``
-    like the other gate settings.
+    like the other gate settings; so is ``review_overlap`` (None keeps it).
     """
     with transaction.atomic():
         # Locked until the end: the audit rows this call writes are the policy's after the
@@ -370,6 +372,15 @@ def update_policy_settings(
                     changed_by=by,
                     via=SettingPath.SETTINGS,
                 )
+        if review_overlap is not None and review_overlap != policy.review_overlap:
+            if not 1 <= review_overlap <= MAX_REVIEW_OVERLAP:
+                raise ValueError(f"The review overlap must be from 1 to {MAX_REVIEW_OVERLAP}.")
+            policy.review_overlap = review_overlap
+            policy.save(
+                update_fields=["review_overlap", "updated_at"],
+                changed_by=by,
+                via=SettingPath.SETTINGS,
+            )
         wanted = evaluation_set
         if wanted is None and "min_sample_size" in changed and not before.chosen:
             wanted = before.sample_set

@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 
 from labeling.models import CompareKind, SampleSet, SampleSetStatus
-from policies.models import Version
+from policies.models import MAX_REVIEW_OVERLAP, Version
 
 
 class JobStartForm(forms.Form):
@@ -161,6 +161,15 @@ class PolicySettingsForm(forms.Form):
         help_text="In percent, 0–100 (2 by default): the largest drop of gold F1, recall of 1 "
         "or recall of 0 against the last finalized version that finalize lets through; a larger "
         "one refuses unless an admin states a reason.",
+    )
+    review_overlap = forms.IntegerField(
+        label="Review overlap",
+        required=False,  # a POST without it (older pages, scripts) keeps the current one
+        min_value=1,
+        max_value=MAX_REVIEW_OVERLAP,
+        help_text=f"Independent reviewer decisions each mismatch needs, 1–{MAX_REVIEW_OVERLAP} "
+        "(1 by default: one reviewer decides). With more, reviewers decide without seeing "
+        "each other's decision and a lead adjudicates when they disagree.",
     )
     confirm = forms.BooleanField(
         required=False,

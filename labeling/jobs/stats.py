@@ -207,12 +207,12 @@ def job_progress(job: Job, *, stale_after: timedelta = STALE_AFTER) -> Progress:
 
 
 def open_reviews_by_version(versions: Iterable[Version]) -> dict[int, int]:
-    """Open or claimed review tasks of each version's jobs, by version id (one query)."""
+    """Review tasks of each version's jobs not decided yet (open, claimed, or awaiting
+    adjudication), by version id (one query)."""
     ids = [v.pk for v in versions]
+    waiting = [ReviewStatus.OPEN, ReviewStatus.CLAIMED, ReviewStatus.ADJUDICATE]
     rows = (
-        ReviewTask.objects.filter(
-            job__version_id__in=ids, status__in=[ReviewStatus.OPEN, ReviewStatus.CLAIMED]
-        )
+        ReviewTask.objects.filter(job__version_id__in=ids, status__in=waiting)
         .values("job__version_id")
         .annotate(n=Count("pk"))
     )

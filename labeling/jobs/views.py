@@ -139,7 +139,8 @@ def _job_context(request: AuthedHttpRequest, job: Job) -> dict[str, Any]:
         "failed_chunks": failed_chunks,
         "can_change": request.user.has_perm("labeling.change_job"),
         "action_form": JobActionForm(auto_id=False),
-        "open_reviews": job.review_tasks.filter(status__in=["open", "claimed"]).count(),
+        # Not decided yet, awaiting adjudication included (labeling.review.votes).
+        "open_reviews": job.review_tasks.exclude(status=ReviewStatus.RESOLVED).count(),
         "chart": None if job.is_active else _policy_chart(job.version.policy, known=known),
         "threshold": job.version.policy.threshold_display,
         "min_kappa": job.version.policy.min_kappa_display,
@@ -455,6 +456,7 @@ def _settings_initial(policy: Policy) -> dict[str, Any]:
         "min_sample_size": policy.min_sample_size,
         "probe_gate": "refuse" if policy.probe_gate else "warn",
         "regression_tolerance": percent_text(policy.regression_tolerance).removesuffix("%"),
+        "review_overlap": policy.review_overlap,
         "evaluation_set": choice.sample_set if choice.chosen else None,
     }
 
@@ -468,6 +470,7 @@ def _save_settings(request: AuthedHttpRequest, policy: Policy, form: PolicySetti
         min_kappa=data["min_kappa"],
         probe_gate=data["probe_gate"],
         regression_tolerance=data["regression_tolerance"],
+        review_overlap=data["review_overlap"],
         evaluation_set=data["evaluation_set"],
         by=request.user,
     )

@@ -57,6 +57,7 @@ from labeling.models.notify import (
     WebhookAttempt,
     WebhookDelivery,
 )
+from labeling.models.votes import ReviewVote
 
 __all__ = [
     "EMAIL_BY_DEFAULT",
@@ -99,6 +100,7 @@ __all__ = [
     "PolicyEvaluation",
     "ReviewStatus",
     "ReviewTask",
+    "ReviewVote",
     "SampleSet",
     "SampleSetStatus",
     "Side",

@@ -264,6 +264,9 @@ class ReviewStatus(models.TextChoices):
     OPEN = "open", "Open"
     CLAIMED = "claimed", "Claimed"
     RESOLVED = "resolved", "Resolved"
+    # The policy's overlap asked for several independent decisions and they disagree on the
+    # label: a lead records the final decision (labeling.review.votes).
+    ADJUDICATE = "adjudicate", "Awaiting adjudication"
 
 
 class ReviewTask(models.Model):
@@ -287,7 +290,11 @@ class ReviewTask(models.Model):
         related_name="review_claims",
     )
     claim_expires_at = models.DateTimeField(null=True, blank=True)
-    skipped_by = models.JSONField(default=list, blank=True)  # user ids who skipped it
+    # User ids the queue no longer offers it to: they skipped it, or (with overlap) they
+    # already gave their own decision on it (labeling.review.votes).
+    skipped_by = models.JSONField(default=list, blank=True)
+    # User ids it is assigned to; empty: anyone may take it (labeling.review.assignment).
+    assigned_to = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
     # Resolved without asking, with the decision made on the same content under the
@@ -296,6 +303,8 @@ class ReviewTask(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+        # Leads (and admins) settle the mismatches whose reviewers disagree.
+        permissions = [("adjudicate_reviewtask", "Can adjudicate reviewers' disagreements")]
         constraints = [
             models.UniqueConstraint(fields=["job", "item"], name="review_task_unique"),
         ]
@@ -327,6 +336,11 @@ class ReviewTask(models.Model):
             ),
             models.Index(
                 fields=["job", "id"], name="review_carried_job", condition=Q(carried_over=True)
+            ),
+            models.Index(
+                fields=["policy", "id"],
+                name="review_adjudicate_policy",
+                condition=Q(status="adjudicate"),
             ),
         ]
 

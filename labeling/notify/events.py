@@ -165,7 +165,8 @@ def _check_queues(job_ids: list[int]) -> None:
     for job_id in job_ids:
         with transaction.atomic():
             tasks = ReviewTask.objects.filter(job_id=job_id)
-            if tasks.filter(status__in=[ReviewStatus.OPEN, ReviewStatus.CLAIMED]).exists():
+            waiting = [ReviewStatus.OPEN, ReviewStatus.CLAIMED, ReviewStatus.ADJUDICATE]
+            if tasks.filter(status__in=waiting).exists():
                 continue
             resolved = tasks.filter(status=ReviewStatus.RESOLVED).count()
             job = Job.objects.select_related("version__policy").filter(pk=job_id).first()

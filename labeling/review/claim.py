@@ -35,7 +35,7 @@ from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
 
 from cope_studio.lib.db import any_of
-from labeling.models import Item, Job, ReviewStatus, ReviewTask
+from labeling.models import Item, Job, ReviewStatus, ReviewTask, ReviewVote
 from policies.models import Policy
 
 # How many picks one claim makes before giving up on a busy queue (each failed pick means
@@ -134,7 +134,8 @@ def _groups(
 
 
 def _first_not_skipped(group: QuerySet[ReviewTask], reviewer_id: int) -> ReviewTask | None:
-    """The group's first task this reviewer has not skipped.
+    """The group's first task this reviewer has not skipped (nor voted on: see
+    ``labeling.review.votes``) and that is assigned to nobody or to them.
 
     PostgreSQL filters skipped tasks in the query (JSON containment) and locks the row, walking
     past rows other reviewers are locking. SQLite has neither: skipped tasks are stepped over
@@ -143,16 +144,21 @@ def _first_not_skipped(group: QuerySet[ReviewTask], reviewer_id: int) -> ReviewT
     if connection.features.supports_json_field_contains:
         return (
             group.exclude(skipped_by__contains=[reviewer_id])
+            .filter(Q(assigned_to=[]) | Q(assigned_to__contains=[reviewer_id]))
             .select_for_update(skip_locked=True)
             .first()
         )
     after = 0
     while True:
-        rows = list(group.filter(id__gt=after).values_list("id", "skipped_by")[:_CANDIDATE_PAGE])
+        rows = list(
+            group.filter(id__gt=after).values_list("id", "skipped_by", "assigned_to")[
+                :_CANDIDATE_PAGE
+            ]
+        )
         if not rows:
             return None
-        for pk, skipped in rows:
-            if reviewer_id not in (skipped or []):
+        for pk, skipped, assigned in rows:
+            if reviewer_id not in (skipped or []) and (not assigned or reviewer_id in assigned):
                 return ReviewTask.objects.get(pk=pk)
         after = rows[-1][0]
 
@@ -388,8 +394,15 @@ def unskip_tasks(*, reviewer: User, scope: QueueFilter) -> int:
         tasks = tasks.filter(skipped_by__contains=[reviewer.pk])
     count = 0
     with transaction.atomic():
-        for pk, skipped in tasks.select_for_update().values_list("id", "skipped_by"):
-            if reviewer.pk in (skipped or []):
+        rows = list(tasks.select_for_update().values_list("id", "skipped_by"))
+        # A reviewer's own vote keeps them in ``skipped_by``: it is not a skip to undo.
+        voted = set(
+            ReviewVote.objects.filter(
+                reviewer=reviewer, task_id__in=[pk for pk, _s in rows]
+            ).values_list("task_id", flat=True)
+        )
+        for pk, skipped in rows:
+            if reviewer.pk in (skipped or []) and pk not in voted:
                 remaining = [user for user in skipped if user != reviewer.pk]
                 ReviewTask.objects.filter(pk=pk).update(skipped_by=remaining)
                 count += 1

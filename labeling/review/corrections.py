@@ -22,6 +22,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Page, Paginator
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from labeling.gold.history import GoldTransition, record_gold_changes
@@ -36,6 +37,7 @@ from labeling.models import (
     GoldSource,
     ReviewStatus,
     ReviewTask,
+    ReviewVote,
     Wording,
 )
 from labeling.review.claim import ReviewError, lock_reviewer
@@ -106,11 +108,21 @@ def undo_last_decision(*, reviewer: User) -> Undone:
     now = timezone.now()
     with transaction.atomic():
         lock_reviewer(reviewer)
+        # A decision made of overlap votes (or a lead's adjudication) is not one reviewer's to
+        # take back: the other votes stand (labeling.review.votes).
         decision = (
             Decision.objects.filter(reviewer=reviewer, task__carried_over=False)
+            .exclude(Exists(ReviewVote.objects.filter(task_id=OuterRef("task_id"))))
             .order_by("-created_at", "-id")
             .first()
         )
+        vote = ReviewVote.objects.filter(reviewer=reviewer).order_by("-created_at", "-id").first()
+        if vote is not None and (decision is None or vote.created_at > decision.created_at):
+            raise ReviewError(
+                f"Your last decision, on mismatch #{vote.task_id}, is one of several independent "
+                "decisions its policy asks for: it cannot be undone. Once the mismatch is "
+                "decided, its final decision can be corrected on its edit page."
+            )
         if decision is None:
             raise ReviewError("You have no decision to undo.")
         task = ReviewTask.objects.select_for_update().get(pk=decision.task_id)

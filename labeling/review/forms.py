@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.contrib.auth.models import User
 from django.db.models import Exists, OuterRef
 
 from labeling.models import Decision, GoldChoice, Job, ReviewTask, Wording
+from labeling.review.assignment import AssignMode, eligible_reviewers
 from labeling.review.claim import QueueFilter
 from policies.models import Policy
 
@@ -158,3 +160,39 @@ class SkipForm(forms.Form):
 class UndoForm(forms.Form):
     """No fields: the decision undone is the reviewer's newest; the form keeps every POST on
     one path."""
+
+
+class AdjudicationForm(_DecisionFields):
+    """A lead's final decision on a mismatch whose reviewers disagree: the card's fields."""
+
+
+class AdjudicationFilterForm(forms.Form):
+    """Which page of the adjudication queue, optionally one policy's."""
+
+    policy = forms.ModelChoiceField(
+        queryset=Policy.objects.all(), required=False, empty_label="Any policy"
+    )
+    page = forms.IntegerField(required=False, min_value=1)
+
+
+class AssignForm(forms.Form):
+    """Who may take a job's waiting mismatches (``labeling.review.assignment``)."""
+
+    mode = forms.ChoiceField(choices=AssignMode.choices, widget=forms.RadioSelect)
+    reviewers = forms.ModelMultipleChoiceField(
+        queryset=User.objects.none(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Named: any of them may take each mismatch. Split: each mismatch goes to as "
+        "many of them as the policy's review overlap asks, evenly.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["reviewers"].queryset = eligible_reviewers()  # type: ignore[attr-defined]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("mode") in (AssignMode.NAMED, AssignMode.SPLIT) and not data.get("reviewers"):
+            raise forms.ValidationError("Choose the reviewers to assign the mismatches to.")
+        return data

@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from cope_studio.lib.htmx import AuthedHttpRequest
 from cope_studio.lib.permissions import require_perms
 from labeling.explain.pages import card_clause
-from labeling.models import Decision, Job, ReviewTask
+from labeling.models import Decision, Job, ReviewTask, ReviewVote
 from labeling.review.claim import (
     QueueFilter,
     ReviewError,
@@ -76,12 +76,14 @@ def _queue_context(
     task: ReviewTask | None,
     form: DecisionForm | None = None,
     notice: str = "",
-    saved: Decision | None = None,
+    saved: Decision | ReviewVote | None = None,
 ) -> dict[str, Any]:
     earlier = earlier_decisions(task) if task else []
     return {
         "started": True,
-        "saved": saved,
+        "saved": saved if isinstance(saved, Decision) else None,
+        # With overlap a decision is a vote: kept, but not editable like a final decision.
+        "voted": saved if isinstance(saved, ReviewVote) else None,
         "task": task,
         "form": form or DecisionForm(),
         "scope": scope,
@@ -111,7 +113,7 @@ def _next_task_response(
     *,
     form: DecisionForm | None = None,
     notice: str = "",
-    saved: Decision | None = None,
+    saved: Decision | ReviewVote | None = None,
 ) -> HttpResponse:
     filter_form = QueueFilterForm(request.GET or None)
     if filter_form.is_bound and not filter_form.is_valid():
@@ -181,7 +183,7 @@ def _queue_url(request: HttpRequest) -> str:
 
 
 def _after_action(
-    request: AuthedHttpRequest, notice: str = "", saved: Decision | None = None
+    request: AuthedHttpRequest, notice: str = "", saved: Decision | ReviewVote | None = None
 ) -> HttpResponse:
     if request.htmx:
         return _next_task_response(request, notice=notice, saved=saved)

@@ -21,6 +21,7 @@ def admin_form(policy: Policy, **changes: Any) -> dict[str, Any]:
         "min_sample_size": str(policy.min_sample_size),
         "min_kappa": str(policy.min_kappa),
         "regression_tolerance": str(policy.regression_tolerance),
+        "review_overlap": str(policy.review_overlap),
         "versions-TOTAL_FORMS": "0",
         "versions-INITIAL_FORMS": "0",
         "versions-MIN_NUM_FORMS": "0",

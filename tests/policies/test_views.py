@@ -270,6 +270,7 @@ def test_admin_pages_for_every_model(admin_client, version, author):
         reverse("admin:policies_policy_add"),
         {"name": "From admin", "description": "", "agreement_threshold": "0.9",
          "min_sample_size": "50", "min_kappa": "0.6", "regression_tolerance": "0.02",
+         "review_overlap": "1",
          "versions-TOTAL_FORMS": "0", "versions-INITIAL_FORMS": "0"},
     )  # fmt: skip
     assert response.status_code == 302
