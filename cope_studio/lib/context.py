@@ -14,6 +14,7 @@ _SECTIONS = (
     ("labeling.samples.", "samples"),
     ("labeling.review.", "review"),
     ("labeling.workers.", "workers"),
+    ("labeling.search.", "search"),  # the search box, not a menu item
     ("labeling.", "policies"),
     ("policies.", "policies"),
 )

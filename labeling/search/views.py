@@ -63,7 +63,6 @@ def search(request: AuthedHttpRequest) -> HttpResponse:
         "next_query": urlencode({"q": raw, "kind": kind, "cursor": page.next_cursor})
         if page.next_cursor is not None
         else "",
-        "nav": "search",
     }
     if request.htmx:
         return render(request, "labeling/search/search.html#results", context)
