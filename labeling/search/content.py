@@ -30,7 +30,7 @@ def matching_ids(
         return [row[0] for row in cursor.fetchall()]
 
 
-def matching_ids_sql(query: Query, *, sample_set_id: int) -> tuple[str, list[object]]:
+def matching_ids_sql(query: Query, *, sample_set_id: int) -> tuple[str, list[int | str]]:
     """A subquery of every matching item id in one set, for ``item_id__in=RawSQL(...)``
     filters that page on another table (a job's labels)."""
     if connection.vendor == "postgresql":
@@ -54,9 +54,9 @@ def _in_set(query: Query, sample_set_id: int | None) -> str:
 
 def _postgresql(
     query: Query, sample_set_id: int | None, after: int | None, limit: int
-) -> tuple[str, list[object]]:
+) -> tuple[str, list[int | str]]:
     where = ["search_vector @@ to_tsquery('simple', %s)"]
-    params: list[object] = [to_tsquery(query)]
+    params: list[int | str] = [to_tsquery(query)]
     if sample_set_id is not None:
         where.append("sample_set_id = %s")
         params.append(sample_set_id)
@@ -69,9 +69,9 @@ def _postgresql(
 
 def _sqlite(
     query: Query, sample_set_id: int | None, after: int | None, limit: int
-) -> tuple[str, list[object]]:
+) -> tuple[str, list[int | str]]:
     where = ["labeling_item_fts MATCH %s"]
-    params: list[object] = [_in_set(query, sample_set_id)]
+    params: list[int | str] = [_in_set(query, sample_set_id)]
     if after is not None:
         where.append("rowid > %s")
         params.append(after)

@@ -63,7 +63,7 @@ def search_policies(query: Query, *, cursor: int | None = None, size: int = PAGE
     for term in query.terms:
         text = _term_text(term)
         in_text = Version.objects.filter(policy=OuterRef("pk"), text__icontains=text)
-        condition &= Q(name__icontains=text) | Exists(in_text)
+        condition &= Q(name__icontains=text) | Q(Exists(in_text))
     first = _term_text(query.terms[0])
     newest = Version.objects.filter(policy=OuterRef("pk"), text__icontains=first).order_by(
         "-number"
