@@ -1,8 +1,8 @@
 """Search indexes, written per database (the studio runs on PostgreSQL and SQLite).
 
 PostgreSQL: items get a stored generated ``search_vector`` (``to_tsvector('simple', text)``)
-with a GIN index, so every write path (``COPY`` imports, ``save()``, the admin, the shell)
-keeps it current without code; names, descriptions, version texts and review notes get pg_trgm
+with a GIN index (and a btree on the set's ids in order), so every write path (``COPY``
+imports, ``save()``, the admin, the shell) keeps it current without code; names, descriptions, version texts and review notes get pg_trgm
 GIN indexes, which ``ILIKE '%word%'`` (Django's ``icontains``) uses.
 
 SQLite: an FTS5 external-content table over ``labeling_item`` (``text`` and the set id, so a
@@ -21,6 +21,8 @@ PG_FORWARD = [
     "ALTER TABLE labeling_item ADD COLUMN search_vector tsvector "
     "GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, text)) STORED",
     "CREATE INDEX item_search_vector ON labeling_item USING gin (search_vector)",
+    # A set's ids in order: a common word's search within one set walks them.
+    "CREATE INDEX item_set_id_order ON labeling_item (sample_set_id, id)",
     "CREATE INDEX policy_name_trgm ON policies_policy USING gin (upper(name) gin_trgm_ops)",
     "CREATE INDEX version_text_trgm ON policies_version USING gin (upper(text) gin_trgm_ops)",
     "CREATE INDEX sampleset_name_trgm ON labeling_sampleset USING gin (upper(name) gin_trgm_ops)",
@@ -36,6 +38,7 @@ PG_BACKWARD = [
     "DROP INDEX IF EXISTS sampleset_name_trgm",
     "DROP INDEX IF EXISTS version_text_trgm",
     "DROP INDEX IF EXISTS policy_name_trgm",
+    "DROP INDEX IF EXISTS item_set_id_order",
     "ALTER TABLE labeling_item DROP COLUMN IF EXISTS search_vector",
 ]
 
