@@ -17,7 +17,11 @@ from labeling.search.query import Query, to_fts5, to_tsquery
 # PostgreSQL: a query matching at least this share of items walks the ids in order, at most
 # WALK of them (about 30 ms), before it reads the GIN index instead.
 COMMON_SHARE = 0.005
+# Lower for phrases: the index finds the items holding their words, and each is read to check
+# the words are adjacent, where a walk reads rows in order.
+COMMON_SHARE_PHRASE = 0.002
 WALK = 10_000
+WALK_MORE = 30_000  # a second walk's most, when the first found part of a page
 _SCANS = ("seqscan", "indexscan", "indexonlyscan", "bitmapscan")
 
 
@@ -103,10 +107,20 @@ def _plan_and_run(
     cursor.execute("SET LOCAL jit = off")
     ids: list[int] = []
     share = _share(cursor, query)
-    if share is not None and share >= COMMON_SHARE:
-        ids, after = _walk(cursor, params[0], sample_set_id, after, limit)
+    phrase = any(len(term.words) > 1 for term in query.terms)
+    if share is not None and share >= (COMMON_SHARE_PHRASE if phrase else COMMON_SHARE):
+        ids, after = _walk(cursor, params[0], sample_set_id, after, limit, WALK)
         if len(ids) >= limit or after is None:
             return ids[:limit]
+        # A phrase of common words can be much rarer than its words: at the density the walk
+        # found, walk on if the rest of the page is near (the index would recheck every item
+        # holding the words).
+        needed = (limit - len(ids)) * WALK * 3 // 2 // max(len(ids), 1)
+        if ids and needed <= WALK_MORE:
+            more, after = _walk(cursor, params[0], sample_set_id, after, limit - len(ids), needed)
+            ids += more
+            if len(ids) >= limit or after is None:
+                return ids[:limit]
     _allow(cursor, "bitmapscan")
     bound = [*where, "id > %s"] if after is not None else where
     cursor.execute(
@@ -122,8 +136,9 @@ def _walk(
     sample_set_id: int | None,
     after: int | None,
     limit: int,
+    budget: int,
 ) -> tuple[list[int], int | None]:
-    """Matches among the next ``WALK`` ids after ``after``, and the last id walked (None when
+    """Matches among the next ``budget`` ids after ``after``, and the last id walked (None when
     the walk reached the end, or found a page).
 
     Within a set the walk is a range of ``item_set_id_order`` written as row comparisons: with
@@ -139,14 +154,14 @@ def _walk(
         "SELECT id FROM (SELECT id, sample_set_id, search_vector FROM labeling_item "
         f"WHERE {scope} ORDER BY {order} LIMIT %s) walked "
         "WHERE search_vector @@ to_tsquery('simple', %s) ORDER BY " + order + " LIMIT %s",
-        [*scope_params, WALK, tsquery, limit],
+        [*scope_params, budget, tsquery, limit],
     )
     ids = [row[0] for row in cursor.fetchall()]
     if len(ids) >= limit:
         return ids, None
     cursor.execute(
         f"SELECT id FROM labeling_item WHERE {scope} ORDER BY {order} OFFSET %s LIMIT 1",
-        [*scope_params, WALK - 1],
+        [*scope_params, budget - 1],
     )
     row = cursor.fetchone()
     return ids, (row[0] if row else None)
