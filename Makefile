@@ -89,6 +89,13 @@ bench: $(STAMP)
 	  $(BIN)/python manage.py bench_probe --items 200
 	DJANGO_SECRET_KEY=$(BENCH_KEY) HF_HUB_OFFLINE=1 DATABASE_URL=$(BENCH_URL) CELERY_BROKER_URL=$(REDIS_URL) \
 	  $(BIN)/python manage.py bench_whatif
+	# Item content search over 1,000,000 items: PostgreSQL full-text (GIN), then SQLite FTS5 in a
+	# fresh data folder of its own.
+	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) $(BIN)/python manage.py bench_search --items 1000000
+	rm -rf var/bench-search
+	env -u DATABASE_URL COPE_DATA_DIR=var/bench-search DJANGO_SECRET_KEY=$(BENCH_KEY) $(BIN)/python manage.py migrate -v0
+	env -u DATABASE_URL COPE_DATA_DIR=var/bench-search DJANGO_SECRET_KEY=$(BENCH_KEY) \
+	  $(BIN)/python manage.py bench_search --items 1000000
 
 clean:
 	rm -rf $(VENV) var artifacts

@@ -3,6 +3,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from labeling.api.endpoints import api
+from labeling.search import views as search_views
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/policies/", permanent=False)),
@@ -10,6 +11,7 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("policies/", include("policies.urls")),
     path("labeling/", include("labeling.urls")),
+    path("search/", search_views.search, name="search"),
     path("admin/", admin.site.urls),
     # The labeling API, /api/v1/ (docs at /api/v1/docs) and the compatible /v1/label
     path("", api.urls),

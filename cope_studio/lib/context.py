@@ -15,6 +15,7 @@ _SECTIONS = (
     ("labeling.review.team_views.adjudica", "adjudication"),
     ("labeling.review.", "review"),
     ("labeling.workers.", "workers"),
+    ("labeling.search.", "search"),  # the search box, not a menu item
     ("labeling.", "policies"),
     ("policies.", "policies"),
 )

@@ -67,6 +67,12 @@ class ItemFilterForm(forms.Form):
         help_text="The clauses an explain run found for this job's items.",
     )
     role = forms.ChoiceField(required=False, choices=ROLE_CHOICES, label="The clause")
+    q = forms.CharField(
+        required=False,
+        max_length=300,
+        label="Text has",
+        help_text='Words in the item\'s text (all of them), "a phrase", prefix*.',
+    )
     after = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
     before = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
 

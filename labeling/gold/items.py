@@ -16,12 +16,15 @@ from typing import Any, TypeAlias
 
 from django.conf import settings
 from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models.expressions import RawSQL
 from django.utils.text import slugify
 from django_stubs_ext import WithAnnotations
 
 from labeling.explain.pages import ROLE_DECIDES, ROLES, parse_clause_value
 from labeling.gold.services import GoldFields, add_item_fields, no_jit, with_gold_lookups
 from labeling.models import ExplainFinding, Job, Label, ReviewTask, Side
+from labeling.search.content import matching_ids_sql
+from labeling.search.query import parse
 
 PAGE_SIZE = 50
 _COLUMNS = (
@@ -64,8 +67,15 @@ def job_rows(job: Job) -> QuerySet[ItemRow]:
     )
 
 
-def apply_filters(rows: QuerySet[ItemRow], filters: dict[str, Any]) -> QuerySet[ItemRow]:
-    """Narrow the rows by the items page's filters (``ItemFilterForm.cleaned_data``)."""
+def apply_filters(
+    rows: QuerySet[ItemRow], filters: dict[str, Any], *, sample_set_id: int | None = None
+) -> QuerySet[ItemRow]:
+    """Narrow the rows by the items page's filters (``ItemFilterForm.cleaned_data``); the
+    text filter needs the job's ``sample_set_id`` and searches the full-text index."""
+    query = parse(filters.get("q") or "")
+    if query and sample_set_id is not None:
+        sql, params = matching_ids_sql(query, sample_set_id=sample_set_id)
+        rows = rows.filter(item_id__in=RawSQL(sql, params))
     if filters.get("mismatch"):
         rows = rows.filter(label__isnull=False, label_b__isnull=False).exclude(label=F("label_b"))
     wrong = filters.get("wrong") or ""
@@ -142,7 +152,9 @@ def match_count(job: Job, filters: dict[str, Any], page: ItemPage) -> MatchCount
     cap = int(settings.COPE_QUEUE_COUNT_CAP)
     if page.is_first and page.next_after is None:
         return MatchCount(len(page.rows), cap)
-    rows = apply_filters(job_rows(job), {**filters, "after": None, "before": None})
+    rows = apply_filters(
+        job_rows(job), {**filters, "after": None, "before": None}, sample_set_id=job.sample_set_id
+    )
     with no_jit():
         n = rows.order_by().values("id")[: cap + 1].count()
     return MatchCount(n, cap)
@@ -197,7 +209,7 @@ def item_page(job: Job, filters: dict[str, Any], *, size: int | None = None) -> 
 
 
 def _item_page(job: Job, filters: dict[str, Any], size: int) -> ItemPage:
-    rows = apply_filters(job_rows(job), filters).values(*_COLUMNS)
+    rows = apply_filters(job_rows(job), filters, sample_set_id=job.sample_set_id).values(*_COLUMNS)
     after, before = filters.get("after"), filters.get("before")
     if before is not None:
         page = list(rows.filter(item_id__lt=before).order_by("-item_id")[: size + 1])
@@ -291,7 +303,9 @@ def csv_lines(job: Job, filters: dict[str, Any], *, chunk: int = 2000) -> Iterat
     """The job's filtered rows as CSV lines, read in keyset chunks (memory stays flat)."""
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_HEADER)
-    base = apply_filters(job_rows(job), {**filters, "after": None, "before": None})
+    base = apply_filters(
+        job_rows(job), {**filters, "after": None, "before": None}, sample_set_id=job.sample_set_id
+    )
     after = 0
     while True:
         with no_jit():

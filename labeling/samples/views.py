@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -23,6 +24,8 @@ from labeling.samples.uploads import (
     store_pasted,
     store_upload,
 )
+from labeling.search.forms import ItemSearchForm
+from labeling.search.services import search_items
 
 
 @login_required
@@ -157,8 +160,6 @@ def sampleset_detail(request: AuthedHttpRequest, pk: int) -> HttpResponse:
         response = HttpResponse(status=204)
         response["HX-Refresh"] = "true"
         return response
-    ready = sample_set.is_ready
-    items = sample_set.items.order_by("row_number")[:50] if ready else []
     jobs = sample_set.jobs.select_related("version__policy").order_by("-created_at")[:50]
     return render(
         request,
@@ -166,7 +167,29 @@ def sampleset_detail(request: AuthedHttpRequest, pk: int) -> HttpResponse:
         {
             "sample_set": sample_set,
             "report": sample_set.report or {},
-            "items": items,
             "jobs": jobs,
+            **_items_context(request, sample_set),
         },
     )
+
+
+def _items_context(request: AuthedHttpRequest, sample_set: SampleSet) -> dict[str, Any]:
+    """The set's first items, or one page of those matching the search field (full-text
+    index, paged on the item id)."""
+    form = ItemSearchForm(request.GET)
+    data: dict[str, Any] = form.cleaned_data if form.is_valid() else {}
+    query = data.get("q")
+    if not sample_set.is_ready:
+        return {"search_form": form, "items": []}
+    if not query:
+        return {"search_form": form, "items": sample_set.items.order_by("row_number")[:50]}
+    page = search_items(query, sample_set_id=sample_set.pk, cursor=data.get("cursor"), size=50)
+    raw = str(request.GET.get("q", ""))[:300]
+    return {
+        "search_form": form,
+        "searched": True,
+        "hits": page.rows,
+        "next_query": urlencode({"q": raw, "cursor": page.next_cursor})
+        if page.next_cursor is not None
+        else "",
+    }
