@@ -92,7 +92,7 @@ def backward(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('labeling', '0012_run_numbering_by_kind'),
+        ('labeling', '0015_review_overlap'),
         ('policies', '0006_regression_tolerance'),
     ]
 
