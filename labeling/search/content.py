@@ -1,4 +1,4 @@
-"""Item content search on the database's own full-text index (``0013_search_indexes``).
+"""Item content search on the database's own full-text index (``0016_search_indexes``).
 
 Both engines return ids in id order from a keyset cursor, so no request counts every match and
 a page deep in the results costs what the first does: PostgreSQL reads the GIN index on
