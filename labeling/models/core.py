@@ -2,18 +2,60 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import ProtectedError, Q
 from django.db.models.functions import Substr
+from django.utils import timezone
 
-from policies.models import Policy, Version
+from policies.models import Policy, Version, record_deletion_allowed
 
 
 class SampleSetStatus(models.TextChoices):
     IMPORTING = "importing", "Importing"
     READY = "ready", "Ready"
     FAILED = "failed", "Import failed"
+
+
+class SampleSetQuerySet(models.QuerySet["SampleSet"]):
+    def delete(self) -> tuple[int, dict[str, int]]:
+        """Refuses, before anything is collected, to delete a set a finalized version rests on
+        (Django admin's bulk delete comes here)."""
+        refuse_set_deletion(self)
+        return super().delete()
+
+
+def refuse_set_deletion(sets: models.QuerySet[SampleSet]) -> None:
+    """Raise ``ProtectedError`` naming the first set of ``sets`` that a finalized version rests
+    on: a job of a finalized version ran on it, or it is a policy's evaluation set."""
+    if record_deletion_allowed():
+        return
+    for sample_set, why in protected_sets(sets)[:1]:
+        raise ProtectedError(
+            f"Sample set “{sample_set.name}” cannot be deleted: {why}. Archive it instead.",
+            {sample_set},
+        )
+
+
+def protected_sets(sets: models.QuerySet[SampleSet]) -> list[tuple[SampleSet, str]]:
+    """The sets of ``sets`` a finalized version rests on, each with why (two queries)."""
+    finalized = Q(jobs__version__finalized_at__isnull=False) | Q(
+        jobs__version__imported_finalized_at__isnull=False
+    )
+    used = sets.filter(finalized).distinct()
+    evaluated = PolicyEvaluation.objects.filter(sample_set__in=sets).select_related(
+        "sample_set", "policy"
+    )
+    out = [(s, "a job of a finalized version ran on it") for s in used.order_by("pk")]
+    seen = {s.pk for s, _ in out}
+    for row in evaluated.order_by("sample_set_id"):
+        assert row.sample_set is not None
+        if row.sample_set.pk not in seen:
+            seen.add(row.sample_set.pk)
+            out.append((row.sample_set, f"it is the evaluation set of “{row.policy.name}”"))
+    return out
 
 
 class SampleSet(models.Model):
@@ -42,12 +84,32 @@ class SampleSet(models.Model):
     rows_done = models.PositiveIntegerField(default=0)
     progress_at = models.DateTimeField(null=True, blank=True)  # last progress: stale imports
     error = models.TextField(blank=True)  # why the import failed; its items were removed
+    # Archived: gone from choices and the default list, restorable. A set a finalized version
+    # rests on is never deleted (``labeling.records``), only archived.
+    archived_at = models.DateTimeField(null=True, blank=True)
+    archived_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    objects = models.Manager.from_queryset(SampleSetQuerySet)()
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return self.name
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        refuse_set_deletion(SampleSet.objects.filter(pk=self.pk))
+        return super().delete(*args, **kwargs)
+
+    @property
+    def is_archived(self) -> bool:
+        return self.archived_at is not None
 
     @property
     def is_ready(self) -> bool:
@@ -163,7 +225,14 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["version", "-created_at"])]
+        indexes = [
+            models.Index(fields=["version", "-created_at"]),
+            # The jobs page: newest first, across policies, by status, set or who started it.
+            models.Index(fields=["-created_at", "-id"], name="job_newest"),
+            models.Index(fields=["status", "-created_at"], name="job_status_newest"),
+            models.Index(fields=["sample_set", "-created_at"], name="job_set_newest"),
+            models.Index(fields=["created_by", "-created_at"], name="job_starter_newest"),
+        ]
 
     def __str__(self) -> str:
         return f"Job {self.pk}: {self.version} on {self.sample_set}"
@@ -181,6 +250,20 @@ class Job(models.Model):
     def is_weak(self) -> bool:
         """Labeled by the embedding baseline, not CoPE: every page showing them says so."""
         return self.weak_backend or self.backend == "embedding"
+
+
+def refuse_finalized_job_deletion(sender: Any, instance: Job, **kwargs: Any) -> None:
+    """``pre_delete`` of a job, whatever path deletes it: a job of a finalized version is part
+    of that version's record (and what keeps its sample set from being deleted)."""
+    if record_deletion_allowed():
+        return
+    finalized = Q(finalized_at__isnull=False) | Q(imported_finalized_at__isnull=False)
+    if Version.objects.filter(finalized, pk=instance.version_id).exists():
+        raise ProtectedError(
+            f"Job {instance.pk} cannot be deleted: its version is finalized, and the jobs of a "
+            "finalized version are part of its record.",
+            {instance},
+        )
 
 
 class ChunkStatus(models.TextChoices):
@@ -539,6 +622,12 @@ class ApiKey(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # None: never expires (only where COPE_API_KEY_ALLOW_NEVER allows it).
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # Limited to ``policies``; a scoped key whose policies were all deleted reaches none, never
+    # all (which an empty set would mean without this flag).
+    policy_scoped = models.BooleanField(default=False)
+    policies = models.ManyToManyField(Policy, blank=True, related_name="+")
     revoked_at = models.DateTimeField(null=True, blank=True)
     revoked_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
@@ -554,6 +643,10 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
 
     @property
     def scopes(self) -> list[str]:
