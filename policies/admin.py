@@ -31,7 +31,8 @@ class PolicyAdmin(admin.ModelAdmin[Policy]):
         "updated_at",
     ]
     search_fields = ["name", "description"]
-    readonly_fields = ["slug", "created_by", "created_at", "updated_at"]
+    list_filter = [("archived_at", admin.EmptyFieldListFilter)]
+    readonly_fields = ["slug", "created_by", "created_at", "updated_at", "archived_by"]
     inlines = [VersionInline]
 
     def save_model(

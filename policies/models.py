@@ -131,21 +131,22 @@ def record_deletion_allowed() -> bool:
 
 def refuse_policy_deletion(policies: models.QuerySet[Policy]) -> None:
     """Raise ``ProtectedError`` for the first of ``policies`` with a finalized version (here or
-    imported as finalized): its record is kept; archive the policy instead."""
+    imported as finalized), before any row is collected: its record is kept; archive the
+    policy instead."""
     if record_deletion_allowed():
         return
-    finalized = (
-        Version.objects.filter(policy__in=policies)
-        .filter(models.Q(finalized_at__isnull=False) | models.Q(imported_finalized_at__isnull=False))
+    finalized = models.Q(finalized_at__isnull=False) | models.Q(imported_finalized_at__isnull=False)
+    version = (
+        Version.objects.filter(finalized, policy__in=policies)
         .select_related("policy")
         .order_by("policy_id", "number")
         .first()
     )
-    if finalized is not None:
+    if version is not None:
         raise ProtectedError(
-            f"Policy “{finalized.policy.name}” cannot be deleted: version {finalized.number} is "
+            f"Policy “{version.policy.name}” cannot be deleted: version {version.number} is "
             "finalized, and a finalized version is a record. Archive the policy instead.",
-            {finalized},
+            {version},
         )
 
 
@@ -341,6 +342,25 @@ class VersionQuerySet(models.QuerySet["Version"]):
                     raise FrozenVersionError(f"Version #{first}", frozen)
         return super().update(**kwargs)
 
+    def delete(self) -> tuple[int, dict[str, int]]:
+        refuse_version_deletion(self)
+        return super().delete()
+
+
+def refuse_version_deletion(versions: models.QuerySet[Version]) -> None:
+    """Raise ``ProtectedError`` for the first finalized version of ``versions``, before any
+    row is collected (a ``pre_delete`` backstop covers cascades)."""
+    if record_deletion_allowed():
+        return
+    finalized = models.Q(finalized_at__isnull=False) | models.Q(imported_finalized_at__isnull=False)
+    version = versions.filter(finalized).select_related("policy").order_by("pk").first()
+    if version is not None:
+        raise ProtectedError(
+            f"{version} is finalized: a finalized version is a record and cannot be deleted. "
+            "Archive its policy instead.",
+            {version},
+        )
+
 
 class Version(models.Model):
     """An immutable snapshot of a policy: primary text (A) and twin (B).
@@ -415,6 +435,10 @@ class Version(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("policies:version", args=[self.pk])
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        refuse_version_deletion(Version.objects.filter(pk=self.pk))
+        return super().delete(*args, **kwargs)
 
     def frozen_changes(self, using: str | None = None) -> list[str]:
         """The frozen fields this instance would change on a finalized stored row ([] when the
@@ -522,8 +546,9 @@ class PolicySettingChange(models.Model):
 
 
 def refuse_finalized_version_deletion(sender: Any, instance: Version, **kwargs: Any) -> None:
-    """``pre_delete`` of a version, whatever path deletes it (a policy's cascade, the shell,
-    a queryset): a finalized one is a record and stays."""
+    """``pre_delete`` of a version: the backstop for a path no early check saw (a cascade
+    from another table); ``Version.delete``, its queryset's and the policy's refuse first,
+    before a transaction has begun."""
     if record_deletion_allowed():
         return
     if instance.finalized_at is not None or instance.imported_finalized_at is not None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from datetime import UTC
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any
 
 from django.conf import settings

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.db.models import Q
 
 from labeling.models import CompareKind, SampleSet, SampleSetStatus
 from policies.models import Version
@@ -28,9 +29,9 @@ class JobStartForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        qs = SampleSet.objects.filter(item_count__gt=0, status=SampleSetStatus.READY).order_by(
-            "-created_at"
-        )
+        qs = SampleSet.objects.filter(
+            item_count__gt=0, status=SampleSetStatus.READY, archived_at__isnull=True
+        ).order_by("-created_at")
         self.fields["sample_set"].queryset = qs  # type: ignore[attr-defined]
 
     def clean(self) -> dict[str, Any]:
@@ -171,7 +172,12 @@ class PolicySettingsForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        sets = SampleSet.objects.filter(item_count__gt=0).order_by("-created_at")
+        # Archived sets are not offered, but the one chosen now stays valid until changed.
+        current = self.initial.get("evaluation_set")
+        offered = Q(archived_at__isnull=True)
+        if current is not None:
+            offered |= Q(pk=getattr(current, "pk", current))
+        sets = SampleSet.objects.filter(offered, item_count__gt=0).order_by("-created_at")
         self.fields["evaluation_set"].queryset = sets  # type: ignore[attr-defined]
 
     def clean_agreement_threshold(self) -> float:

@@ -175,6 +175,35 @@ class CompareKind(models.TextChoices):
     PASTED = "pasted", "pasted text"
 
 
+def refuse_job_deletion(jobs: models.QuerySet[Job]) -> None:
+    """Raise ``ProtectedError`` for the first job of ``jobs`` whose version is finalized: it is
+    part of that version's record (and what keeps its sample set from being deleted)."""
+    if record_deletion_allowed():
+        return
+    finalized = Q(version__finalized_at__isnull=False) | Q(
+        version__imported_finalized_at__isnull=False
+    )
+    first = jobs.filter(finalized).order_by("pk").values_list("pk", flat=True).first()
+    if first is not None:
+        raise ProtectedError(
+            f"Job {first} cannot be deleted: its version is finalized, and the jobs of a "
+            "finalized version are part of its record.",
+            set(jobs.filter(pk=first)),
+        )
+
+
+def refuse_finalized_job_deletion(sender: Any, instance: Job, **kwargs: Any) -> None:
+    """``pre_delete`` of a job: the backstop for a path no early check saw (a cascade from
+    another table); ``Job.delete`` and its queryset's refuse first, before a transaction."""
+    refuse_job_deletion(Job.objects.filter(pk=instance.pk))
+
+
+class JobQuerySet(models.QuerySet["Job"]):
+    def delete(self) -> tuple[int, dict[str, int]]:
+        refuse_job_deletion(self)
+        return super().delete()
+
+
 class Job(models.Model):
     """One binocular run: one version × one sample set × one labeler backend."""
 
@@ -223,6 +252,8 @@ class Job(models.Model):
     # retries and resumes are ignored or refused (labeling.jobs checks it).
     frozen_at = models.DateTimeField(null=True, blank=True)
 
+    objects = models.Manager.from_queryset(JobQuerySet)()
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [
@@ -237,6 +268,10 @@ class Job(models.Model):
     def __str__(self) -> str:
         return f"Job {self.pk}: {self.version} on {self.sample_set}"
 
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        refuse_job_deletion(Job.objects.filter(pk=self.pk))
+        return super().delete(*args, **kwargs)
+
     @property
     def is_active(self) -> bool:
         return self.status in (JobStatus.QUEUED, JobStatus.RUNNING)
@@ -250,20 +285,6 @@ class Job(models.Model):
     def is_weak(self) -> bool:
         """Labeled by the embedding baseline, not CoPE: every page showing them says so."""
         return self.weak_backend or self.backend == "embedding"
-
-
-def refuse_finalized_job_deletion(sender: Any, instance: Job, **kwargs: Any) -> None:
-    """``pre_delete`` of a job, whatever path deletes it: a job of a finalized version is part
-    of that version's record (and what keeps its sample set from being deleted)."""
-    if record_deletion_allowed():
-        return
-    finalized = Q(finalized_at__isnull=False) | Q(imported_finalized_at__isnull=False)
-    if Version.objects.filter(finalized, pk=instance.version_id).exists():
-        raise ProtectedError(
-            f"Job {instance.pk} cannot be deleted: its version is finalized, and the jobs of a "
-            "finalized version are part of its record.",
-            {instance},
-        )
 
 
 class ChunkStatus(models.TextChoices):

@@ -32,7 +32,7 @@ from labeling.api import keys as api_keys
 from labeling.management.commands._live_bench import REPO, BrokerSetup, percentiles
 from labeling.management.commands.bench_try import CONTENTS, texts
 from labeling.models import ApiKey
-from policies.models import allow_record_deletion, Policy, Version
+from policies.models import Policy, Version, allow_record_deletion
 from policies.roles import AUTHOR, ensure_roles
 from worker.config import WorkerConfig
 

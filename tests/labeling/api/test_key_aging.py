@@ -50,7 +50,7 @@ def _call(client: Client, method: str, path: str, body: Any, secret: str) -> Any
 
 @pytest.fixture
 def policies(author: User) -> tuple[Policy, Policy]:
-    """"Harassment API" (v1 finalized) and "Spam API" (v1 finalized)."""
+    """ "Harassment API" (v1 finalized) and "Spam API" (v1 finalized)."""
     made = []
     for name in ("Harassment API", "Spam API"):
         version = make_version(author, name=name, number=1)
@@ -181,9 +181,7 @@ def test_a_scoped_key_gets_403_for_a_policy_that_does_not_exist(
 
 
 @pytest.mark.django_db
-def test_a_scoped_key_lists_only_its_policies(
-    client: Client, author: User, policies: Any
-) -> None:
+def test_a_scoped_key_lists_only_its_policies(client: Client, author: User, policies: Any) -> None:
     secret = _key(author, policies=[policies[1]])
     data = _call(client, "get", "/api/v1/policies", None, secret).json()
     assert [row["slug"] for row in data["items"]] == ["spam-api"]
@@ -204,9 +202,7 @@ def test_a_scoped_key_cannot_label_ad_hoc_text(
 
 
 @pytest.mark.django_db
-def test_a_scoped_key_whose_policies_are_gone_reaches_none(
-    client: Client, author: User
-) -> None:
+def test_a_scoped_key_whose_policies_are_gone_reaches_none(client: Client, author: User) -> None:
     """Deleting its one (unfinalized) policy must not turn the key into an all-policies key."""
     gone = make_version(author, name="Scratch", number=1).policy
     other = make_version(author, name="Other", number=1).policy
