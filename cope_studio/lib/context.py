@@ -14,6 +14,7 @@ _SECTIONS = (
     ("labeling.samples.", "samples"),
     ("labeling.review.", "review"),
     ("labeling.workers.", "workers"),
+    ("labeling.jobs.list_views.", "jobs"),
     ("labeling.", "policies"),
     ("policies.", "policies"),
 )

@@ -258,11 +258,12 @@ class Job(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["version", "-created_at"]),
-            # The jobs page: newest first, across policies, by status, set or who started it.
-            models.Index(fields=["-created_at", "-id"], name="job_newest"),
-            models.Index(fields=["status", "-created_at"], name="job_status_newest"),
-            models.Index(fields=["sample_set", "-created_at"], name="job_set_newest"),
-            models.Index(fields=["created_by", "-created_at"], name="job_starter_newest"),
+            # The jobs page (``labeling.jobs.listing``): newest (highest id) first, by status,
+            # policy (through its versions), set or who started it; the pk serves no filter.
+            models.Index(fields=["status", "-id"], name="job_status_newest"),
+            models.Index(fields=["version", "-id"], name="job_version_newest"),
+            models.Index(fields=["sample_set", "-id"], name="job_set_newest"),
+            models.Index(fields=["created_by", "-id"], name="job_starter_newest"),
         ]
 
     def __str__(self) -> str:
