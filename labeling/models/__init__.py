@@ -1,12 +1,13 @@
-"""The binocular loop's tables: sample sets, jobs, labels, review tasks, decisions, gold labels,
-worker heartbeats, API keys (``core``), and attribution's runs and findings (``explain``).
+"""The binocular loop's tables: sample sets, jobs, labels, review tasks, decisions, gold labels
+and evaluation sets (``core``), API keys (``apikeys``), worker heartbeats (``workers``), and
+attribution's runs and findings (``explain``).
 
 Code imports them from here (``from labeling.models import Job``); each lives in the module
 named above.
 """
 
+from labeling.models.apikeys import ApiKey
 from labeling.models.core import (
-    ApiKey,
     ChunkStatus,
     CompareKind,
     Decision,
@@ -28,7 +29,6 @@ from labeling.models.core import (
     SampleSetStatus,
     Side,
     Wording,
-    WorkerHeartbeat,
 )
 from labeling.models.explain import (
     Carveout,
@@ -43,6 +43,7 @@ from labeling.models.explain import (
     FindingRole,
     RunKind,
 )
+from labeling.models.workers import WorkerHeartbeat
 
 __all__ = [
     "ApiKey",

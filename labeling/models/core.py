@@ -8,7 +8,6 @@ from django.conf import settings
 from django.db import models
 from django.db.models import ProtectedError, Q
 from django.db.models.functions import Substr
-from django.utils import timezone
 
 from policies.models import Policy, Version, record_deletion_allowed
 
@@ -558,44 +557,6 @@ class GoldChange(models.Model):
         return f"Gold {self.policy_id}/{self.item_id}: {change}"
 
 
-# --- Model worker heartbeats -------------------------------------------------------
-
-
-class WorkerHeartbeat(models.Model):
-    """The last heartbeat of one model worker (``worker.heartbeat``), upserted by its name.
-
-    Written only by ``labeling.workers.record_heartbeat``; ``last_seen`` is this side's clock
-    when the heartbeat was stored, so liveness never depends on a GPU host's clock.
-    """
-
-    name = models.CharField(max_length=200, unique=True)
-    hostname = models.CharField(max_length=200, blank=True)
-    pid = models.IntegerField(default=0)
-    queues = models.CharField(max_length=200, blank=True)  # comma-separated
-    state = models.CharField(max_length=20)
-    backend = models.CharField(max_length=40, blank=True)
-    model_id = models.CharField(max_length=500, blank=True)
-    model_revision = models.CharField(max_length=200, blank=True)
-    device = models.CharField(max_length=200, blank=True)
-    weak = models.BooleanField(default=False)
-    memory_bytes = models.BigIntegerField(null=True, blank=True)
-    memory_kind = models.CharField(max_length=10, blank=True)
-    job_id = models.BigIntegerField(null=True, blank=True)  # no FK: a heartbeat is a report
-    chunk_id = models.BigIntegerField(null=True, blank=True)
-    side = models.CharField(max_length=1, blank=True)
-    task = models.CharField(max_length=100, blank=True)
-    error = models.TextField(blank=True)
-    sent_at = models.DateTimeField()  # the worker's clock: orders heartbeats, nothing else
-    first_seen = models.DateTimeField()
-    last_seen = models.DateTimeField(db_index=True)
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.state})"
-
-
 # Comparisons, evaluation set, gold sources and policy settings audit -----------------
 
 
@@ -618,63 +579,3 @@ class PolicyEvaluation(models.Model):
 
     def __str__(self) -> str:
         return f"Evaluation set of policy {self.policy_id}: {self.sample_set_id}"
-
-
-# --- API keys -----------------------------------------------------------------------
-
-
-class ApiKey(models.Model):
-    """A key for the labeling API. Only a SHA-256 of the secret is stored; the key itself is
-    shown once, when it is created. ``prefix`` (the key's first characters) identifies it on
-    pages and in logs."""
-
-    name = models.CharField(max_length=100)
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
-    )
-    prefix = models.CharField(max_length=20)
-    key_hash = models.CharField(max_length=64, unique=True)
-    can_read = models.BooleanField(default=True)
-    can_label = models.BooleanField(default=False)
-    # Ad-hoc labeling with a ``policy_text`` that was never reviewed: its own scope, off unless
-    # granted, because it skips drafting, review and finalize.
-    can_label_text = models.BooleanField(default=False)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    # None: never expires (only where COPE_API_KEY_ALLOW_NEVER allows it).
-    expires_at = models.DateTimeField(null=True, blank=True)
-    # Limited to ``policies``; a scoped key whose policies were all deleted reaches none, never
-    # all (which an empty set would mean without this flag).
-    policy_scoped = models.BooleanField(default=False)
-    policies = models.ManyToManyField(Policy, blank=True, related_name="+")
-    revoked_at = models.DateTimeField(null=True, blank=True)
-    revoked_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
-    )
-
-    class Meta:
-        ordering = ["-created_at"]
-        indexes = [models.Index(fields=["owner", "-created_at"])]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.prefix}…)"
-
-    @property
-    def is_active(self) -> bool:
-        return self.revoked_at is None
-
-    @property
-    def is_expired(self) -> bool:
-        return self.expires_at is not None and self.expires_at <= timezone.now()
-
-    @property
-    def scopes(self) -> list[str]:
-        flags = (
-            ("read", self.can_read),
-            ("label", self.can_label),
-            ("label_text", self.can_label_text),
-        )
-        return [s for s, on in flags if on]
