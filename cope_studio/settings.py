@@ -435,6 +435,12 @@ COPE_API_MAX_BATCH = env_int("COPE_API_MAX_BATCH", 256, minimum=1)
 # Requests per API key per window (fixed window, counted in the Django cache).
 COPE_API_RATE_LIMIT = env_int("COPE_API_RATE_LIMIT", 600, minimum=1)
 COPE_API_RATE_WINDOW = env_int("COPE_API_RATE_WINDOW", 60, minimum=1)
+# API keys age: a new key expires after this many days unless its creator picks another
+# lifetime, and never longer than COPE_API_KEY_MAX_DAYS. A key that never expires is a
+# credential nobody remembers to retire, so "never" is offered only where an install allows it.
+COPE_API_KEY_DEFAULT_DAYS = env_int("COPE_API_KEY_DEFAULT_DAYS", 90, minimum=1)
+COPE_API_KEY_MAX_DAYS = env_int("COPE_API_KEY_MAX_DAYS", 365, minimum=1)
+COPE_API_KEY_ALLOW_NEVER = env_bool("COPE_API_KEY_ALLOW_NEVER", False)
 # The rate limit's counters live in a cache every web process shares: Redis when COPE_CACHE_URL
 # is set, otherwise a table in the database (cope_studio.lib.cache, made by a migration), so two
 # gunicorn workers never count one key's requests apart.

@@ -2,13 +2,15 @@
 
 Labels, items, review tasks, decisions and gold labels are written only by the services, which
 keep the job counters, the queue's claims and the gold labels consistent; an edit here would
-bypass them. The admin shows them, and may delete a job or a sample set it no longer needs.
+bypass them. The admin shows them, and may delete a job or a sample set it no longer needs,
+unless a finalized version rests on it (archive the set instead).
 """
 
-from typing import TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from django.contrib import admin
-from django.db.models import Model
+from django.db.models import Model, Q, QuerySet
 from django.http import HttpRequest
 
 from labeling.models import (
@@ -27,6 +29,7 @@ from labeling.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
+from labeling.models.core import protected_sets
 
 _M = TypeVar("_M", bound=Model)
 
@@ -44,8 +47,19 @@ class ReadOnlyAdmin(admin.ModelAdmin[_M]):
 @admin.register(SampleSet)
 class SampleSetAdmin(admin.ModelAdmin[SampleSet]):
     list_display = ["name", "source_format", "item_count", "created_by", "created_at"]
+    list_filter = [("archived_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "source_name"]
-    readonly_fields = ["report", "item_count", "created_at"]
+    readonly_fields = ["report", "item_count", "created_at", "archived_by"]
+
+    def get_deleted_objects(
+        self, objs: Sequence[SampleSet] | QuerySet[SampleSet], request: HttpRequest
+    ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+        """A set a finalized version rests on is listed as protected, with why (the delete
+        itself refuses anyway: ``SampleSet.delete`` and its queryset's)."""
+        deleted, counts, perms, protected = super().get_deleted_objects(objs, request)
+        sets = SampleSet.objects.filter(pk__in=[s.pk for s in objs])
+        reasons = [f"{s.name}: {why} (archive it instead)" for s, why in protected_sets(sets)]
+        return deleted, counts, perms, [*protected, *reasons]
 
 
 @admin.register(Item)
@@ -85,6 +99,20 @@ class JobAdmin(admin.ModelAdmin[Job]):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # a job is started from a version page
+
+    def get_deleted_objects(
+        self, objs: Sequence[Job] | QuerySet[Job], request: HttpRequest
+    ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+        """A job of a finalized version is part of its record: listed as protected."""
+        deleted, counts, perms, protected = super().get_deleted_objects(objs, request)
+        finalized = Q(version__finalized_at__isnull=False) | Q(
+            version__imported_finalized_at__isnull=False
+        )
+        kept = Job.objects.filter(finalized, pk__in=[j.pk for j in objs]).order_by("pk")
+        reasons = [
+            f"Job {pk}: its version is finalized" for pk in kept.values_list("pk", flat=True)
+        ]
+        return deleted, counts, perms, [*protected, *reasons]
 
 
 @admin.register(Label)
@@ -145,9 +173,11 @@ class ApiKeyAdmin(ReadOnlyAdmin[ApiKey]):
         "can_label",
         "can_label_text",
         "created_at",
+        "expires_at",
+        "last_used_at",
         "revoked_at",
     ]
-    list_filter = ["can_label", "can_label_text", "revoked_at"]
+    list_filter = ["can_label", "can_label_text", "revoked_at", "expires_at"]
     search_fields = ["name", "prefix", "owner__username"]
     exclude = ["key_hash"]
 

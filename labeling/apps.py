@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import pre_delete
 
 
 class LabelingConfig(AppConfig):
@@ -9,6 +10,8 @@ class LabelingConfig(AppConfig):
         # Here, not at the top: these modules import models, which exist only once apps load.
         from labeling.explain import pages
         from labeling.jobs import evaluation
+        from labeling.models import Job
+        from labeling.models.core import refuse_finalized_job_deletion
         from policies import hooks
 
         hooks.register(
@@ -17,4 +20,9 @@ class LabelingConfig(AppConfig):
                 agreement_figures=evaluation.agreement_figures,
                 clause_figures=pages.version_clause_figures,
             )
+        )
+        pre_delete.connect(
+            refuse_finalized_job_deletion,
+            sender=Job,
+            dispatch_uid="labeling.refuse_finalized_job_deletion",
         )

@@ -1,5 +1,9 @@
+from collections.abc import Sequence
+from typing import Any
+
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
 
@@ -31,8 +35,32 @@ class PolicyAdmin(admin.ModelAdmin[Policy]):
         "updated_at",
     ]
     search_fields = ["name", "description"]
-    readonly_fields = ["slug", "created_by", "created_at", "updated_at"]
+    list_filter = [("archived_at", admin.EmptyFieldListFilter)]
+    readonly_fields = ["slug", "created_by", "created_at", "updated_at", "archived_by"]
     inlines = [VersionInline]
+
+    def get_deleted_objects(
+        self, objs: Sequence[Policy] | QuerySet[Policy], request: HttpRequest
+    ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+        """The delete page (one policy, or the bulk action) lists a policy's finalized versions
+        as protected, with why, so it refuses with a page instead of a bare 403
+        (``Policy.delete`` refuses anyway, on every path)."""
+        deleted, counts, perms, protected = super().get_deleted_objects(objs, request)
+        finalized = Q(finalized_at__isnull=False) | Q(imported_finalized_at__isnull=False)
+        versions = (
+            Version.objects.filter(finalized, policy__in=[p.pk for p in objs])
+            .select_related("policy")
+            .order_by("policy_id", "number")
+        )
+        reasons = [
+            f"{v.policy.name}: version {v.number} is finalized (archive the policy instead)"
+            for v in versions
+        ]
+        if reasons:
+            # VersionAdmin denies deleting a finalized version, which the page would show as a
+            # missing permission (or a bare 403 on POST) instead of the reason.
+            perms = set()
+        return deleted, counts, perms, [*protected, *reasons]
 
     def save_model(
         self, request: HttpRequest, obj: Policy, form: ModelForm[Policy], change: bool

@@ -184,3 +184,10 @@ class BundleImportForm(forms.Form):
 
     def clean_finalized_as(self) -> str:
         return str(self.cleaned_data["finalized_as"] or FinalizedAs.IMPORTED)
+
+
+class ArchiveForm(forms.Form):
+    """Archive and Restore buttons (policies, sample sets): they choose nothing, but every POST
+    goes through a form, so a stray POST without the button's field is refused."""
+
+    confirm = forms.BooleanField(widget=forms.HiddenInput, initial=True)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
+from django.db.models import ProtectedError
 from django.urls import reverse
 from django.utils.text import slugify
 
@@ -108,6 +112,51 @@ class PolicyQuerySet(models.QuerySet[_P, _P]):
             PolicySettingChange.objects.using(self.db).bulk_create(rows)
         return count
 
+    def delete(self) -> tuple[int, dict[str, int]]:
+        """Refuses a policy with a finalized version (Django admin's bulk delete comes here)."""
+        refuse_policy_deletion(self)
+        return super().delete()
+
+
+# Benchmarks remove the finalized versions they made themselves; nothing else may.
+_record_deletion = ContextVar("record_deletion", default=False)
+
+
+@contextmanager
+def allow_record_deletion() -> Iterator[None]:
+    """Within it, finalized records (a policy with a finalized version, its sets) may be
+    deleted: only for a benchmark's cleanup of the rows it created."""
+    token = _record_deletion.set(True)
+    try:
+        yield
+    finally:
+        _record_deletion.reset(token)
+
+
+def record_deletion_allowed() -> bool:
+    return _record_deletion.get()
+
+
+def refuse_policy_deletion(policies: models.QuerySet[Policy]) -> None:
+    """Raise ``ProtectedError`` for the first of ``policies`` with a finalized version (here or
+    imported as finalized), before any row is collected: its record is kept; archive the
+    policy instead."""
+    if record_deletion_allowed():
+        return
+    finalized = models.Q(finalized_at__isnull=False) | models.Q(imported_finalized_at__isnull=False)
+    version = (
+        Version.objects.filter(finalized, policy__in=policies)
+        .select_related("policy")
+        .order_by("policy_id", "number")
+        .first()
+    )
+    if version is not None:
+        raise ProtectedError(
+            f"Policy “{version.policy.name}” cannot be deleted: version {version.number} is "
+            "finalized, and a finalized version is a record. Archive the policy instead.",
+            {version},
+        )
+
 
 class SettingPath(models.TextChoices):
     """Which way a gate setting was changed, for its audit row."""
@@ -172,6 +221,16 @@ class Policy(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Archived: gone from lists and choices, kept with its history, restorable. A policy with a
+    # finalized version is never deleted (``policies.records``), only archived.
+    archived_at = models.DateTimeField(null=True, blank=True)
+    archived_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
 
     objects = models.Manager.from_queryset(PolicyQuerySet)()
 
@@ -229,6 +288,14 @@ class Policy(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("policies:detail", args=[self.pk])
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        refuse_policy_deletion(Policy.objects.filter(pk=self.pk))
+        return super().delete(*args, **kwargs)
+
+    @property
+    def is_archived(self) -> bool:
+        return self.archived_at is not None
 
     @property
     def threshold_display(self) -> str:
@@ -289,6 +356,25 @@ class VersionQuerySet(models.QuerySet["Version"]):
                 if first is not None:
                     raise FrozenVersionError(f"Version #{first}", frozen)
         return super().update(**kwargs)
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        refuse_version_deletion(self)
+        return super().delete()
+
+
+def refuse_version_deletion(versions: models.QuerySet[Version]) -> None:
+    """Raise ``ProtectedError`` for the first finalized version of ``versions``, before any
+    row is collected (a ``pre_delete`` backstop covers cascades)."""
+    if record_deletion_allowed():
+        return
+    finalized = models.Q(finalized_at__isnull=False) | models.Q(imported_finalized_at__isnull=False)
+    version = versions.filter(finalized).select_related("policy").order_by("pk").first()
+    if version is not None:
+        raise ProtectedError(
+            f"{version} is finalized: a finalized version is a record and cannot be deleted. "
+            "Archive its policy instead.",
+            {version},
+        )
 
 
 class Version(models.Model):
@@ -364,6 +450,10 @@ class Version(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("policies:version", args=[self.pk])
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        refuse_version_deletion(Version.objects.filter(pk=self.pk))
+        return super().delete(*args, **kwargs)
 
     def frozen_changes(self, using: str | None = None) -> list[str]:
         """The frozen fields this instance would change on a finalized stored row ([] when the
@@ -468,3 +558,17 @@ class PolicySettingChange(models.Model):
         if self.via in SettingPath.values:
             return SettingPath(self.via).label
         return self.via or "—"
+
+
+def refuse_finalized_version_deletion(sender: Any, instance: Version, **kwargs: Any) -> None:
+    """``pre_delete`` of a version: the backstop for a path no early check saw (a cascade
+    from another table); ``Version.delete``, its queryset's and the policy's refuse first,
+    before a transaction has begun."""
+    if record_deletion_allowed():
+        return
+    if instance.finalized_at is not None or instance.imported_finalized_at is not None:
+        raise ProtectedError(
+            f"{instance} is finalized: a finalized version is a record and cannot be deleted. "
+            "Archive its policy instead.",
+            {instance},
+        )

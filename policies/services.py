@@ -382,9 +382,31 @@ class PolicyRow:
     figure: hooks.AgreementFigure | None
 
 
-def summarize_policies() -> list[PolicyRow]:
+def archive_policy(*, policy: Policy, by: User) -> bool:
+    """Archive ``policy``: gone from lists and choices, kept whole; returns whether this call
+    archived it."""
+    with transaction.atomic():
+        return bool(
+            Policy.objects.filter(pk=policy.pk, archived_at__isnull=True).update(
+                archived_at=timezone.now(), archived_by=by
+            )
+        )
+
+
+def restore_policy(*, policy: Policy) -> bool:
+    """Bring an archived policy back; returns whether this call restored it."""
+    with transaction.atomic():
+        return bool(
+            Policy.objects.filter(pk=policy.pk, archived_at__isnull=False).update(
+                archived_at=None, archived_by=None
+            )
+        )
+
+
+def summarize_policies(*, archived: bool = False) -> list[PolicyRow]:
     """Every policy with its status, latest version and agreement figure.
 
+    Only archived policies with ``archived``, else only the others.
     Status: finalized if any version is; "in review" if the latest version has jobs; else draft.
     The latest version is picked per policy by a subquery, so the rows loaded are one per policy
     and one version each; jobs and figures come from labeling in one call each (a fixed number
@@ -393,7 +415,7 @@ def summarize_policies() -> list[PolicyRow]:
     finalized = Version.objects.filter(policy=OuterRef("pk"), finalized_at__isnull=False)
     latest_version = Version.objects.filter(policy=OuterRef("pk")).order_by("-number")
     policies = list(
-        Policy.objects.annotate(
+        Policy.objects.filter(archived_at__isnull=not archived).annotate(
             is_finalized=Exists(finalized),
             latest_version_id=Subquery(latest_version.values("pk")[:1]),
         )

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import BadRequest
 from django.db.models import Max
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -24,6 +25,7 @@ from policies.bundle import (
 )
 from policies.diff import diff_stats, word_diff_html
 from policies.forms import (
+    ArchiveForm,
     BundleImportForm,
     DiffForm,
     LintForm,
@@ -40,6 +42,7 @@ from worker.clauses import Clause, parse_clauses
 
 VIEW, EDIT = "policies.view_policy", "policies.add_version"
 EDIT_TWIN, GENERATE_TWIN = "policies.change_version", "policies.add_twinjob"
+ARCHIVE = "policies.change_policy"  # authors and admins
 
 
 def _get_policy_for_user(request: AuthedHttpRequest, pk: int, *, perm: str = VIEW) -> Policy:
@@ -109,16 +112,50 @@ def _version_context(request: AuthedHttpRequest, version: Version, **extra: Any)
 @login_required
 @require_GET
 def policy_list(request: AuthedHttpRequest) -> HttpResponse:
+    """The policies not archived; ``?archived=1`` the archived ones."""
     require_perms(request, VIEW)
-    rows = services.summarize_policies()
+    archived = request.GET.get("archived") == "1"
+    rows = services.summarize_policies(archived=archived)
     return render(
         request,
         "policies/policy_list.html",
         {
             "rows": rows,
+            "archived": archived,
             "can_create": request.user.has_perm("policies.add_policy"),
         },
     )
+
+
+def _get_policy_to_archive(request: AuthedHttpRequest, pk: int) -> Policy:
+    policy = _get_policy_for_user(request, pk, perm=ARCHIVE)
+    if not ArchiveForm(request.POST).is_valid():
+        raise BadRequest("This action needs its button on the policy's page.")
+    return policy
+
+
+@login_required
+@require_POST
+def policy_archive(request: AuthedHttpRequest, pk: int) -> HttpResponse:
+    """Authors and admins archive any policy (as they edit any): nothing is deleted, and it is
+    restorable."""
+    policy = _get_policy_to_archive(request, pk)
+    if services.archive_policy(policy=policy, by=request.user):
+        messages.success(
+            request,
+            f"Policy “{policy.name}” archived: it is gone from lists and choices, and its "
+            "versions and jobs are kept. Restore it from the archived policies.",
+        )
+    return redirect("policies:detail", pk=policy.pk)
+
+
+@login_required
+@require_POST
+def policy_restore(request: AuthedHttpRequest, pk: int) -> HttpResponse:
+    policy = _get_policy_to_archive(request, pk)
+    if services.restore_policy(policy=policy):
+        messages.success(request, f"Policy “{policy.name}” restored.")
+    return redirect("policies:detail", pk=policy.pk)
 
 
 @login_required
@@ -172,6 +209,7 @@ def policy_import(request: AuthedHttpRequest) -> HttpResponse:
 @require_GET
 def policy_detail(request: AuthedHttpRequest, pk: int) -> HttpResponse:
     policy = _get_policy_for_user(request, pk)
+    policy = Policy.objects.select_related("archived_by").get(pk=policy.pk)
     versions = policy.versions.select_related("author", "parent").defer("text", "twin_prompt")
     context = {
         "policy": policy,
@@ -179,6 +217,8 @@ def policy_detail(request: AuthedHttpRequest, pk: int) -> HttpResponse:
         "status": services.policy_status(policy),
         "diff_form": DiffForm(policy=policy),
         "can_edit": request.user.has_perm(EDIT),
+        "can_archive": request.user.has_perm(ARCHIVE),
+        "archive_form": ArchiveForm(),
     }
     return render(request, "policies/policy_detail.html", context)
 

@@ -16,6 +16,7 @@ _SECTIONS = (
     ("labeling.review.", "review"),
     ("labeling.workers.", "workers"),
     ("labeling.search.", "search"),  # the search box, not a menu item
+    ("labeling.jobs.list_views.", "jobs"),
     ("labeling.", "policies"),
     ("policies.", "policies"),
 )

@@ -7,8 +7,12 @@ to list policies and fetch versions, ``label`` to label under a policy's version
 ``criteria_text``): that text was never reviewed, so the scope is off unless an admin grants
 it, and every such answer says ``"unreviewed": true`` with a warning.
 
+A key expires (its date is on the API keys page) and may be limited to chosen policies: the
+policy list shows only those, and any other policy answers 403.
+
 Every error is JSON ``{"detail": "...", "code": "..."}``: 400 a body that is not JSON, 401 no
-valid key, 403 wrong scope, 404 unknown policy, version or path, 405 a method the path does not
+valid key (``key_expired`` for a key past its expiry date), 403 wrong scope or a policy outside
+the key's policies, 404 unknown policy, version or path, 405 a method the path does not
 take (with ``Allow``), 409 a version that is not finalized (unless ``allow_draft`` is true), 422
 a request the schema or the model cannot take (``items`` names the contents at fault,
 ``errors`` the fields), 429 over the key's rate limit (with ``Retry-After``), 500 an unexpected
@@ -61,7 +65,8 @@ from worker.clauses import Clause, parse_clauses, remove_clause
 
 
 class KeyAuth(HttpBearer):
-    """A valid, unrevoked key of an active user; counts the request against its rate limit."""
+    """A valid, unrevoked, unexpired key of an active user; counts the request against its rate
+    limit (an expired key raises ``KeyExpired`` before it is counted)."""
 
     openapi_description = "An API key from CoPE Studio (Your API keys): Bearer cope_…"
 
@@ -104,6 +109,30 @@ def _require(request: HttpRequest, scope: str) -> ApiKey:
             f"owner's role no longer allows it).{why}",
         )
     return key
+
+
+def _require_policy(request: HttpRequest, slug: str) -> None:
+    """403 for a policy outside a scoped key's policies, whether or not it exists."""
+    key: ApiKey = request.auth  # type: ignore[attr-defined]
+    if not api_keys.reaches_policy(key, slug):
+        raise ApiError(
+            403,
+            "policy_out_of_scope",
+            f"This API key is limited to chosen policies, and {slug!r} is not one of them. "
+            "Ask its owner for a key that includes it.",
+        )
+
+
+def _require_unscoped(request: HttpRequest) -> None:
+    """Text sent with the request belongs to no policy: a key limited to policies refuses it."""
+    key: ApiKey = request.auth  # type: ignore[attr-defined]
+    if key.policy_scoped:
+        raise ApiError(
+            403,
+            "policy_out_of_scope",
+            "This API key is limited to chosen policies; labeling under a text sent with the "
+            "request belongs to no policy, so it needs a key that is not limited to policies.",
+        )
 
 
 def _policies() -> QuerySet[Policy]:
@@ -203,13 +232,17 @@ v1 = Router(tags=["policies"])
 @v1.get("/policies", response={200: list[PolicyOut], **READ_ERRORS}, summary="List policies")
 @paginate(BoundedPagination)
 def list_policies(request: HttpRequest) -> Any:
-    _require(request, api_keys.READ)
-    return _policies()
+    """Policies that are not archived; for a key limited to chosen policies, only those."""
+    key = _require(request, api_keys.READ)
+    policies = _policies().filter(archived_at__isnull=True)
+    scoped = api_keys.scoped_policies(key)
+    return policies if scoped is None else policies.filter(pk__in=scoped.values("pk"))
 
 
 @v1.get("/policies/{slug}", response={200: PolicyOut, **LOOKUP_ERRORS}, summary="One policy")
 def get_policy(request: HttpRequest, slug: str = SLUG_PATH) -> Any:
     _require(request, api_keys.READ)
+    _require_policy(request, slug)
     return _policy(slug)
 
 
@@ -221,6 +254,7 @@ def get_policy(request: HttpRequest, slug: str = SLUG_PATH) -> Any:
 @paginate(BoundedPagination)
 def list_versions(request: HttpRequest, slug: str = SLUG_PATH) -> Any:
     _require(request, api_keys.READ)
+    _require_policy(request, slug)
     policy = _policy(slug)
     versions = Version.objects.filter(policy=policy).order_by("-number")
     return [_summary(v) for v in versions.defer("text", "twin_text", "twin_prompt")]
@@ -233,6 +267,7 @@ def list_versions(request: HttpRequest, slug: str = SLUG_PATH) -> Any:
 )
 def get_version(request: HttpRequest, slug: str = SLUG_PATH, number: int = NUMBER_PATH) -> Any:
     _require(request, api_keys.READ)
+    _require_policy(request, slug)
     policy = _policy(slug)
     version = Version.objects.filter(policy=policy, number=number).first()
     if version is None:
@@ -444,6 +479,7 @@ def label(request: HttpRequest, body: LabelIn) -> Any:
     if body.policy_text is not None and body.policy is not None:
         raise ApiError(422, "invalid", "Give `policy` or `policy_text`, not both.")
     if body.policy_text is not None:
+        _require_unscoped(request)
         if not body.policy_text.strip():
             raise ApiError(422, "invalid", "`policy_text` is empty.")
         return _label(
@@ -457,6 +493,7 @@ def label(request: HttpRequest, body: LabelIn) -> Any:
         )
     if body.policy is None:
         raise ApiError(422, "invalid", "Give `policy` (a slug) or `policy_text`.")
+    _require_policy(request, body.policy)
     version = _label_version(body.policy, body.version, allow_draft=body.allow_draft)
     return _label(
         started=started,
@@ -507,10 +544,12 @@ def zentropi_label(request: HttpRequest, body: ZentropiIn) -> Any:
     if ad_hoc == (body.labeler_id is not None):
         raise ApiError(422, "invalid", "Exactly one of criteria_text or labeler_id is required.")
     if body.criteria_text is not None:
+        _require_unscoped(request)
         policy_text, slug, number = body.criteria_text, None, None
         warning: str | None = AD_HOC_WARNING
     else:
         slug = str(body.labeler_id)
+        _require_policy(request, slug)
         version = _label_version(
             slug, _version_number(body.labeler_version_id), allow_draft=body.allow_draft
         )

@@ -8,6 +8,7 @@ import functools
 import logging
 import re
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any
 
 from django.conf import settings
@@ -17,6 +18,8 @@ from django.urls import URLPattern, URLResolver, re_path
 from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from labeling.api.keys import KeyExpired
 
 # Where Django logs its own 500s (and mails them, where ADMINS is set).
 logger = logging.getLogger("django.request")
@@ -125,6 +128,20 @@ def _on_unauthorized(api: NinjaAPI, request: HttpRequest, exc: AuthenticationErr
     return response
 
 
+def _on_expired(api: NinjaAPI, request: HttpRequest, exc: KeyExpired) -> HttpResponse:
+    expired = exc.expires_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    response = _error(
+        api,
+        request,
+        401,
+        "key_expired",
+        f"This API key expired on {expired}. Create a new key on the 'API keys' page.",
+        expired_at=exc.expires_at.isoformat(),
+    )
+    response["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    return response
+
+
 def _on_rate_limited(api: NinjaAPI, request: HttpRequest, exc: RateLimited) -> HttpResponse:
     response = _error(
         api,
@@ -212,6 +229,7 @@ def _on_unexpected(api: NinjaAPI, request: HttpRequest, exc: Exception) -> HttpR
 HANDLERS: list[tuple[type[Exception], Callable[..., HttpResponse]]] = [
     (ApiError, _on_api_error),
     (AuthenticationError, _on_unauthorized),
+    (KeyExpired, _on_expired),
     (RateLimited, _on_rate_limited),
     (ValidationError, _on_invalid),
     (HttpError, _on_http_error),

@@ -9,7 +9,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from cope_studio.lib.text import validate_no_bidi_controls
-from labeling.api.keys import LABEL, LABEL_TEXT, READ, SCOPES
+from labeling.api.keys import LABEL, LABEL_TEXT, READ, SCOPES, default_lifetime, lifetime_choices
+from policies.models import Policy
 
 MAX_TRY_CHARS = 200_000
 
@@ -78,6 +79,17 @@ class ApiKeyForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         initial=["read"],
     )
+    lifetime = forms.ChoiceField(
+        label="Expires after",
+        required=False,
+        help_text="An expired key answers 401 saying so; create a new one before then.",
+    )
+    policies = forms.ModelMultipleChoiceField(
+        queryset=Policy.objects.filter(archived_at__isnull=True).order_by("name"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Limit the key to these policies; leave all unticked for every policy.",
+    )
     owner = forms.ModelChoiceField(
         queryset=get_user_model().objects.filter(is_active=True).order_by("username"),
         required=False,
@@ -99,6 +111,21 @@ class ApiKeyForm(forms.Form):
         field = self.fields["scopes"]
         assert isinstance(field, forms.MultipleChoiceField)
         field.choices = [(s, SCOPE_LABELS[s]) for s in offered]
+        lifetime = self.fields["lifetime"]
+        assert isinstance(lifetime, forms.ChoiceField)
+        lifetime.choices = [
+            ("never", "Never") if days is None else (str(days), f"{days} days")
+            for days in lifetime_choices()
+        ]
+        lifetime.initial = str(default_lifetime())
+
+    def clean_lifetime(self) -> int | None:
+        """Days (the default lifetime when none is chosen), or None for a key that never
+        expires (offered only where allowed)."""
+        value = self.cleaned_data["lifetime"]
+        if not value:
+            return default_lifetime()
+        return None if value == "never" else int(value)
 
 
 class ApiKeyRevokeForm(forms.Form):

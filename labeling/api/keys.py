@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -22,6 +22,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from labeling.models import ApiKey
+from policies.models import Policy
 
 KEY_PREFIX = "cope_"
 # ``last_used_at`` is written at most this often per key: a write on every request would cost
@@ -49,6 +50,14 @@ class ApiKeyError(ValueError):
     """A key cannot be created or changed; the message is shown to the user."""
 
 
+class KeyExpired(Exception):
+    """The key is valid but past its expiry date: the API answers 401 saying so."""
+
+    def __init__(self, expires_at: datetime) -> None:
+        super().__init__(expires_at)
+        self.expires_at = expires_at
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
@@ -73,8 +82,32 @@ class NewKey:
     secret: str  # the whole key: shown once, never stored
 
 
-def create_key(*, owner: Any, name: str, scopes: list[str], by: Any) -> NewKey:
-    """Create a key for ``owner`` (``by`` is the owner, or an admin)."""
+def lifetime_choices() -> list[int | None]:
+    """The lifetimes (days) a new key may be given, None for never (where allowed)."""
+    longest = int(settings.COPE_API_KEY_MAX_DAYS)
+    days = sorted({d for d in (7, 30, 90, 180, 365) if d <= longest} | {default_lifetime()})
+    never: list[int | None] = [None] if settings.COPE_API_KEY_ALLOW_NEVER else []
+    return [*days, *never]
+
+
+def default_lifetime() -> int:
+    return min(int(settings.COPE_API_KEY_DEFAULT_DAYS), int(settings.COPE_API_KEY_MAX_DAYS))
+
+
+def create_key(
+    *,
+    owner: Any,
+    name: str,
+    scopes: list[str],
+    by: Any,
+    days: int | None = None,
+    never_expires: bool = False,
+    policies: list[Policy] | None = None,
+) -> NewKey:
+    """Create a key for ``owner`` (``by`` is the owner, or an admin) that expires ``days``
+    from now (``COPE_API_KEY_DEFAULT_DAYS`` when not given), or never where
+    ``COPE_API_KEY_ALLOW_NEVER`` allows it. ``policies``: the only policies it reaches; none
+    given, every policy (the scopes still apply)."""
     if by.pk != owner.pk and not by.has_perm(ADMIN_PERM):
         raise ApiKeyError("Only an admin can create a key for someone else.")
     wanted = [s for s in SCOPES if s in scopes]
@@ -93,19 +126,40 @@ def create_key(*, owner: Any, name: str, scopes: list[str], by: Any) -> NewKey:
     name = name.strip()
     if not name:
         raise ApiKeyError("Give the key a name, e.g. the service that will use it.")
+    expires_at = _expiry(days, never_expires=never_expires)
     prefix = secrets.token_hex(4)
     secret = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
-    api_key = ApiKey.objects.create(
-        name=name[:100],
-        owner=owner,
-        prefix=f"{KEY_PREFIX}{prefix}",
-        key_hash=hash_key(secret),
-        can_read=READ in wanted,
-        can_label=LABEL in wanted,
-        can_label_text=LABEL_TEXT in wanted,
-        created_by=by,
-    )
+    with transaction.atomic():
+        api_key = ApiKey.objects.create(
+            name=name[:100],
+            owner=owner,
+            prefix=f"{KEY_PREFIX}{prefix}",
+            key_hash=hash_key(secret),
+            can_read=READ in wanted,
+            can_label=LABEL in wanted,
+            can_label_text=LABEL_TEXT in wanted,
+            created_by=by,
+            expires_at=expires_at,
+            policy_scoped=bool(policies),
+        )
+        if policies:
+            api_key.policies.set(policies)
     return NewKey(api_key=api_key, secret=secret)
+
+
+def _expiry(days: int | None, *, never_expires: bool) -> datetime | None:
+    if never_expires:
+        if not settings.COPE_API_KEY_ALLOW_NEVER:
+            raise ApiKeyError(
+                "Keys on this studio must expire (COPE_API_KEY_ALLOW_NEVER is off): choose a "
+                "lifetime."
+            )
+        return None
+    days = default_lifetime() if days is None else days
+    longest = int(settings.COPE_API_KEY_MAX_DAYS)
+    if not 1 <= days <= longest:
+        raise ApiKeyError(f"A key lives 1 to {longest} days (COPE_API_KEY_MAX_DAYS).")
+    return timezone.now() + timedelta(days=days)
 
 
 def revoke_key(*, api_key: ApiKey, by: Any) -> bool:
@@ -119,12 +173,16 @@ def revoke_key(*, api_key: ApiKey, by: Any) -> bool:
 
 
 def keys_for(user: Any, *, everyone: bool = False) -> QuerySet[ApiKey]:
-    keys = ApiKey.objects.select_related("owner", "created_by", "revoked_by")
+    keys = ApiKey.objects.select_related("owner", "created_by", "revoked_by").prefetch_related(
+        "policies"
+    )
     return keys if everyone else keys.filter(owner=user)
 
 
 def authenticate(key: str) -> ApiKey | None:
-    """The active key ``key`` is, with its active owner; None for anything else. One query."""
+    """The active key ``key`` is, with its active owner; None for anything else, and
+    ``KeyExpired`` for a key past its expiry date. One query (and, at most once a minute per
+    key, one update of ``last_used_at``; an expired key's use is not recorded)."""
     if not key.startswith(KEY_PREFIX) or len(key) > 200:
         return None
     api_key = (
@@ -135,6 +193,8 @@ def authenticate(key: str) -> ApiKey | None:
     if api_key is None:
         return None
     now = timezone.now()
+    if api_key.expires_at is not None and api_key.expires_at <= now:
+        raise KeyExpired(api_key.expires_at)
     if api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_EVERY:
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
         api_key.last_used_at = now
@@ -149,6 +209,19 @@ def has_scope(api_key: ApiKey, scope: str) -> bool:
         LABEL_TEXT: api_key.can_label_text,
     }[scope]
     return granted and bool(api_key.owner.has_perm(SCOPE_PERMS[scope]))
+
+
+def reaches_policy(api_key: ApiKey, slug: str) -> bool:
+    """The key may touch the policy ``slug`` (an unscoped key reaches every policy). Asked by
+    slug before the policy is looked up, so a scoped key learns nothing of other policies."""
+    if not api_key.policy_scoped:
+        return True
+    return api_key.policies.filter(slug=slug).exists()
+
+
+def scoped_policies(api_key: ApiKey) -> QuerySet[Policy] | None:
+    """The policies a scoped key is limited to; None for an unscoped key."""
+    return api_key.policies.order_by("slug") if api_key.policy_scoped else None
 
 
 def rate_limit(api_key: ApiKey) -> int | None:

@@ -53,6 +53,9 @@ def apikey_list(request: AuthedHttpRequest) -> HttpResponse:
                 name=form.cleaned_data["name"],
                 scopes=form.cleaned_data["scopes"],
                 by=request.user,
+                days=form.cleaned_data["lifetime"],
+                never_expires=form.cleaned_data["lifetime"] is None,
+                policies=list(form.cleaned_data["policies"]),
             )
         except api_keys.ApiKeyError as exc:
             form.add_error(None, str(exc))

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.contrib.auth import get_user_model
+from django.db.models import Q
 
-from labeling.models import CompareKind, SampleSet, SampleSetStatus
-from policies.models import MAX_REVIEW_OVERLAP, Version
+from labeling.jobs.listing import JobFilter
+from labeling.models import CompareKind, JobStatus, SampleSet, SampleSetStatus
+from policies.models import MAX_REVIEW_OVERLAP, Policy, Version
 
 
 class JobStartForm(forms.Form):
@@ -28,9 +31,9 @@ class JobStartForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        qs = SampleSet.objects.filter(item_count__gt=0, status=SampleSetStatus.READY).order_by(
-            "-created_at"
-        )
+        qs = SampleSet.objects.filter(
+            item_count__gt=0, status=SampleSetStatus.READY, archived_at__isnull=True
+        ).order_by("-created_at")
         self.fields["sample_set"].queryset = qs  # type: ignore[attr-defined]
 
     def clean(self) -> dict[str, Any]:
@@ -180,7 +183,12 @@ class PolicySettingsForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        sets = SampleSet.objects.filter(item_count__gt=0).order_by("-created_at")
+        # Archived sets are not offered, but the one chosen now stays valid until changed.
+        current = self.initial.get("evaluation_set")
+        offered = Q(archived_at__isnull=True)
+        if current is not None:
+            offered |= Q(pk=getattr(current, "pk", current))
+        sets = SampleSet.objects.filter(offered, item_count__gt=0).order_by("-created_at")
         self.fields["evaluation_set"].queryset = sets  # type: ignore[attr-defined]
 
     def clean_agreement_threshold(self) -> float:
@@ -201,3 +209,37 @@ class PolicySettingsForm(forms.Form):
     def clean_min_kappa(self) -> float | None:
         value = self.cleaned_data["min_kappa"]
         return None if value is None else round(float(value), 6)
+
+
+class JobListForm(forms.Form):
+    """The jobs page's filters (a GET form), and where the page starts (``before``/``after``:
+    keyset bounds on the job id, set by the page's links)."""
+
+    status = forms.ChoiceField(choices=[("", "Any status"), *JobStatus.choices], required=False)
+    policy = forms.ModelChoiceField(
+        queryset=Policy.objects.filter(archived_at__isnull=True).order_by("name"),
+        required=False,
+        empty_label="Any policy",
+    )
+    sample_set = forms.ModelChoiceField(
+        queryset=SampleSet.objects.filter(archived_at__isnull=True).order_by("-created_at"),
+        required=False,
+        empty_label="Any sample set",
+    )
+    started_by = forms.ModelChoiceField(
+        queryset=get_user_model().objects.filter(is_active=True).order_by("username"),
+        required=False,
+        empty_label="Anyone",
+        label="Started by",
+    )
+    before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+    after = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+
+    def job_filter(self) -> JobFilter:
+        data = self.cleaned_data
+        return JobFilter(
+            status=data.get("status") or "",
+            policy_id=data["policy"].pk if data.get("policy") else None,
+            sample_set_id=data["sample_set"].pk if data.get("sample_set") else None,
+            started_by_id=data["started_by"].pk if data.get("started_by") else None,
+        )

@@ -1,13 +1,14 @@
-"""The binocular loop's tables: sample sets, jobs, labels, review tasks, decisions, gold labels,
-worker heartbeats, API keys (``core``), attribution's runs and findings (``explain``), and
+"""The binocular loop's tables: sample sets, jobs, labels, review tasks, decisions, gold labels
+and evaluation sets (``core``), review votes (``votes``), API keys (``apikeys``), worker
+heartbeats (``workers``), attribution's and the other runs' tables (``explain``), and
 notifications and webhooks (``notify``).
 
 Code imports them from here (``from labeling.models import Job``); each lives in the module
 named above.
 """
 
+from labeling.models.apikeys import ApiKey
 from labeling.models.core import (
-    ApiKey,
     ChunkStatus,
     CompareKind,
     Decision,
@@ -29,7 +30,6 @@ from labeling.models.core import (
     SampleSetStatus,
     Side,
     Wording,
-    WorkerHeartbeat,
 )
 from labeling.models.explain import (
     Carveout,
@@ -58,6 +58,7 @@ from labeling.models.notify import (
     WebhookDelivery,
 )
 from labeling.models.votes import ReviewVote
+from labeling.models.workers import WorkerHeartbeat
 
 __all__ = [
     "EMAIL_BY_DEFAULT",

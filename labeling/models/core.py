@@ -2,18 +2,59 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import ProtectedError, Q
 from django.db.models.functions import Substr
 
-from policies.models import Policy, Version
+from policies.models import Policy, Version, record_deletion_allowed
 
 
 class SampleSetStatus(models.TextChoices):
     IMPORTING = "importing", "Importing"
     READY = "ready", "Ready"
     FAILED = "failed", "Import failed"
+
+
+class SampleSetQuerySet(models.QuerySet["SampleSet"]):
+    def delete(self) -> tuple[int, dict[str, int]]:
+        """Refuses, before anything is collected, to delete a set a finalized version rests on
+        (Django admin's bulk delete comes here)."""
+        refuse_set_deletion(self)
+        return super().delete()
+
+
+def refuse_set_deletion(sets: models.QuerySet[SampleSet]) -> None:
+    """Raise ``ProtectedError`` naming the first set of ``sets`` that a finalized version rests
+    on: a job of a finalized version ran on it, or it is a policy's evaluation set."""
+    if record_deletion_allowed():
+        return
+    for sample_set, why in protected_sets(sets)[:1]:
+        raise ProtectedError(
+            f"Sample set “{sample_set.name}” cannot be deleted: {why}. Archive it instead.",
+            {sample_set},
+        )
+
+
+def protected_sets(sets: models.QuerySet[SampleSet]) -> list[tuple[SampleSet, str]]:
+    """The sets of ``sets`` a finalized version rests on, each with why (two queries)."""
+    finalized = Q(jobs__version__finalized_at__isnull=False) | Q(
+        jobs__version__imported_finalized_at__isnull=False
+    )
+    used = sets.filter(finalized).distinct()
+    evaluated = PolicyEvaluation.objects.filter(sample_set__in=sets).select_related(
+        "sample_set", "policy"
+    )
+    out = [(s, "a job of a finalized version ran on it") for s in used.order_by("pk")]
+    seen = {s.pk for s, _ in out}
+    for row in evaluated.order_by("sample_set_id"):
+        assert row.sample_set is not None
+        if row.sample_set.pk not in seen:
+            seen.add(row.sample_set.pk)
+            out.append((row.sample_set, f"it is the evaluation set of “{row.policy.name}”"))
+    return out
 
 
 class SampleSet(models.Model):
@@ -42,12 +83,32 @@ class SampleSet(models.Model):
     rows_done = models.PositiveIntegerField(default=0)
     progress_at = models.DateTimeField(null=True, blank=True)  # last progress: stale imports
     error = models.TextField(blank=True)  # why the import failed; its items were removed
+    # Archived: gone from choices and the default list, restorable. A set a finalized version
+    # rests on is never deleted (``labeling.records``), only archived.
+    archived_at = models.DateTimeField(null=True, blank=True)
+    archived_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    objects = models.Manager.from_queryset(SampleSetQuerySet)()
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return self.name
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        refuse_set_deletion(SampleSet.objects.filter(pk=self.pk))
+        return super().delete(*args, **kwargs)
+
+    @property
+    def is_archived(self) -> bool:
+        return self.archived_at is not None
 
     @property
     def is_ready(self) -> bool:
@@ -113,6 +174,35 @@ class CompareKind(models.TextChoices):
     PASTED = "pasted", "pasted text"
 
 
+def refuse_job_deletion(jobs: models.QuerySet[Job]) -> None:
+    """Raise ``ProtectedError`` for the first job of ``jobs`` whose version is finalized: it is
+    part of that version's record (and what keeps its sample set from being deleted)."""
+    if record_deletion_allowed():
+        return
+    finalized = Q(version__finalized_at__isnull=False) | Q(
+        version__imported_finalized_at__isnull=False
+    )
+    first = jobs.filter(finalized).order_by("pk").values_list("pk", flat=True).first()
+    if first is not None:
+        raise ProtectedError(
+            f"Job {first} cannot be deleted: its version is finalized, and the jobs of a "
+            "finalized version are part of its record.",
+            set(jobs.filter(pk=first)),
+        )
+
+
+def refuse_finalized_job_deletion(sender: Any, instance: Job, **kwargs: Any) -> None:
+    """``pre_delete`` of a job: the backstop for a path no early check saw (a cascade from
+    another table); ``Job.delete`` and its queryset's refuse first, before a transaction."""
+    refuse_job_deletion(Job.objects.filter(pk=instance.pk))
+
+
+class JobQuerySet(models.QuerySet["Job"]):
+    def delete(self) -> tuple[int, dict[str, int]]:
+        refuse_job_deletion(self)
+        return super().delete()
+
+
 class Job(models.Model):
     """One binocular run: one version × one sample set × one labeler backend."""
 
@@ -161,12 +251,26 @@ class Job(models.Model):
     # retries and resumes are ignored or refused (labeling.jobs checks it).
     frozen_at = models.DateTimeField(null=True, blank=True)
 
+    objects = models.Manager.from_queryset(JobQuerySet)()
+
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["version", "-created_at"])]
+        indexes = [
+            models.Index(fields=["version", "-created_at"]),
+            # The jobs page (``labeling.jobs.listing``): newest (highest id) first, by status,
+            # policy (through its versions), set or who started it; the pk serves no filter.
+            models.Index(fields=["status", "-id"], name="job_status_newest"),
+            models.Index(fields=["version", "-id"], name="job_version_newest"),
+            models.Index(fields=["sample_set", "-id"], name="job_set_newest"),
+            models.Index(fields=["created_by", "-id"], name="job_starter_newest"),
+        ]
 
     def __str__(self) -> str:
         return f"Job {self.pk}: {self.version} on {self.sample_set}"
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        refuse_job_deletion(Job.objects.filter(pk=self.pk))
+        return super().delete(*args, **kwargs)
 
     @property
     def is_active(self) -> bool:
@@ -471,44 +575,6 @@ class GoldChange(models.Model):
         return f"Gold {self.policy_id}/{self.item_id}: {change}"
 
 
-# --- Model worker heartbeats -------------------------------------------------------
-
-
-class WorkerHeartbeat(models.Model):
-    """The last heartbeat of one model worker (``worker.heartbeat``), upserted by its name.
-
-    Written only by ``labeling.workers.record_heartbeat``; ``last_seen`` is this side's clock
-    when the heartbeat was stored, so liveness never depends on a GPU host's clock.
-    """
-
-    name = models.CharField(max_length=200, unique=True)
-    hostname = models.CharField(max_length=200, blank=True)
-    pid = models.IntegerField(default=0)
-    queues = models.CharField(max_length=200, blank=True)  # comma-separated
-    state = models.CharField(max_length=20)
-    backend = models.CharField(max_length=40, blank=True)
-    model_id = models.CharField(max_length=500, blank=True)
-    model_revision = models.CharField(max_length=200, blank=True)
-    device = models.CharField(max_length=200, blank=True)
-    weak = models.BooleanField(default=False)
-    memory_bytes = models.BigIntegerField(null=True, blank=True)
-    memory_kind = models.CharField(max_length=10, blank=True)
-    job_id = models.BigIntegerField(null=True, blank=True)  # no FK: a heartbeat is a report
-    chunk_id = models.BigIntegerField(null=True, blank=True)
-    side = models.CharField(max_length=1, blank=True)
-    task = models.CharField(max_length=100, blank=True)
-    error = models.TextField(blank=True)
-    sent_at = models.DateTimeField()  # the worker's clock: orders heartbeats, nothing else
-    first_seen = models.DateTimeField()
-    last_seen = models.DateTimeField(db_index=True)
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.state})"
-
-
 # Comparisons, evaluation set, gold sources and policy settings audit -----------------
 
 
@@ -531,53 +597,3 @@ class PolicyEvaluation(models.Model):
 
     def __str__(self) -> str:
         return f"Evaluation set of policy {self.policy_id}: {self.sample_set_id}"
-
-
-# --- API keys -----------------------------------------------------------------------
-
-
-class ApiKey(models.Model):
-    """A key for the labeling API. Only a SHA-256 of the secret is stored; the key itself is
-    shown once, when it is created. ``prefix`` (the key's first characters) identifies it on
-    pages and in logs."""
-
-    name = models.CharField(max_length=100)
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
-    )
-    prefix = models.CharField(max_length=20)
-    key_hash = models.CharField(max_length=64, unique=True)
-    can_read = models.BooleanField(default=True)
-    can_label = models.BooleanField(default=False)
-    # Ad-hoc labeling with a ``policy_text`` that was never reviewed: its own scope, off unless
-    # granted, because it skips drafting, review and finalize.
-    can_label_text = models.BooleanField(default=False)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-    revoked_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
-    )
-
-    class Meta:
-        ordering = ["-created_at"]
-        indexes = [models.Index(fields=["owner", "-created_at"])]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.prefix}…)"
-
-    @property
-    def is_active(self) -> bool:
-        return self.revoked_at is None
-
-    @property
-    def scopes(self) -> list[str]:
-        flags = (
-            ("read", self.can_read),
-            ("label", self.can_label),
-            ("label_text", self.can_label_text),
-        )
-        return [s for s, on in flags if on]

@@ -33,6 +33,8 @@ from labeling.samples.values import clean_str
 from labeling.samples.writer import ItemRow, Writer, delete_items, item_writer
 
 log = logging.getLogger(__name__)
+# The admin role's own permission on sets: archive anyone's (and delete, in Django admin).
+ARCHIVE_ANY = "labeling.delete_sampleset"
 
 # Celery task names (``labeling.tasks``); settings.CELERY_BEAT_SCHEDULE names the second.
 RUN_IMPORT_TASK = "labeling.run_import"
@@ -81,6 +83,31 @@ class ImportOptions:
             delimiter=str(data.get("delimiter") or "") or None,
             tag_column=str(data.get("tag_column") or ""),
             pack=str(data.get("pack") or ""),
+        )
+
+
+def can_archive(user: User, sample_set: SampleSet) -> bool:
+    """Admins archive any set; others only the sets they imported."""
+    return bool(user.has_perm(ARCHIVE_ANY)) or sample_set.created_by_id == user.pk
+
+
+def archive_sample_set(*, sample_set: SampleSet, by: User) -> bool:
+    """Archive a set: gone from choices and the default list, its items and jobs kept; returns
+    whether this call archived it."""
+    with transaction.atomic():
+        return bool(
+            SampleSet.objects.filter(pk=sample_set.pk, archived_at__isnull=True).update(
+                archived_at=timezone.now(), archived_by=by
+            )
+        )
+
+
+def restore_sample_set(*, sample_set: SampleSet) -> bool:
+    with transaction.atomic():
+        return bool(
+            SampleSet.objects.filter(pk=sample_set.pk, archived_at__isnull=False).update(
+                archived_at=None, archived_by=None
+            )
         )
 
 

@@ -4,14 +4,17 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import BadRequest, PermissionDenied
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from cope_studio.lib.htmx import AuthedHttpRequest
 from cope_studio.lib.permissions import require_perms
 from labeling.models import SampleSet, SampleSetStatus
+from labeling.samples import services
 from labeling.samples.csv_reader import DELIMITER_NAMES
 from labeling.samples.errors import ImportFileError
 from labeling.samples.forms import ImportConfirmForm, SeparatorForm, UploadForm
@@ -26,18 +29,57 @@ from labeling.samples.uploads import (
 )
 from labeling.search.forms import ItemSearchForm
 from labeling.search.services import search_items
+from policies.forms import ArchiveForm
 
 
 @login_required
 @require_GET
 def sampleset_list(request: AuthedHttpRequest) -> HttpResponse:
+    """The sets not archived; ``?archived=1`` the archived ones."""
     require_perms(request, "labeling.view_sampleset")
-    sets = SampleSet.objects.select_related("created_by").order_by("-created_at")
+    archived = request.GET.get("archived") == "1"
+    sets = (
+        SampleSet.objects.filter(archived_at__isnull=not archived)
+        .select_related("created_by")
+        .order_by("-created_at")
+    )
     return render(
         request,
         "labeling/samples/sampleset_list.html",
-        {"sample_sets": sets, "can_import": _can_import(request)},
+        {"sample_sets": sets, "can_import": _can_import(request), "archived": archived},
     )
+
+
+def _get_set_to_archive(request: AuthedHttpRequest, pk: int) -> SampleSet:
+    require_perms(request, "labeling.view_sampleset")
+    sample_set = get_object_or_404(SampleSet, pk=pk)
+    if not services.can_archive(request.user, sample_set):
+        raise PermissionDenied
+    if not ArchiveForm(request.POST).is_valid():
+        raise BadRequest("This action needs its button on the sample set's page.")
+    return sample_set
+
+
+@login_required
+@require_POST
+def sampleset_archive(request: AuthedHttpRequest, pk: int) -> HttpResponse:
+    sample_set = _get_set_to_archive(request, pk)
+    if services.archive_sample_set(sample_set=sample_set, by=request.user):
+        messages.success(
+            request,
+            f"Sample set “{sample_set.name}” archived: it is no longer offered for new jobs. "
+            "Restore it from the archived sets.",
+        )
+    return redirect("labeling:sampleset_detail", pk=sample_set.pk)
+
+
+@login_required
+@require_POST
+def sampleset_restore(request: AuthedHttpRequest, pk: int) -> HttpResponse:
+    sample_set = _get_set_to_archive(request, pk)
+    if services.restore_sample_set(sample_set=sample_set):
+        messages.success(request, f"Sample set “{sample_set.name}” restored.")
+    return redirect("labeling:sampleset_detail", pk=sample_set.pk)
 
 
 def _can_import(request: AuthedHttpRequest) -> bool:
@@ -169,6 +211,8 @@ def sampleset_detail(request: AuthedHttpRequest, pk: int) -> HttpResponse:
             "report": sample_set.report or {},
             "jobs": jobs,
             **_items_context(request, sample_set),
+            "can_archive": services.can_archive(request.user, sample_set),
+            "archive_form": ArchiveForm(),
         },
     )
 
