@@ -9,6 +9,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from labeling.models import Decision, ReviewTask
 from tests.labeling.conftest import make_sample_set
@@ -131,3 +132,18 @@ def test_job_items_page_filters_by_text(author: Any, reviewer: Any) -> None:
         "kestrel and sparrow",
     ]
     assert response.context["filtered"]
+
+
+def test_archived_policies_and_sets_are_found_and_marked_archived(
+    author: Any, reviewer: Any
+) -> None:
+    """Search is where one finds an archived set to restore it: it is listed, marked."""
+    kept = make_sample_set(author, ["x"], name="Forum posts kept")
+    gone = make_sample_set(author, ["y"], name="Forum posts retired")
+    gone.archived_at = timezone.now()
+    gone.save()
+    response = _search(reviewer, "forum posts", "sets")
+    assert [r["sample_set"].pk for r in response.context["page"].rows] == [gone.pk, kept.pk]
+    html = response.content.decode()
+    assert html.count('<span class="badge">archived</span>') == 1
+    assert html.index("retired") < html.index("archived</span>") < html.index("kept")
