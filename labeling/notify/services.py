@@ -22,9 +22,16 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 50
 
 
+# The badge counts this many unread notifications at most (then shows "99+"): a person who never
+# reads them must not make every page count their whole history.
+UNREAD_CAP = 100
+
+
 def unread_count(user: User) -> int:
-    """The badge's number: one count on the partial index of unread in-app rows."""
-    return Notification.objects.filter(user=user, in_app=True, read_at__isnull=True).count()
+    """The badge's number, up to ``UNREAD_CAP``: one capped count on the partial index of
+    unread in-app rows."""
+    unread = Notification.objects.filter(user=user, in_app=True, read_at__isnull=True)
+    return unread.values("pk")[:UNREAD_CAP].count()
 
 
 @dataclass(frozen=True)

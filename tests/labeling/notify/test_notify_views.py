@@ -8,8 +8,15 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from labeling.models import EventKind, Notification, NotificationPreference, PolicyWebhook
+from labeling.models import (
+    EventKind,
+    Notification,
+    NotificationPreference,
+    NotifyEvent,
+    PolicyWebhook,
+)
 from labeling.notify.events import emit
+from labeling.notify.services import UNREAD_CAP, unread_count
 from tests.conftest import PASSWORD
 from tests.labeling.review.test_review import make_job
 
@@ -32,10 +39,23 @@ def test_badge_counts_unread_with_one_query(reviewer: Any, django_assert_num_que
     client = client_for(reviewer)
     page = client.get(reverse("labeling:sampleset_list")).content.decode()
     assert 'id="unread-count"' in page and ">3</span>" in page
-    from labeling.notify.services import unread_count
-
     with django_assert_num_queries(1):
         assert unread_count(reviewer) == 3
+
+
+def test_badge_stops_counting_at_its_cap(reviewer: Any) -> None:
+    """Someone who never reads their notifications does not make each page count them all
+    (the template shows ``UNREAD_CAP`` and more as "99+")."""
+    assert UNREAD_CAP == 100
+    Notification.objects.bulk_create(
+        Notification(event=e, user=reviewer, in_app=True)
+        for e in NotifyEvent.objects.bulk_create(
+            NotifyEvent(key=f"bulk-{i}", kind=EventKind.ASSIGNMENT, text="x") for i in range(105)
+        )
+    )
+    assert unread_count(reviewer) == 100
+    page = client_for(reviewer).get(reverse("labeling:sampleset_list")).content.decode()
+    assert ">99+</span>" in page and 'aria-label="more than 99 unread"' in page
 
 
 def test_list_mark_one_and_all_read(reviewer: Any, author: Any) -> None:
