@@ -108,7 +108,7 @@ def test_pages_by_keyset_forward_and_back(client: Client, author: User) -> None:
     )
     client.force_login(author)
     first = client.get(reverse(LIST)).text
-    assert _shown(first) == ids[:PAGE_SIZE] and "newer" not in first
+    assert _shown(first) == ids[:PAGE_SIZE] and "?after=" not in first
     older = re.search(r'href="\?before=(\d+)"', first)
     assert older is not None
     second = client.get(reverse(LIST), {"before": older.group(1)}).text
@@ -116,7 +116,7 @@ def test_pages_by_keyset_forward_and_back(client: Client, author: User) -> None:
     third_link = re.search(r'href="\?before=(\d+)"', second)
     assert third_link is not None
     third = client.get(reverse(LIST), {"before": third_link.group(1)}).text
-    assert _shown(third) == ids[2 * PAGE_SIZE :] and "older" not in third
+    assert _shown(third) == ids[2 * PAGE_SIZE :] and "?before=" not in third
     back = re.search(r'href="\?after=(\d+)"', third)
     assert back is not None
     assert _shown(client.get(reverse(LIST), {"after": back.group(1)}).text) == _shown(second)
