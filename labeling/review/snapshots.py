@@ -23,7 +23,7 @@ import logging
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from cope_studio.celery import app as celery_app
@@ -38,6 +38,12 @@ REFRESH_AGREEMENT_TASK = "labeling.refresh_agreement"
 # A page showing a stale snapshot asks for a refresh at most this often (a lost message is sent
 # again; a refresh already queued is not sent twice).
 REFRESH_AGAIN_SECONDS = 60
+
+
+def _rows(policy_id: int, job_id: int | None) -> QuerySet[AgreementSnapshot]:
+    """The one row of a job, or of the policy (no job): a unique, indexed lookup."""
+    rows = AgreementSnapshot.objects.filter(policy_id=policy_id)
+    return rows.filter(job__isnull=True) if job_id is None else rows.filter(job_id=job_id)
 
 
 def send_refresh(*, job_id: int | None = None, policy_id: int | None = None) -> None:
@@ -57,9 +63,9 @@ def note_agreement_change(*, policy_id: int, job_id: int) -> None:
     and queue a refresh once it commits."""
     now = timezone.now()
     for job in (None, job_id):
-        rows = AgreementSnapshot.objects.filter(policy_id=policy_id, job_id=job)
+        rows = _rows(policy_id, job)
         if not rows.update(changes=F("changes") + 1, requested_at=now):
-            AgreementSnapshot.objects.get_or_create(policy_id=policy_id, job_id=job)
+            rows.get_or_create(defaults={"policy_id": policy_id, "job_id": job})
             rows.update(changes=F("changes") + 1, requested_at=now)
     transaction.on_commit(lambda: send_refresh(job_id=job_id))
 
@@ -79,15 +85,15 @@ def note_voted_task_change(task_id: int) -> None:
 
 def read_snapshot(*, policy_id: int, job_id: int | None = None) -> AgreementSnapshot | None:
     """The stored figures of a job (or, with no job, of the policy): one indexed query."""
-    return AgreementSnapshot.objects.filter(policy_id=policy_id, job_id=job_id).first()
+    return _rows(policy_id, job_id).first()
 
 
 def request_refresh(*, policy_id: int, job_id: int | None = None) -> bool:
     """Queue a refresh for a missing or stale snapshot unless one was queued lately; whether
     one was queued."""
     now = timezone.now()
-    snapshot, created = AgreementSnapshot.objects.get_or_create(
-        policy_id=policy_id, job_id=job_id, defaults={"requested_at": now}
+    snapshot, created = _rows(policy_id, job_id).get_or_create(
+        defaults={"policy_id": policy_id, "job_id": job_id, "requested_at": now}
     )
     if not created:
         lately = now - timedelta(seconds=REFRESH_AGAIN_SECONDS)
@@ -103,7 +109,8 @@ def request_refresh(*, policy_id: int, job_id: int | None = None) -> bool:
 
 
 def _refresh_one(policy: Policy, job: Job | None) -> bool:
-    snapshot, _ = AgreementSnapshot.objects.get_or_create(policy=policy, job=job)
+    rows = _rows(policy.pk, job.pk if job is not None else None)
+    snapshot, _ = rows.get_or_create(defaults={"policy": policy, "job": job})
     if snapshot.current:
         return False
     counted = snapshot.changes  # read before the votes: the figures include these changes
@@ -120,14 +127,15 @@ def refresh_agreement(*, job_id: int | None = None, policy_id: int | None = None
     """Recompute the job's snapshot and its policy's (or, with only ``policy_id``, the
     policy's), each only if it is not current; the number of snapshots written. A job or
     policy deleted meanwhile is skipped."""
-    job = Job.objects.select_related("version__policy").filter(pk=job_id).first()
+    jobs = Job.objects.select_related("version__policy")
+    job = jobs.filter(pk=job_id).first() if job_id is not None else None
     if job is not None:
         policy: Policy | None = job.version.policy
     else:
         policy = Policy.objects.filter(pk=policy_id).first() if policy_id is not None else None
     if policy is None:
         return 0
-    written = _refresh_one(policy, None)
+    written = int(_refresh_one(policy, None))
     if job is not None:
         written += _refresh_one(policy, job)
     return written
