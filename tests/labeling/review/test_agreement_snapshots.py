@@ -180,6 +180,13 @@ def test_a_page_without_a_snapshot_asks_for_one(
     assert sent == [{"job_id": job.pk, "policy_id": job.version.policy_id}]
     assert tasks.refresh_agreement(**sent[0]) == 2
     assert AgreementSnapshot.objects.get(job=job).current
+    poll = (
+        client_for(reviewer)
+        .get(reverse("labeling:job_review_team", args=[job.pk]), **HTMX_POLL)
+        .content.decode()
+    )
+    assert poll.lstrip().startswith('<section class="card" id="team-agreement"')
+    assert "As of" in poll and "updating" not in poll and 'id="assignment"' not in poll
 
 
 def test_a_refresh_of_a_current_snapshot_writes_nothing(voted: Any) -> None:
