@@ -17,6 +17,7 @@ from labeling.notify import broker as notify_broker
 from labeling.notify import services as notify_services
 from labeling.notify import webhooks
 from labeling.probes import llm as probe_llm
+from labeling.review import snapshots as agreement_snapshots
 from labeling.samples import services as samples
 from labeling.whatif import suggest as whatif_suggest
 from labeling.workers.services import record_heartbeat_task  # noqa: F401  (registers it)
@@ -224,3 +225,25 @@ def resume_webhook_deliveries() -> int:
     """Run by Celery beat every minute: send again the webhook deliveries whose message was
     lost (``labeling.notify.webhooks.resume_deliveries``)."""
     return webhooks.resume_deliveries()
+
+
+# Reviewer agreement, computed here so no page reads every vote -----------------------------
+
+
+@shared_task(  # type: ignore[untyped-decorator]
+    name=agreement_snapshots.REFRESH_AGREEMENT_TASK,
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=DATABASE_GONE,
+    retry_backoff=True,
+    retry_backoff_max=300,
+    max_retries=8,
+)
+def refresh_agreement(job_id: int | None = None, policy_id: int | None = None) -> int:
+    """Recompute a job's and its policy's reviewer agreement (``labeling.review.snapshots``).
+    Idempotent: a snapshot already current is left alone, so a burst of votes costs one
+    computation. Held to ``COPE_TASK_SOFT_TIME_LIMIT`` like every task of this queue."""
+    return agreement_snapshots.refresh_agreement(
+        job_id=None if job_id is None else int(job_id),
+        policy_id=None if policy_id is None else int(policy_id),
+    )

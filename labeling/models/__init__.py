@@ -57,7 +57,7 @@ from labeling.models.notify import (
     WebhookAttempt,
     WebhookDelivery,
 )
-from labeling.models.votes import ReviewVote
+from labeling.models.votes import AgreementSnapshot, ReviewVote
 from labeling.models.workers import WorkerHeartbeat
 
 __all__ = [
@@ -101,6 +101,7 @@ __all__ = [
     "PolicyEvaluation",
     "ReviewStatus",
     "ReviewTask",
+    "AgreementSnapshot",
     "ReviewVote",
     "SampleSet",
     "SampleSetStatus",

@@ -35,3 +35,53 @@ class ReviewVote(models.Model):
 
     def __str__(self) -> str:
         return f"Vote of user {self.reviewer_id} on task {self.task_id}: {self.label}"
+
+
+class AgreementSnapshot(models.Model):
+    """A job's (or, with no job, a policy's) reviewer agreement as of ``computed_at``: what
+    the agreement pages show, so no request reads the votes (``labeling.review.snapshots``).
+
+    ``changes`` counts the changes to the figures' inputs (a vote, an adjudication, a voted
+    task's final decision edited); each writer adds one in its own transaction. ``seen`` is
+    the count the stored figures were computed from: the snapshot is current when they are
+    equal."""
+
+    policy = models.ForeignKey(
+        "policies.Policy", on_delete=models.CASCADE, related_name="agreement_snapshots"
+    )
+    job = models.ForeignKey(
+        "labeling.Job",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="agreement_snapshots",
+    )
+    figures = models.JSONField(default=dict, blank=True)
+    changes = models.PositiveBigIntegerField(default=0)
+    seen = models.PositiveBigIntegerField(default=0)
+    computed_at = models.DateTimeField(null=True, blank=True)
+    # When a refresh was last sent: a page polling a stale snapshot sends one only when none
+    # was sent lately (a lost message is sent again after ``REFRESH_AGAIN_SECONDS``).
+    requested_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["policy"],
+                condition=models.Q(job__isnull=True),
+                name="agreement_snapshot_policy",
+            ),
+            models.UniqueConstraint(
+                fields=["job"],
+                condition=models.Q(job__isnull=False),
+                name="agreement_snapshot_job",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        scope = f"job {self.job_id}" if self.job_id else f"policy {self.policy_id}"
+        return f"Agreement of {scope} ({self.seen}/{self.changes})"
+
+    @property
+    def current(self) -> bool:
+        return self.computed_at is not None and self.seen >= self.changes

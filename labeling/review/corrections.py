@@ -41,6 +41,7 @@ from labeling.models import (
     Wording,
 )
 from labeling.review.claim import ReviewError, lock_reviewer
+from labeling.review.snapshots import note_voted_task_change
 
 # The fields a correction may change, kept before and after in ``DecisionChange``.
 EDITABLE = ("label", "wording", "quote", "note")
@@ -178,6 +179,8 @@ def edit_decision(
         )
         if label != before["label"]:
             _follow_label(locked, label, by)
+            # A voted task's final label is what its reviewers are compared with.
+            note_voted_task_change(locked.task_id)
     return change
 
 

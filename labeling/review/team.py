@@ -2,24 +2,34 @@
 ``labeling.rater_agreement`` with reviewers' names, and each reviewer's own figures.
 
 The figures read every vote of the job or policy (a vote exists only where the policy asked for
-overlap) and each voted task's final decision: the result the reviewers are compared with.
+overlap) and each voted task's final decision: the result the reviewers are compared with. That
+work grows with the votes, so only the background refresh (``labeling.review.snapshots``) runs
+it; pages read the stored figures (``to_json`` / ``from_json``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
 
 from labeling.models import Decision, GoldChoice, Job, ReviewStatus, ReviewTask, ReviewVote
-from labeling.rater_agreement import RaterAgreement, RaterFigures, rater_agreement, rater_figures
+from labeling.rater_agreement import (
+    PairAgreement,
+    RaterAgreement,
+    RaterFigures,
+    rater_agreement,
+    rater_figures,
+)
 from policies.models import Policy
 
 
 @dataclass(frozen=True)
 class ReviewerRow:
-    reviewer: User
+    reviewer_id: int
+    username: str
     figures: RaterFigures
 
 
@@ -42,7 +52,7 @@ def _team(votes: QuerySet[ReviewVote]) -> TeamAgreement:
         Decision.objects.filter(task__in=votes.values("task_id")).values_list("task_id", "label")
     )
     figures = rater_agreement(list(units.values()), categories=len(GoldChoice.values))
-    users = {u.pk: u for u in User.objects.filter(pk__in={row[1] for row in rows})}
+    names = dict(User.objects.filter(pk__in={row[1] for row in rows}).values_list("pk", "username"))
     # Votes that disagree and a final decision: a lead adjudicated it.
     adjudicated = sum(1 for t, unit in units.items() if t in finals and len(set(unit.values())) > 1)
     undecided = ReviewTask.objects.filter(pk__in=votes.values("task_id")).exclude(
@@ -52,9 +62,11 @@ def _team(votes: QuerySet[ReviewVote]) -> TeamAgreement:
     return TeamAgreement(
         figures=figures,
         reviewers=[
-            ReviewerRow(users[f.rater], f) for f in rater_figures(rows, finals) if f.rater in users
+            ReviewerRow(f.rater, names[f.rater], f)
+            for f in rater_figures(rows, finals)
+            if f.rater in names
         ],
-        names={pk: user.get_username() for pk, user in users.items()},
+        names=names,
         adjudicated=adjudicated,
         awaiting=awaiting,
         waiting_votes=undecided.count() - awaiting,
@@ -67,3 +79,34 @@ def job_agreement(job: Job) -> TeamAgreement:
 
 def policy_agreement(policy: Policy) -> TeamAgreement:
     return _team(ReviewVote.objects.filter(task__policy=policy))
+
+
+def to_json(team: TeamAgreement) -> dict[str, Any]:
+    """The figures as stored in ``AgreementSnapshot.figures`` (``from_json`` reads them back)."""
+    return {
+        "figures": asdict(team.figures),
+        "reviewers": [
+            {"id": row.reviewer_id, "username": row.username, "figures": asdict(row.figures)}
+            for row in team.reviewers
+        ],
+        "names": {str(pk): name for pk, name in team.names.items()},
+        "adjudicated": team.adjudicated,
+        "awaiting": team.awaiting,
+        "waiting_votes": team.waiting_votes,
+    }
+
+
+def from_json(data: dict[str, Any]) -> TeamAgreement:
+    figures = dict(data["figures"])
+    figures["pairs"] = tuple(PairAgreement(**pair) for pair in figures["pairs"])
+    return TeamAgreement(
+        figures=RaterAgreement(**figures),
+        reviewers=[
+            ReviewerRow(row["id"], row["username"], RaterFigures(**row["figures"]))
+            for row in data["reviewers"]
+        ],
+        names={int(pk): name for pk, name in data["names"].items()},
+        adjudicated=data["adjudicated"],
+        awaiting=data["awaiting"],
+        waiting_votes=data["waiting_votes"],
+    )

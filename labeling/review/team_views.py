@@ -18,7 +18,8 @@ from labeling.models import Job, ReviewStatus, ReviewTask
 from labeling.review.assignment import AssignmentError, assign_job_tasks, assignment_summary
 from labeling.review.claim import ReviewError
 from labeling.review.forms import AdjudicationFilterForm, AdjudicationForm, AssignForm
-from labeling.review.team import TeamAgreement, job_agreement, policy_agreement
+from labeling.review.snapshots import read_snapshot, request_refresh
+from labeling.review.team import from_json
 from labeling.review.votes import adjudicate, awaiting_adjudication, task_votes
 from policies.models import Policy
 
@@ -69,7 +70,16 @@ def adjudicate_task(request: AuthedHttpRequest, task_id: int) -> HttpResponse:
     return render(request, ADJUDICATE, context, status=status)
 
 
-def _team_context(team: TeamAgreement, **extra: Any) -> dict[str, Any]:
+def _agreement_context(policy: Policy, job: Job | None) -> dict[str, Any]:
+    """The stored figures (one indexed query); a refresh is queued when they are missing or
+    out of date, and the page polls until they are current. Nothing here reads the votes."""
+    snapshot = read_snapshot(policy_id=policy.pk, job_id=job.pk if job else None)
+    if snapshot is None or not snapshot.current:
+        request_refresh(policy_id=policy.pk, job_id=job.pk if job else None)
+    context: dict[str, Any] = {"policy": policy, "job": job, "snapshot": snapshot}
+    if snapshot is None or snapshot.computed_at is None:
+        return {**context, "team": None, "figures": None, "pairs": []}
+    team = from_json(snapshot.figures)
     pairs = [
         {
             "a": team.names.get(pair.rater_a, pair.rater_a),
@@ -78,7 +88,12 @@ def _team_context(team: TeamAgreement, **extra: Any) -> dict[str, Any]:
         }
         for pair in team.figures.pairs
     ]
-    return {"team": team, "figures": team.figures, "pairs": pairs, **extra}
+    return {**context, "team": team, "figures": team.figures, "pairs": pairs}
+
+
+def _polled(request: AuthedHttpRequest) -> bool:
+    """The page's own poll of a stale snapshot: it gets the agreement section alone."""
+    return bool(request.htmx and request.htmx.target == "team-agreement")
 
 
 @login_required
@@ -87,6 +102,8 @@ def job_review_team(request: AuthedHttpRequest, job_id: int) -> HttpResponse:
     """A job's reviewer agreement and who its waiting mismatches are assigned to."""
     require_perms(request, "labeling.view_job", "labeling.view_decision")
     job = get_object_or_404(Job.objects.select_related("version__policy", "sample_set"), pk=job_id)
+    if _polled(request):
+        return render(request, f"{TEAM}#agreement", _agreement_context(job.version.policy, job))
     return _job_team_page(request, job, AssignForm())
 
 
@@ -100,17 +117,17 @@ def _job_team_page(
         for pk, count in sorted(summary.items())
         if pk
     ]
-    context = _team_context(
-        job_agreement(job),
-        job=job,
-        policy=job.version.policy,
-        form=form,
-        open_queue=summary.get(0, 0),
-        assigned=assigned,
-        can_assign=request.user.has_perm("labeling.change_job"),
-    )
-    template = f"{TEAM}#assignment" if request.htmx else TEAM
-    return render(request, template, context, status=status)
+    context = {
+        "job": job,
+        "form": form,
+        "open_queue": summary.get(0, 0),
+        "assigned": assigned,
+        "can_assign": request.user.has_perm("labeling.change_job"),
+    }
+    if request.htmx:
+        return render(request, f"{TEAM}#assignment", context, status=status)
+    context |= _agreement_context(job.version.policy, job)
+    return render(request, TEAM, context, status=status)
 
 
 @login_required
@@ -145,4 +162,5 @@ def policy_review_team(request: AuthedHttpRequest, policy_id: int) -> HttpRespon
     """Reviewer agreement over all of a policy's jobs."""
     require_perms(request, "policies.view_policy", "labeling.view_decision")
     policy = get_object_or_404(Policy, pk=policy_id)
-    return render(request, TEAM, _team_context(policy_agreement(policy), policy=policy, job=None))
+    template = f"{TEAM}#agreement" if _polled(request) else TEAM
+    return render(request, template, _agreement_context(policy, None))

@@ -27,6 +27,7 @@ from django.utils import timezone
 from labeling.models import Decision, ReviewStatus, ReviewTask, ReviewVote
 from labeling.review.claim import ReviewError
 from labeling.review.final import record_final_decision
+from labeling.review.snapshots import note_agreement_change
 from policies.models import Policy
 
 ADJUDICATION_PAGE_SIZE = 50
@@ -120,6 +121,7 @@ def submit_vote(
                 quote=quote,
                 note=note,
             )
+        note_agreement_change(policy_id=task.policy_id, job_id=task.job_id)
     task.status = status
     return vote
 
@@ -139,6 +141,7 @@ def adjudicate(
         decision = record_final_decision(
             task=task, reviewer=lead, label=label, wording=wording, quote=quote, note=note
         )
+        note_agreement_change(policy_id=task.policy_id, job_id=task.job_id)
     task.status = ReviewStatus.RESOLVED
     return decision
 

@@ -11,7 +11,12 @@ from labeling.models import Decision, ReviewStatus, ReviewTask
 from tests.labeling.review.overlap_factories import make_lead
 from tests.labeling.review.test_review import make_job, make_policy, make_version
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+# The agreement page shows figures the web-side Celery worker computes after each vote.
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("celery_workers"),
+]
 
 
 def _decide_queue(page: Any, url: str, labels: list[str], hidden_note: str = "") -> None:
@@ -86,6 +91,9 @@ def test_two_reviewers_decide_blind_and_a_lead_adjudicates(
     assert (decision.label, decision.reviewer_id) == ("0", lead.pk)
 
     page.goto(f"{live_server.url}/labeling/jobs/{job.pk}/review-team/")
+    # Current already, or "updating…" until the page's own poll brings the refreshed figures.
+    page.wait_for_selector("#team-agreement:not([hx-get]) [data-figure='ac1']", timeout=60_000)
+    assert "As of" in page.locator("#agreement-freshness").inner_text()
     assert page.locator('[data-figure="ac1"]').inner_text().strip() != "—"
     assert page.locator("#reviewer-figures tr[data-reviewer]").count() == 2
     screenshot("overlap-agreement")

@@ -244,7 +244,7 @@ def test_two_reviewers_decide_blind_and_agreement_matches_the_references(
     for task in awaiting_adjudication().object_list:
         adjudicate(task=task, lead=lead, label=first[task.pk], wording="a")
     team = job_agreement(job)
-    by_name = {row.reviewer.username: row.figures for row in team.reviewers}
+    by_name = {row.username: row.figures for row in team.reviewers}
     assert by_name[reviewer.username].agreed_with_final == 12
     assert by_name[second_reviewer.username].agreed_with_final == 12 - len(disagree)
     assert team.adjudicated == len(disagree) and team.awaiting == 0

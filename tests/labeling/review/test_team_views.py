@@ -12,6 +12,7 @@ from django.urls import reverse
 from labeling.models import Decision, ReviewStatus, ReviewTask
 from labeling.review.claim import claim_next_task
 from labeling.review.decisions import submit_decision
+from labeling.review.snapshots import refresh_agreement
 from tests.labeling.review.overlap_factories import decide_offered, make_lead, task_ids
 from tests.labeling.review.test_overlap import overlap_job
 
@@ -123,6 +124,7 @@ def test_job_and_policy_agreement_pages_show_the_figures(
     split: Any, reviewer: Any, author: Any
 ) -> None:
     client = client_for(reviewer)
+    refresh_agreement(job_id=split.job_id)  # the Celery task, run here
 
     job_page = client.get(reverse("labeling:job_review_team", args=[split.job_id]))
     policy_page = client.get(reverse("labeling:policy_review_team", args=[split.policy_id]))
