@@ -17,11 +17,21 @@ from labeling.search.query import Query, to_fts5, to_tsquery
 # PostgreSQL: a query matching at least this share of items walks the ids in order, at most
 # WALK of them (about 30 ms), before it reads the GIN index instead.
 COMMON_SHARE = 0.005
-# Lower for phrases: the index finds the items holding their words, and each is read to check
-# the words are adjacent, where a walk reads rows in order.
-COMMON_SHARE_PHRASE = 0.002
+# Higher for phrases: the share is that of items holding all their words, and a phrase can be
+# far rarer than that (the walk then reads rows for nothing); below it the index's stretches
+# below bound what it rechecks.
+COMMON_SHARE_PHRASE = 0.02
 WALK = 10_000
 WALK_MORE = 30_000  # a second walk's most, when the first found part of a page
+# The GIN index's plan visits every row it matches (for a phrase, every row holding its words,
+# to check their positions, which the index does not keep) before sorting them, so a query
+# expected to match more than BITMAP_ROWS items first reads one stretch of ids holding about
+# that many: the primary key's range is ANDed into the bitmap. At most STRETCH ids, as the
+# primary key's part costs about 0.1 µs an id.
+BITMAP_ROWS = 2_000
+STRETCH = 150_000
+# A prefix matches lexemes too rare for ANALYZE's list as well: counted as at least this share.
+PREFIX_SHARE = 0.002
 _SCANS = ("seqscan", "indexscan", "indexonlyscan", "bitmapscan")
 
 
@@ -121,6 +131,12 @@ def _plan_and_run(
             ids += more
             if len(ids) >= limit or after is None:
                 return ids[:limit]
+    if share is not None and share * _rows(cursor) > BITMAP_ROWS:
+        span = min(STRETCH, max(limit, int(BITMAP_ROWS / share)))
+        more, after = _stretch(cursor, where, params, sample_set_id, after, limit - len(ids), span)
+        ids += more
+        if len(ids) >= limit or after is None:
+            return ids[:limit]
     _allow(cursor, "bitmapscan")
     bound = [*where, "id > %s"] if after is not None else where
     cursor.execute(
@@ -128,6 +144,53 @@ def _plan_and_run(
         [*params, *([after] if after is not None else []), limit - len(ids)],
     )
     return ids + [row[0] for row in cursor.fetchall()]
+
+
+def _rows(cursor: CursorWrapper) -> float:
+    cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'labeling_item'::regclass")
+    row = cursor.fetchone()
+    return max(float(row[0]), 0.0) if row else 0.0
+
+
+def _stretch(
+    cursor: CursorWrapper,
+    where: list[str],
+    params: list[int | str],
+    sample_set_id: int | None,
+    after: int | None,
+    limit: int,
+    span: int,
+) -> tuple[list[int], int | None]:
+    """Matches among the ``span`` ids after ``after`` from the GIN index ANDed with the primary
+    key's range, and the last id of that range (None when it reached the scope's last id, or
+    found a page)."""
+    # The scope's ends along an index in its order: with ``sample_set_id = %s`` and min(id)
+    # the planner walks the primary key through every set before this one (as in ``_walk``).
+    if sample_set_id is None:
+        scope, scope_params, order = "", [], ("id", "id DESC")
+    else:
+        scope = " WHERE sample_set_id >= %s AND sample_set_id < %s"
+        scope_params = [sample_set_id, sample_set_id + 1]
+        order = ("sample_set_id, id", "sample_set_id DESC, id DESC")
+    _allow(cursor, "indexscan", "indexonlyscan")
+    cursor.execute(
+        f"SELECT (SELECT id FROM labeling_item{scope} ORDER BY {order[0]} LIMIT 1), "
+        f"(SELECT id FROM labeling_item{scope} ORDER BY {order[1]} LIMIT 1)",
+        scope_params * 2,
+    )
+    first, last = cursor.fetchone() or (None, None)
+    if first is None or last is None:
+        return [], None
+    low = after if after is not None else first - 1
+    high = low + span
+    _allow(cursor, "bitmapscan")
+    cursor.execute(
+        f"SELECT id FROM labeling_item WHERE {' AND '.join(where)} AND id > %s AND id <= %s "
+        "ORDER BY id LIMIT %s",
+        [*params, low, high, limit],
+    )
+    ids = [row[0] for row in cursor.fetchall()]
+    return ids, (None if len(ids) >= limit or high >= last else high)
 
 
 def _walk(
@@ -187,7 +250,8 @@ def _share(cursor: CursorWrapper, query: Query) -> float | None:
     for term in query.terms:
         for i, word in enumerate(term.words):
             if term.prefix and i == len(term.words) - 1:
-                share *= min(1.0, sum(f for w, f in freqs.items() if w.startswith(word)))
+                listed = sum(f for w, f in freqs.items() if w.startswith(word))
+                share *= min(1.0, max(PREFIX_SHARE, listed))
             else:
                 share *= freqs.get(word, 0.0)
     return share
