@@ -19,10 +19,13 @@ from labeling.search.query import Query, to_fts5, to_tsquery
 COMMON_SHARE = 0.005
 # Higher for phrases: the share is that of items holding all their words, and a phrase can be
 # far rarer than that (the walk then reads rows for nothing); below it the index's stretches
-# below bound what it rechecks.
-COMMON_SHARE_PHRASE = 0.02
+# (below) bound what it rechecks.
+COMMON_SHARE_PHRASE = 0.01
 WALK = 10_000
-WALK_MORE = 30_000  # a second walk's most, when the first found part of a page
+# A second walk's most, when the first found part of a page: up to WALK_MOST where the words'
+# items are as many.
+WALK_MORE = 30_000
+WALK_MOST = 60_000
 # The GIN index's plan visits every row it matches (for a phrase, every row holding its words,
 # to check their positions, which the index does not keep) before sorting them, so a query
 # expected to match more than BITMAP_ROWS items first reads one stretch of ids holding about
@@ -117,26 +120,36 @@ def _plan_and_run(
     cursor.execute("SET LOCAL jit = off")
     ids: list[int] = []
     share = _share(cursor, query)
+    rows = _rows(cursor)
+    span = 0  # ids a stretch of the index reads (below), when the walk found the density
     phrase = any(len(term.words) > 1 for term in query.terms)
     if share is not None and share >= (COMMON_SHARE_PHRASE if phrase else COMMON_SHARE):
         ids, after = _walk(cursor, params[0], sample_set_id, after, limit, WALK)
         if len(ids) >= limit or after is None:
             return ids[:limit]
         # A phrase of common words can be much rarer than its words: at the density the walk
-        # found, walk on if the rest of the page is near (the index would recheck every item
-        # holding the words).
+        # found, walk on if the rest of the page is nearer than the index's cost, which reads
+        # the postings of every item holding the words (about as dear as walking one).
         needed = (limit - len(ids)) * WALK * 3 // 2 // max(len(ids), 1)
-        if ids and needed <= WALK_MORE:
+        if ids and needed <= max(WALK_MORE, min(WALK_MOST, int(share * rows))):
             more, after = _walk(cursor, params[0], sample_set_id, after, limit - len(ids), needed)
             ids += more
             if len(ids) >= limit or after is None:
                 return ids[:limit]
-    if share is not None and share * _rows(cursor) > BITMAP_ROWS:
-        span = min(STRETCH, max(limit, int(BITMAP_ROWS / share)))
-        more, after = _stretch(cursor, where, params, sample_set_id, after, limit - len(ids), span)
-        ids += more
-        if len(ids) >= limit or after is None:
-            return ids[:limit]
+        span = needed if ids else 0
+    if share is not None and share * rows > BITMAP_ROWS:
+        span = min(STRETCH, max(limit, span, int(BITMAP_ROWS / share)))
+        for _ in range(2):
+            more, after = _stretch(
+                cursor, where, params, sample_set_id, after, limit - len(ids), span
+            )
+            ids += more
+            if len(ids) >= limit or after is None:
+                return ids[:limit]
+            # At the density this stretch found, one more if the rest of the page is near.
+            span = (limit - len(ids)) * span * 3 // 2 // max(len(more), 1)
+            if not more or span > STRETCH:
+                break
     _allow(cursor, "bitmapscan")
     bound = [*where, "id > %s"] if after is not None else where
     cursor.execute(
