@@ -124,32 +124,21 @@ def _plan_and_run(
     span = 0  # ids a stretch of the index reads (below), when the walk found the density
     phrase = any(len(term.words) > 1 for term in query.terms)
     if share is not None and share >= (COMMON_SHARE_PHRASE if phrase else COMMON_SHARE):
-        ids, after = _walk(cursor, params[0], sample_set_id, after, limit, WALK)
+        # A phrase of common words can be much rarer than its words: walk on at the density
+        # found while the rest of the page is nearer than the index's cost, which reads the
+        # postings of every item holding the words (about as dear as walking one).
+        budget = max(WALK_MORE, min(WALK_MOST, int(share * rows)))
+        ids, after, span = _walks(cursor, params[0], sample_set_id, after, limit, budget)
         if len(ids) >= limit or after is None:
             return ids[:limit]
-        # A phrase of common words can be much rarer than its words: at the density the walk
-        # found, walk on if the rest of the page is nearer than the index's cost, which reads
-        # the postings of every item holding the words (about as dear as walking one).
-        needed = (limit - len(ids)) * WALK * 3 // 2 // max(len(ids), 1)
-        if ids and needed <= max(WALK_MORE, min(WALK_MOST, int(share * rows))):
-            more, after = _walk(cursor, params[0], sample_set_id, after, limit - len(ids), needed)
-            ids += more
-            if len(ids) >= limit or after is None:
-                return ids[:limit]
-        span = needed if ids else 0
     if share is not None and share * rows > BITMAP_ROWS:
         span = min(STRETCH, max(limit, span, int(BITMAP_ROWS / share)))
-        for _ in range(2):
-            more, after = _stretch(
-                cursor, where, params, sample_set_id, after, limit - len(ids), span
-            )
-            ids += more
-            if len(ids) >= limit or after is None:
-                return ids[:limit]
-            # At the density this stretch found, one more if the rest of the page is near.
-            span = (limit - len(ids)) * span * 3 // 2 // max(len(more), 1)
-            if not more or span > STRETCH:
-                break
+        more, after = _stretches(
+            cursor, where, params, sample_set_id, after, limit - len(ids), span
+        )
+        ids += more
+        if len(ids) >= limit or after is None:
+            return ids[:limit]
     _allow(cursor, "bitmapscan")
     bound = [*where, "id > %s"] if after is not None else where
     cursor.execute(
@@ -157,6 +146,51 @@ def _plan_and_run(
         [*params, *([after] if after is not None else []), limit - len(ids)],
     )
     return ids + [row[0] for row in cursor.fetchall()]
+
+
+def _walks(
+    cursor: CursorWrapper,
+    tsquery: int | str,
+    sample_set_id: int | None,
+    after: int | None,
+    limit: int,
+    budget: int,
+) -> tuple[list[int], int | None, int]:
+    """A walk of ``WALK`` ids, then more, each as long as the rest of the page needs at the
+    density found so far, while they stay within ``budget`` ids: the matches, the last id
+    walked (None at the end, or with a page) and how many ids the rest of the page needs."""
+    ids, after = _walk(cursor, tsquery, sample_set_id, after, limit, WALK)
+    walked = WALK
+    while len(ids) < limit and after is not None:
+        needed = (limit - len(ids)) * walked * 3 // 2 // max(len(ids), 1)
+        if not ids or needed > budget:
+            return ids, after, needed if ids else 0
+        more, after = _walk(cursor, tsquery, sample_set_id, after, limit - len(ids), needed)
+        ids += more
+        walked += needed
+        budget -= needed
+    return ids, after, 0
+
+
+def _stretches(
+    cursor: CursorWrapper,
+    where: list[str],
+    params: list[int | str],
+    sample_set_id: int | None,
+    after: int | None,
+    limit: int,
+    span: int,
+) -> tuple[list[int], int | None]:
+    """A stretch of ``span`` ids (``_stretch``), then one more if, at the density it found,
+    the rest of the page is within ``STRETCH`` ids."""
+    more, after = _stretch(cursor, where, params, sample_set_id, after, limit, span)
+    if len(more) >= limit or after is None or not more:
+        return more, after
+    span = (limit - len(more)) * span * 3 // 2 // len(more)
+    if span > STRETCH:
+        return more, after
+    rest, after = _stretch(cursor, where, params, sample_set_id, after, limit - len(more), span)
+    return more + rest, after
 
 
 def _rows(cursor: CursorWrapper) -> float:
