@@ -46,11 +46,23 @@ def _all_pages(q: str, sample_set_id: int | None, limit: int) -> list[int]:
 
 
 @pytest.mark.parametrize(
-    ("walk", "bitmap_rows", "stretch"),
-    [(10_000, 2_000, 150_000), (7, 2_000, 150_000), (10_000, 0, 1), (7, 0, 2)],
+    ("walk", "walk_more", "bitmap_rows", "stretch"),
+    [
+        (10_000, 30_000, 2_000, 150_000),
+        (7, 30_000, 2_000, 150_000),
+        (10_000, 30_000, 0, 1),
+        (7, 30_000, 0, 2),
+        (7, 0, 0, 12),
+        (None, 0, 0, 20),  # no walks: stretches of the index only
+    ],
 )
 def test_every_plan_returns_the_matches_in_id_order(
-    author: Any, monkeypatch: pytest.MonkeyPatch, walk: int, bitmap_rows: int, stretch: int
+    author: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    walk: int | None,
+    walk_more: int,
+    bitmap_rows: int,
+    stretch: int,
 ) -> None:
     first = make_sample_set(author, _texts(300, "alpha"), name="a")
     second = make_sample_set(author, _texts(200, "beta"), name="b")
@@ -58,7 +70,13 @@ def test_every_plan_returns_the_matches_in_id_order(
         cursor.execute("ANALYZE labeling_item")
     assert content._share(connection.cursor(), parse("common")) > content.COMMON_SHARE
     assert content._share(connection.cursor(), parse("once")) < content.COMMON_SHARE
-    monkeypatch.setattr(content, "WALK", walk)
+    if walk is None:
+        monkeypatch.setattr(content, "COMMON_SHARE", 1.0)
+        monkeypatch.setattr(content, "COMMON_SHARE_PHRASE", 1.0)
+    else:
+        monkeypatch.setattr(content, "WALK", walk)
+    monkeypatch.setattr(content, "WALK_MORE", walk_more)
+    monkeypatch.setattr(content, "WALK_MOST", walk_more)
     monkeypatch.setattr(content, "BITMAP_ROWS", bitmap_rows)
     monkeypatch.setattr(content, "STRETCH", stretch)
     items = list(first.items.order_by("pk")) + list(second.items.order_by("pk"))
