@@ -22,8 +22,8 @@ COMMON_SHARE = 0.005
 # (below) bound what it rechecks.
 COMMON_SHARE_PHRASE = 0.01
 WALK = 10_000
-# A second walk's most, when the first found part of a page: up to WALK_MOST where the words'
-# items are as many.
+# The walks' most after the first found part of a page: WALK_MORE ids, or up to WALK_MOST where
+# the words' items (what the index would read instead) are as many.
 WALK_MORE = 30_000
 WALK_MOST = 60_000
 # The GIN index's plan visits every row it matches (for a phrase, every row holding its words,
@@ -33,8 +33,9 @@ WALK_MOST = 60_000
 # primary key's part costs about 0.1 µs an id.
 BITMAP_ROWS = 2_000
 STRETCH = 150_000
-# A prefix matches lexemes too rare for ANALYZE's list as well: counted as at least this share.
-PREFIX_SHARE = 0.002
+# A prefix matches lexemes too rare for ANALYZE's list as well: counted as at least this share
+# (the benchmark's 4-letter prefixes with no listed lexeme match 0.4 to 0.8% of items).
+PREFIX_SHARE = 0.003
 _SCANS = ("seqscan", "indexscan", "indexonlyscan", "bitmapscan")
 
 
@@ -81,11 +82,13 @@ def _postgresql_ids(
     planner: it prices a rare word at ~1,000 rows and walks the primary key for a page that
     never fills (a full scan), and builds the whole bitmap of a word in most items.
 
-    Common words (``_share`` at least ``COMMON_SHARE``): walk at most ``WALK`` ids in order
-    (the primary key, or ``item_set_id_order`` within a set) checking each row's stored vector;
-    a page fills after about ``limit`` / share rows. Anything else, or a walk that came up
-    short: the GIN index alone (a bitmap scan of the matches, sorted), which costs what the
-    matches number.
+    Common words (``_share`` at least ``COMMON_SHARE``, ``COMMON_SHARE_PHRASE`` for phrases):
+    walk ``WALK`` ids in order (the primary key, or ``item_set_id_order`` within a set) checking
+    each row's stored vector, and on at the density found while that costs less than the index
+    would; a page fills after about ``limit`` / share rows. Then, or for rarer words: the GIN
+    index, which costs what its matches number (a phrase's are the items holding its words, each
+    read to check their positions): over one or two stretches of ids holding about
+    ``BITMAP_ROWS`` of them where it expects more, and to the end for what remains.
     """
     where = ["search_vector @@ to_tsquery('simple', %s)"]
     params: list[int | str] = [to_tsquery(query)]
@@ -193,12 +196,6 @@ def _stretches(
     return more + rest, after
 
 
-def _rows(cursor: CursorWrapper) -> float:
-    cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'labeling_item'::regclass")
-    row = cursor.fetchone()
-    return max(float(row[0]), 0.0) if row else 0.0
-
-
 def _stretch(
     cursor: CursorWrapper,
     where: list[str],
@@ -275,6 +272,12 @@ def _walk(
     )
     row = cursor.fetchone()
     return ids, (row[0] if row else None)
+
+
+def _rows(cursor: CursorWrapper) -> float:
+    cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'labeling_item'::regclass")
+    row = cursor.fetchone()
+    return max(float(row[0]), 0.0) if row else 0.0
 
 
 def _share(cursor: CursorWrapper, query: Query) -> float | None:
