@@ -1,6 +1,7 @@
 """PostgreSQL picks its plan per search from ANALYZE's word statistics (``_postgresql_ids``):
-a walk along the ids for common words, the GIN index for the rest, and the index after a walk
-that came up short. Every plan returns the same ids, in order, page after page."""
+a walk along the ids for common words, the GIN index for the rest (first over one stretch of
+ids when it expects many matches), and the index after a walk that came up short. Every plan
+returns the same ids, in order, page after page."""
 
 from __future__ import annotations
 
@@ -44,9 +45,24 @@ def _all_pages(q: str, sample_set_id: int | None, limit: int) -> list[int]:
         after = page[-1]
 
 
-@pytest.mark.parametrize("walk", [10_000, 7])
+@pytest.mark.parametrize(
+    ("walk", "walk_more", "bitmap_rows", "stretch"),
+    [
+        (10_000, 30_000, 2_000, 150_000),
+        (7, 30_000, 2_000, 150_000),
+        (10_000, 30_000, 0, 1),
+        (7, 30_000, 0, 2),
+        (7, 0, 0, 12),
+        (None, 0, 0, 20),  # no walks: stretches of the index only
+    ],
+)
 def test_every_plan_returns_the_matches_in_id_order(
-    author: Any, monkeypatch: pytest.MonkeyPatch, walk: int
+    author: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    walk: int | None,
+    walk_more: int,
+    bitmap_rows: int,
+    stretch: int,
 ) -> None:
     first = make_sample_set(author, _texts(300, "alpha"), name="a")
     second = make_sample_set(author, _texts(200, "beta"), name="b")
@@ -54,9 +70,20 @@ def test_every_plan_returns_the_matches_in_id_order(
         cursor.execute("ANALYZE labeling_item")
     assert content._share(connection.cursor(), parse("common")) > content.COMMON_SHARE
     assert content._share(connection.cursor(), parse("once")) < content.COMMON_SHARE
-    monkeypatch.setattr(content, "WALK", walk)
+    if walk is None:
+        monkeypatch.setattr(content, "COMMON_SHARE", 1.0)
+        monkeypatch.setattr(content, "COMMON_SHARE_PHRASE", 1.0)
+    else:
+        monkeypatch.setattr(content, "WALK", walk)
+    monkeypatch.setattr(content, "WALK_MORE", walk_more)
+    monkeypatch.setattr(content, "WALK_MOST", walk_more)
+    monkeypatch.setattr(content, "BITMAP_ROWS", bitmap_rows)
+    monkeypatch.setattr(content, "STRETCH", stretch)
     items = list(first.items.order_by("pk")) + list(second.items.order_by("pk"))
-    for q in ["common", "sometimes", "once", "comm*", "filler common", '"beta w10"']:
+    queries = ["common", "sometimes", "once", "comm*", "filler common", "w1*", "filler once"]
+    # Phrases: rare, common, and common words never adjacent (the index's plan to the end).
+    queries += ['"beta w10"', '"common sometimes"', '"filler common"', '"alpha w1"']
+    for q in queries:
         words = parse(q).words
         for set_id in (None, first.pk, second.pk):
             expected = [
@@ -69,9 +96,10 @@ def test_every_plan_returns_the_matches_in_id_order(
                 )
             ]
             if q.startswith('"'):
-                expected = [i for i in expected if "beta w10 " in _text_of(items, i)]
+                phrase = " ".join(words)
+                expected = [i for i in expected if " " + phrase + " " in _text_of(items, i)]
             assert _all_pages(q, set_id, 9) == expected, (q, set_id)
 
 
 def _text_of(items: list[Any], pk: int) -> str:
-    return next(i.text for i in items if i.pk == pk) + " "
+    return " " + next(i.text for i in items if i.pk == pk) + " "
