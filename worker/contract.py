@@ -423,6 +423,35 @@ class VariantOutcome(NamedTuple):
     error: str = ""
 
 
+_NUMBER = {float, type(None)}
+
+
+def _outcomes(raw: list[dict[str, Any]]) -> list[VariantOutcome]:
+    """The outcomes as sent. A well-formed answer (JSON's own types: str keys and errors, int ids
+    and labels, float figures) is taken as it is, its types checked a column at a time; any
+    other is converted outcome by outcome (``_outcome``), which raises on what is not a
+    number."""
+    outcomes = [
+        VariantOutcome(
+            o["key"], o["item_id"], o["label"], o["p1"], o.get("margin"), o.get("error", "")
+        )
+        for o in raw
+    ]
+    if not outcomes:
+        return outcomes
+    keys, items, labels, p1s, margins, errors = zip(*outcomes, strict=True)
+    if (
+        set(map(type, keys)) == {str}
+        and set(map(type, items)) == {int}
+        and set(map(type, labels)) <= {int, type(None)}
+        and set(map(type, p1s)) <= _NUMBER
+        and set(map(type, margins)) <= _NUMBER
+        and set(map(type, errors)) == {str}
+    ):
+        return outcomes
+    return [_outcome(o) for o in raw]
+
+
 def _outcome(o: dict[str, Any]) -> VariantOutcome:
     label, p1, margin = o["label"], o["p1"], o.get("margin")
     return VariantOutcome(
@@ -477,7 +506,7 @@ class ExplainResult:
         return cls(
             run_id=int(data["run_id"]),
             chunk_id=int(data["chunk_id"]),
-            outcomes=[_outcome(o) for o in data["outcomes"]],
+            outcomes=_outcomes(data["outcomes"]),
             worker=WorkerInfo.from_dict(data["worker"]),
             model_seconds=float(data["model_seconds"]),
             error=str(data.get("error", "")),

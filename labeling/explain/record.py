@@ -170,21 +170,22 @@ def record_items(result: ExplainResult, job_id: int, items: list[int]) -> tuple[
 
 def record_scores(result: ExplainResult, kind: str, items: list[int]) -> tuple[int, int]:
     """Any other run's chunk (probe, carve-out, what-if, suggestion, regression): its answers
-    stored as one document (``labeling.run_scores``). An item is scored when its ``P`` is
+    stored as packed columns (``labeling.run_scores``). An item is scored when its ``P`` is
     (probe), or every variant it was sent with is (the others). Returns (items scored, scores
     stored)."""
     wanted = set(items)
-    payload = pack_scores(wanted, result.outcomes)
+    packed = pack_scores(wanted, result.outcomes)
     ok: dict[int, bool] = {}
     base: dict[int, bool] = {}
-    columns = zip(payload["item"], payload["key"], payload["label"], payload["margin"], strict=True)
+    base_key = packed.keys.index(BASE_KEY) if BASE_KEY in packed.keys else -1
+    columns = zip(packed.item, packed.key, packed.label, packed.margin, strict=True)
     for item_id, k, label, margin in columns:
         good = label is not None and margin is not None  # ``analysis.Score.ok``
         ok[item_id] = ok.get(item_id, True) and good
-        if payload["keys"][k] == BASE_KEY:
+        if k == base_key:
             base[item_id] = good
     scored = sum(base.values()) if kind == RunKind.PROBE else sum(ok.values())
-    return scored, write_chunk_scores(result.run_id, result.chunk_id, payload)
+    return scored, write_chunk_scores(result.run_id, result.chunk_id, packed)
 
 
 def _score_rows(

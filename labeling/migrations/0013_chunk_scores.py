@@ -5,13 +5,13 @@ from django.db import migrations, models
 
 
 def store_uncompressed(apps, schema_editor):
-    """PostgreSQL compresses a large value (pglz) as it writes it: for a chunk's document of
-    floats that was three quarters of the insert (about 30 ms of 40 for a probe chunk). Stored
-    out of line and uncompressed it takes a quarter of that, at about twice the disk."""
+    """PostgreSQL compresses a large value (pglz) as it writes it, which for a chunk's packed
+    floats saves little and was most of its insert. Stored out of line, uncompressed."""
     if schema_editor.connection.vendor != "postgresql":
         return
     table = schema_editor.quote_name(apps.get_model("labeling", "ChunkScores")._meta.db_table)
-    schema_editor.execute(f"ALTER TABLE {table} ALTER COLUMN payload SET STORAGE EXTERNAL")
+    column = schema_editor.quote_name("columns")
+    schema_editor.execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET STORAGE EXTERNAL")
 
 
 class Migration(migrations.Migration):
@@ -26,7 +26,9 @@ class Migration(migrations.Migration):
             fields=[
                 ('chunk', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='+', serialize=False, to='labeling.explainchunk')),
                 ('count', models.PositiveIntegerField()),
-                ('payload', models.JSONField()),
+                ('keys', models.JSONField()),
+                ('errors', models.JSONField(default=dict)),
+                ('columns', models.BinaryField()),
                 ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='labeling.explainrun')),
             ],
         ),

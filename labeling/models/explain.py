@@ -221,17 +221,19 @@ class ExplainScore(models.Model):
 
 class ChunkScores(models.Model):
     """A probe's, carve-out's, what-if's, suggestion's or regression run's answers for one chunk,
-    stored as one columnar document (``labeling.explain.scores.pack_scores``) instead of a row
-    per item and variant: those runs' readers want a chunk's labels all at once, and a row each
-    (3,400 for a probe chunk) cost more to write than the model took to score them. Attribution
-    runs keep ``ExplainScore`` rows: their pages read one item's scores at a time."""
+    as packed binary columns (``labeling.run_scores.Columns``) instead of a row per item and
+    variant: those runs' readers want a chunk's labels all at once, and a row each (3,400 for a
+    probe chunk) cost more to write than the model took to score them. Attribution runs keep
+    ``ExplainScore`` rows: their pages read one item's scores at a time."""
 
     chunk = models.OneToOneField(
         ExplainChunk, on_delete=models.CASCADE, primary_key=True, related_name="+"
     )
     run = models.ForeignKey(ExplainRun, on_delete=models.CASCADE, related_name="+")
     count = models.PositiveIntegerField()
-    payload = models.JSONField()
+    keys = models.JSONField()  # the variant keys the key column indexes
+    errors = models.JSONField(default=dict)  # {position: error}
+    columns = models.BinaryField()
 
     def __str__(self) -> str:
         return f"Scores of explain chunk {self.chunk_id} ({self.count})"

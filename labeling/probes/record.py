@@ -12,7 +12,6 @@ This module reads the engine's tables only (no import of the engine), so the eng
 from __future__ import annotations
 
 import functools
-from collections import defaultdict
 from typing import Any
 
 from django.db import transaction
@@ -26,7 +25,7 @@ from labeling.models import (
     RunKind,
 )
 from labeling.probes.analysis import CarveoutState, ClauseRef, ProbeItem, summarize
-from labeling.run_scores import run_scores
+from labeling.run_scores import run_labels, run_scores
 from worker.clauses import parse_clauses
 from worker.policy_text import parse_policy
 from worker.probes import REWORDING_KEY, build_probe_variants
@@ -50,10 +49,7 @@ def run_item_ids(run_id: int) -> list[int]:
 
 def _labels(run_ids: list[int], key: str | None = None) -> dict[int, dict[str, int | None]]:
     """{item: {variant key: label}} of runs' scores (later runs win), ``key`` alone if given."""
-    out: dict[int, dict[str, int | None]] = defaultdict(dict)
-    for score in run_scores(sorted(run_ids), keys=None if key is None else [key]):
-        out[score.item_id][score.key] = score.label
-    return out
+    return run_labels(sorted(run_ids), key=key)
 
 
 @transaction.atomic

@@ -19,7 +19,7 @@ from django.db import transaction
 
 from labeling.gold.services import current_gold
 from labeling.models import ExplainChunk, ExplainRun, Label, RunKind
-from labeling.run_scores import run_scores
+from labeling.run_scores import run_labels
 from labeling.whatif.analysis import AFTER_B, WhatIfInput, whatif_table
 
 
@@ -32,10 +32,7 @@ def _run_items(run_id: int) -> list[int]:
 
 
 def _scores(run_id: int) -> dict[int, dict[str, int | None]]:
-    out: dict[int, dict[str, int | None]] = defaultdict(dict)
-    for score in run_scores([run_id]):
-        out[score.item_id][score.key] = score.label
-    return out
+    return defaultdict(dict, run_labels([run_id]))
 
 
 def _job_labels(job_id: int, ids: list[int]) -> dict[int, tuple[int | None, int | None]]:

@@ -87,3 +87,26 @@ def test_margin_from_p1_is_the_logit_and_finite_at_the_ends() -> None:
     assert margin_from_p1(0.9) == math.log(9)
     assert 16 < margin_from_p1(1.0) < 16.2 and -16.2 < margin_from_p1(0.0) < -16
     assert margin_from_p1(0.999) > margin_from_p1(0.99)
+
+
+def test_an_explain_answer_in_other_types_is_converted_or_refused() -> None:
+    """A well-formed answer is taken as sent; numbers in other JSON types are converted one by
+    one, and what is not a number is refused."""
+    import pytest
+
+    from worker.contract import ExplainResult, VariantOutcome, WorkerInfo
+
+    base = ExplainResult(
+        run_id=1,
+        chunk_id=2,
+        outcomes=[VariantOutcome("A", 11, 1, 0.9, 2.0)],
+        worker=WorkerInfo("embedding", "m", "r", "cpu", weak=True),
+        model_seconds=0.5,
+    ).to_dict()
+    odd = base | {"outcomes": [{"key": "A", "item_id": "11", "label": 1, "p1": 1, "margin": 2}]}
+    (outcome,) = ExplainResult.from_dict(odd).outcomes
+    assert outcome == VariantOutcome("A", 11, 1, 1.0, 2.0, "")
+    assert type(outcome.item_id) is int and type(outcome.p1) is float
+    bad = base | {"outcomes": [{"key": "A", "item_id": "eleven", "label": 1, "p1": 0.9}]}
+    with pytest.raises(ValueError):
+        ExplainResult.from_dict(bad)
