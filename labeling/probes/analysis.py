@@ -118,18 +118,20 @@ def clause_effects(
 ) -> list[dict[str, Any]]:
     """Each clause's removal: items moved (to 1, to 0) and its status."""
     out = []
+    # Each item's own label once, beside its labels (a clause's pass reads one key of each).
+    scored = [(i.item_id, i.labels, b) for i in items if (b := i.labels.get(BASE_KEY)) is not None]
     for clause in clauses:
         key = clause_removal_key(clause.key)
         to_one: list[int] = []
         to_zero: list[int] = []
         n = 0
-        for item in items:
-            base, removed = item.label(BASE_KEY), item.label(key)
-            if base is None or removed is None:
+        for item_id, labels, base in scored:
+            removed = labels.get(key)
+            if removed is None:
                 continue
             n += 1
             if removed != base:
-                (to_one if removed == 1 else to_zero).append(item.item_id)
+                (to_one if removed == 1 else to_zero).append(item_id)
         moved = len(to_one) + len(to_zero)
         if n == 0:
             status = "minor"  # nothing scored: no claim either way
