@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
+
+from labeling.models import Item
+from labeling.search import content
 from labeling.search.query import MAX_TERMS, Term, parse, snippet, to_fts5, to_tsquery
 
 
@@ -48,3 +52,13 @@ def test_snippet_marks_matches_near_the_first_one() -> None:
 def test_snippet_matches_whole_words_unless_a_prefix() -> None:
     parts = snippet("cats and cat", parse("cat"))
     assert [p for p, hit in parts if hit] == ["cat"]
+
+
+def test_the_hand_written_search_statements_name_the_items_table_and_columns_it_has() -> None:
+    """``labeling.search.content`` writes its statements by hand (full-text operators the ORM
+    does not spell): the table and the columns it names must be the model's."""
+    source = inspect.getsource(content)
+    assert Item._meta.db_table == "labeling_item" and "labeling_item" in source
+    columns = {f.column for f in Item._meta.concrete_fields}
+    assert {"id", "sample_set_id"} <= columns
+    assert "sample_set_id" in source
