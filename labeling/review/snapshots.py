@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
@@ -80,6 +81,18 @@ def note_voted_task_change(task_id: int) -> None:
         .first()
     )
     if row is not None:
+        note_agreement_change(policy_id=row[0], job_id=row[1])
+
+
+def vote_written(sender: Any, instance: ReviewVote, raw: bool = False, **kwargs: Any) -> None:
+    """A vote saved or deleted, on any path (the review page, the shell, a script, a fixture
+    load aside): its job's and policy's figures are out of date. Connected to ``post_save`` and
+    ``post_delete`` of ``ReviewVote`` in ``labeling.apps``."""
+    if raw:
+        return
+    task = ReviewTask.objects.filter(pk=instance.task_id).values_list("policy_id", "job_id")
+    row = task.first()
+    if row is not None:  # a vote deleted with its task leaves no figure to mark
         note_agreement_change(policy_id=row[0], job_id=row[1])
 
 

@@ -121,7 +121,7 @@ def submit_vote(
                 quote=quote,
                 note=note,
             )
-        note_agreement_change(policy_id=task.policy_id, job_id=task.job_id)
+        # The vote's own save marked the figures out of date (``snapshots.vote_written``).
     task.status = status
     return vote
 

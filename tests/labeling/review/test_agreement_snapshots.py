@@ -260,3 +260,21 @@ def test_the_pages_queries_do_not_grow_with_the_votes(
     assert counts[0] == counts[1]
     with django_assert_max_num_queries(counts[1]):
         client.get(reverse(page, args=[arg]))
+
+
+def test_a_vote_written_or_deleted_on_any_path_marks_the_figures_stale(
+    voted: Any, sent: list[dict[str, Any]], django_capture_on_commit_callbacks: Any
+) -> None:
+    """Not only the review page: a vote saved or deleted from the shell (or a script) counts."""
+    tasks.refresh_agreement(job_id=voted.pk)
+    policy_id = voted.version.policy_id
+    vote = ReviewVote.objects.filter(task__job=voted).order_by("pk").first()
+    assert vote is not None
+    for write in (lambda: vote.save(), lambda: vote.delete()):
+        with django_capture_on_commit_callbacks(execute=True):
+            write()
+        assert not snapshots.read_snapshot(policy_id=policy_id, job_id=voted.pk).current  # type: ignore[union-attr]
+        assert not snapshots.read_snapshot(policy_id=policy_id).current  # type: ignore[union-attr]
+        assert sent[-1] == {"job_id": voted.pk, "policy_id": None}
+        tasks.refresh_agreement(job_id=voted.pk)
+        assert snapshots.read_snapshot(policy_id=policy_id, job_id=voted.pk).current  # type: ignore[union-attr]
