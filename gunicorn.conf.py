@@ -3,7 +3,18 @@
 gunicorn >= 23 opens a control socket, by default one per user in the home folder: two studios
 run by one user on one machine would fight over it. Each studio gets its own, in its data folder
 (``COPE_DATA_DIR``), or none when ``GUNICORN_CONTROL_SOCKET=off`` or the path is too long for a
-Unix socket. Everything else stays on the command line (bin/run-studio, docker-compose.yml).
+Unix socket.
+
+Connections are not kept alive (``keepalive = 0``): each request is a connection of its own,
+taken by whichever worker is free, as behind a reverse proxy that opens one upstream connection
+per request (nginx's default). With keep-alive, a browser's connection stays with the worker that
+accepted it; workers wake together for a new connection and one of them tends to win most, so
+the load was not shared: under 20 reviewers (``bench_queue``, 3 workers x 4 threads) one worker
+spent 43% of a core while two others idled, and the next card's p95 was 71-79 ms; without
+keep-alive each worker took about a third and the p95 fell to about 50 ms, for the same CPU a
+request. ``GUNICORN_CMD_ARGS="--keep-alive 2"`` turns it back on where a proxy spreads the load.
+
+Everything else stays on the command line (bin/run-studio, docker-compose.yml).
 """
 
 import gc
@@ -18,6 +29,8 @@ if _socket.lower() in ("off", "none", "false", "0") or len(_socket.encode()) > 1
 else:
     Path(_socket).parent.mkdir(parents=True, exist_ok=True)
     control_socket = _socket
+
+keepalive = 0
 
 
 def post_worker_init(worker: object) -> None:

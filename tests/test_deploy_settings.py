@@ -204,3 +204,10 @@ def test_each_studio_gets_its_own_gunicorn_control_socket(tmp_path: Path) -> Non
     assert one["control_socket_disable"] == "False"
     off = _gunicorn_config({"GUNICORN_CONTROL_SOCKET": "off"}, tmp_path)
     assert off["control_socket_disable"] == "True"
+
+
+def test_gunicorn_keeps_no_connection_alive_unless_told_to(tmp_path: Path) -> None:
+    """Each request a connection of its own (so the workers share the load: see
+    gunicorn.conf.py); an operator behind a balancing proxy can turn keep-alive back on."""
+    assert _gunicorn_config({}, tmp_path)["keepalive"] == "0"
+    assert _gunicorn_config({"GUNICORN_CMD_ARGS": "--keep-alive 2"}, tmp_path)["keepalive"] == "2"

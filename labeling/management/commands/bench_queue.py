@@ -13,7 +13,7 @@ Sizes default to 100,000 / 1,000,000 / 5,000,000 labels, on the two setups the s
 - PostgreSQL (``DATABASE_URL``): sample sets as large as the jobs' samples; it waits for
   autovacuum and autoanalyze to catch up (never runs VACUUM or ANALYZE itself, unless autovacuum
   is off on the server: then plain ANALYZE, and the output says so); gunicorn with 3 workers x 4
-  threads, as deployed.
+  threads, as deployed (``gunicorn.conf.py``: no keep-alive).
 - The embedded default (SQLite, no ``DATABASE_URL``; the file in ``COPE_DATA_DIR``): sample sets
   3.25 times larger than the samples jobs label, so that 1,000,000 labels come with 325,000 items
   stored; no ANALYZE (the embedded default never runs one); gunicorn with 2 workers x 4 threads,
@@ -27,6 +27,7 @@ import json
 import os
 import random
 import re
+import runpy
 import signal
 import subprocess
 import sys
@@ -117,6 +118,11 @@ def _tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def _keepalive() -> int:
+    """Seconds gunicorn keeps a connection alive, as ``gunicorn.conf.py`` sets it (0: off)."""
+    return int(runpy.run_path(str(settings.BASE_DIR / "gunicorn.conf.py")).get("keepalive", 2))
+
+
 @dataclass
 class Timings:
     next_task: list[float] = field(default_factory=list)
@@ -194,7 +200,8 @@ def _report(
         "reviewers": reviewers,
         "whole_queue_reviewers": reviewers - reviewers // 2 if options["whole_queue"] else 0,
         "think_ms": options["think_ms"],
-        "server": f"gunicorn {options['workers']} workers x {options['threads']} threads",
+        "server": f"gunicorn {options['workers']} workers x {options['threads']} threads, "
+        f"keep-alive {_keepalive() or 'off'}",
         "conn_max_age": str(settings.DATABASES["default"].get("CONN_MAX_AGE", 0))
         if options["conn_max_age"] is None
         else str(options["conn_max_age"]),
