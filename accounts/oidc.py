@@ -28,6 +28,7 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
 
 from accounts.services import sign_in_external
+from cope_studio.lib.auth import load_user
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,10 @@ class OIDCBackend(OIDCAuthenticationBackend):  # type: ignore[misc]
     @property
     def OIDC_OP_JWKS_ENDPOINT(self) -> str:  # noqa: N802
         return provider().jwks_uri
+
+    def get_user(self, user_id: Any) -> Any:
+        # The request's user with their permissions, as for a local sign-in (lib.auth).
+        return load_user(user_id)
 
     def authenticate(self, request: HttpRequest | None, **kwargs: Any) -> Any:
         # Only the callback passes a PKCE verifier; a password sign-in never reaches the provider.

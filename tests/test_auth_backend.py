@@ -60,3 +60,50 @@ def test_sessions_made_with_djangos_backend_stay_logged_in(client: Any) -> None:
     client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
     response = client.get("/labeling/review/")
     assert response.status_code == 200 and response.wsgi_request.user == user
+
+
+def test_the_requests_user_comes_with_their_permissions() -> None:
+    """On PostgreSQL the session's user and their permissions are one statement (every page
+    checks a permission first); SQLite reads the permissions when first asked, in one query."""
+    from accounts.oidc import OIDCBackend
+    from cope_studio.lib.auth import StudioModelBackend
+
+    ensure_roles()
+    user = get_user_model().objects.create_user(username="perm-loaded")
+    user.groups.add(Group.objects.get(name=REVIEWER))
+    own = Permission.objects.get(content_type__app_label="policies", codename="add_policy")
+    user.user_permissions.add(own)
+    expected = {"labeling.add_decision", "policies.add_policy"}
+    from django.contrib.auth.backends import ModelBackend
+
+    whole = ModelBackend().get_all_permissions(_fresh(user))
+    for backend in (StudioModelBackend(), OIDCBackend()):
+        with CaptureQueriesContext(connection) as queries:
+            loaded = backend.get_user(user.pk)
+            assert loaded == user and expected <= loaded.get_all_permissions()
+            assert loaded.get_all_permissions() == whole
+            assert not loaded.has_perm("labeling.delete_job")
+        assert len(queries) == (1 if connection.vendor == "postgresql" else 2)
+    # A role taken away counts from the next load; a superuser still holds everything.
+    user.groups.clear()
+    assert not StudioModelBackend().get_user(user.pk).has_perm("labeling.add_decision")
+    boss = get_user_model().objects.create_superuser(username="perm-loaded-boss", password="x")
+    assert StudioModelBackend().get_user(boss.pk).has_perm("labeling.delete_job")
+    # Inactive accounts are not the request's user; a missing one is nobody.
+    user.is_active = False
+    user.save()
+    assert StudioModelBackend().get_user(user.pk) is None
+    assert StudioModelBackend().get_user(10**9) is None
+
+
+def test_a_page_reads_who_asks_and_what_they_may_do_at_once(client: Any) -> None:
+    ensure_roles()
+    user = get_user_model().objects.create_user(username="perm-page")
+    user.groups.add(Group.objects.get(name=REVIEWER))
+    client.force_login(user, backend="cope_studio.lib.auth.StudioModelBackend")
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/labeling/review/").status_code == 200
+    permission_reads = [q for q in queries if "auth_permission" in q["sql"]]
+    assert len(permission_reads) == 1
+    if connection.vendor == "postgresql":
+        assert '"auth_user"."id" = ' in permission_reads[0]["sql"]  # in the user's statement
