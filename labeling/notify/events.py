@@ -161,12 +161,20 @@ def queues_touched(job_ids: Iterable[int]) -> None:
         transaction.on_commit(partial(_check_queues, ids))
 
 
+_WAITING = (ReviewStatus.OPEN, ReviewStatus.CLAIMED, ReviewStatus.ADJUDICATE)
+
+
 def _check_queues(job_ids: list[int]) -> None:
+    """After each decision: a plain read whether the job still has work waiting (nearly always),
+    outside any transaction. On the embedded default a transaction takes SQLite's write lock
+    at its start (``transaction_mode`` IMMEDIATE): one here took that lock after every decision,
+    for a read. Only a queue that looks empty is checked again inside one."""
     for job_id in job_ids:
+        tasks = ReviewTask.objects.filter(job_id=job_id)
+        if tasks.filter(status__in=_WAITING).exists():
+            continue
         with transaction.atomic():
-            tasks = ReviewTask.objects.filter(job_id=job_id)
-            waiting = [ReviewStatus.OPEN, ReviewStatus.CLAIMED, ReviewStatus.ADJUDICATE]
-            if tasks.filter(status__in=waiting).exists():
+            if tasks.filter(status__in=_WAITING).exists():
                 continue
             resolved = tasks.filter(status=ReviewStatus.RESOLVED).count()
             job = Job.objects.select_related("version__policy").filter(pk=job_id).first()

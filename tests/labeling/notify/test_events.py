@@ -225,6 +225,25 @@ def test_queue_emptied_once_when_the_last_mismatch_is_decided(
     assert not job.review_tasks.exclude(status=ReviewStatus.RESOLVED).exists()
 
 
+def test_a_decision_that_leaves_work_waiting_opens_no_transaction_after_it(
+    author: Any, reviewer: Any
+) -> None:
+    """The check after each decision is a plain read while the queue has work: on the embedded
+    default a transaction takes SQLite's write lock, and every decision would pay for it."""
+    from unittest import mock
+
+    from labeling.notify import events
+
+    job = make_job(author=author)  # two mismatches, both open
+    with mock.patch.object(events, "transaction") as transaction:
+        events._check_queues([job.pk])
+    transaction.atomic.assert_not_called()
+    job.review_tasks.update(status=ReviewStatus.RESOLVED)
+    with mock.patch.object(events, "transaction") as transaction:
+        events._check_queues([job.pk])
+    assert transaction.atomic.called  # a queue that looks empty is checked under the lock
+
+
 def test_finalize_tells_the_policy_people_but_not_the_finalizer(
     version: Any,  # noqa: F811 - the fixture
     author: Any,
