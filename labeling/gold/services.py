@@ -56,6 +56,17 @@ class GoldError(ValueError):
     """A gold label cannot be set; the message is shown to the user."""
 
 
+def lock_gold_of(item_id: int) -> None:
+    """Make gold writers of one item take turns (PostgreSQL; SQLite lets one writer in at a
+    time), so each history row starts from the gold the previous writer left.
+
+    The item's row is locked: it is never written after import. Only that row: the statement
+    is unordered, since ``Item``'s default ordering joins its sample set and ``FOR UPDATE``
+    would lock the set's row as well, making every decision on the set wait for the others."""
+    if connection.features.has_select_for_update:
+        list(Item.objects.select_for_update().filter(pk=item_id).order_by().values_list("pk"))
+
+
 def set_gold(
     *,
     policy: Policy,
@@ -76,9 +87,7 @@ def set_gold(
     if source not in GoldSource.values or source == GoldSource.IMPORT:
         raise GoldError(f"Gold from {source!r} is not written as a row.")
     with transaction.atomic():
-        # The item row is never written after import: locking it serialises gold changes of
-        # one item, so two people typing at once each record the gold the other left.
-        Item.objects.select_for_update().filter(pk=item.pk).values("pk").first()
+        lock_gold_of(item.pk)
         old_label, old_source = current_gold(policy_id=policy.pk, item_ids=[item.pk])[item.pk]
         if expected is not None and old_label != expected:
             now = old_label or "no gold"
@@ -112,6 +121,7 @@ def current_gold(*, policy_id: int, item_ids: Iterable[int]) -> dict[int, tuple[
     found = {
         pk: (g or "", s or "")
         for pk, g, s in Item.objects.filter(pk__in=ids)
+        .order_by()  # a dict: no join with the sample sets for ``Item``'s default ordering
         .annotate(cur_gold=gold, cur_source=source)
         .values_list("pk", "cur_gold", "cur_source")
     }

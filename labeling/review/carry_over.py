@@ -191,11 +191,14 @@ def carry_to_open_reruns(decision: Decision, task: ReviewTask) -> int:
     )
     if not same:
         return 0
-    content_hash = Item.objects.filter(pk=task.item_id).values("content_hash")
+    # Unordered: ``Item``'s default ordering would join the sample sets and sort every match.
+    content_hash = Item.objects.filter(pk=task.item_id).order_by().values("content_hash")
     items = list(
         Item.objects.filter(
             content_hash=Subquery(content_hash), sample_set_id__in=set(same.values())
-        ).values_list("id", flat=True)[:_CARRY_BATCH]
+        )
+        .order_by()
+        .values_list("id", flat=True)[:_CARRY_BATCH]
     )
     if not items:
         return 0

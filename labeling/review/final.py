@@ -8,11 +8,10 @@ conditional update, in the same transaction.
 from __future__ import annotations
 
 from django.contrib.auth.models import User
-from django.db import connection
 
 from labeling.gold.history import GoldTransition, record_gold_changes
-from labeling.gold.services import current_gold
-from labeling.models import Decision, GoldLabel, GoldSource, Item, ReviewTask
+from labeling.gold.services import current_gold, lock_gold_of
+from labeling.models import Decision, GoldLabel, GoldSource, ReviewTask
 from labeling.notify.events import queues_touched
 from labeling.review.carry_over import carry_to_open_reruns
 
@@ -32,10 +31,7 @@ def record_final_decision(
 ) -> Decision:
     """The task's decision, its gold label and gold history row; reruns of the same content
     settled. Runs inside the caller's transaction."""
-    if connection.features.has_select_for_update:
-        # Gold writers of one item take turns (as ``set_gold`` does), so each history row
-        # starts from the gold the previous writer left.
-        Item.objects.select_for_update().filter(pk=task.item_id).values("pk").first()
+    lock_gold_of(task.item_id)  # gold writers of one item take turns, as in ``set_gold``
     old_label, old_source = current_gold(policy_id=task.policy_id, item_ids=[task.item_id])[
         task.item_id
     ]

@@ -185,6 +185,23 @@ def test_a_decision_settles_the_open_task_of_a_rerun_made_before_it(
     assert claim_next_task(reviewer=second_reviewer) is None
 
 
+def test_a_decision_locks_its_item_alone_and_reads_items_unsorted(
+    author: Any, reviewer: Any
+) -> None:
+    """The decision's statements never join the sample sets: ``Item``'s default ordering would,
+    and ``FOR UPDATE`` would then lock the set's row too, so every decision on a set would wait
+    for the others (PostgreSQL), and the rerun's items would be sorted by set (SQLite: inside
+    the write lock)."""
+    job = make_job(author=author, mismatches=[(1, 0.9, 0.1)])
+    again = rerun(job, author)
+    task = claim_next_task(reviewer=reviewer, job=job)
+    with CaptureQueriesContext(connection) as queries:
+        decide(task, reviewer, label="0")
+    assert again.review_tasks.get().carried_over  # the carry-over's reads ran
+    joined = [q["sql"] for q in queries if "labeling_sampleset" in q["sql"]]
+    assert joined == []
+
+
 def test_finishing_a_job_carries_decisions_over(author: Any, reviewer: Any) -> None:
     """The hook in ``maybe_finish_job``: tasks are created, then earlier decisions carried."""
     job = make_job(author=author, mismatches=[(1, 0.9, 0.1), (0, 0.3, 0.6)])
