@@ -415,6 +415,9 @@ class ReviewTask(models.Model):
         indexes = [
             models.Index(fields=["status", "id"], name="review_status_id"),
             models.Index(fields=["job", "status"], name="review_job_status"),
+            # A policy's resolved tasks, counted up to the cap on the card: without it SQLite
+            # walked every policy's resolved tasks by status (24 ms at 1M labels).
+            models.Index(fields=["policy", "status"], name="review_policy_status"),
             models.Index(
                 fields=["claim_expires_at"],
                 name="review_claimed_expiry",
