@@ -192,6 +192,8 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web app and the Celery worker write the same file: WAL lets readers go on while a
     # worker writes, and IMMEDIATE transactions wait for the lock instead of failing mid-way.
+    # Django's backend, with write transactions queueing in the kernel (cope_studio/lib/sqlite).
+    DATABASES["default"]["ENGINE"] = "cope_studio.lib.sqlite"
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 30,
         "transaction_mode": "IMMEDIATE",
