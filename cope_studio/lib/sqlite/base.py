@@ -5,8 +5,8 @@ SQLite's busy handler, which sleeps between tries in growing steps (1, 2, 5, 10,
 ...), so a writer that waited at all usually waits tens of milliseconds longer than the lock was
 held. Here every transaction the studio opens (``transaction.atomic``, IMMEDIATE: see
 settings) first takes an exclusive ``flock`` on a file beside the database and keeps it until
-commit or rollback, so writers of every process (web threads, Celery workers) take turns on it,
-each trying again every half millisecond: the next one starts about when the last one ends.
+commit or rollback, so writers of every process (web threads, Celery workers) queue for it in
+the kernel and the next one starts the moment the last one ends.
 
 The turn only orders writers; SQLite's lock still guards the data. A writer that has waited the
 connection's ``timeout`` for its turn (a long import holding it) goes on to SQLite's lock and
@@ -18,7 +18,7 @@ for an in-memory database, nothing changes.
 from __future__ import annotations
 
 import os
-import time
+import threading
 from typing import Any
 
 from django.db.backends.sqlite3 import base
@@ -29,7 +29,31 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 
-_RETRY_SECONDS = 0.0005
+def _wait_for_turn(fd: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for the lock on ``fd``: whether it was taken. The wait is a
+    blocking ``flock`` in a thread of its own (Python offers no timed one), which lets go of the
+    interpreter while blocked and wakes when the holder lets go; after the timeout the file is
+    left to that thread, which closes it (giving the turn straight back) once the lock comes."""
+    taken = threading.Event()
+    decided = threading.Lock()
+    gave_up = False
+
+    def wait() -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with decided:
+            if gave_up:
+                os.close(fd)
+                return
+            taken.set()
+
+    threading.Thread(target=wait, name="sqlite-writer-turn", daemon=True).start()
+    if taken.wait(timeout):
+        return True
+    with decided:
+        if taken.is_set():
+            return True
+        gave_up = True
+    return False
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -47,17 +71,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if path is None or self._writer_fd is not None:
             return
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        deadline = time.monotonic() + float(self.settings_dict["OPTIONS"].get("timeout", 5))
         try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        os.close(fd)  # no turn: SQLite's own lock decides, as without one
-                        return
-                    time.sleep(_RETRY_SECONDS)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            timeout = float(self.settings_dict["OPTIONS"].get("timeout", 5))
+            if not _wait_for_turn(fd, timeout):
+                return  # no turn: SQLite's own lock decides, as without one
         except BaseException:
             os.close(fd)
             raise
