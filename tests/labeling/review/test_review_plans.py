@@ -150,14 +150,16 @@ def test_the_cards_queries_read_large_tables_through_indexes(
     assert item_lookups and all(
         any("item_text_prefix" in line for line in lines) for lines in item_lookups
     ), item_lookups
-    # A policy's counts read only that policy's tasks, the resolved ones through an index on
-    # policy and status: one on status alone once walked every policy's resolved tasks (24 ms
-    # at 1M labels on SQLite, growing with the history).
+    # A policy's counts read only that policy's tasks. SQLite, which plans without statistics,
+    # reads the resolved ones through the index on policy and status: it took the one on status
+    # alone before there was one, and walked every policy's resolved tasks (24 ms at 1M labels,
+    # growing with the history). PostgreSQL may read them by policy and check the status.
     if scope == "policy":
         (counts,) = [lines for sql, lines in plans if "capped" in sql]
         conditions = task_index_reads(counts)
         assert all("policy_id" in line for line in conditions), conditions
-        assert any("status" in line for line in conditions), conditions
+        if connection.vendor == "sqlite":
+            assert any("review_policy_status" in line for line in conditions), conditions
     # Each of the card's steps is among the statements checked.
     tables = " ".join(sql for sql, _params in reads)
     for table in ("labeling_reviewtask", "labeling_item", "labeling_decision"):
