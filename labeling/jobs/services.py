@@ -101,7 +101,9 @@ def start_job(
         seed = random.SystemRandom().randrange(1, 2**31)
     sampled = sample_size is not None and sample_size < sample_set.item_count
     with transaction.atomic():
-        texts = Version.objects.select_for_update().filter(pk=version.pk)
+        # Unordered: ``Version``'s default ordering joins its policy, and FOR UPDATE would lock
+        # the policy's row too.
+        texts = Version.objects.select_for_update().filter(pk=version.pk).order_by()
         locked = texts.values("text", "twin_text").first()
         if locked is None:
             raise JobError("This version no longer exists.")

@@ -69,6 +69,22 @@ def test_start_job_freezes_texts_and_sends_one_request_per_chunk_and_side(
     assert not JobChunk.objects.filter(job=job, sent_at__isnull=True).exists()
 
 
+def test_starting_a_job_locks_its_version_alone(
+    version: Any, sample_set: Any, author: Any, sent: list
+) -> None:
+    """The version's row is locked while its texts are read; ``Version``'s default ordering
+    would join its policy, and ``FOR UPDATE`` lock the policy's row too."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        services.start_job(version=version, sample_set=sample_set, sample_size=None, by=author)
+    locks = [q["sql"] for q in queries if "FOR UPDATE" in q["sql"]]
+    if connection.features.has_select_for_update:
+        assert any('"policies_version"' in sql for sql in locks), locks
+    assert not [sql for sql in locks if '"policies_policy"' in sql]
+
+
 def test_nothing_is_sent_if_the_transaction_rolls_back(
     version: Any, sample_set: Any, author: Any, sent: list
 ) -> None:
