@@ -77,6 +77,7 @@ def test_the_requests_user_comes_with_their_permissions() -> None:
     from django.contrib.auth.backends import ModelBackend
 
     whole = ModelBackend().get_all_permissions(_fresh(user))
+    StudioModelBackend().get_user(user.pk)  # the permissions' names, read once per process
     for backend in (StudioModelBackend(), OIDCBackend()):
         with CaptureQueriesContext(connection) as queries:
             loaded = backend.get_user(user.pk)
@@ -103,7 +104,35 @@ def test_a_page_reads_who_asks_and_what_they_may_do_at_once(client: Any) -> None
     client.force_login(user, backend="cope_studio.lib.auth.StudioModelBackend")
     with CaptureQueriesContext(connection) as queries:
         assert client.get("/labeling/review/").status_code == 200
-    permission_reads = [q for q in queries if "auth_permission" in q["sql"]]
+    permission_reads = [q for q in queries if "_permission" in q["sql"]]
     assert len(permission_reads) == 1
     if connection.vendor == "postgresql":
         assert '"auth_user"."id" = ' in permission_reads[0]["sql"]  # in the user's statement
+
+
+def test_permission_names_are_read_once_per_process_and_again_for_a_new_permission() -> None:
+    from django.contrib.contenttypes.models import ContentType
+
+    from cope_studio.lib import auth
+
+    ensure_roles()
+    user = get_user_model().objects.create_user(username="perm-names")
+    user.groups.add(Group.objects.get(name=REVIEWER))
+    auth._names_by_id.clear()
+    backend = auth.StudioModelBackend()
+    with CaptureQueriesContext(connection) as first:
+        assert backend.get_user(user.pk).has_perm("labeling.add_decision")
+    with CaptureQueriesContext(connection) as second:
+        assert backend.get_user(user.pk).has_perm("labeling.add_decision")
+    if connection.vendor == "postgresql":
+        assert (len(first), len(second)) == (2, 1)
+    # A permission made after the names were read is found (its id is new: they are read again).
+    made = Permission.objects.create(
+        codename="audit_things",
+        name="Can audit things",
+        content_type=ContentType.objects.get(app_label="labeling", model="job"),
+    )
+    user.user_permissions.add(made)
+    assert backend.get_user(user.pk).has_perm("labeling.audit_things")
+    user.user_permissions.remove(made)
+    assert not backend.get_user(user.pk).has_perm("labeling.audit_things")
