@@ -54,14 +54,21 @@ def _carried_copies(sources: dict[int, Decision], task_ids: list[int]) -> list[D
     return carried
 
 
-def _carry(pairs: list[tuple[int, Decision]], *, touched: set[int] | None = None) -> int:
+def _carry(
+    pairs: list[tuple[int, Decision]],
+    *,
+    touched: set[int] | None = None,
+    gold_rows: frozenset[tuple[int, int]] = frozenset(),
+) -> int:
     """Resolve each open task with a copy of its earlier decision; how many were resolved.
 
     The tasks still open are locked (PostgreSQL; SQLite lets one writer in at a time), then
     resolved with one conditional ``update()``: a task a reviewer claimed in the meantime stays
     theirs. The gold label is written only where none exists: an older decision never
     overwrites a newer gold label. A fixed number of statements whatever the number of tasks,
-    none of them a join. ``touched`` collects the jobs whose tasks were resolved.
+    none of them a join. ``touched`` collects the jobs whose tasks were resolved;
+    ``gold_rows`` names (policy, item) pairs known to hold a gold row already (see
+    ``_gold_where_none``).
     """
     if not pairs:
         return 0
@@ -83,16 +90,24 @@ def _carry(pairs: list[tuple[int, Decision]], *, touched: set[int] | None = None
         if resolved != len(still_open):
             raise RuntimeError("Open tasks changed while locked; nothing was carried over.")
         carried = _carried_copies(sources, list(still_open))
-        _gold_where_none(carried, still_open)
+        _gold_where_none(carried, still_open, gold_rows)
     return len(carried)
 
 
-def _gold_where_none(carried: list[Decision], tasks: dict[int, tuple[int, int]]) -> None:
+def _gold_where_none(
+    carried: list[Decision],
+    tasks: dict[int, tuple[int, int]],
+    gold_rows: frozenset[tuple[int, int]] = frozenset(),
+) -> None:
     """Gold from the carried decisions, only where no reviewed or typed gold exists (an older
-    decision never overwrites newer gold), each change kept in the gold history."""
+    decision never overwrites newer gold), each change kept in the gold history. Pairs in
+    ``gold_rows`` hold such gold already (the decision being carried wrote it, in this
+    transaction): their gold is not read again."""
     by_policy: dict[int, list[Decision]] = {}
     for decision in carried:
-        by_policy.setdefault(tasks[decision.task_id][0], []).append(decision)
+        policy_id, item_id = tasks[decision.task_id]
+        if (policy_id, item_id) not in gold_rows:
+            by_policy.setdefault(policy_id, []).append(decision)
     for policy_id, decisions in by_policy.items():
         before = current_gold(
             policy_id=policy_id, item_ids=[tasks[d.task_id][1] for d in decisions]
@@ -173,6 +188,7 @@ def carry_over_decisions(*, job_id: int) -> int:
 
 def carry_to_open_reruns(decision: Decision, task: ReviewTask) -> int:
     """A decision also settles the same content's open tasks in jobs with the same two texts.
+    Called once the decision's gold row is written, in its transaction.
 
     Reruns whose tasks were created before this decision was made would otherwise ask again.
     The reruns are found in one query on the (small) job and version tables; only when there are
@@ -206,6 +222,8 @@ def carry_to_open_reruns(decision: Decision, task: ReviewTask) -> int:
         any_of("job_id", same), any_of("item_id", items), status=ReviewStatus.OPEN
     ).values_list("id", flat=True)[:_CARRY_BATCH]
     touched: set[int] = set()
-    carried = _carry([(pk, decision) for pk in open_tasks], touched=touched)
+    # The decision's own gold row was written before this call (``record_final_decision``).
+    own_gold = frozenset({(task.policy_id, task.item_id)})
+    carried = _carry([(pk, decision) for pk in open_tasks], touched=touched, gold_rows=own_gold)
     queues_touched(touched)  # a rerun's queue may have emptied
     return carried

@@ -15,6 +15,7 @@ from django.utils import timezone
 from labeling.jobs.results import maybe_finish_job
 from labeling.models import (
     Decision,
+    GoldChange,
     GoldLabel,
     Job,
     JobStatus,
@@ -183,6 +184,28 @@ def test_a_decision_settles_the_open_task_of_a_rerun_made_before_it(
     twin = again.review_tasks.get()
     assert twin.status == ReviewStatus.RESOLVED and twin.carried_over
     assert claim_next_task(reviewer=second_reviewer) is None
+
+
+def test_a_decision_carried_to_a_rerun_of_its_items_reads_their_gold_once(
+    author: Any, reviewer: Any
+) -> None:
+    """The rerun labels the same items: the decision has just written their gold row, so the
+    carry-over knows it holds reviewed gold (nothing to write, nothing to record) without
+    reading it again."""
+    job = make_job(author=author, mismatches=[(1, 0.9, 0.1)])
+    again = rerun(job, author)
+    task = claim_next_task(reviewer=reviewer, job=job)
+    with CaptureQueriesContext(connection) as queries:
+        decide(task, reviewer, label="0")
+    assert again.review_tasks.get().carried_over
+    gold_reads = [
+        q["sql"]
+        for q in queries
+        if q["sql"].startswith("SELECT") and '"labeling_goldlabel"' in q["sql"]
+    ]
+    assert len(gold_reads) == 1, gold_reads
+    assert GoldLabel.objects.get(item=task.item_id).label == "0"
+    assert GoldChange.objects.filter(item=task.item_id).count() == 1  # the decision's own
 
 
 def test_a_decision_locks_its_item_alone_and_reads_items_unsorted(
