@@ -26,8 +26,10 @@ def finish_run(run_id: int, kind: str) -> None:
     if kind == RunKind.PROBE:
         summarize_probe(run_id)
         # Carve-outs and the rewording, when an LLM backend is configured (sent after commit;
-        # a run already asked, or finished without results, is left alone).
-        llm.request_probe_llm(ExplainRun.objects.select_related("version").get(pk=run_id))
+        # a run already asked, or finished without results, is left alone). Without one the
+        # run (its variant texts and the summary just written) is not read again.
+        if llm.llm_available():
+            llm.request_probe_llm(ExplainRun.objects.select_related("version").get(pk=run_id))
     elif kind == RunKind.CARVEOUT:
         finish_carveouts(run_id)
     elif kind == RunKind.WHATIF:
