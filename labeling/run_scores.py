@@ -21,7 +21,7 @@ import sys
 from array import array
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from labeling.models import ChunkScores, ExplainScore
 from worker.contract import VariantOutcome
@@ -73,26 +73,39 @@ class Columns:
 
     @classmethod
     def decode(cls, keys: list[str], errors: dict[str, str], count: int, data: bytes) -> Columns:
-        arrays = []
-        at = 0
-        for code in _TYPES:
-            column = array(code)
-            size = column.itemsize * count
-            column.frombytes(data[at : at + size])
-            if sys.byteorder == "big":
-                column.byteswap()
-            arrays.append(column)
-            at += size
-        items, key_col, labels, p1s, margins = arrays
+        items, key_col, labels, p1s, margins = _arrays(data, count, len(_TYPES))
         return cls(
             keys=keys,
-            item=items.tolist(),
-            key=key_col.tolist(),
-            label=[None if x < 0 else x for x in labels],
+            item=_ints(items),
+            key=_ints(key_col),
+            label=_labels(labels),
             p1=[None if math.isnan(x) else x for x in p1s],
             margin=[None if math.isnan(x) else x for x in margins],
             errors={int(n): e for n, e in errors.items()},
         )
+
+
+def _arrays(data: bytes, count: int, columns: int) -> list[array[int] | array[float]]:
+    """The first ``columns`` packed columns of ``count`` answers."""
+    arrays: list[array[int] | array[float]] = []
+    at = 0
+    for code in _TYPES[:columns]:
+        column = array(code)
+        size = column.itemsize * count
+        column.frombytes(data[at : at + size])
+        if sys.byteorder == "big":
+            column.byteswap()
+        arrays.append(column)
+        at += size
+    return arrays
+
+
+def _ints(column: array[int] | array[float]) -> list[int]:
+    return cast("list[int]", column.tolist())  # an integer column ("q", "H")
+
+
+def _labels(column: array[int] | array[float]) -> list[int | None]:
+    return cast("list[int | None]", [None if x < 0 else x for x in column])  # "b": -1 is none
 
 
 def _finite(value: float | None) -> float | None:
@@ -207,6 +220,16 @@ def _stored(
                 yield StoredScore(item_id, key, label, p1, margin, chunk.errors.get(n, ""))
 
 
+def _label_columns(
+    run_id: int,
+) -> Iterator[tuple[list[str], list[int], list[int], list[int | None]]]:
+    """(keys, item, key, label) of each of the run's chunks: the figures are not decoded."""
+    rows = ChunkScores.objects.filter(run_id=run_id).order_by("chunk_id")
+    for keys, count, data in rows.values_list("keys", "count", "columns"):
+        items, key_col, labels = _arrays(bytes(data), count, 3)
+        yield keys, _ints(items), _ints(key_col), _labels(labels)
+
+
 def run_labels(
     run_ids: Sequence[int], *, key: str | None = None
 ) -> dict[int, dict[str, int | None]]:
@@ -221,13 +244,13 @@ def run_labels(
             rows = rows.filter(key=key)
         for item_id, k, label in rows.order_by("pk").values_list("item_id", "key", "label"):
             run.setdefault(item_id, {}).setdefault(k, label)
-        for chunk in _documents(run_id):
-            if key is not None and key not in chunk.keys:
+        for keys, item_col, key_col, label_col in _label_columns(run_id):
+            if key is not None and key not in keys:
                 continue
-            wanted = None if key is None else chunk.keys.index(key)
-            for item_id, at, label in zip(chunk.item, chunk.key, chunk.label, strict=True):
+            wanted = None if key is None else keys.index(key)
+            for item_id, at, label in zip(item_col, key_col, label_col, strict=True):
                 if wanted is None or at == wanted:
-                    run.setdefault(item_id, {}).setdefault(chunk.keys[at], label)
+                    run.setdefault(item_id, {}).setdefault(keys[at], label)
         for item_id, labels in run.items():
             out.setdefault(item_id, {}).update(labels)
     return out
