@@ -14,6 +14,7 @@ locked-out address (django-axes; see ``cope_studio.lib.login``) before any passw
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -57,30 +58,33 @@ def _permission_names(ids: Iterable[int]) -> set[str]:
     return {_names_by_id[pk] for pk in wanted if pk in _names_by_id}
 
 
+@functools.cache
+def _users_with_permission_ids() -> QuerySet[Any]:
+    """Users with two arrays of permission ids, read from the link tables by the user's key: their
+    own, and their groups'. Assembled once per process (resolving the two subqueries cost as much
+    as the rest of the statement); each request narrows a copy of it to one user."""
+    user_model = get_user_model()
+    own = Permission.user_set.through.objects.filter(user_id=OuterRef("pk"))
+    groups = user_model.groups.through.objects.filter(user_id=OuterRef(OuterRef("pk")))
+    grouped = Permission.group_set.through.objects.filter(group_id__in=groups.values("group_id"))
+    return user_model._default_manager.annotate(
+        _own_ids=ArraySubquery(own.values("permission_id")),
+        _group_ids=ArraySubquery(grouped.values("permission_id")),
+    )
+
+
 def load_user(user_id: Any) -> Any:
     """The user with this id (None when there is none), on PostgreSQL with their permissions
     read in the same statement and kept as the request's permission cache. A superuser holds
     every permission: theirs are read when first asked, as before.
 
-    The statement reads the two link tables by the user's key, as arrays of permission ids (own,
-    and through the user's groups); ids become names through ``_permission_names``. Reading the
-    names in the statement (a join with the permission and content type tables, spelled as
-    ``app_label.codename``) cost a card a millisecond more of building the statement alone."""
-    users = get_user_model()._default_manager.all()
+    The statement reads permission ids (``_users_with_permission_ids``); ids become names
+    through ``_permission_names``. Reading the names in the statement (a join with the
+    permission and content type tables, spelled as ``app_label.codename``) cost a card a
+    millisecond more of building the statement alone."""
     if connection.vendor != "postgresql":
-        return users.filter(pk=user_id).first()
-    user_model = get_user_model()
-    own = Permission.user_set.through.objects.filter(user_id=OuterRef("pk"))
-    groups = user_model.groups.through.objects.filter(user_id=OuterRef(OuterRef("pk")))
-    grouped = Permission.group_set.through.objects.filter(group_id__in=groups.values("group_id"))
-    user: Any = (
-        users.annotate(
-            _own_ids=ArraySubquery(own.values("permission_id")),
-            _group_ids=ArraySubquery(grouped.values("permission_id")),
-        )
-        .filter(pk=user_id)
-        .first()
-    )
+        return get_user_model()._default_manager.filter(pk=user_id).first()
+    user: Any = _users_with_permission_ids().filter(pk=user_id).first()
     if user is not None and not user.is_superuser:
         user._perm_cache = _permission_names([*user._own_ids, *user._group_ids])
     return user
