@@ -87,15 +87,19 @@ def full_scans(lines: list[str]) -> list[str]:
     return found
 
 
-def task_index_reads(lines: list[str]) -> list[str]:
+def task_index_reads(lines: list[str], *, live_work: bool = True) -> list[str]:
     """The conditions by which a plan reads the task table: PostgreSQL's index conditions under
-    a scan of it, SQLite's searches of it."""
+    a scan of it, SQLite's searches of it. ``live_work`` False leaves out PostgreSQL's reads of
+    a partial index (live work only: open tasks, claims), which are bounded whatever the filter."""
     if connection.vendor != "postgresql":  # a subquery's table goes by its alias there
         return [line for line in lines if "labeling_reviewtask" in line or "INDEX review_" in line]
     found, on_tasks = [], False
     for line in lines:
         if " on " in line and ("Scan" in line):
             on_tasks = "labeling_reviewtask" in line or " on review_" in line
+            match = _PG_SCAN.search(line)
+            if not live_work and match is not None and match[2] in PARTIAL:
+                on_tasks = False
         elif on_tasks and "Index Cond" in line:
             found.append(line)
     assert found or not lines
@@ -153,10 +157,12 @@ def test_the_cards_queries_read_large_tables_through_indexes(
     # A policy's counts read only that policy's tasks. SQLite, which plans without statistics,
     # reads the resolved ones through the index on policy and status: it took the one on status
     # alone before there was one, and walked every policy's resolved tasks (24 ms at 1M labels,
-    # growing with the history). PostgreSQL may read them by policy and check the status.
+    # growing with the history). PostgreSQL may read them by policy and check the status, and
+    # may count a policy's claims from the partial index of live claims (by expiry), which holds
+    # no history: with some statistics it does.
     if scope == "policy":
         (counts,) = [lines for sql, lines in plans if "capped" in sql]
-        conditions = task_index_reads(counts)
+        conditions = task_index_reads(counts, live_work=False)
         assert all("policy_id" in line for line in conditions), conditions
         if connection.vendor == "sqlite":
             assert any("review_policy_status" in line for line in conditions), conditions
