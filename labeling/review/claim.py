@@ -22,6 +22,7 @@ never shown as if it were still held.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -29,7 +30,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.contrib.postgres.expressions import ArraySubquery
 from django.db import connection, transaction
-from django.db.models import Exists, F, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.db.models.functions import Abs
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
@@ -213,6 +214,20 @@ class _Claims:
     any_expired: bool  # whether the filter may have abandoned claims to pick up
 
 
+@functools.cache
+def _reviewers_with_claims() -> QuerySet[User]:
+    """Users, locked (``FOR NO KEY UPDATE``), with the ids and expiries of the claims each holds,
+    in id order: ``_claims_of``'s statement without its filter, assembled once per process (its
+    subqueries cost the card as much to resolve as to run)."""
+    claims = ReviewTask.objects.filter(
+        status=ReviewStatus.CLAIMED, claimed_by=OuterRef("pk")
+    ).order_by("id")
+    return User.objects.select_for_update(no_key=True, of=("self",)).annotate(
+        claim_ids=ArraySubquery(claims.values("id")),
+        claim_until=ArraySubquery(claims.values("claim_expires_at")),
+    )
+
+
 def _claims_of(reviewer: User, expired: QuerySet[ReviewTask]) -> _Claims:
     """(id, expiry) of every claim the reviewer holds, read on the partial index of claims and
     usually answering nothing (right after a decision); on PostgreSQL the same statement takes
@@ -224,18 +239,13 @@ def _claims_of(reviewer: User, expired: QuerySet[ReviewTask]) -> _Claims:
     another request of this reviewer committed meanwhile is not among them. The take's ``NOT
     EXISTS`` (a later statement, a fresh snapshot) refuses a second claim, and the retry in
     ``claim_next`` then finds and renews that one."""
-    claims = ReviewTask.objects.filter(status=ReviewStatus.CLAIMED, claimed_by=reviewer)
     if not connection.features.has_select_for_update:
+        claims = ReviewTask.objects.filter(status=ReviewStatus.CLAIMED, claimed_by=reviewer)
         return _Claims(list(claims.order_by().values_list("id", "claim_expires_at")), True)
-    ordered = claims.order_by("id")
     row = (
-        User.objects.filter(pk=reviewer.pk)
-        .select_for_update(no_key=True, of=("self",))
-        .annotate(
-            claim_ids=ArraySubquery(ordered.values("id")),
-            claim_until=ArraySubquery(ordered.values("claim_expires_at")),
-            any_expired=Exists(expired),
-        )
+        _reviewers_with_claims()
+        .filter(pk=reviewer.pk)
+        .annotate(any_expired=Exists(expired))
         .values_list("claim_ids", "claim_until", "any_expired")
         .first()
     )
