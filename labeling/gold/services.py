@@ -22,6 +22,7 @@ Scores are computed with one grouped SQL aggregate per job (never every label in
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -114,18 +115,31 @@ def current_gold(*, policy_id: int, item_ids: Iterable[int]) -> dict[int, tuple[
     (one query); ``("", "")`` for an item without gold. What a writer of gold passes as the
     old side of a ``GoldTransition``."""
     ids = list(item_ids)
+    found = {
+        pk: (g or "", s or "")
+        for pk, g, s in _items_with_gold(policy_id)
+        .filter(pk__in=ids)
+        .values_list("pk", "cur_gold", "cur_source")
+    }
+    return {pk: found.get(pk, ("", "")) for pk in ids}
+
+
+class _CurrentGold(TypedDict):
+    cur_gold: str | None
+    cur_source: str
+
+
+@functools.lru_cache(maxsize=256)
+def _items_with_gold(policy_id: int) -> QuerySet[WithAnnotations[Item, _CurrentGold]]:
+    """Items with their gold under a policy (``gold_precedence``), unordered (a dict needs no
+    join with the sample sets for ``Item``'s default ordering): ``current_gold``'s statement
+    without its items, assembled once per policy and process. Each decision reads its item's
+    gold; resolving the three subqueries cost it more than running them."""
     row = GoldLabel.objects.filter(policy_id=policy_id, item_id=OuterRef("pk"))
     gold, source = gold_precedence(
         Subquery(row.values("label")[:1]), Subquery(row.values("source")[:1]), F("expected_label")
     )
-    found = {
-        pk: (g or "", s or "")
-        for pk, g, s in Item.objects.filter(pk__in=ids)
-        .order_by()  # a dict: no join with the sample sets for ``Item``'s default ordering
-        .annotate(cur_gold=gold, cur_source=source)
-        .values_list("pk", "cur_gold", "cur_source")
-    }
-    return {pk: found.get(pk, ("", "")) for pk in ids}
+    return Item.objects.order_by().annotate(cur_gold=gold, cur_source=source)
 
 
 class GoldFields(TypedDict):
