@@ -14,15 +14,18 @@ card's earlier-decisions panel reads final decisions of other tasks only.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from datetime import datetime, timedelta
+from typing import TypedDict
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.paginator import Page, Paginator
 from django.db import transaction
-from django.db.models import Exists, Prefetch, QuerySet
+from django.db.models import Exists, F, OuterRef, Prefetch, QuerySet
 from django.utils import timezone
+from django_stubs_ext import WithAnnotations
 
 from labeling.models import Decision, ReviewStatus, ReviewTask, ReviewVote
 from labeling.review.claim import ReviewError
@@ -36,13 +39,23 @@ ADJUDICATION_PAGE_SIZE = 50
 def needs_votes(task: ReviewTask) -> bool:
     """Whether a decision on this task is a vote: its policy asks for overlap, or votes were
     already given on it (the overlap was lowered since). One indexed query."""
-    row = (
-        Policy.objects.filter(pk=task.policy_id)
-        .annotate(voted=Exists(ReviewVote.objects.filter(task_id=task.pk)))
-        .values_list("review_overlap", "voted")
-        .first()
-    )
+    row = _tasks_with_vote_rule().filter(pk=task.pk).values_list("overlap", "voted").first()
     return row is not None and (row[0] > 1 or row[1])
+
+
+@functools.cache
+def _tasks_with_vote_rule() -> QuerySet[WithAnnotations[ReviewTask, _VoteRule]]:
+    """Tasks with their policy's overlap and whether any vote was given on them, unordered:
+    ``needs_votes``' statement without its task, assembled once per process."""
+    return ReviewTask.objects.order_by().annotate(
+        overlap=F("policy__review_overlap"),
+        voted=Exists(ReviewVote.objects.filter(task_id=OuterRef("pk"))),
+    )
+
+
+class _VoteRule(TypedDict):
+    overlap: int
+    voted: bool
 
 
 def _claimed_seconds(expires: datetime | None, now: datetime) -> float | None:
