@@ -371,11 +371,16 @@ def load_task(pk: int) -> ReviewTask:
 
 def _attach_item_and_job(task: ReviewTask) -> ReviewTask:
     task.item = Item.objects.get(pk=task.item_id)
-    task.job = (
-        Job.objects.select_related("version__policy").only(*_CARD_JOB_FIELDS).get(pk=task.job_id)
-    )
+    task.job = _card_jobs().get(pk=task.job_id)
     task.policy = task.job.version.policy
     return task
+
+
+@functools.cache
+def _card_jobs() -> QuerySet[Job]:
+    """Jobs with what the card shows of them (``_CARD_JOB_FIELDS``), their version and policy
+    joined: assembled once per process, each card reads one by key."""
+    return Job.objects.select_related("version__policy").only(*_CARD_JOB_FIELDS)
 
 
 def skip_task(*, task: ReviewTask, reviewer: User) -> None:

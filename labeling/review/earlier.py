@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.db.models.functions import Substr
 
 from cope_studio.lib.db import TextPrefix, any_of
@@ -77,15 +78,8 @@ def earlier_decisions(task: ReviewTask, *, limit: int = 10) -> list[EarlierDecis
     }
     if not tasks:
         return []
-    decisions = list(
-        Decision.objects.filter(any_of("task_id", tasks))
-        .select_related("reviewer")
-        .order_by("-created_at", "-id")[:limit]
-    )
-    jobs = Job.objects.select_related("version__policy").only(
-        "version", "version__number", "version__policy", "version__policy__name"
-    )
-    jobs_by_id = jobs.in_bulk({tasks[d.task_id][0] for d in decisions})
+    decisions = list(_decisions_newest_first().filter(any_of("task_id", tasks))[:limit])
+    jobs_by_id = _jobs_named().in_bulk({tasks[d.task_id][0] for d in decisions})
     found = []
     for decision in decisions:
         job_id, item_id, policy_id = tasks[decision.task_id]
@@ -95,6 +89,20 @@ def earlier_decisions(task: ReviewTask, *, limit: int = 10) -> list[EarlierDecis
                 EarlierDecision(decision, jobs_by_id[job_id], policy_id, content_hash, snippet)
             )
     return found
+
+
+@functools.cache
+def _decisions_newest_first() -> QuerySet[Decision]:
+    """Decisions with their reviewer, newest first (assembled once per process)."""
+    return Decision.objects.select_related("reviewer").order_by("-created_at", "-id")
+
+
+@functools.cache
+def _jobs_named() -> QuerySet[Job]:
+    """Jobs with their version's number and policy's name (assembled once per process)."""
+    return Job.objects.select_related("version__policy").only(
+        "version", "version__number", "version__policy", "version__policy__name"
+    )
 
 
 def reusable_decision(
