@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.cache import caches
 from django.db.models import IntegerField, QuerySet, Subquery
-from django.utils import timezone
+from django.db.models.functions import Now
 
-from labeling.models import ReviewStatus, ReviewTask
+from labeling.models import Job, ReviewStatus, ReviewTask
 from labeling.review.claim import QueueFilter
+from policies.models import Policy
 
 # Counts (open, resolved, carried over: by index in queue_counts) that may be taken as over
 # the cap for this many seconds once read over it. Claims are never: they are few and change.
 _MONOTONE_COUNTS = (0, 3, 4)
 _OVER_CAP_SECONDS = 10
+_PARTS = 5  # the counts of ``_parts``
+_FilterKey = tuple[int | None, int | None, str | None, float | None]
 
 
 @dataclass(frozen=True)
@@ -64,25 +69,62 @@ class _CappedCount(Subquery):
         super().__init__(tasks.order_by().values("id")[: cap + 1])
 
 
-def _read_counts(parts: dict[int, QuerySet[ReviewTask]], cap: int) -> dict[int, int]:
-    """The capped counts of ``parts``, read in one statement.
-
-    One round trip instead of one per count: the card pays per statement. A statement needs a
-    row to hang the subqueries off; the task model's content type row is one that always exists,
-    read by primary key from a small table (the ORM writes no ``SELECT`` without ``FROM``).
-    """
-    if not parts:
+def _read_counts(scope: QueueFilter, wanted: tuple[int, ...], cap: int) -> dict[int, int]:
+    """The capped counts ``wanted`` (indexes into ``_parts``) of the filter, read in one
+    statement."""
+    if not wanted:
         return {}
-    anchor = ContentType.objects.get_for_model(ReviewTask).pk  # cached in the process
-    row = (
-        ContentType.objects.filter(pk=anchor)
-        .annotate(**{f"c{i}": _CappedCount(part, cap) for i, part in parts.items()})
-        .values(*(f"c{i}" for i in parts))
-        .first()
+    key = (
+        scope.job.pk if scope.job else None,
+        scope.policy.pk if scope.policy else None,
+        scope.side_said_1,
+        scope.max_margin,
     )
+    row = _counts_statement(key, wanted, cap).first()
     if row is None:
-        raise ContentType.DoesNotExist(f"No content type row {anchor} for review tasks.")
-    return {i: int(row[f"c{i}"]) for i in parts}
+        raise ContentType.DoesNotExist("No content type row for review tasks.")
+    return {i: int(row[f"c{i}"]) for i in wanted}
+
+
+def _parts(scope: QueueFilter) -> list[QuerySet[ReviewTask]]:
+    """The filter's open tasks, abandoned claims, live claims, resolved and carried-over tasks.
+    Claims are read against the database's clock (``Now()``), so the statement holds no value
+    of the moment and is built once (``_counts_statement``); claims' expiries are written from
+    the web's clock, which agrees with it to within the clocks' drift: a count, not a claim."""
+    tasks = scope.apply(ReviewTask.objects.all())
+    return [
+        tasks.filter(status=ReviewStatus.OPEN),
+        tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__lt=Now()),
+        tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__gte=Now()),
+        tasks.filter(status=ReviewStatus.RESOLVED),
+        tasks.filter(carried_over=True),
+    ]
+
+
+@functools.lru_cache(maxsize=256)
+def _counts_statement(key: _FilterKey, wanted: tuple[int, ...], cap: int) -> QuerySet[Any]:
+    """One statement for the counts ``wanted``, assembled once per filter (``key``: job id,
+    policy id, side, margin) and process: the card reads it on every request, and resolving
+    its subqueries cost more than running them.
+
+    A statement needs a row to hang the subqueries off; the task model's content type row is
+    one that always exists, read by primary key from a small table (the ORM writes no
+    ``SELECT`` without ``FROM``)."""
+    job_id, policy_id, side, margin = key
+    scope = QueueFilter(  # the filter's rows by key alone: the statement holds no other field
+        job=Job(pk=job_id) if job_id is not None else None,
+        policy=Policy(pk=policy_id) if policy_id is not None else None,
+        side_said_1=side,
+        max_margin=margin,
+    )
+    anchor = ContentType.objects.get_for_model(ReviewTask).pk  # cached in the process
+    parts = _parts(scope)
+    statement: QuerySet[Any] = (
+        ContentType.objects.filter(pk=anchor)
+        .annotate(**{f"c{i}": _CappedCount(parts[i], cap) for i in wanted})
+        .values(*(f"c{i}" for i in wanted))
+    )
+    return statement
 
 
 def _cache_key(scope: QueueFilter, cap: int) -> str:
@@ -102,27 +144,18 @@ def queue_counts(scope: QueueFilter, *, cap: int | None = None) -> QueueCounts:
     holds; the resolved history is counted only up to the cap.
     """
     cap = int(cap or settings.COPE_QUEUE_COUNT_CAP)
-    now = timezone.now()
-    tasks = scope.apply(ReviewTask.objects.all())
-    parts = [
-        tasks.filter(status=ReviewStatus.OPEN),
-        tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__lt=now),
-        tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__gte=now),
-        tasks.filter(status=ReviewStatus.RESOLVED),
-        tasks.filter(carried_over=True),
-    ]
     # A count shown as "1000+" cannot visibly change with one decision: for a few seconds it is
     # taken as still over the cap instead of read again (each read walks cap + 1 index entries,
     # the costliest part of the card's counts). Counts under the cap are always read.
     key = _cache_key(scope, cap)
     memo = caches["local"]  # per process: see settings.CACHES
     over: set[int] = set(memo.get(key) or ())
-    values = _read_counts({i: part for i, part in enumerate(parts) if i not in over}, cap)
+    values = _read_counts(scope, tuple(i for i in range(_PARTS) if i not in over), cap)
     values.update({i: cap + 1 for i in over})
     now_over = {i for i in _MONOTONE_COUNTS if values[i] > cap}
     if now_over != over:
         memo.set(key, sorted(now_over), timeout=_OVER_CAP_SECONDS)
-    open_, expired, claimed, resolved, carried = (values[i] for i in range(len(parts)))
+    open_, expired, claimed, resolved, carried = (values[i] for i in range(_PARTS))
     return QueueCounts(
         open=min(cap + 1, open_ + expired),
         claimed=claimed,
