@@ -108,8 +108,8 @@ def _counts_statement(key: _FilterKey, wanted: tuple[int, ...], cap: int) -> Que
     its subqueries cost more than running them.
 
     A statement needs a row to hang the subqueries off; the task model's content type row is
-    one that always exists, read by primary key from a small table (the ORM writes no
-    ``SELECT`` without ``FROM``)."""
+    one that always exists, read by its unique (app, model) key from a small table (the ORM
+    writes no ``SELECT`` without ``FROM``)."""
     job_id, policy_id, side, margin = key
     scope = QueueFilter(  # the filter's rows by key alone: the statement holds no other field
         job=Job(pk=job_id) if job_id is not None else None,
@@ -117,10 +117,10 @@ def _counts_statement(key: _FilterKey, wanted: tuple[int, ...], cap: int) -> Que
         side_said_1=side,
         max_margin=margin,
     )
-    anchor = ContentType.objects.get_for_model(ReviewTask).pk  # cached in the process
+    meta = ReviewTask._meta  # by natural key: a content type's id may change (a flushed database)
     parts = _parts(scope)
     statement: QuerySet[Any] = (
-        ContentType.objects.filter(pk=anchor)
+        ContentType.objects.filter(app_label=meta.app_label, model=meta.model_name)
         .annotate(**{f"c{i}": _CappedCount(parts[i], cap) for i in wanted})
         .values(*(f"c{i}" for i in wanted))
     )
