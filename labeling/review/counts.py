@@ -74,13 +74,7 @@ def _read_counts(scope: QueueFilter, wanted: tuple[int, ...], cap: int) -> dict[
     statement."""
     if not wanted:
         return {}
-    key = (
-        scope.job.pk if scope.job else None,
-        scope.policy.pk if scope.policy else None,
-        scope.side_said_1,
-        scope.max_margin,
-    )
-    row = _counts_statement(key, wanted, cap).first()
+    row = _counts_statement(_filter_key(scope), wanted, cap).first()
     if row is None:
         raise ContentType.DoesNotExist("No content type row for review tasks.")
     return {i: int(row[f"c{i}"]) for i in wanted}
@@ -127,11 +121,19 @@ def _counts_statement(key: _FilterKey, wanted: tuple[int, ...], cap: int) -> Que
     return statement
 
 
-def _cache_key(scope: QueueFilter, cap: int) -> str:
-    margin = "" if scope.max_margin is None else scope.max_margin
+def _filter_key(scope: QueueFilter) -> _FilterKey:
+    """The filter by value: job id, policy id, side, margin."""
     return (
-        f"cope:queue-over-cap:{cap}:{scope.job.pk if scope.job else ''}:"
-        f"{scope.policy.pk if scope.policy else ''}:{scope.side_said_1 or ''}:{margin}"
+        scope.job.pk if scope.job else None,
+        scope.policy.pk if scope.policy else None,
+        scope.side_said_1,
+        scope.max_margin,
+    )
+
+
+def _cache_key(scope: QueueFilter, cap: int) -> str:
+    return "cope:queue-over-cap:{}:{}:{}:{}:{}".format(
+        cap, *("" if part is None else part for part in _filter_key(scope))
     )
 
 
