@@ -11,6 +11,7 @@ from labeling.management.commands._queue_history import (
     clean,
     count,
     grow_to,
+    settle,
     start_history,
 )
 from labeling.models import Decision, GoldLabel, Item, Job, Label, ReviewStatus, ReviewTask
@@ -48,3 +49,11 @@ def test_history_has_the_labels_items_and_decisions_asked_for_and_leaves_nothing
     clean(history)
     for model in (Item, Label, ReviewTask, Decision, GoldLabel, Job):
         assert not model.objects.exists(), model.__name__
+
+
+@pytest.mark.django_db(transaction=True)  # as the benchmark runs it: outside a transaction
+def test_settling_writes_the_builds_pages_to_disk_before_measuring() -> None:
+    """The history's pages are flushed (PostgreSQL's CHECKPOINT, SQLite's WAL folded in), so
+    the measurement does not share the machine with the build's write-back; the output says so."""
+    settled = settle(0)
+    assert settled["flushed"] in ("CHECKPOINT, sync", "wal_checkpoint(TRUNCATE), sync")

@@ -3,7 +3,8 @@
 It builds a history the way a team makes one (``_queue_history``: policies with versions and
 reruns, every label stored, mismatches as review tasks, most decided with quotes and notes, gold
 labels, open tasks spread across the jobs). At each size of ``--labels``, built one on top of the
-other, it brings the tables to the state a running server's are in, starts the web app in the
+other, it brings the tables to the state a running server's are in (statistics, and the build's
+pages written to disk: ``_queue_history.settle``), starts the web app in the
 server the setup really runs, and lets ``--reviewers`` client threads, each logged in as its own
 reviewer, loop: GET the next task (the htmx request the page makes), think, POST the decision. It
 prints p50/p95/p99 of the whole next-task request and of the decision save, one JSON line per
