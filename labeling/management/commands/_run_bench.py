@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,11 +71,31 @@ def live_workers(
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def run_figures(run: ExplainRun, tmp: Path) -> dict[str, Any]:
+def log_size(tmp: Path) -> int:
+    """How much the bookkeeping worker has logged so far (characters): where the next run's
+    tasks begin."""
+    return len((tmp / "web.log").read_text(errors="replace"))
+
+
+def wait_for_log(run: ExplainRun, tmp: Path, log_from: int, timeout: float = 30.0) -> None:
+    """Wait until the bookkeeping worker has logged a finished ``record_explain`` task for each
+    of the finished run's chunks (Celery logs a task after it returns, a moment after the run's
+    row says finished), so that no task of this run is counted with the next one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = (tmp / "web.log").read_text(errors="replace")[log_from:]
+        done = sum(1 for m in _SUCCEEDED.finditer(log) if m.group(1) == RECORD_EXPLAIN_TASK)
+        if done >= run.chunk_count:
+            return
+        time.sleep(0.1)
+    raise CommandError(f"the bookkeeping worker did not log the run's tasks; logs in {tmp}")
+
+
+def run_figures(run: ExplainRun, tmp: Path, log_from: int = 0) -> dict[str, Any]:
     """A finished run's figures: size, wall time, scores per second, the model worker's time,
-    and the bookkeeping worker's (its ``labeling.record_explain`` tasks, from its log) beside
-    the model's and the wall's."""
-    log = (tmp / "web.log").read_text(errors="replace")
+    and the bookkeeping worker's (its ``labeling.record_explain`` tasks, from its log from
+    character ``log_from`` on: ``log_size``) beside the model's and the wall's."""
+    log = (tmp / "web.log").read_text(errors="replace")[log_from:]
     web_seconds = sum(
         float(m.group(2)) for m in _SUCCEEDED.finditer(log) if m.group(1) == RECORD_EXPLAIN_TASK
     )

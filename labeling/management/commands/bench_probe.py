@@ -10,6 +10,12 @@ label, every clause removed) and waits for the run, re-sending lost chunks as be
 (``bench_explain``'s wait). Prints one JSON object; everything it created is deleted
 afterwards (``--keep`` keeps it).
 
+The version is probed twice on the same workers (``--runs``): the first run meets workers that
+have just started (the bookkeeping worker opens its database connection and runs its code for
+the first time, the model worker loads its model), as a studio does once after each start; the
+last one meets them as a running studio's are, and its figures are the top-level ones. The
+first run's are under ``first_run``.
+
 * ``wall_seconds``: from the run's creation to its finish (its summary written);
 * ``variants`` (distinct, per item), ``scores`` (variant scores recorded), ``scores_per_s``;
 * ``model_seconds``: the scorer's own time as the model worker reports it; ``web_seconds``:
@@ -24,14 +30,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
 from labeling.management.commands._run_bench import (
     add_run_arguments,
     live_workers,
+    log_size,
     production_broker,
     run_figures,
+    wait_for_log,
 )
 from labeling.management.commands.bench_explain import Command as ExplainBench
 from labeling.management.commands.bench_explain import build_job
@@ -40,14 +48,14 @@ from labeling.probes import services
 from policies.models import Version
 
 
-def report(run: ExplainRun, tmp: Path) -> dict[str, Any]:
+def report(run: ExplainRun, tmp: Path, log_from: int = 0) -> dict[str, Any]:
     found = run.summary or {}
     return {
         "benchmark": "probe",
         "items": run.items_total,
         "scored": run.items_done,
         "clauses": 30,
-        **run_figures(run, tmp),
+        **run_figures(run, tmp, log_from),
         "positive": found.get("positive"),
         "leakage": (found.get("leakage") or {}).get("count"),
         "dead": len(found.get("dead") or []),
@@ -72,19 +80,40 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--items", type=int, default=200)
+        parser.add_argument(
+            "--runs",
+            type=int,
+            default=2,
+            help="probes of the version, one after the other on the same workers; the first "
+            "meets them just started, the last is reported (default 2)",
+        )
         add_run_arguments(parser, keeps="the policy and its rows")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["runs"] < 1:
+            raise CommandError("--runs must be at least 1.")
         broker = production_broker("bench_probe", options)
         job = build_job(options["items"])
         PolicyEvaluation.objects.create(policy=job.version.policy, sample_set=job.sample_set)
+        waiter = ExplainBench()
+        waiter.stderr = self.stderr  # its notes on re-sent chunks go where ours do
         with live_workers("bench_probe", broker, self.stderr) as (tmp, procs):
-            run = services.start_probe(job.version, by=None, max_items=options["items"])
-            waiter = ExplainBench()
-            waiter.stderr = self.stderr  # its notes on re-sent chunks go where ours do
-            waiter._wait(run, options["timeout"], procs, tmp)
-            run.refresh_from_db()
-        out = report(run, tmp)
+            figures = []
+            for _ in range(options["runs"]):
+                log_from = log_size(tmp)
+                run = services.start_probe(job.version, by=None, max_items=options["items"])
+                waiter._wait(run, options["timeout"], procs, tmp)
+                run.refresh_from_db()
+                wait_for_log(run, tmp, log_from)
+                figures.append(report(run, tmp, log_from))
+        out = {**figures[-1], "runs": len(figures)}
+        if len(figures) > 1:
+            first = figures[0]
+            out["first_run"] = {
+                k: first[k]
+                for k in ("status", "wall_seconds", "model_seconds", "web_seconds")
+                + ("outside_model_share", "scores")
+            }
         if not options["keep"]:
             _clean(job)
         self.stdout.write(json.dumps(out))

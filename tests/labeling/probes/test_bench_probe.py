@@ -34,6 +34,13 @@ def test_bench_probe_prints_its_figures_and_cleans_up(monkeypatch: pytest.Monkey
     assert figures["backend"] == "embedding" and figures["wall_seconds"] > 0
     assert 0 <= figures["outside_model_share"] <= 1 and figures["scores_per_s"] > 0
     assert figures["positive"] is not None and figures["dead"] >= 0
+    # Probed twice on the same workers: the last run reported, the first (just-started
+    # workers) beside it, each counting only its own bookkeeping tasks.
+    first = figures["first_run"]
+    assert figures["runs"] == 2 and first["status"] == "succeeded"
+    assert first["scores"] == figures["scores"] and first["wall_seconds"] > 0
+    assert 0 < first["web_seconds"] and 0 < figures["web_seconds"]
+    assert 0 <= first["outside_model_share"] <= 1
     assert not Job.objects.exists() and not Item.objects.exists()
     assert not ExplainRun.objects.exists() and not PolicyEvaluation.objects.exists()
     assert not Policy.objects.exists()
