@@ -420,8 +420,8 @@ def _flush() -> str:
     """Write the build's pages to disk before measuring, as a server that has run for a while
     has: its history was written over months and checkpointed long ago. Built in a minute, the
     history's pages are still in memory; PostgreSQL's next checkpoint (started when the WAL
-    passes ``max_wal_size``, spread over minutes) and the kernel's writeback would then write
-    hundreds of megabytes during the measurement, a load no deployment has at steady state.
+    passes ``max_wal_size``, spread over up to a minute) and the kernel's writeback would then
+    write tens of megabytes during the measurement, a load no deployment has at steady state.
     PostgreSQL: ``CHECKPOINT`` (superuser or ``pg_checkpoint``); SQLite: the WAL folded into the
     database file. Then the kernel's dirty pages (``sync``), which it writes by itself within
     half a minute. Its own writes (claims, decisions) still go through WAL and fsync as always."""

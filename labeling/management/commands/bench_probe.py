@@ -109,11 +109,8 @@ class Command(BaseCommand):
         out = {**figures[-1], "runs": len(figures)}
         if len(figures) > 1:
             first = figures[0]
-            out["first_run"] = {
-                k: first[k]
-                for k in ("status", "wall_seconds", "model_seconds", "web_seconds")
-                + ("outside_model_share", "scores")
-            }
+            kept = ("status", "scores", "wall_seconds", "model_seconds", "web_seconds")
+            out["first_run"] = {k: first[k] for k in (*kept, "outside_model_share")}
         if not options["keep"]:
             _clean(job)
         self.stdout.write(json.dumps(out))
