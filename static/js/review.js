@@ -11,6 +11,10 @@
 
   function submit(form) {
     if (!form) return;
+    // htmx binds swapped-in content only when it settles (about 20 ms after the swap): a key
+    // pressed the moment a card appears would post its form the plain way and reload the page.
+    // Binding it now is harmless when htmx has done so already.
+    if (window.htmx) window.htmx.process(form);
     // requestSubmit runs the browser's validation and fires "submit", which htmx handles.
     if (form.requestSubmit) form.requestSubmit();
     else form.submit();
