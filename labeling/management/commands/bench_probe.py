@@ -104,13 +104,14 @@ class Command(BaseCommand):
                 run = services.start_probe(job.version, by=None, max_items=options["items"])
                 waiter._wait(run, options["timeout"], procs, tmp)
                 run.refresh_from_db()
-                wait_for_log(run, tmp, log_from)
-                figures.append(report(run, tmp, log_from))
+                logged = wait_for_log(run, tmp, log_from)
+                figures.append({**report(run, tmp, log_from), "bookkeeping_tasks_logged": logged})
         out = {**figures[-1], "runs": len(figures)}
         if len(figures) > 1:
             first = figures[0]
             kept = ("status", "scores", "wall_seconds", "model_seconds", "web_seconds")
-            out["first_run"] = {k: first[k] for k in (*kept, "outside_model_share")}
+            tasks = ("outside_model_share", "bookkeeping_tasks_logged")
+            out["first_run"] = {k: first[k] for k in (*kept, *tasks)}
         if not options["keep"]:
             _clean(job)
         self.stdout.write(json.dumps(out))

@@ -35,12 +35,15 @@ def test_bench_probe_prints_its_figures_and_cleans_up(monkeypatch: pytest.Monkey
     assert 0 <= figures["outside_model_share"] <= 1 and figures["scores_per_s"] > 0
     assert figures["positive"] is not None and figures["dead"] >= 0
     # Probed twice on the same workers: the last run reported, the first (just-started
-    # workers) beside it, each counting only its own bookkeeping tasks.
+    # workers) beside it, each counting only its own bookkeeping tasks (in the suite, the
+    # session's workers share the broker and may take some: the figures say how many it saw).
     first = figures["first_run"]
     assert figures["runs"] == 2 and first["status"] == "succeeded"
     assert first["scores"] == figures["scores"] and first["wall_seconds"] > 0
-    assert 0 < first["web_seconds"] and 0 < figures["web_seconds"]
     assert 0 <= first["outside_model_share"] <= 1
+    for run in (first, figures):
+        assert 0 <= run["bookkeeping_tasks_logged"] <= figures["chunks"]
+        assert (run["web_seconds"] > 0) == (run["bookkeeping_tasks_logged"] > 0)
     assert not Job.objects.exists() and not Item.objects.exists()
     assert not ExplainRun.objects.exists() and not PolicyEvaluation.objects.exists()
     assert not Policy.objects.exists()
