@@ -217,3 +217,28 @@ def test_z_undoes_the_last_decision_and_q_quotes_the_selection(
     page.keyboard.press("Enter")
     page.locator(f".task-card[data-task-id='{second.pk}']").wait_for()
     assert Decision.objects.get(task=first).label == "1"
+
+
+def test_a_key_pressed_before_htmx_settles_the_new_card_still_stays_on_the_page(
+    page: Any, live_server: Any, login: Any, author: Any, reviewer: Any
+) -> None:
+    """htmx binds swapped-in content only when it settles; a shortcut pressed in between must
+    not post the card's form the plain way (a full page load). The settle delay is widened to
+    make that window certain."""
+    job = make_job(author=author, mismatches=[(1, 0.9, 0.1), (0, 0.3, 0.7)], texts=["one", "two"])
+    first, second = job.review_tasks.order_by("id")
+    login(reviewer)
+    page.goto(f"{live_server.url}/labeling/review/?job={job.pk}")
+    page.locator(f".task-card[data-task-id='{first.pk}']").wait_for()
+    page.evaluate("window.__marker = 1; htmx.config.defaultSettleDelay = 3000")
+
+    page.keyboard.press("0")
+    page.keyboard.press("a")
+    page.keyboard.press("Enter")
+    page.locator(f".task-card[data-task-id='{second.pk}']").wait_for()
+    page.keyboard.press("z")  # the undo form came with this card and is not settled yet
+    page.locator(f".task-card[data-task-id='{first.pk}']").wait_for()
+
+    assert "was undone" in page.locator("#task-area").inner_text()
+    assert page.evaluate("window.__marker") == 1, "the page was reloaded"
+    assert not Decision.objects.filter(task=first).exists()
