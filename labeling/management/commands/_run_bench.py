@@ -85,21 +85,26 @@ def wait_for_log(run: ExplainRun, tmp: Path, log_from: int, timeout: float = 5.0
     say so, ``bookkeeping_tasks_logged``)."""
     deadline = time.monotonic() + timeout
     while True:
-        log = (tmp / "web.log").read_text(errors="replace")[log_from:]
-        done = sum(1 for m in _SUCCEEDED.finditer(log) if m.group(1) == RECORD_EXPLAIN_TASK)
+        done = len(_record_explain_seconds(tmp, log_from))
         if done >= run.chunk_count or time.monotonic() >= deadline:
             return done
         time.sleep(0.1)
+
+
+def _record_explain_seconds(tmp: Path, log_from: int) -> list[float]:
+    """Each finished ``record_explain`` task's time in the bookkeeping worker's log, from
+    character ``log_from`` on."""
+    log = (tmp / "web.log").read_text(errors="replace")[log_from:]
+    return [
+        float(m.group(2)) for m in _SUCCEEDED.finditer(log) if m.group(1) == RECORD_EXPLAIN_TASK
+    ]
 
 
 def run_figures(run: ExplainRun, tmp: Path, log_from: int = 0) -> dict[str, Any]:
     """A finished run's figures: size, wall time, scores per second, the model worker's time,
     and the bookkeeping worker's (its ``labeling.record_explain`` tasks, from its log from
     character ``log_from`` on: ``log_size``) beside the model's and the wall's."""
-    log = (tmp / "web.log").read_text(errors="replace")[log_from:]
-    web_seconds = sum(
-        float(m.group(2)) for m in _SUCCEEDED.finditer(log) if m.group(1) == RECORD_EXPLAIN_TASK
-    )
+    web_seconds = sum(_record_explain_seconds(tmp, log_from))
     wall = (run.finished_at - run.created_at).total_seconds() if run.finished_at else None
     busy = web_seconds + run.model_seconds
     return {
