@@ -6,7 +6,7 @@ Those runs are read a whole run at a time when they finish, never an item at a t
 per item and variant (``ExplainScore``, as attribution keeps) cost more than the model: a probe
 chunk's 3,400 rows took longer to build and insert than the CPU baseline took to score them.
 As JSON a chunk's figures took 10 ms to insert (the floats' text, then PostgreSQL parsing it);
-packed as binary columns (``Columns.encode``, 27 bytes a score) 2 ms, and they read back in
+packed as binary columns (``encode``, 27 bytes a score) 2 ms, and they read back in
 microseconds. The readers also read ``ExplainScore`` rows, which runs recorded before the
 columns have.
 
@@ -20,11 +20,10 @@ import math
 import sys
 from array import array
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple, cast
 
 from labeling.models import ChunkScores, ExplainScore
-from worker.contract import VariantOutcome
+from worker.contract import OutcomeColumns, VariantOutcome
 
 # Each column's array type, in the order they are packed: item id, key index, label (-1: none),
 # p(1) and margin (NaN: none). Little-endian whatever the machine.
@@ -41,48 +40,34 @@ class StoredScore(NamedTuple):
     error: str
 
 
-@dataclass(frozen=True)
-class Columns:
-    """A chunk's answers, one list per figure (``key`` indexes ``keys``); ``errors`` by
-    position."""
+def encode(columns: OutcomeColumns) -> bytes:
+    """A chunk's answers as packed binary columns (``_TYPES``)."""
+    nan = math.nan
+    arrays = (
+        array("q", columns.item),
+        array("H", columns.key),
+        array("b", [-1 if x is None else x for x in columns.label]),
+        array("d", [nan if x is None else x for x in columns.p1]),
+        array("d", [nan if x is None else x for x in columns.margin]),
+    )
+    if sys.byteorder == "big":
+        for column in arrays:
+            column.byteswap()
+    return b"".join(column.tobytes() for column in arrays)
 
-    keys: list[str]
-    item: list[int]
-    key: list[int]
-    label: list[int | None]
-    p1: list[float | None]
-    margin: list[float | None]
-    errors: dict[int, str]
 
-    def __len__(self) -> int:
-        return len(self.item)
-
-    def encode(self) -> bytes:
-        nan = math.nan
-        arrays = (
-            array("q", self.item),
-            array("H", self.key),
-            array("b", [-1 if x is None else x for x in self.label]),
-            array("d", [nan if x is None else x for x in self.p1]),
-            array("d", [nan if x is None else x for x in self.margin]),
-        )
-        if sys.byteorder == "big":
-            for column in arrays:
-                column.byteswap()
-        return b"".join(column.tobytes() for column in arrays)
-
-    @classmethod
-    def decode(cls, keys: list[str], errors: dict[str, str], count: int, data: bytes) -> Columns:
-        items, key_col, labels, p1s, margins = _arrays(data, count, len(_TYPES))
-        return cls(
-            keys=keys,
-            item=_ints(items),
-            key=_ints(key_col),
-            label=_labels(labels),
-            p1=[None if math.isnan(x) else x for x in p1s],
-            margin=[None if math.isnan(x) else x for x in margins],
-            errors={int(n): e for n, e in errors.items()},
-        )
+def decode(keys: list[str], errors: dict[str, str], count: int, data: bytes) -> OutcomeColumns:
+    """What ``encode`` packed, with the row's keys and errors."""
+    items, key_col, labels, p1s, margins = _arrays(data, count, len(_TYPES))
+    return OutcomeColumns(
+        keys=keys,
+        key=_ints(key_col),
+        item=_ints(items),
+        label=_labels(labels),
+        p1=[None if math.isnan(x) else x for x in p1s],
+        margin=[None if math.isnan(x) else x for x in margins],
+        errors={int(n): e for n, e in errors.items()},
+    )
 
 
 def _arrays(data: bytes, count: int, columns: int) -> list[array[int] | array[float]]:
@@ -112,32 +97,45 @@ def _finite(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-def pack_scores(items: Collection[int], outcomes: Sequence[VariantOutcome]) -> Columns:
+def _all_finite(column: list[float | None]) -> bool:
+    """Whether every figure given is finite: a sum is finite only if each term is (an overflow
+    makes it infinite too, and the caller then checks figure by figure)."""
+    figures = [x for x in column if x is not None] if None in column else column
+    return math.isfinite(sum(cast("list[float]", figures)))
+
+
+def pack_scores(items: Collection[int], outcomes: Sequence[VariantOutcome]) -> OutcomeColumns:
     """The chunk's answers for its own ``items`` (a worker cannot write outside its chunk), the
-    first answer for an (item, key) kept, a non-finite p(1) or margin stored as missing.
+    first answer for an (item, key) kept, a non-finite p(1) or margin stored as missing, a label
+    other than 0 or 1 stored as missing with an error.
 
     A well-formed answer (every outcome the chunk's, each (item, key) once, every figure finite,
-    labels 0 or 1) is transposed whole; anything else is read outcome by outcome."""
-    if not outcomes:
-        return Columns([], [], [], [], [], [], {})
-    keys, item_col, labels, p1s, margins, error_col = (list(c) for c in zip(*outcomes, strict=True))
-    floats = [x for x in (*p1s, *margins) if x is not None]
+    labels 0 or 1, few enough keys to pack) is kept as its columns, checked a column at a time;
+    anything else is read outcome by outcome."""
+    columns = OutcomeColumns.of(outcomes)
     if (
-        len(set(zip(item_col, keys, strict=True))) == len(outcomes)
-        and set(item_col) <= set(items)
-        and set(labels) <= {0, 1, None}
-        and all(map(math.isfinite, floats))
+        len(set(zip(columns.item, columns.key, strict=True))) == len(columns)
+        and set(columns.item) <= set(items)
+        and set(columns.label) <= {0, 1, None}
+        and _all_finite(columns.p1)
+        and _all_finite(columns.margin)
+        and len(columns.keys) <= _MAX_KEYS
     ):
-        index = {k: n for n, k in enumerate(dict.fromkeys(keys))}
-        if len(index) <= _MAX_KEYS:
-            errors = {n: e[:2000] for n, e in enumerate(error_col) if e}
-            key_col = [index[k] for k in keys]
-            return Columns(list(index), item_col, key_col, labels, p1s, margins, errors)
-    return _pack_one_by_one(items, outcomes)
+        errors = {n: e[:2000] for n, e in columns.errors.items()}
+        return OutcomeColumns(
+            columns.keys,
+            columns.key,
+            columns.item,
+            columns.label,
+            columns.p1,
+            columns.margin,
+            errors,
+        )
+    return _pack_one_by_one(items, columns)
 
 
-def _pack_one_by_one(items: Collection[int], outcomes: Sequence[VariantOutcome]) -> Columns:
-    packed = Columns([], [], [], [], [], [], {})
+def _pack_one_by_one(items: Collection[int], outcomes: Sequence[VariantOutcome]) -> OutcomeColumns:
+    packed = OutcomeColumns([], [], [], [], [], [], {})
     keys: dict[str, int] = {}
     seen: set[tuple[int, str]] = set()
     for o in outcomes:
@@ -159,7 +157,7 @@ def _pack_one_by_one(items: Collection[int], outcomes: Sequence[VariantOutcome])
     return packed
 
 
-def write_chunk_scores(run_id: int, chunk_id: int, packed: Columns) -> int:
+def write_chunk_scores(run_id: int, chunk_id: int, packed: OutcomeColumns) -> int:
     """Store a chunk's answers (once: a chunk moves to done once); the scores they hold."""
     ChunkScores.objects.create(
         chunk_id=chunk_id,
@@ -167,15 +165,15 @@ def write_chunk_scores(run_id: int, chunk_id: int, packed: Columns) -> int:
         count=len(packed),
         keys=packed.keys,
         errors={str(n): e for n, e in packed.errors.items()},
-        columns=packed.encode(),
+        columns=encode(packed),
     )
     return len(packed)
 
 
-def _documents(run_id: int) -> Iterator[Columns]:
+def _documents(run_id: int) -> Iterator[OutcomeColumns]:
     rows = ChunkScores.objects.filter(run_id=run_id).order_by("chunk_id")
     for keys, errors, count, data in rows.values_list("keys", "errors", "count", "columns"):
-        yield Columns.decode(keys, errors, count, bytes(data))
+        yield decode(keys, errors, count, bytes(data))
 
 
 def run_scores(

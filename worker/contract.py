@@ -8,8 +8,13 @@ the result back as a task on the ``default`` queue that the web side writes idem
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
+
+from worker.columns import OutcomeColumns as OutcomeColumns
+from worker.columns import VariantOutcome as VariantOutcome
+from worker.columns import columns_from_rows
 
 CONTRACT_VERSION = 1
 
@@ -408,71 +413,16 @@ class ExplainRequest:
         )
 
 
-class VariantOutcome(NamedTuple):
-    """One item under one variant: label, p(1) and the answer's logit margin
-    (``logit("1") - logit("0")``, the ranking figure: from the model where the backend reports
-    it, else ``margin_from_p1(p1)``), or an error and none of them. A named tuple, not a frozen
-    dataclass: a probe chunk's answer has thousands, and a frozen dataclass's ``__init__`` set
-    each field through ``object.__setattr__`` (a third of reading the answer)."""
-
-    key: str
-    item_id: int
-    label: int | None
-    p1: float | None
-    margin: float | None
-    error: str = ""
-
-
-_NUMBER = {float, type(None)}
-
-
-def _outcomes(raw: list[dict[str, Any]]) -> list[VariantOutcome]:
-    """The outcomes as sent. A well-formed answer (JSON's own types: str keys and errors, int ids
-    and labels, float figures) is taken as it is, its types checked a column at a time; any
-    other is converted outcome by outcome (``_outcome``), which raises on what is not a
-    number."""
-    outcomes = [
-        VariantOutcome(
-            o["key"], o["item_id"], o["label"], o["p1"], o.get("margin"), o.get("error", "")
-        )
-        for o in raw
-    ]
-    if not outcomes:
-        return outcomes
-    keys, items, labels, p1s, margins, errors = zip(*outcomes, strict=True)
-    if (
-        set(map(type, keys)) == {str}
-        and set(map(type, items)) == {int}
-        and set(map(type, labels)) <= {int, type(None)}
-        and set(map(type, p1s)) <= _NUMBER
-        and set(map(type, margins)) <= _NUMBER
-        and set(map(type, errors)) == {str}
-    ):
-        return outcomes
-    return [_outcome(o) for o in raw]
-
-
-def _outcome(o: dict[str, Any]) -> VariantOutcome:
-    label, p1, margin = o["label"], o["p1"], o.get("margin")
-    return VariantOutcome(
-        str(o["key"]),
-        int(o["item_id"]),
-        None if label is None else int(label),
-        None if p1 is None else float(p1),
-        None if margin is None else float(margin),
-        str(o.get("error", "")),
-    )
-
-
 @dataclass(frozen=True)
 class ExplainResult:
     """The answer to an ExplainRequest: ``outcomes`` variant by variant in the request's
     order, each variant's items in the request's order (len(variants) x len(items)); empty
-    with ``error`` set when the whole chunk failed after its retries."""
+    with ``error`` set when the whole chunk failed after its retries. ``outcomes`` may be given
+    as any sequence and is held as columns (``worker.columns``), its wire form."""
 
     run_id: int
     chunk_id: int
-    outcomes: list[VariantOutcome]
+    outcomes: Sequence[VariantOutcome]
     worker: WorkerInfo
     model_seconds: float
     error: str = ""
@@ -482,31 +432,35 @@ class ExplainResult:
         return {
             "run_id": self.run_id,
             "chunk_id": self.chunk_id,
-            "outcomes": [
-                {
-                    "key": o.key,
-                    "item_id": o.item_id,
-                    "label": o.label,
-                    "p1": o.p1,
-                    "margin": o.margin,
-                    "error": o.error,
-                }
-                for o in self.outcomes
-            ],
+            "columns": self.columns.to_dict(),
             "worker": self.worker.to_dict(),
             "model_seconds": self.model_seconds,
             "error": self.error,
             "contract": self.contract,
         }
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outcomes", OutcomeColumns.of(self.outcomes))
+
+    @property
+    def columns(self) -> OutcomeColumns:
+        """The outcomes as columns (as they are held)."""
+        assert isinstance(self.outcomes, OutcomeColumns)
+        return self.outcomes
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExplainResult:
+        """Read an answer; one from a worker that sends a dict per outcome (``"outcomes"``, the
+        form before columns, within contract 1) too."""
         _check_version(data)
-
+        if "columns" in data:
+            outcomes = OutcomeColumns.from_dict(data["columns"])
+        else:
+            outcomes = columns_from_rows(data["outcomes"])
         return cls(
             run_id=int(data["run_id"]),
             chunk_id=int(data["chunk_id"]),
-            outcomes=_outcomes(data["outcomes"]),
+            outcomes=outcomes,
             worker=WorkerInfo.from_dict(data["worker"]),
             model_seconds=float(data["model_seconds"]),
             error=str(data.get("error", "")),

@@ -221,7 +221,7 @@ class ExplainScore(models.Model):
 
 class ChunkScores(models.Model):
     """A probe's, carve-out's, what-if's, suggestion's or regression run's answers for one chunk,
-    as packed binary columns (``labeling.run_scores.Columns``) instead of a row per item and
+    as packed binary columns (``labeling.run_scores.encode``) instead of a row per item and
     variant: those runs' readers want a chunk's labels all at once, and a row each (3,400 for a
     probe chunk) cost more to write than the model took to score them. Attribution runs keep
     ``ExplainScore`` rows: their pages read one item's scores at a time."""

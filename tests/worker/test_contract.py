@@ -26,6 +26,7 @@ def test_written_out_dicts_match_every_field() -> None:
 
 
 def test_explain_messages_round_trip_and_check_their_version() -> None:
+    import json
     import math
     from dataclasses import asdict
 
@@ -70,10 +71,24 @@ def test_explain_messages_round_trip_and_check_their_version() -> None:
         worker=WorkerInfo("embedding", "m", "r", "cpu", weak=True),
         model_seconds=0.5,
     )
-    # Outcomes are named tuples, which ``asdict`` keeps as tuples: on the wire each is a dict.
-    outcomes = [o._asdict() for o in result.outcomes]
-    assert result.to_dict() == asdict(result) | {"outcomes": outcomes}
-    assert ExplainResult.from_dict(result.to_dict()) == result
+    # On the wire the outcomes are columns, one list per figure, errors by position.
+    columns = {
+        "keys": ["A", "A-:overview"],
+        "key": [0, 1],
+        "item": [11, 11],
+        "label": [1, None],
+        "p1": [0.9, None],
+        "margin": [math.log(9), None],
+        "errors": {"1": "too long"},
+    }
+    wire = {k: v for k, v in asdict(result).items() if k != "outcomes"} | {"columns": columns}
+    assert json.loads(json.dumps(result.to_dict())) == wire
+    assert ExplainResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+    # A worker from before the columns sends a dict per outcome: still read, the same answer.
+    rows = [o._asdict() for o in result.outcomes]
+    older = {k: v for k, v in wire.items() if k != "columns"} | {"outcomes": rows}
+    assert ExplainResult.from_dict(older) == result
+    assert list(ExplainResult.from_dict(older).outcomes) == list(result.outcomes)
     with pytest.raises(ContractError):
         ExplainResult.from_dict(result.to_dict() | {"contract": 0})
 
@@ -103,10 +118,28 @@ def test_an_explain_answer_in_other_types_is_converted_or_refused() -> None:
         worker=WorkerInfo("embedding", "m", "r", "cpu", weak=True),
         model_seconds=0.5,
     ).to_dict()
-    odd = base | {"outcomes": [{"key": "A", "item_id": "11", "label": 1, "p1": 1, "margin": 2}]}
+    # The form before columns (a dict per outcome), then the columns.
+    rows = {k: v for k, v in base.items() if k != "columns"}
+    odd = rows | {"outcomes": [{"key": "A", "item_id": "11", "label": 1, "p1": 1, "margin": 2}]}
     (outcome,) = ExplainResult.from_dict(odd).outcomes
     assert outcome == VariantOutcome("A", 11, 1, 1.0, 2.0, "")
     assert type(outcome.item_id) is int and type(outcome.p1) is float
-    bad = base | {"outcomes": [{"key": "A", "item_id": "eleven", "label": 1, "p1": 0.9}]}
+    bad = rows | {"outcomes": [{"key": "A", "item_id": "eleven", "label": 1, "p1": 0.9}]}
     with pytest.raises(ValueError):
         ExplainResult.from_dict(bad)
+    # The columns: numbers in other types converted, anything else refused.
+    columns = base["columns"]
+    odd = base | {"columns": columns | {"item": ["11"], "p1": [1], "label": [True]}}
+    (outcome,) = ExplainResult.from_dict(odd).outcomes
+    assert outcome == VariantOutcome("A", 11, 1, 1.0, 2.0, "")
+    assert type(outcome.item_id) is int and type(outcome.p1) is float
+    for broken in (
+        {"item": ["eleven"]},
+        {"item": [11, 12]},  # columns of different lengths
+        {"key": [1]},  # a key index past the keys
+        {"keys": ["A", "A"]},
+        {"errors": {"5": "past the end"}},
+        {"label": "1"},  # not a list
+    ):
+        with pytest.raises(ValueError):
+            ExplainResult.from_dict(base | {"columns": columns | broken})

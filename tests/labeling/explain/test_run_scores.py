@@ -12,8 +12,9 @@ from django.db import connection
 
 from labeling.models import ChunkScores, ExplainChunk, ExplainRun, ExplainScore, RunKind
 from labeling.run_scores import (
-    Columns,
     StoredScore,
+    decode,
+    encode,
     pack_scores,
     run_labels,
     run_scores,
@@ -75,8 +76,12 @@ def test_packed_columns_keep_every_figure_exactly(well_formed: bool) -> None:
         outcomes.append(outcomes[0]._replace(label=1 - int(outcomes[0].label or 0)))
     packed = pack_scores({o.item_id for o in outcomes}, outcomes)
     assert len(packed) == 700 and packed.errors == {3: "timed out"}
-    again = Columns.decode(packed.keys, {"3": "timed out"}, len(packed), packed.encode())
-    assert again == packed
+    again = decode(packed.keys, {"3": "timed out"}, len(packed), encode(packed))
+    assert again == packed and (again.keys, again.key, again.item) == (
+        packed.keys,
+        packed.key,
+        packed.item,
+    )
     assert again.p1[1] == 1 / 997 and again.label[3] is None and again.p1[3] is None
 
 
