@@ -112,12 +112,14 @@ def claim_next_chunks(run_id: int) -> int:
     """Mark the run's next unsent chunks sent, up to ``COPE_CHUNKS_IN_FLIGHT`` in flight, and
     send them once committed. The caller holds the run row's lock. Returns how many."""
     queued = ExplainChunk.objects.filter(run_id=run_id, status=ChunkStatus.QUEUED)
-    free = int(settings.COPE_CHUNKS_IN_FLIGHT) - queued.filter(sent_at__isnull=False).count()
-    if free <= 0:
-        return 0
-    ids = list(
-        queued.filter(sent_at__isnull=True).order_by("index").values_list("pk", flat=True)[:free]
-    )
+    window = int(settings.COPE_CHUNKS_IN_FLIGHT)
+    # The unsent ones first: once a run's last chunk is out, each answer finds none, and
+    # counting what is in flight would be a round trip for nothing.
+    unsent = queued.filter(sent_at__isnull=True).order_by("index").values_list("pk", flat=True)
+    ids = list(unsent[:window])
+    if ids:
+        free = window - queued.filter(sent_at__isnull=False).count()
+        ids = ids[: max(free, 0)]
     if ids:
         ExplainChunk.objects.filter(pk__in=ids).update(
             sent_at=timezone.now(), attempts=F("attempts") + 1

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from labeling.explain.analysis import Conclusion, Score, explain_item, variant_tests
@@ -173,18 +173,16 @@ def record_scores(result: ExplainResult, kind: str, items: list[int]) -> tuple[i
     stored as packed columns (``labeling.run_scores``). An item is scored when its ``P`` is
     (probe), or every variant it was sent with is (the others). Returns (items scored, scores
     stored)."""
-    wanted = set(items)
-    packed = pack_scores(wanted, result.outcomes)
-    ok: dict[int, bool] = {}
-    base: dict[int, bool] = {}
-    base_key = packed.keys.index(BASE_KEY) if BASE_KEY in packed.keys else -1
-    columns = zip(packed.item, packed.key, packed.label, packed.margin, strict=True)
-    for item_id, k, label, margin in columns:
-        good = label is not None and margin is not None  # ``analysis.Score.ok``
-        ok[item_id] = ok.get(item_id, True) and good
-        if k == base_key:
-            base[item_id] = good
-    scored = sum(base.values()) if kind == RunKind.PROBE else sum(ok.values())
+    packed = pack_scores(set(items), result.outcomes)
+    # A score is good with a label and a margin (``analysis.Score.ok``); the packed answer
+    # holds each (item, key) once.
+    columns = zip(packed.label, packed.margin, strict=True)
+    bad = [n for n, (label, margin) in enumerate(columns) if label is None or margin is None]
+    if kind == RunKind.PROBE:
+        base = packed.keys.index(BASE_KEY) if BASE_KEY in packed.keys else -1
+        scored = packed.key.count(base) - sum(1 for n in bad if packed.key[n] == base)
+    else:
+        scored = len(set(packed.item) - {packed.item[n] for n in bad})
     return scored, write_chunk_scores(result.run_id, result.chunk_id, packed)
 
 
@@ -281,13 +279,16 @@ def _item_row(
 
 def maybe_finish_run(run_id: int) -> bool:
     """Finish the run when no chunk is queued (the caller holds the run row's lock)."""
-    if ExplainChunk.objects.filter(run_id=run_id, status=ChunkStatus.QUEUED).exists():
-        return False
+    queued = ExplainChunk.objects.filter(run_id=OuterRef("pk"), status=ChunkStatus.QUEUED)
     # Not the run's variant texts or summary: a probe's are hundreds of kilobytes of JSON.
-    run = ExplainRun.objects.only(
-        "status", "kind", "items_total", "items_done", "items_failed", "error"
-    ).get(pk=run_id)
-    if run.status not in ACTIVE:
+    run = (
+        ExplainRun.objects.only(
+            "status", "kind", "items_total", "items_done", "items_failed", "error"
+        )
+        .annotate(queued=Exists(queued))
+        .get(pk=run_id)
+    )
+    if run.queued or run.status not in ACTIVE:
         return False
     done = "explained" if run.kind == RunKind.ATTRIBUTION else "scored"
     if run.items_failed == 0 and run.items_done >= run.items_total:

@@ -52,7 +52,7 @@ def _labels(run_ids: list[int], key: str | None = None) -> dict[int, dict[str, i
     return run_labels(sorted(run_ids), key=key)
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # inside the run's recording: its transaction, no savepoint
 def summarize_probe(run_id: int) -> dict[str, Any]:
     """Recompute a probe run's summary (given a carve-out run: its parent's) from its scores,
     its carve-out runs' and its carve-outs; save it on the run and return it. The reads grow
