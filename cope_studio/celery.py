@@ -8,14 +8,29 @@ worker in ``bin/run-studio``, the ``beat`` service in ``docker-compose.yml``) ru
 
 import os
 from pathlib import Path
+from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
+from celery.signals import task_postrun, task_prerun
+from django.db import close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cope_studio.settings")
 
 app = Celery("cope_studio")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@task_prerun.connect  # type: ignore[untyped-decorator]
+@task_postrun.connect  # type: ignore[untyped-decorator]
+def close_stale_connections(sender: Task | None = None, **_: Any) -> None:
+    """Around each task, what Django does around each request: close a connection past
+    DATABASE_CONN_MAX_AGE or one that failed, keep the others (settings.CELERY_DB_REUSE_MAX).
+    Not for a task run eagerly, inside its caller's transaction."""
+    if sender is not None and getattr(sender.request, "is_eager", False):
+        return
+    close_old_connections()
+
 
 # The embedded default's folders must exist before the first send (seed_demo queues jobs before
 # any worker started): the filesystem broker's message folders, and the result backend's folder

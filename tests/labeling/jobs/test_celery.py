@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.db.models import Count
 
 from labeling.jobs import services
@@ -53,6 +55,41 @@ def test_real_workers_label_every_item_once(celery_workers: Any, author: Any) ->
     }
     assert set(ReviewTask.objects.filter(job=job).values_list("item_id", flat=True)) == mismatches
     assert job.stats["disagree"] == len(mismatches)
+
+
+def _other_backends() -> set[int]:
+    """The PostgreSQL backends connected to the test database, other than this process's."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_bookkeeping_worker_keeps_its_database_connection_between_tasks(
+    celery_workers: Any, author: Any
+) -> None:
+    """Celery's Django fixup closes the connection around every task unless told otherwise
+    (settings.CELERY_DB_REUSE_MAX): each bookkeeping task then paid for a new connection. The
+    worker's connection outlives a job's tasks and serves the next job's."""
+    if connection.vendor != "postgresql":
+        pytest.skip("on SQLite the bookkeeping worker is a thread of this process")
+    version = make_version(author)
+    kept = []
+    for _ in range(2):
+        job = services.start_job(
+            version=version,
+            sample_set=make_sample_set(author, TEXTS),
+            sample_size=None,
+            by=author,
+            chunk_size=4,
+        )
+        wait_for(lambda j=job: _job_done(j), timeout=120, what="the job", workers=celery_workers)
+        time.sleep(1)  # past the last task's end, when the fixup closed the connection
+        kept.append(_other_backends())
+    assert kept[0] & kept[1], celery_workers.log_tail()
 
 
 @pytest.mark.django_db(transaction=True)
