@@ -247,8 +247,13 @@ def run_labels(
                 continue
             wanted = None if key is None else keys.index(key)
             for item_id, at, label in zip(item_col, key_col, label_col, strict=True):
-                if wanted is None or at == wanted:
-                    run.setdefault(item_id, {}).setdefault(keys[at], label)
+                if wanted is not None and at != wanted:
+                    continue
+                labels = run.get(item_id)
+                if labels is None:
+                    run[item_id] = {keys[at]: label}
+                elif keys[at] not in labels:
+                    labels[keys[at]] = label
         for item_id, labels in run.items():
             out.setdefault(item_id, {}).update(labels)
     return out

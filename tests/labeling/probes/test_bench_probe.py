@@ -26,7 +26,7 @@ def test_bench_probe_prints_its_figures_and_cleans_up(monkeypatch: pytest.Monkey
         pytest.skip("the benchmark runs on PostgreSQL and Redis only")
     out = io.StringIO()
     monkeypatch.setenv("COPE_BACKEND", "embedding")  # the CPU baseline, whatever is configured
-    call_command("bench_probe", items=3, broker=REDIS_URL, stdout=out)
+    call_command("bench_probe", items=3, runs=4, broker=REDIS_URL, stdout=out)
     figures = json.loads(out.getvalue())
     variants = len(distinct(probe_variants(bench_policies()[0])))
     assert figures["status"] == "succeeded" and figures["scored"] == figures["items"] == 3
@@ -34,11 +34,14 @@ def test_bench_probe_prints_its_figures_and_cleans_up(monkeypatch: pytest.Monkey
     assert figures["backend"] == "embedding" and figures["wall_seconds"] > 0
     assert 0 <= figures["outside_model_share"] <= 1 and figures["scores_per_s"] > 0
     assert figures["positive"] is not None and figures["dead"] >= 0
-    # Probed twice on the same workers: the last run reported, the first (just-started
-    # workers) beside it, each counting only its own bookkeeping tasks (in the suite, the
-    # session's workers share the broker and may take some: the figures say how many it saw).
+    # Probed four times on the same workers: the median of the three warm runs reported, each
+    # warm run's share listed, the first (just-started workers) beside them, each counting only
+    # its own bookkeeping tasks (in the suite, the session's workers share the broker and may
+    # take some: the figures say how many it saw).
     first = figures["first_run"]
-    assert figures["runs"] == 2 and first["status"] == "succeeded"
+    assert figures["runs"] == 4 and first["status"] == "succeeded"
+    shares = figures["warm_shares"]
+    assert len(shares) == 3 and figures["outside_model_share"] == sorted(shares)[1]
     assert first["scores"] == figures["scores"] and first["wall_seconds"] > 0
     assert 0 <= first["outside_model_share"] <= 1
     for run in (first, figures):
