@@ -13,7 +13,19 @@ rule is checked by the statement that would break it). That subquery cannot see 
 transaction has not committed yet, so on PostgreSQL a claim first locks the reviewer's user row
 (``FOR NO KEY UPDATE``: foreign-key checks are not blocked): two requests of one reviewer claim
 one after the other, and the second finds and renews the first's claim. SQLite runs one write
-transaction at a time (``IMMEDIATE``), which serialises them already.
+at a time, so there the take always sees a claim the other request has written.
+
+How long the writes hold the database differs. On PostgreSQL a claim is one transaction, from
+the reviewer's lock to the card's read: the rows it locks are its own, and other reviewers' claims
+walk past them. SQLite has one writer at a time for the whole database (``cope_studio.lib.sqlite``:
+writers take turns), so there every write of a claim is a transaction of its own, one statement
+long (the take, or the renewal with the giving back of other claims), and the reads around it
+(the reviewer's claims, the pick, the card) happen outside the writers' turn. Nothing is lost by
+that: the take and the renewal decide on the rows as they are when they run, whatever was read
+before, and a claim taken cannot be taken by another reviewer until it runs out. The card is read
+after the write, as any page is read after the write it shows; a renewed claim that another tab
+of the same reviewer decided or skipped in between is reported as lost (``_held_card``), never
+shown as held.
 
 A renewal that changes no row means the claim ended between reading it and renewing it (a
 decision or a skip in another tab): it is a lost claim, reported as such (``NextTask.lost``),
@@ -23,6 +35,7 @@ never shown as if it were still held.
 from __future__ import annotations
 
 import functools
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -185,11 +198,12 @@ def _live_claims(reviewer: User, now: datetime) -> QuerySet[ReviewTask]:
 def _take(task: ReviewTask, reviewer: User, now: datetime, expires: datetime) -> bool:
     """Claim the picked task if it is still claimable and the reviewer holds no other live
     claim; whether this reviewer got it."""
-    taken = (
-        ReviewTask.objects.filter(_claimable(now), pk=task.pk)
-        .filter(~Exists(_live_claims(reviewer, now)))
-        .update(status=ReviewStatus.CLAIMED, claimed_by=reviewer, claim_expires_at=expires)
-    )
+    with transaction.atomic(savepoint=False):  # SQLite: the writer's turn, this statement long
+        taken = (
+            ReviewTask.objects.filter(_claimable(now), pk=task.pk)
+            .filter(~Exists(_live_claims(reviewer, now)))
+            .update(status=ReviewStatus.CLAIMED, claimed_by=reviewer, claim_expires_at=expires)
+        )
     if taken != 1:
         return False
     task.status = ReviewStatus.CLAIMED
@@ -276,17 +290,18 @@ def _renew_held_claim(
         else None
     )
     lost = None
-    if held is not None:
-        renewed = held_by_reviewer.filter(pk=held, claim_expires_at__gte=now).update(
-            claim_expires_at=expires
-        )
-        if renewed != 1:
-            lost, held = held, None
-    others = [pk for pk, _until in mine if pk != held]
-    if others:
-        held_by_reviewer.filter(pk__in=others).update(
-            status=ReviewStatus.OPEN, claimed_by=None, claim_expires_at=None
-        )
+    with transaction.atomic(savepoint=False):  # SQLite: the writer's turn, these two statements
+        if held is not None:
+            renewed = held_by_reviewer.filter(pk=held, claim_expires_at__gte=now).update(
+                claim_expires_at=expires
+            )
+            if renewed != 1:
+                lost, held = held, None
+        others = [pk for pk, _until in mine if pk != held]
+        if others:
+            held_by_reviewer.filter(pk__in=others).update(
+                status=ReviewStatus.OPEN, claimed_by=None, claim_expires_at=None
+            )
     return held, lost, claims.any_expired
 
 
@@ -320,16 +335,19 @@ def claim_next(
 
     A reviewer holds one task at a time: a still-valid claim inside the filter comes back first
     (its claim renewed); a claim outside the filter is given back to the queue. The card's rows
-    are read in the same transaction, so the task returned is claimed by this reviewer (on
-    PostgreSQL the renewed or taken row stays locked until the card is read).
+    are read after the claim: on PostgreSQL in its transaction (the renewed or taken row stays
+    locked until the card is read), on SQLite after the write's short transaction (see the
+    module's note).
     """
     scope = QueueFilter(job=job, policy=policy, side_said_1=side_said_1, max_margin=max_margin)
     now = timezone.now()
     expires = now + timedelta(minutes=settings.COPE_CLAIM_MINUTES)
-    with transaction.atomic():
+    with _claim_transaction():
         held, lost, any_expired = _renew_held_claim(scope, reviewer, now, expires)  # locks
-        if held is not None:
-            return NextTask(load_task(held))
+        card = _held_card(held, reviewer)
+        if card is not None:
+            return NextTask(card)
+        lost = lost if held is None else held
         for _attempt in range(_CLAIM_ATTEMPTS):
             task = _pick(scope, reviewer.pk, now, any_expired=any_expired)
             if task is None:
@@ -339,9 +357,31 @@ def claim_next(
             # Not taken: another reviewer took the row, or this reviewer got a claim meanwhile
             # (the take refuses a second one); then that claim is the one to show.
             held, _lost, any_expired = _renew_held_claim(scope, reviewer, now, expires)
-            if held is not None:
-                return NextTask(load_task(held), lost)
+            card = _held_card(held, reviewer)
+            if card is not None:
+                return NextTask(card, lost)
     return NextTask(None, lost)
+
+
+def _held_card(held: int | None, reviewer: User) -> ReviewTask | None:
+    """The card of the claim just renewed, if it is still this reviewer's when read. On
+    PostgreSQL it is (the row stays locked); on SQLite the card is read after the renewal's
+    transaction, and a decision or skip in another tab may land in between: that claim is lost,
+    and the queue goes on to the next task rather than show a decided one."""
+    if held is None:
+        return None
+    task = load_task(held)
+    if task.status != ReviewStatus.CLAIMED or task.claimed_by_id != reviewer.pk:
+        return None
+    return task
+
+
+def _claim_transaction() -> AbstractContextManager[object]:
+    """The claim's transaction: on a database with row locks the whole claim, elsewhere (SQLite)
+    none, each write taking its own (``_take``, ``_renew_held_claim``)."""
+    if connection.features.has_select_for_update:
+        return transaction.atomic()
+    return nullcontext()
 
 
 def claim_next_task(

@@ -197,6 +197,66 @@ def test_one_claim_per_reviewer_costs_no_statement(author: Any, reviewer: Any) -
     assert counts == expected
 
 
+def test_a_submit_between_the_renewal_and_the_card_reports_the_claim_lost(
+    author: Any, reviewer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another tab decides the held task right after this request renewed it and before the
+    card is read (on SQLite the card is read after the renewal's transaction): the page never
+    shows the decided task as held; it says the claim was lost and claims the next task."""
+    make_job(author=author, mismatches=[(1, 0.9, 0.1)] * 2, texts=["one", "two"])
+    held = claim_next_task(reviewer=reviewer)
+    assert held is not None
+    real_load = claim.load_task
+    submitted: list[Any] = []
+
+    def submit_first(pk: int) -> ReviewTask:
+        if not submitted:
+            submitted.append(submit_decision(task=held, reviewer=reviewer, label="1", wording="a"))
+        return real_load(pk)
+
+    monkeypatch.setattr(claim, "load_task", submit_first)
+
+    result = claim_next(reviewer=reviewer)
+
+    assert submitted and submitted[0].task_id == held.pk
+    assert result.lost == held.pk
+    assert result.task is not None and result.task.pk != held.pk
+    assert result.task.status == ReviewStatus.CLAIMED and result.task.claimed_by == reviewer
+    assert claims_of(reviewer) == [result.task.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_sqlite_a_claim_holds_the_writers_turn_only_for_its_writes(
+    django_user_model: Any,
+) -> None:
+    """SQLite has one writer at a time for the whole database: there a claim's reads (the
+    reviewer's claims, the pick, the card) run outside any transaction and each write (the take,
+    the renewal) in a transaction of its own, so twenty reviewers' claims do not queue behind each
+    other's reads. On PostgreSQL the whole claim is one transaction (its row locks are its own)."""
+    author = django_user_model.objects.create_user("turn_author")
+    reviewer = django_user_model.objects.create_user("turn_reviewer")
+    make_job(author=author, mismatches=[(1, 0.9, 0.1)] * 2, texts=["one", "two"])
+    seen: list[tuple[str, bool]] = []
+
+    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        seen.append((sql.split(None, 1)[0].upper(), connection.in_atomic_block))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        taken = claim_next_task(reviewer=reviewer)  # picked and taken
+        renewed = claim_next_task(reviewer=reviewer)  # found and renewed
+    assert taken is not None and renewed is not None and renewed.pk == taken.pk
+    statements = [(verb, inside) for verb, inside in seen if verb != "BEGIN"]
+    writes = [inside for verb, inside in statements if verb == "UPDATE"]
+    reads = [inside for verb, inside in statements if verb == "SELECT"]
+    assert len(writes) == 2 and all(writes)
+    assert len(reads) >= 4
+    if connection.vendor == "sqlite":
+        assert not any(reads), statements
+    else:
+        assert all(reads), statements
+
+
 # --- real concurrency (PostgreSQL) ------------------------------------------------------------
 
 
