@@ -444,6 +444,14 @@ class ReviewTask(models.Model):
             models.Index(
                 fields=["job", "id"], name="review_carried_job", condition=Q(carried_over=True)
             ),
+            # A policy's carried-over count on the card, read in this index's order
+            # (labeling.review.counts): without it PostgreSQL read the table until it had
+            # counted past the cap.
+            models.Index(
+                fields=["policy", "id"],
+                name="review_carried_policy",
+                condition=Q(carried_over=True),
+            ),
             models.Index(
                 fields=["policy", "id"],
                 name="review_adjudicate_policy",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.conf import settings
@@ -12,6 +12,7 @@ from django.core.cache import caches
 from django.db.models import IntegerField, QuerySet, Subquery
 from django.db.models.functions import Now
 
+from cope_studio.lib.db import any_of
 from labeling.models import Job, ReviewStatus, ReviewTask
 from labeling.review.claim import QueueFilter
 from policies.models import Policy
@@ -60,13 +61,16 @@ class QueueCounts:
 
 class _CappedCount(Subquery):
     """``count(*)`` of a queryset's first ``cap + 1`` ids, as a scalar subquery: an index range
-    read of at most ``cap + 1`` entries, never the history."""
+    read of at most ``cap + 1`` entries, never the history. The queryset's own ordering, if it
+    has one, names the index to read in order (``_parts``); otherwise it is read unordered."""
 
     template = "(SELECT COUNT(*) FROM (%(subquery)s) AS capped)"
     output_field = IntegerField()
 
     def __init__(self, tasks: QuerySet[ReviewTask], cap: int) -> None:
-        super().__init__(tasks.order_by().values("id")[: cap + 1])
+        if not tasks.query.order_by:
+            tasks = tasks.order_by()  # not the model's default ordering
+        super().__init__(tasks.values("id")[: cap + 1])
 
 
 def _read_counts(scope: QueueFilter, wanted: tuple[int, ...], cap: int) -> dict[int, int]:
@@ -85,13 +89,30 @@ def _parts(scope: QueueFilter) -> list[QuerySet[ReviewTask]]:
     Claims are read against the database's clock (``Now()``), so the statement holds no value
     of the moment and is built once (``_counts_statement``); claims' expiries are written from
     the web's clock, which agrees with it to within the clocks' drift: a count, not a claim."""
-    tasks = scope.apply(ReviewTask.objects.all())
+    if scope.policy is None or scope.job is not None:
+        tasks = scope.apply(ReviewTask.objects.all())
+        return [
+            tasks.filter(status=ReviewStatus.OPEN),
+            tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__lt=Now()),
+            tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__gte=Now()),
+            tasks.filter(status=ReviewStatus.RESOLVED),
+            tasks.filter(carried_over=True),
+        ]
+    # A policy's counts over the cap are read in the order of an index that starts with the
+    # policy (as the claim's pick reads a policy's open tasks: ``claim._groups``). Left to
+    # choose, PostgreSQL counted a policy's open tasks by walking every policy's open tasks
+    # and filtering (``review_open_id``: 1,155 buffers at 5M labels, 8 ms from disk) and its
+    # carried-over tasks by reading the table in order (983 buffers), on tables autovacuum has
+    # not reached yet; read in order, each count is its policy's first ``cap + 1`` entries.
+    tasks = replace(scope, policy=None).apply(
+        ReviewTask.objects.filter(any_of("policy_id", [scope.policy.pk]))
+    )
     return [
-        tasks.filter(status=ReviewStatus.OPEN),
+        tasks.filter(status=ReviewStatus.OPEN).order_by("policy_id", "id"),
         tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__lt=Now()),
         tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__gte=Now()),
-        tasks.filter(status=ReviewStatus.RESOLVED),
-        tasks.filter(carried_over=True),
+        tasks.filter(status=ReviewStatus.RESOLVED).order_by("policy_id", "status"),
+        tasks.filter(carried_over=True).order_by("policy_id", "id"),
     ]
 
 

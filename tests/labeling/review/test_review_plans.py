@@ -16,7 +16,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from labeling.models import Decision, GoldLabel, Item, Job, Label, ReviewStatus, ReviewTask
-from labeling.review.claim import claim_next_task
+from labeling.review.claim import QueueFilter, claim_next_task
+from labeling.review.counts import queue_counts
 from labeling.review.decisions import submit_decision
 from labeling.review.earlier import earlier_decisions
 from tests.labeling.review.test_review import make_job, make_policy, make_version
@@ -192,7 +193,7 @@ def test_the_card_never_joins_the_large_tables(author: Any, reviewer: Any) -> No
         assert len(tables) <= 1 or "JOIN" not in query["sql"], query["sql"]
 
 
-def _tasks(job: Job, count: int, status: str) -> None:
+def _tasks(job: Job, count: int, status: str, *, carried: bool = False) -> None:
     items = Item.objects.bulk_create(
         Item(
             sample_set=job.sample_set,
@@ -213,6 +214,7 @@ def _tasks(job: Job, count: int, status: str) -> None:
             p1_a=0.9,
             p1_b=0.1,
             status=status,
+            carried_over=carried,
         )
         for item in items
     )
@@ -252,3 +254,31 @@ def test_a_claim_in_a_filter_starts_at_the_filters_own_open_tasks(
             lines = "\n".join(row[0] for row in cursor.fetchall())
         assert index in lines and "review_open_id" not in lines, lines
         submit_decision(task=task, reviewer=reviewer, label="1", wording="a")
+
+
+def test_a_policys_counts_read_the_policys_own_index_in_order(author: Any) -> None:
+    """The counts over the card for a policy filter, on the history's shape (every policy's jobs
+    interleaved in time): its open and carried-over tasks are counted up to the cap from the
+    indexes that start with the policy, read in order. Left to choose, PostgreSQL walked every
+    policy's open tasks and filtered (at 5M labels 1,155 buffers against 188 read in order) and
+    read the table for the carried-over ones."""
+    if connection.vendor != "postgresql":
+        pytest.skip("reads PostgreSQL's choice among indexes, made from its statistics")
+    versions = [make_version(make_policy(author), author) for _ in range(10)]
+    for status, carried in ((ReviewStatus.RESOLVED, True), (ReviewStatus.OPEN, False)) * 2:
+        for version in versions:
+            _tasks(
+                make_job(author=author, version=version, mismatches=[]), 50, status, carried=carried
+            )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE labeling_reviewtask")
+    policy = versions[-1].policy
+    with statements() as seen:
+        counts = queue_counts(QueueFilter(policy=policy), cap=10)
+    assert counts.open_over_cap and counts.carried_over_cap
+    (sql, params) = next((sql, params) for sql, params in seen if "capped" in sql)
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {sql}", params)
+        lines = "\n".join(row[0] for row in cursor.fetchall())
+    assert "review_open_policy" in lines and "review_open_id" not in lines, lines
+    assert "review_carried_policy" in lines, lines
