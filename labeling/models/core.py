@@ -141,7 +141,11 @@ class Item(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["content_hash"]),
+            # The same content's items, in any set or in given sets (a decision carried to
+            # reruns: labeling.review.carry_over). With the set in the index SQLite, which plans
+            # without statistics, reads a content's items in those sets instead of every item
+            # of the sets (9 ms at 1M labels, growing with the sets, inside the decision's write).
+            models.Index(fields=["content_hash", "sample_set"], name="item_hash_set"),
             # Earlier decisions on near-identical content look items up by the start
             # of their text (labeling.review.earlier.NEAR_PREFIX characters) through this index.
             models.Index(Substr("text", 1, 64), name="item_text_prefix"),
