@@ -28,8 +28,8 @@ BUILDERS = {
     "gold of a policy's items": gold._items_with_gold,
     "vote rule": votes._tasks_with_vote_rule,
 }
-# SQLite's requests read the user without permissions and claims without the lock statement.
-POSTGRESQL_ONLY = {"user with permissions", "reviewer's claims"}
+# SQLite's requests read the reviewer's claims without the lock statement.
+POSTGRESQL_ONLY = {"reviewer's claims"}
 
 
 def _card(client: Client, query: dict[str, int]) -> int:
