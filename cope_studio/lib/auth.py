@@ -98,7 +98,8 @@ def load_user(user_id: Any) -> Any:
     through ``_permission_names``. Reading the names in the statement (a join with the
     permission and content type tables, spelled as ``app_label.codename``) cost a card a
     millisecond more of building the statement alone. On SQLite the permissions were read
-    apart, in a second statement with that join: 2–4 ms of a request's CPU."""
+    apart, in a second statement with that join, built anew each time: loading a user and checking
+    a permission took 1.2–1.4 ms there, 0.4 ms in one statement."""
     user: Any = _users_with_permission_ids().filter(pk=user_id).first()
     if user is not None and not user.is_superuser:
         user._perm_cache = _permission_names([*user._own_ids, *user._group_ids])
