@@ -89,30 +89,30 @@ def _parts(scope: QueueFilter) -> list[QuerySet[ReviewTask]]:
     Claims are read against the database's clock (``Now()``), so the statement holds no value
     of the moment and is built once (``_counts_statement``); claims' expiries are written from
     the web's clock, which agrees with it to within the clocks' drift: a count, not a claim."""
-    if scope.policy is None or scope.job is not None:
-        tasks = scope.apply(ReviewTask.objects.all())
-        return [
-            tasks.filter(status=ReviewStatus.OPEN),
-            tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__lt=Now()),
-            tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__gte=Now()),
-            tasks.filter(status=ReviewStatus.RESOLVED),
-            tasks.filter(carried_over=True),
-        ]
     # A policy's counts over the cap are read in the order of an index that starts with the
     # policy (as the claim's pick reads a policy's open tasks: ``claim._groups``). Left to
     # choose, PostgreSQL counted a policy's open tasks by walking every policy's open tasks
     # and filtering (``review_open_id``: 1,155 buffers at 5M labels, 8 ms from disk) and its
     # carried-over tasks by reading the table in order (983 buffers), on tables autovacuum has
     # not reached yet; read in order, each count is its policy's first ``cap + 1`` entries.
-    tasks = replace(scope, policy=None).apply(
-        ReviewTask.objects.filter(any_of("policy_id", [scope.policy.pk]))
-    )
+    if scope.policy is not None and scope.job is None:
+        by_policy = True
+        tasks = replace(scope, policy=None).apply(
+            ReviewTask.objects.filter(any_of("policy_id", [scope.policy.pk]))
+        )
+    else:
+        by_policy = False
+        tasks = scope.apply(ReviewTask.objects.all())
+
+    def in_order(part: QuerySet[ReviewTask], *index: str) -> QuerySet[ReviewTask]:
+        return part.order_by(*index) if by_policy else part
+
     return [
-        tasks.filter(status=ReviewStatus.OPEN).order_by("policy_id", "id"),
+        in_order(tasks.filter(status=ReviewStatus.OPEN), "policy_id", "id"),
         tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__lt=Now()),
         tasks.filter(status=ReviewStatus.CLAIMED, claim_expires_at__gte=Now()),
-        tasks.filter(status=ReviewStatus.RESOLVED).order_by("policy_id", "status"),
-        tasks.filter(carried_over=True).order_by("policy_id", "id"),
+        in_order(tasks.filter(status=ReviewStatus.RESOLVED), "policy_id", "status"),
+        in_order(tasks.filter(carried_over=True), "policy_id", "id"),
     ]
 
 
