@@ -14,14 +14,26 @@ spent 43% of a core while two others idled, and the next card's p95 was 71-79 ms
 keep-alive each worker took about a third and the p95 fell to about 50 ms, for the same CPU a
 request. ``GUNICORN_CMD_ARGS="--keep-alive 2"`` turns it back on where a proxy spreads the load.
 
+Workers: ``COPE_WEB_WORKERS`` processes (default two per CPU this process may run on, at most
+eight), each with ``COPE_WEB_THREADS`` threads (default 4), and a worker takes a connection only
+when one of its threads is free to serve it (``on_starting``). A gthread worker otherwise accepts
+while its threads are busy: the request waits for the interpreter (or the only thread) of a busy
+process while another process idles. Measured with ``bench_queue`` at 1M labels on a loaded
+2-core machine, runs in turns on a restored history (docs/benchmarks.md, tenth session): the
+embedded default's next-card p95 was 64.5 and 78.8 ms with 2 workers x 4 threads taking every
+connection, 39.6 and 52.9 ms with 4 x 4 taking only what they can serve; on a quieter machine,
+and on PostgreSQL, the two were within noise.
+
 Everything else stays on the command line (bin/run-studio, docker-compose.yml).
 """
 
 import gc
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from worker.env import env_str
+from worker.env import env_int, env_str
 
 _data_dir = Path(env_str("COPE_DATA_DIR", "var")).resolve()
 _socket = env_str("GUNICORN_CONTROL_SOCKET", str(_data_dir / "gunicorn.ctl"))
@@ -32,6 +44,27 @@ else:
     control_socket = _socket
 
 keepalive = 0
+
+# Two processes per CPU: a request spends part of its time waiting on the database, and the
+# interpreter of each process runs one thread at a time. Capped: each process holds about 120 MB
+# and a database connection per thread in use.
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+workers = env_int("COPE_WEB_WORKERS", min(2 * _CPUS, 8), minimum=1, maximum=64)
+# Threads serve the requests that wait (a live Try or API call waits for a model worker).
+threads = env_int("COPE_WEB_THREADS", 4, minimum=1, maximum=64)
+worker_class = "gthread"
+
+
+def on_starting(server: Any) -> None:
+    """A worker accepts a connection only when one of its threads is free to serve it, however
+    the threads were set (here, ``GUNICORN_CMD_ARGS`` or the command line): gthread's default
+    (1,000 connections a worker) lets a busy worker take requests that then wait for its
+    interpreter while another worker idles. With keep-alive on, kept connections need room of
+    their own, and gunicorn's setting stays."""
+    cfg = server.cfg
+    if not cfg.keepalive:
+        cfg.set("worker_connections", cfg.threads)
+
 
 # How long a thread that runs Python keeps the GIL while another thread of the worker waits for it
 # (Python's default: 5 ms). A request's thread gives the GIL up at each database round trip (a
