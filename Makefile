@@ -67,7 +67,7 @@ bench: $(STAMP)
 	# As docker-compose deploys it: PostgreSQL, and Redis as the web processes' shared cache.
 	DJANGO_SECRET_KEY=$(BENCH_KEY) DATABASE_URL=$(BENCH_URL) COPE_CACHE_URL=$(BENCH_CACHE_URL) \
 	  $(BIN)/python manage.py bench_queue --labels 100000,1000000,5000000
-	# The review queue on the embedded default (SQLite, gunicorn 2 x 4 as bin/run-studio runs it),
+	# The review queue on the embedded default (SQLite, gunicorn as gunicorn.conf.py sets it up),
 	# 325,000 items stored at 1M labels, in a fresh data folder of its own.
 	rm -rf var/bench-queue
 	env -u DATABASE_URL COPE_DATA_DIR=var/bench-queue DJANGO_SECRET_KEY=$(BENCH_KEY) $(BIN)/python manage.py migrate -v0

@@ -105,7 +105,8 @@ class Command(BaseCommand):
         env = {**setup.env(), "COPE_API_RATE_LIMIT": "1000000"}
         env.setdefault("DJANGO_SECRET_KEY", settings.SECRET_KEY)
         argv = [GUNICORN, "cope_studio.wsgi", "--bind", f"127.0.0.1:{opts['port']}"]
-        argv += ["--workers", "2", "--threads", "4", "--log-level", "warning", "--timeout", "600"]
+        # Processes and threads as gunicorn.conf.py sets them, as bin/run-studio and compose run.
+        argv += ["--log-level", "warning", "--timeout", "600"]
         server = subprocess.Popen(argv, cwd=REPO, env=env)
         client = _Client(opts["port"])
         try:

@@ -5,7 +5,8 @@ reruns, every label stored, mismatches as review tasks, most decided with quotes
 labels, open tasks spread across the jobs). At each size of ``--labels``, built one on top of the
 other, it brings the tables to the state a running server's are in (statistics, and the build's
 pages written to disk: ``_queue_history.settle``), starts the web app in the
-server the setup really runs, and lets ``--reviewers`` client threads, each logged in as its own
+server the setup really runs (gunicorn as ``gunicorn.conf.py`` sets it up: processes and threads
+as there, no keep-alive), and lets ``--reviewers`` client threads, each logged in as its own
 reviewer, loop: GET the next task (the htmx request the page makes), think, POST the decision. It
 prints p50/p95/p99 of the whole next-task request and of the decision save, one JSON line per
 size, then a growth line. Everything it created is deleted afterwards.
@@ -13,12 +14,10 @@ size, then a growth line. Everything it created is deleted afterwards.
 Sizes default to 100,000 / 1,000,000 / 5,000,000 labels, on the two setups the studio runs:
 - PostgreSQL (``DATABASE_URL``): sample sets as large as the jobs' samples; it waits for
   autovacuum and autoanalyze to catch up (never runs VACUUM or ANALYZE itself, unless autovacuum
-  is off on the server: then plain ANALYZE, and the output says so); gunicorn with 3 workers x 4
-  threads, as deployed (``gunicorn.conf.py``: no keep-alive).
+  is off on the server: then plain ANALYZE, and the output says so).
 - The embedded default (SQLite, no ``DATABASE_URL``; the file in ``COPE_DATA_DIR``): sample sets
   3.25 times larger than the samples jobs label, so that 1,000,000 labels come with 325,000 items
-  stored; no ANALYZE (the embedded default never runs one); gunicorn with 2 workers x 4 threads,
-  as ``bin/run-studio`` starts it.
+  stored; no ANALYZE (the embedded default never runs one).
 """
 
 from __future__ import annotations
@@ -58,10 +57,10 @@ from labeling.management.commands._queue_history import (
 )
 from labeling.models import Decision, Label, ReviewStatus, ReviewTask
 
-# Per database: history sizes, items stored per item a job labels, gunicorn workers.
+# Per database: history sizes, items stored per item a job labels.
 DEFAULTS = {
-    "postgresql": {"labels": "100000,1000000,5000000", "set_factor": 1.0, "workers": 3},
-    "sqlite": {"labels": "100000,1000000,5000000", "set_factor": 3.25, "workers": 2},
+    "postgresql": {"labels": "100000,1000000,5000000", "set_factor": 1.0},
+    "sqlite": {"labels": "100000,1000000,5000000", "set_factor": 3.25},
 }
 
 
@@ -119,9 +118,18 @@ def _tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def _keepalive() -> int:
-    """Seconds gunicorn keeps a connection alive, as ``gunicorn.conf.py`` sets it (0: off)."""
-    return int(runpy.run_path(str(settings.BASE_DIR / "gunicorn.conf.py")).get("keepalive", 2))
+def _gunicorn_conf() -> dict[str, Any]:
+    """``gunicorn.conf.py``'s settings as the server started here reads them (this environment)."""
+    return runpy.run_path(str(settings.BASE_DIR / "gunicorn.conf.py"))
+
+
+def _shape(options: dict[str, Any]) -> tuple[int, int, int]:
+    """(processes, threads a process, keep-alive seconds) of the server: the options given here,
+    else ``gunicorn.conf.py``'s."""
+    conf = _gunicorn_conf()
+    workers = options["workers"] or int(conf["workers"])
+    threads = options["threads"] or int(conf["threads"])
+    return workers, threads, int(conf.get("keepalive", 2))
 
 
 @dataclass
@@ -202,7 +210,7 @@ def _report(
         "whole_queue_reviewers": reviewers - reviewers // 2 if options["whole_queue"] else 0,
         "think_ms": options["think_ms"],
         "server": f"gunicorn {options['workers']} workers x {options['threads']} threads, "
-        f"keep-alive {_keepalive() or 'off'}",
+        f"keep-alive {options['keepalive'] or 'off'}",
         "conn_max_age": str(settings.DATABASES["default"].get("CONN_MAX_AGE", 0))
         if options["conn_max_age"] is None
         else str(options["conn_max_age"]),
@@ -250,9 +258,17 @@ class Command(BaseCommand):
         )
         parser.add_argument("--port", type=int, default=17310)
         parser.add_argument(
-            "--workers", type=int, default=None, help="default: PostgreSQL 3, SQLite 2"
+            "--workers",
+            type=int,
+            default=None,
+            help="gunicorn processes (default: gunicorn.conf.py)",
         )
-        parser.add_argument("--threads", type=int, default=4)
+        parser.add_argument(
+            "--threads",
+            type=int,
+            default=None,
+            help="threads a process (default: gunicorn.conf.py)",
+        )
         parser.add_argument(
             "--settle-seconds",
             type=float,
@@ -273,8 +289,9 @@ class Command(BaseCommand):
                 f"bench_queue runs on PostgreSQL or SQLite, not {connection.vendor}."
             )
         for name, value in defaults.items():
-            if options[name] is None:
+            if options.get(name) is None:
                 options[name] = value
+        options["workers"], options["threads"], options["keepalive"] = _shape(options)
         try:
             sizes = sorted(int(s) for s in str(options["labels"]).split(",") if s.strip())
         except ValueError as exc:
