@@ -53,6 +53,7 @@ from labeling.review.forms import (
     UndoForm,
 )
 from labeling.review.notes import review_notes
+from labeling.review.votes import task_with_vote_rule
 
 QUEUE = "labeling/review/review_queue.html"
 NOTES = "labeling/review/review_notes.html"
@@ -161,10 +162,15 @@ def review_queue(request: AuthedHttpRequest) -> HttpResponse:
     return _next_task_response(request)
 
 
-def _held_task(request: AuthedHttpRequest, task_id: int) -> ReviewTask:
-    """The task row alone: a decision or a skip needs nothing else (``load_task`` for the card)."""
+def _held_task(
+    request: AuthedHttpRequest, task_id: int, *, with_vote_rule: bool = False
+) -> ReviewTask:
+    """The task row alone: a skip needs nothing else, a decision its vote rule too, in the same
+    statement (``load_task`` for the card)."""
     require_perms(request, "labeling.add_decision")
     try:
+        if with_vote_rule:
+            return task_with_vote_rule(task_id)
         return ReviewTask.objects.get(pk=task_id)
     except ReviewTask.DoesNotExist:
         raise Http404("No such review task.") from None
@@ -201,7 +207,7 @@ def _refused(form: SkipForm | UndoForm) -> HttpResponse:
 @login_required
 @require_POST
 def review_submit(request: AuthedHttpRequest, task_id: int) -> HttpResponse:
-    task = _held_task(request, task_id)
+    task = _held_task(request, task_id, with_vote_rule=True)
     if "reused" in request.POST and "label" not in request.POST:
         reuse = ReuseForm(request.POST)
         form = DecisionForm(reuse.decision_data() if reuse.is_valid() else request.POST)
