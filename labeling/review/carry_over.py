@@ -4,7 +4,7 @@ again."""
 from __future__ import annotations
 
 from django.db import connection, transaction
-from django.db.models import Subquery
+from django.db.models import QuerySet, Subquery
 from django.utils import timezone
 
 from cope_studio.lib.db import any_of
@@ -74,23 +74,41 @@ def _carry(
         return 0
     sources = dict(pairs)
     with transaction.atomic(savepoint=False):
-        rows = list(
-            ReviewTask.objects.filter(any_of("id", sources), status=ReviewStatus.OPEN)
-            .select_for_update()
-            .values_list("id", "policy_id", "item_id", "job_id")
-        )
-        if not rows:
-            return 0
-        still_open = {pk: (policy_id, item_id) for pk, policy_id, item_id, _job in rows}
-        if touched is not None:
-            touched.update(job_id for *_task, job_id in rows)
-        resolved = ReviewTask.objects.filter(
-            any_of("id", still_open), status=ReviewStatus.OPEN
-        ).update(status=ReviewStatus.RESOLVED, resolved_at=timezone.now(), carried_over=True)
-        if resolved != len(still_open):
-            raise RuntimeError("Open tasks changed while locked; nothing was carried over.")
-        carried = _carried_copies(sources, list(still_open))
-        _gold_where_none(carried, still_open, gold_rows)
+        rows = _lock_open(ReviewTask.objects.filter(any_of("id", sources)))
+        return _resolve_locked(rows, sources, touched=touched, gold_rows=gold_rows)
+
+
+_Row = tuple[int, int, int, int]  # a task's id, policy, item and job
+
+
+def _lock_open(tasks: QuerySet[ReviewTask], limit: int | None = None) -> list[_Row]:
+    """The open ones among ``tasks``, locked until the transaction ends (PostgreSQL; SQLite lets
+    one writer in at a time), as (id, policy, item, job)."""
+    open_tasks = tasks.filter(status=ReviewStatus.OPEN).select_for_update()
+    return list(open_tasks.values_list("id", "policy_id", "item_id", "job_id")[:limit])
+
+
+def _resolve_locked(
+    rows: list[_Row],
+    sources: dict[int, Decision],
+    *,
+    touched: set[int] | None,
+    gold_rows: frozenset[tuple[int, int]],
+) -> int:
+    """Resolve the locked open tasks ``rows``, each with a copy of its decision in ``sources``
+    (see ``_carry``); how many. Runs inside the transaction that locked them."""
+    if not rows:
+        return 0
+    still_open = {pk: (policy_id, item_id) for pk, policy_id, item_id, _job in rows}
+    if touched is not None:
+        touched.update(job_id for *_task, job_id in rows)
+    resolved = ReviewTask.objects.filter(any_of("id", still_open), status=ReviewStatus.OPEN).update(
+        status=ReviewStatus.RESOLVED, resolved_at=timezone.now(), carried_over=True
+    )
+    if resolved != len(still_open):
+        raise RuntimeError("Open tasks changed while locked; nothing was carried over.")
+    carried = _carried_copies(sources, list(still_open))
+    _gold_where_none(carried, still_open, gold_rows)
     return len(carried)
 
 
@@ -218,12 +236,16 @@ def carry_to_open_reruns(decision: Decision, task: ReviewTask) -> int:
     )
     if not items:
         return 0
-    open_tasks = ReviewTask.objects.filter(
-        any_of("job_id", same), any_of("item_id", items), status=ReviewStatus.OPEN
-    ).values_list("id", flat=True)[:_CARRY_BATCH]
     touched: set[int] = set()
     # The decision's own gold row was written before this call (``record_final_decision``).
     own_gold = frozenset({(task.policy_id, task.item_id)})
-    carried = _carry([(pk, decision) for pk in open_tasks], touched=touched, gold_rows=own_gold)
+    with transaction.atomic(savepoint=False):
+        # The reruns' open tasks of this content, found and locked in one statement.
+        rows = _lock_open(
+            ReviewTask.objects.filter(any_of("job_id", same), any_of("item_id", items)),
+            _CARRY_BATCH,
+        )
+        sources = {pk: decision for pk, *_rest in rows}
+        carried = _resolve_locked(rows, sources, touched=touched, gold_rows=own_gold)
     queues_touched(touched)  # a rerun's queue may have emptied
     return carried
