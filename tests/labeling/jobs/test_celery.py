@@ -9,18 +9,10 @@ import pytest
 from django.db import connection
 from django.db.models import Count
 
+from labeling.explain.dispatch import ACTIVE
 from labeling.explain.services import explain_max_items
 from labeling.jobs import services
-from labeling.models import (
-    ChunkStatus,
-    ExplainRun,
-    ExplainStatus,
-    Job,
-    JobChunk,
-    JobStatus,
-    Label,
-    ReviewTask,
-)
+from labeling.models import ChunkStatus, ExplainRun, Job, JobChunk, JobStatus, Label, ReviewTask
 from tests.labeling.conftest import make_sample_set, make_version, retry_locked, wait_for
 
 pytestmark = pytest.mark.celery_worker
@@ -48,7 +40,7 @@ def _explained(job: Job) -> bool:
     runs = ExplainRun.objects.filter(job=job)
     if not runs.exists():
         return explain_max_items() <= 0 or not ReviewTask.objects.filter(job=job).exists()
-    return not runs.filter(status__in=(ExplainStatus.QUEUED, ExplainStatus.RUNNING)).exists()
+    return not runs.filter(status__in=ACTIVE).exists()
 
 
 @pytest.mark.django_db(transaction=True)
