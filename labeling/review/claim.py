@@ -153,7 +153,8 @@ def _first_not_skipped(group: QuerySet[ReviewTask], reviewer_id: int) -> ReviewT
 
     PostgreSQL filters skipped tasks in the query (JSON containment) and locks the row, walking
     past rows other reviewers are locking. SQLite has neither: skipped tasks are stepped over
-    here, a page at a time, and the row is read unlocked (the conditional update decides).
+    here, a page at a time, and the row is read unlocked (the conditional update decides), with
+    what its card shows (``load_task``: one statement there), so a taken task is not read again.
     """
     if connection.features.supports_json_field_contains:
         return (
@@ -173,7 +174,7 @@ def _first_not_skipped(group: QuerySet[ReviewTask], reviewer_id: int) -> ReviewT
             return None
         for pk, skipped, assigned in rows:
             if reviewer_id not in (skipped or []) and (not assigned or reviewer_id in assigned):
-                return ReviewTask.objects.get(pk=pk)
+                return load_task(pk)  # with the card's rows, in one statement here
         after = rows[-1][0]
 
 
@@ -353,7 +354,7 @@ def claim_next(
             if task is None:
                 break
             if _take(task, reviewer, now, expires):
-                return NextTask(_attach_item_and_job(task), lost)
+                return NextTask(_with_card(task), lost)
             # Not taken: another reviewer took the row, or this reviewer got a claim meanwhile
             # (the take refuses a second one); then that claim is the one to show.
             held, _lost, any_expired = _renew_held_claim(scope, reviewer, now, expires)
@@ -402,16 +403,25 @@ def load_task(pk: int) -> ReviewTask:
     """The task with what its card shows: item, job (texts included: the card shows their diff),
     version and policy.
 
-    The large tables are read by primary key, one per query: a join of tasks with items costs
-    PostgreSQL milliseconds of planning on tables with many dead rows (it probes the join keys'
-    index ends), a lookup by key a fraction of one.
+    On PostgreSQL the large tables are read by primary key, one per query: a join of tasks with
+    items costs PostgreSQL milliseconds of planning on tables with many dead rows (it probes the
+    join keys' index ends), a lookup by key a fraction of one. SQLite plans a join by keys for
+    nothing (it keeps no statistics to probe), and there one statement reads them all: the card
+    pays for each statement it builds.
     """
-    return _attach_item_and_job(ReviewTask.objects.get(pk=pk))
+    if connection.vendor == "postgresql":
+        return _with_card(ReviewTask.objects.get(pk=pk))
+    task = _card_tasks().get(pk=pk)
+    task.policy = task.job.version.policy
+    return task
 
 
-def _attach_item_and_job(task: ReviewTask) -> ReviewTask:
-    task.item = Item.objects.get(pk=task.item_id)
-    task.job = _card_jobs().get(pk=task.job_id)
+def _with_card(task: ReviewTask) -> ReviewTask:
+    """The task with its item and job, read by key unless they came with it (``load_task``)."""
+    if not ReviewTask.item.is_cached(task):
+        task.item = Item.objects.get(pk=task.item_id)
+    if not ReviewTask.job.is_cached(task):
+        task.job = _card_jobs().get(pk=task.job_id)
     task.policy = task.job.version.policy
     return task
 
@@ -421,6 +431,17 @@ def _card_jobs() -> QuerySet[Job]:
     """Jobs with what the card shows of them (``_CARD_JOB_FIELDS``), their version and policy
     joined: assembled once per process, each card reads one by key."""
     return Job.objects.select_related("version__policy").only(*_CARD_JOB_FIELDS)
+
+
+@functools.cache
+def _card_tasks() -> QuerySet[ReviewTask]:
+    """Tasks with their item and what the card shows of their job (SQLite's ``load_task``):
+    assembled once per process."""
+    job_fields = [f"job__{name}" for name in _CARD_JOB_FIELDS]
+    task_fields = [f.name for f in ReviewTask._meta.concrete_fields]
+    return ReviewTask.objects.select_related("item", "job__version__policy").only(
+        *task_fields, "item", *(f"item__{f.name}" for f in Item._meta.concrete_fields), *job_fields
+    )
 
 
 def skip_task(*, task: ReviewTask, reviewer: User) -> None:

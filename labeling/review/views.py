@@ -178,7 +178,7 @@ def _held_task(
 
 def _card_task(task_id: int) -> ReviewTask:
     try:
-        return load_task(task_id)  # by key, one large table per query
+        return load_task(task_id)  # with its item and job (see load_task)
     except ObjectDoesNotExist:  # the task, or its job or item, deleted meanwhile
         raise Http404("No such review task.") from None
 
