@@ -26,6 +26,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
 from django.urls import reverse
 
 from labeling.models import (
@@ -165,14 +166,25 @@ _WAITING = (ReviewStatus.OPEN, ReviewStatus.CLAIMED, ReviewStatus.ADJUDICATE)
 
 
 def _check_queues(job_ids: list[int]) -> None:
-    """After each decision: a plain read whether the job still has work waiting (nearly always),
-    outside any transaction. On the embedded default a transaction takes SQLite's write lock
-    at its start (``transaction_mode`` IMMEDIATE): one here took that lock after every decision,
-    for a read. Only a queue that looks empty is checked again inside one."""
-    for job_id in job_ids:
+    """After each decision: one plain read whether each touched job (the decision's, and reruns'
+    it was carried to) still has work waiting (nearly always), outside any transaction. On the
+    embedded default a transaction takes SQLite's write lock at its start (``transaction_mode``
+    IMMEDIATE): one here took that lock after every decision, for a read. Only a queue that looks
+    empty is checked again inside one.
+
+    The check is an ``EXISTS`` per job in the select list, which both databases run as a probe of
+    the (job, status) index per job; in ``WHERE`` PostgreSQL may plan it as an anti-join, whose
+    planning probes the task index's ends."""
+    waiting = ReviewTask.objects.filter(job_id=OuterRef("pk"), status__in=_WAITING)
+    looks_empty = [
+        job_id
+        for job_id, has_work in Job.objects.filter(pk__in=job_ids)
+        .annotate(has_work=Exists(waiting))
+        .values_list("pk", "has_work")
+        if not has_work
+    ]
+    for job_id in looks_empty:
         tasks = ReviewTask.objects.filter(job_id=job_id)
-        if tasks.filter(status__in=_WAITING).exists():
-            continue
         with transaction.atomic():
             if tasks.filter(status__in=_WAITING).exists():
                 continue

@@ -244,6 +244,30 @@ def test_a_decision_that_leaves_work_waiting_opens_no_transaction_after_it(
     assert transaction.atomic.called  # a queue that looks empty is checked under the lock
 
 
+def test_the_check_after_a_decision_reads_every_touched_job_in_one_statement(
+    author: Any, reviewer: Any
+) -> None:
+    """A decision carried to reruns touches several jobs: whether each still has work is one
+    read, and only the job whose queue emptied gets its event."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from labeling.notify import events
+
+    busy, emptied, gone = (make_job(author=author) for _ in range(3))
+    emptied.review_tasks.update(status=ReviewStatus.RESOLVED)
+    gone_id = gone.pk
+    gone.delete()
+    with CaptureQueriesContext(connection) as queries:
+        events._check_queues([busy.pk, gone_id])
+    assert len(queries.captured_queries) == 1, [q["sql"] for q in queries.captured_queries]
+    assert not _events(EventKind.QUEUE_EMPTIED)
+
+    events._check_queues([busy.pk, emptied.pk, gone_id])
+    (event,) = _events(EventKind.QUEUE_EMPTIED)
+    assert event.data["job"] == emptied.pk
+
+
 def test_finalize_tells_the_policy_people_but_not_the_finalizer(
     version: Any,  # noqa: F811 - the fixture
     author: Any,
