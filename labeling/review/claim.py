@@ -409,11 +409,8 @@ def load_task(pk: int) -> ReviewTask:
     nothing (it keeps no statistics to probe), and there one statement reads them all: the card
     pays for each statement it builds.
     """
-    if connection.vendor == "postgresql":
-        return _with_card(ReviewTask.objects.get(pk=pk))
-    task = _card_tasks().get(pk=pk)
-    task.policy = task.job.version.policy
-    return task
+    tasks = ReviewTask.objects if connection.vendor == "postgresql" else _card_tasks()
+    return _with_card(tasks.get(pk=pk))
 
 
 def _with_card(task: ReviewTask) -> ReviewTask:
@@ -439,8 +436,9 @@ def _card_tasks() -> QuerySet[ReviewTask]:
     assembled once per process."""
     job_fields = [f"job__{name}" for name in _CARD_JOB_FIELDS]
     task_fields = [f.name for f in ReviewTask._meta.concrete_fields]
+    item_fields = [f"item__{f.name}" for f in Item._meta.concrete_fields]
     return ReviewTask.objects.select_related("item", "job__version__policy").only(
-        *task_fields, "item", *(f"item__{f.name}" for f in Item._meta.concrete_fields), *job_fields
+        *task_fields, *item_fields, *job_fields
     )
 
 
